@@ -1,0 +1,49 @@
+using Dapper;
+using Lava.Billing.Infrastructure.Database;
+using Microsoft.Extensions.Logging.Abstractions;
+using Npgsql;
+
+namespace Lava.Billing.Tests.Infrastructure;
+
+public class MigratorTests : IAsyncLifetime
+{
+    private string _database = "";
+
+    public async Task InitializeAsync()
+    {
+        _database = $"lava_mig_{Guid.NewGuid():N}";
+        await using var admin = new NpgsqlConnection(TestDatabase.AdminConnectionString);
+        var owner = new NpgsqlConnectionStringBuilder(TestDatabase.OwnerConnectionString).Username;
+        await admin.ExecuteAsync($"CREATE DATABASE {_database} OWNER {owner}");
+    }
+
+    public Task DisposeAsync() => TestDatabase.DropAsync(_database);
+
+    private NpgsqlDataSource Source() => NpgsqlDataSource.Create(TestDatabase.For(TestDatabase.OwnerConnectionString, _database));
+
+    [Fact]
+    public async Task TwoInstancesMigratingAtOnceApplyEachFileOnce()
+    {
+        await using var a = Source();
+        await using var b = Source();
+        var counts = await Task.WhenAll(
+            new Migrator(a, NullLogger<Migrator>.Instance).MigrateAsync(CancellationToken.None),
+            new Migrator(b, NullLogger<Migrator>.Instance).MigrateAsync(CancellationToken.None));
+        Assert.Equal(Migrator.Scripts.Count, counts.Sum());
+        await using var c = await a.OpenConnectionAsync();
+        Assert.Equal(Migrator.Scripts.Count, await c.ExecuteScalarAsync<int>("SELECT count(*) FROM schema_migrations"));
+        Assert.Equal(0, await new Migrator(a, NullLogger<Migrator>.Instance).MigrateAsync(CancellationToken.None));
+    }
+
+    [Fact]
+    public async Task StartUpRefusesWhenAnAppliedFileChanged()
+    {
+        await using var source = Source();
+        var migrator = new Migrator(source, NullLogger<Migrator>.Instance);
+        await migrator.MigrateAsync(CancellationToken.None);
+        await using (var c = await source.OpenConnectionAsync())
+            await c.ExecuteAsync("UPDATE schema_migrations SET checksum = 'edited' WHERE version = 1");
+        var error = await Assert.ThrowsAsync<InvalidOperationException>(() => migrator.MigrateAsync(CancellationToken.None));
+        Assert.Contains("0001_foundation.sql", error.Message);
+    }
+}

@@ -1,0 +1,34 @@
+using System.Text.Json;
+using Lava.Billing.Infrastructure.Database;
+using Lava.Billing.Merchants;
+
+namespace Lava.Billing.Infrastructure;
+
+/// <summary>
+/// Operator commands on the service binary: <c>migrate</c> and <c>merchants create --name NAME</c>. They print their
+/// result on stdout and nothing else (logs go to stderr), so scripts can capture it.
+/// </summary>
+public static class Cli
+{
+    public static bool IsCommand(string[] args) => args.Length > 0 && args[0] is "migrate" or "merchants";
+
+    public static async Task<int> RunAsync(WebApplication app, string[] args)
+    {
+        var ct = app.Lifetime.ApplicationStopping;
+        switch (args)
+        {
+            case ["migrate", ..]:
+                var applied = await app.Services.GetRequiredService<Migrator>().MigrateAsync(ct);
+                await Console.Error.WriteLineAsync($"migrate: {applied} migration(s) applied");
+                return 0;
+            case ["merchants", "create", "--name", var name, ..] when !string.IsNullOrWhiteSpace(name) && name.Length <= 200:
+                await app.Services.GetRequiredService<Migrator>().MigrateAsync(ct);
+                var created = await app.Services.GetRequiredService<MerchantStore>().CreateAsync(name, ct);
+                Console.Out.WriteLine(JsonSerializer.Serialize(new { merchant_id = created.MerchantId, secret_key = created.SecretKey }));
+                return 0;
+            default:
+                await Console.Error.WriteLineAsync("usage: Lava.Billing [migrate | merchants create --name NAME]   (no command: serve)");
+                return 2;
+        }
+    }
+}

@@ -1,0 +1,48 @@
+using Dapper;
+using Npgsql;
+
+namespace Lava.Billing.Infrastructure.Database;
+
+/// <summary>The primary data source, and where reads that may lag (exports, analytics) are sent.</summary>
+public sealed class ReadDataSource(NpgsqlDataSource source)
+{
+    public NpgsqlDataSource Source => source;
+}
+
+public static class Database
+{
+    public static IServiceCollection AddLavaDatabase(this IServiceCollection services)
+    {
+        DefaultTypeMap.MatchNamesWithUnderscores = true;
+        // Resolved lazily so configuration added by a host (tests, scripts) after registration still applies.
+        services.AddSingleton(sp =>
+        {
+            var primary = sp.GetRequiredService<IConfiguration>().GetConnectionString("Billing");
+            if (string.IsNullOrWhiteSpace(primary))
+            {
+                throw new InvalidOperationException(
+                    "ConnectionStrings__Billing is not set. Start the service with scripts/run.sh, which sets up a local PostgreSQL.");
+            }
+            return Build(primary, "lava-billing");
+        });
+        services.AddSingleton(sp =>
+        {
+            var readOnly = sp.GetRequiredService<IConfiguration>().GetConnectionString("BillingReadOnly");
+            return string.IsNullOrWhiteSpace(readOnly)
+                ? new ReadDataSource(sp.GetRequiredService<NpgsqlDataSource>())
+                : new ReadDataSource(Build(readOnly, "lava-billing-ro"));
+        });
+        services.AddSingleton<Migrator>();
+        return services;
+    }
+
+    private static NpgsqlDataSource Build(string connectionString, string applicationName)
+    {
+        var csb = new NpgsqlConnectionStringBuilder(connectionString);
+        csb.ApplicationName ??= applicationName;
+        // Bounded like everything else: a pool sized for a small machine, and no statement runs forever.
+        if (!connectionString.Contains("Maximum Pool Size", StringComparison.OrdinalIgnoreCase)) csb.MaxPoolSize = 64;
+        if (!connectionString.Contains("Command Timeout", StringComparison.OrdinalIgnoreCase)) csb.CommandTimeout = 30;
+        return new NpgsqlDataSourceBuilder(csb.ConnectionString).Build();
+    }
+}

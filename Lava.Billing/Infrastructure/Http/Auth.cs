@@ -1,0 +1,47 @@
+using Lava.Billing.Merchants;
+
+namespace Lava.Billing.Infrastructure.Http;
+
+/// <summary>Who is calling: the merchant a valid secret key belongs to. Bound into handlers as a parameter.</summary>
+public sealed record Caller(string MerchantId, string SecretKeyId, string Scope)
+{
+    internal const string ItemKey = "lava.caller";
+
+    public bool CanWrite => Scope == KeyScopes.Full;
+
+    public static ValueTask<Caller?> BindAsync(HttpContext context) =>
+        ValueTask.FromResult(context.Items[ItemKey] as Caller);
+}
+
+public static class Auth
+{
+    /// <summary>Every /v1 route requires a live secret key; anything else is answered 401 before routing runs.</summary>
+    public static IApplicationBuilder UseLavaAuth(this IApplicationBuilder app) =>
+        app.Use(async (context, next) =>
+        {
+            if (!context.Request.Path.StartsWithSegments("/v1"))
+            {
+                await next(context);
+                return;
+            }
+            var secret = BearerToken(context.Request.Headers.Authorization.ToString());
+            var keys = context.RequestServices.GetRequiredService<SecretKeyStore>();
+            var caller = secret is null ? null : await keys.AuthenticateAsync(secret, context.RequestAborted);
+            if (caller is null)
+            {
+                context.Response.Headers.WWWAuthenticate = "Bearer";
+                await Problems.Unauthorized().ExecuteAsync(context);
+                return;
+            }
+            context.Items[Caller.ItemKey] = caller;
+            await next(context);
+        });
+
+    public static string? BearerToken(string header)
+    {
+        const string prefix = "Bearer ";
+        if (header.Length <= prefix.Length || !header.StartsWith(prefix, StringComparison.OrdinalIgnoreCase)) return null;
+        var token = header[prefix.Length..].Trim();
+        return token.Length is > 0 and <= 4096 ? token : null;
+    }
+}

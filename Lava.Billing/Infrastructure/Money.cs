@@ -1,0 +1,28 @@
+using System.Globalization;
+
+namespace Lava.Billing.Infrastructure;
+
+/// <summary>Money on the wire: an exact decimal string with 10 places (DESIGN.md §2).</summary>
+public static class Money
+{
+    public const int Scale = 10;
+
+    /// <summary>Largest amount a money column (numeric(38,10)) or field accepts.</summary>
+    public const decimal Max = 1_000_000_000_000_000m;
+
+    public static string Format(decimal amount) =>
+        decimal.Round(amount, Scale, MidpointRounding.AwayFromZero).ToString("F10", CultureInfo.InvariantCulture);
+
+    public static string? Format(decimal? amount) => amount is { } a ? Format(a) : null;
+
+    /// <summary>Parses a plain decimal string (no exponent, no thousands separators).</summary>
+    public static bool TryParse(string? text, out decimal amount)
+    {
+        amount = 0;
+        if (string.IsNullOrWhiteSpace(text) || text.Length > 40) return false;
+        return decimal.TryParse(text, NumberStyles.AllowLeadingSign | NumberStyles.AllowDecimalPoint,
+            CultureInfo.InvariantCulture, out amount);
+    }
+
+    public static int DecimalPlaces(decimal value) => value.Scale;
+}

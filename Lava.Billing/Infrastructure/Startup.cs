@@ -1,0 +1,59 @@
+using FluentValidation;
+using Lava.Billing.Infrastructure.Database;
+using Lava.Billing.Infrastructure.Http;
+using Lava.Billing.Merchants;
+
+namespace Lava.Billing.Infrastructure;
+
+/// <summary>Service registration and start-up steps, so Program.cs reads as a list.</summary>
+public static class Startup
+{
+    public static IServiceCollection AddLavaHttp(this IServiceCollection services, IConfiguration configuration)
+    {
+        services.ConfigureHttpJsonOptions(o => LavaJson.Configure(o.SerializerOptions));
+        // Binding failures (wrong JSON types, unreadable bodies) become exceptions the error handler turns into problems.
+        services.Configure<RouteHandlerOptions>(o => o.ThrowOnBadRequest = true);
+        services.AddEndpointsApiExplorer();
+        services.AddSwaggerGen();
+        return services;
+    }
+
+    public static IServiceCollection AddLavaFeatures(this IServiceCollection services)
+    {
+        services.AddSingleton(TimeProvider.System);
+        services.AddSingleton<SecretKeyStore>();
+        services.AddSingleton<MerchantStore>();
+        AddValidators(services);
+        return services;
+    }
+
+    // FluentValidation's DI package is not available here; validators are stateless, so one instance each.
+    private static void AddValidators(IServiceCollection services)
+    {
+        foreach (var type in typeof(Startup).Assembly.GetTypes().Where(t => t is { IsAbstract: false, IsGenericTypeDefinition: false }))
+        {
+            foreach (var contract in type.GetInterfaces().Where(i => i.IsGenericType && i.GetGenericTypeDefinition() == typeof(IValidator<>)))
+                services.AddSingleton(contract, type);
+        }
+    }
+
+    public static async Task MigrateOnStartAsync(this WebApplication app)
+    {
+        if (app.Configuration.GetValue("Database:MigrateOnStart", true))
+            await app.Services.GetRequiredService<Migrator>().MigrateAsync(app.Lifetime.ApplicationStopping);
+    }
+
+    /// <summary>openapi.yaml at the repository root is the contract; Swagger UI at /swagger renders it.</summary>
+    public static WebApplication UseLavaApiDocs(this WebApplication app)
+    {
+        app.MapGet("/openapi.yaml", () => Results.File(
+                typeof(Startup).Assembly.GetManifestResourceStream("openapi.yaml")!, "application/yaml"))
+            .ExcludeFromDescription();
+        app.UseSwaggerUI(o =>
+        {
+            o.RoutePrefix = "swagger";
+            o.SwaggerEndpoint("/openapi.yaml", "Lava Billing");
+        });
+        return app;
+    }
+}

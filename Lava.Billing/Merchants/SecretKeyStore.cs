@@ -1,0 +1,109 @@
+using System.Security.Cryptography;
+using Dapper;
+using Lava.Billing.Infrastructure;
+using Lava.Billing.Infrastructure.Http;
+using Npgsql;
+
+namespace Lava.Billing.Merchants;
+
+public sealed record SecretKeyRow(string SecretKeyId, string Name, string SecretKeyHint, string Scope, DateTime CreatedAt);
+
+public sealed class SecretKeyStore(NpgsqlDataSource db)
+{
+    private const string SelectByHash = """
+        SELECT merchant_id, secret_key_id, scope, key_hash
+          FROM secret_keys
+         WHERE key_hash = @Hash
+           AND revoked_at IS NULL
+        """;
+
+    /// <summary>
+    /// The lookup goes by the hash of a 190-bit secret, so its timing says nothing useful about the secret; the final
+    /// comparison is constant-time all the same.
+    /// </summary>
+    public async Task<Caller?> AuthenticateAsync(string secret, CancellationToken ct)
+    {
+        if (!secret.StartsWith("aks_", StringComparison.Ordinal) || secret.Length > 200) return null;
+        var hash = SecretKeys.Hash(secret);
+        await using var connection = await db.OpenConnectionAsync(ct);
+        var row = await connection.QuerySingleOrDefaultAsync<(string MerchantId, string SecretKeyId, string Scope, byte[] KeyHash)?>(
+            new CommandDefinition(SelectByHash, new { Hash = hash }, cancellationToken: ct));
+        if (row is not { } r || !CryptographicOperations.FixedTimeEquals(r.KeyHash, hash)) return null;
+        return new Caller(r.MerchantId, r.SecretKeyId, r.Scope);
+    }
+
+    private const string Insert = """
+        INSERT INTO secret_keys (merchant_id, secret_key_id, name, key_hash, secret_key_hint, scope)
+        VALUES (@MerchantId, @SecretKeyId, @Name, @Hash, @Hint, @Scope)
+        RETURNING secret_key_id, name, secret_key_hint, scope, created_at
+        """;
+
+    public static async Task<(SecretKeyRow Row, string Secret)> CreateAsync(
+        NpgsqlConnection connection, NpgsqlTransaction? tx, string merchantId, string name, string scope, CancellationToken ct)
+    {
+        var secret = SecretKeys.Generate();
+        var row = await connection.QuerySingleAsync<SecretKeyRow>(new CommandDefinition(Insert, new
+        {
+            MerchantId = merchantId, SecretKeyId = Ids.New("key"), Name = name,
+            Hash = SecretKeys.Hash(secret), Hint = SecretKeys.Hint(secret), Scope = scope,
+        }, tx, cancellationToken: ct));
+        return (row, secret);
+    }
+
+    public async Task<(SecretKeyRow Row, string Secret)> CreateAsync(string merchantId, string name, string scope, CancellationToken ct)
+    {
+        await using var connection = await db.OpenConnectionAsync(ct);
+        return await CreateAsync(connection, null, merchantId, name, scope, ct);
+    }
+
+    private const string SelectPage = """
+        SELECT secret_key_id, name, secret_key_hint, scope, created_at
+          FROM secret_keys
+         WHERE merchant_id = @MerchantId
+           AND revoked_at IS NULL
+           AND secret_key_id > @After
+         ORDER BY secret_key_id
+         LIMIT @Take
+        """;
+
+    public async Task<List<SecretKeyRow>> ListAsync(string merchantId, string? after, int take, CancellationToken ct)
+    {
+        await using var connection = await db.OpenConnectionAsync(ct);
+        var rows = await connection.QueryAsync<SecretKeyRow>(new CommandDefinition(SelectPage,
+            new { MerchantId = merchantId, After = after ?? "", Take = take }, cancellationToken: ct));
+        return rows.AsList();
+    }
+
+    // Locks the merchant's live keys so two concurrent revocations cannot both see "another key remains".
+    private const string Revoke = """
+        WITH live AS (
+            SELECT secret_key_id FROM secret_keys
+             WHERE merchant_id = @MerchantId AND revoked_at IS NULL
+             ORDER BY secret_key_id
+               FOR UPDATE
+        )
+        UPDATE secret_keys k
+           SET revoked_at = now()
+         WHERE k.merchant_id = @MerchantId
+           AND k.secret_key_id = @SecretKeyId
+           AND k.revoked_at IS NULL
+           AND (SELECT count(*) FROM live) > 1
+        RETURNING k.secret_key_id
+        """;
+
+    private const string Exists = """
+        SELECT EXISTS (SELECT 1 FROM secret_keys WHERE merchant_id = @MerchantId AND secret_key_id = @SecretKeyId AND revoked_at IS NULL)
+        """;
+
+    public enum RevokeOutcome { Revoked, NotFound, LastKey }
+
+    public async Task<RevokeOutcome> RevokeAsync(string merchantId, string secretKeyId, CancellationToken ct)
+    {
+        await using var connection = await db.OpenConnectionAsync(ct);
+        var args = new { MerchantId = merchantId, SecretKeyId = secretKeyId };
+        var revoked = await connection.QuerySingleOrDefaultAsync<string>(new CommandDefinition(Revoke, args, cancellationToken: ct));
+        if (revoked is not null) return RevokeOutcome.Revoked;
+        var exists = await connection.ExecuteScalarAsync<bool>(new CommandDefinition(Exists, args, cancellationToken: ct));
+        return exists ? RevokeOutcome.LastKey : RevokeOutcome.NotFound;
+    }
+}

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# scripts/test.sh — the whole test suite against a throwaway PostgreSQL 15 on a free port.
+# Ends with one line "N passed, N failed"; exits non-zero on any failure or when no test ran.
+set -euo pipefail
+LAVA_SCRIPT=test
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+source scripts/lib.sh
+require_dotnet
+
+port="$(free_port 55500)" || die "no free port for PostgreSQL"
+work="$(mktemp -d "${TMPDIR:-/tmp}/lava-test.XXXXXX")"
+chmod 755 "$work"
+datadir="$work/pg"
+results="$work/results"
+admin_pw="admin_$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
+
+cleanup() {
+  local rc=$?
+  [[ -n "${svc_pid:-}" ]] && kill "$svc_pid" 2>/dev/null || true
+  scripts/pg-down.sh "$datadir" --purge >/dev/null 2>&1 || true
+  rm -rf "$work"
+  exit "$rc"
+}
+trap cleanup EXIT INT TERM
+
+conn="$(PGUP_DB=lava PGUP_USER=lava PGUP_PASSWORD=lava_pw PGUP_ADMIN_PASSWORD="$admin_pw" scripts/pg-up.sh "$datadir" "$port")"
+export LAVA_TEST_DB="$conn"
+export LAVA_TEST_ADMIN_DB="Host=127.0.0.1;Port=$port;Database=postgres;Username=postgres;Password=$admin_pw"
+
+log "building"
+dotnet build Lava.sln -c Debug -nologo -clp:ErrorsOnly
+
+passed=0 failed=0
+log "running the xunit suite"
+set +e
+dotnet test Lava.sln --no-build -nologo --logger "trx" --logger "console;verbosity=minimal" --results-directory "$results"
+set -e
+shopt -s nullglob globstar
+for trx in "$results"/**/*.trx; do
+  attr() { sed -n "s/.*<Counters[^>]* $1=\"\([0-9]*\)\".*/\1/p" "$trx" | head -n1; }
+  passed=$((passed + $(attr passed)))
+  failed=$((failed + $(attr failed) + $(attr error) + $(attr timeout) + $(attr aborted)))
+  total=$(attr total); executed=$(attr executed)
+  failed=$((failed + total - executed))   # a test that never executed did not pass
+done
+
+if command -v node >/dev/null 2>&1 && [[ -f compat/run.sh ]]; then
+  log "running the Node SDK compatibility suite (compat/)"
+  set +e
+  compat_out="$(bash compat/run.sh "$conn" 2>&1)"
+  compat_rc=$?
+  set -e
+  printf '%s\n' "$compat_out"
+  cp="$(printf '%s\n' "$compat_out" | sed -n 's/^# pass \([0-9]*\)$/\1/p' | tail -n1)"
+  cf="$(printf '%s\n' "$compat_out" | sed -n 's/^# fail \([0-9]*\)$/\1/p' | tail -n1)"
+  passed=$((passed + ${cp:-0})); failed=$((failed + ${cf:-0}))
+  [[ $compat_rc -ne 0 && ${cf:-0} -eq 0 ]] && failed=$((failed + 1))
+else
+  log "node not found: skipping the SDK compatibility suite"
+fi
+
+echo "$passed passed, $failed failed"
+(( passed > 0 && failed == 0 ))
