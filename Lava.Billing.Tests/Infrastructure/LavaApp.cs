@@ -31,7 +31,7 @@ public class LavaApp : WebApplicationFactory<Program>, IAsyncLifetime
         builder.UseEnvironment("Testing");
         builder.UseSetting("ConnectionStrings:Billing", ConnectionString);
         builder.UseSetting("Database:MigrateOnStart", "false");
-        builder.ConfigureLogging(l => l.SetMinimumLevel(LogLevel.Warning));
+        builder.ConfigureLogging(l => l.SetMinimumLevel(LogLevel.Warning).AddFilter("Microsoft.AspNetCore.Diagnostics", LogLevel.Error));
         ConfigureTestServices(builder);
     }
 

@@ -23,6 +23,10 @@ public static class Startup
         services.AddSingleton(TimeProvider.System);
         services.AddSingleton<SecretKeyStore>();
         services.AddSingleton<MerchantStore>();
+        services.AddSingleton<Meters.MeterStore>();
+        services.AddSingleton<Requests.RequestStore>();
+        services.AddSingleton<Requests.RequestListStore>();
+        services.AddSingleton<Requests.UsageReporter>();
         AddValidators(services);
         return services;
     }
@@ -30,6 +34,11 @@ public static class Startup
     // FluentValidation's DI package is not available here; validators are stateless, so one instance each.
     private static void AddValidators(IServiceCollection services)
     {
+        // Field errors are keyed by the wire (snake_case) names the client sent.
+        ValidatorOptions.Global.PropertyNameResolver = (_, member, _) =>
+            member is null ? null : System.Text.Json.JsonNamingPolicy.SnakeCaseLower.ConvertName(member.Name);
+        ValidatorOptions.Global.DisplayNameResolver = (_, member, _) =>
+            member is null ? null : System.Text.Json.JsonNamingPolicy.SnakeCaseLower.ConvertName(member.Name);
         foreach (var type in typeof(Startup).Assembly.GetTypes().Where(t => t is { IsAbstract: false, IsGenericTypeDefinition: false }))
         {
             foreach (var contract in type.GetInterfaces().Where(i => i.IsGenericType && i.GetGenericTypeDefinition() == typeof(IValidator<>)))

@@ -13,13 +13,8 @@ public static class ErrorHandling
         app.UseExceptionHandler(errorApp => errorApp.Run(async context =>
         {
             var error = context.Features.Get<IExceptionHandlerFeature>()?.Error;
-            var problem = ToProblem(error, context);
-            if (problem.StatusCode >= 500)
-            {
-                context.RequestServices.GetRequiredService<ILoggerFactory>().CreateLogger("Lava.Billing.Errors")
-                    .LogError(error, "Unhandled error on {Method} {Path}", context.Request.Method, context.Request.Path);
-            }
-            await problem.ExecuteAsync(context);
+            // The exception handler middleware has already logged the error with its stack; only the problem goes out.
+            await ToProblem(error, context).ExecuteAsync(context);
         }));
 
     private static ProblemResult ToProblem(Exception? error, HttpContext context) => error switch

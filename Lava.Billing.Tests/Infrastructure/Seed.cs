@@ -1,0 +1,56 @@
+using Dapper;
+using Lava.Billing.Infrastructure;
+using Lava.Billing.Ledger;
+using Npgsql;
+
+namespace Lava.Billing.Tests.Infrastructure;
+
+/// <summary>Arranges meters, customers and credit grants directly, so ledger tests do not depend on other APIs.</summary>
+public static class Seed
+{
+    public static async Task<string> MeterAsync(this LavaApp app, string merchantId, string slug, string rateType, string tierType,
+        params (decimal Start, decimal Rate)[] tiers)
+    {
+        var meterId = Ids.New("mtr");
+        await using var c = new NpgsqlConnection(app.ConnectionString);
+        await c.ExecuteAsync("""
+            INSERT INTO meters (merchant_id, meter_id, meter_slug, name, rate_type, tier_type) VALUES (@m, @id, @slug, @slug, @rt, @tt);
+            INSERT INTO meter_prices (merchant_id, meter_id, version, tier_starts, tier_rates) VALUES (@m, @id, 1, @starts, @rates);
+            """, new { m = merchantId, id = meterId, slug, rt = rateType, tt = tierType,
+            starts = tiers.Select(t => t.Start).ToArray(), rates = tiers.Select(t => t.Rate).ToArray() });
+        return meterId;
+    }
+
+    public static async Task<string> CustomerAsync(this LavaApp app, string merchantId)
+    {
+        var customerId = Ids.New("cus");
+        await using var c = new NpgsqlConnection(app.ConnectionString);
+        await c.OpenAsync();
+        await using var tx = await c.BeginTransactionAsync();
+        await c.ExecuteAsync("INSERT INTO customers (merchant_id, customer_id) VALUES (@m, @id)", new { m = merchantId, id = customerId }, tx);
+        await LedgerAccounts.CreateCustomerAccountsAsync(c, tx, merchantId, customerId, CancellationToken.None);
+        await tx.CommitAsync();
+        return customerId;
+    }
+
+    /// <summary>Posts a credit grant (Dr payments clearing, Cr the customer's credits) as the plans feature will.</summary>
+    public static async Task GrantAsync(this LavaApp app, string merchantId, string customerId, decimal amount, string bucket = "cycle")
+    {
+        var credits = bucket == "cycle" ? LedgerAccounts.CreditsCycle(customerId) : LedgerAccounts.CreditsBundle(customerId);
+        await using var c = new NpgsqlConnection(app.ConnectionString);
+        await c.ExecuteAsync("""
+            BEGIN;
+            INSERT INTO ledger_transactions (merchant_id, transaction_id, kind, reference, customer_id, effective_at)
+            VALUES (@m, @t, 'test_grant', @t, @c, now());
+            INSERT INTO entries (merchant_id, transaction_id, account_id, currency, amount) VALUES
+                (@m, @t, 'payments_clearing', 'USD', @amount), (@m, @t, @credits, 'USD', -@amount);
+            COMMIT;
+            """, new { m = merchantId, t = Ids.New("txn"), c = customerId, credits, amount });
+    }
+
+    public static Task<decimal> BalanceAsync(this LavaApp app, string merchantId, string accountId) =>
+        app.QueryAsync<decimal>("SELECT balance FROM account_balances WHERE merchant_id = @m AND account_id = @a", new { m = merchantId, a = accountId });
+
+    public static Task<decimal> EntriesSumAsync(this LavaApp app, string merchantId, string accountId) =>
+        app.QueryAsync<decimal>("SELECT coalesce(sum(amount), 0) FROM entries WHERE merchant_id = @m AND account_id = @a", new { m = merchantId, a = accountId });
+}

@@ -1,0 +1,113 @@
+using Dapper;
+using Lava.Billing.Infrastructure;
+using Lava.Billing.Ledger;
+using Lava.Billing.Tests.Infrastructure;
+using Npgsql;
+
+namespace Lava.Billing.Tests.Ledger;
+
+/// <summary>The database itself refuses what would make the ledger drift, whoever connects.</summary>
+public class LedgerInvariantTests(LavaApp app) : ApiTest(app)
+{
+    private async Task<(string Merchant, string Customer)> ArrangeWithOneReportAsync()
+    {
+        var m = await App.NewMerchantAsync();
+        var customer = await App.CustomerAsync(m.MerchantId);
+        await App.MeterAsync(m.MerchantId, "gpt", "fixed", "requests", (0, 2));
+        await m.Client.PostJsonAsync("/v1/requests", new { request_id = "r", customer_id = customer, meter_slug = "gpt" });
+        return (m.MerchantId, customer);
+    }
+
+    private async Task<PostgresException> RefusedAsync(string sql, object? args = null)
+    {
+        await using var c = new NpgsqlConnection(App.ConnectionString);
+        return await Assert.ThrowsAsync<PostgresException>(() => c.ExecuteAsync(sql, args));
+    }
+
+    [Fact]
+    public async Task EntriesCannotBeUpdatedOrDeleted()
+    {
+        await ArrangeWithOneReportAsync();
+        Assert.Contains("append-only", (await RefusedAsync("UPDATE entries SET amount = amount * 2")).MessageText);
+        Assert.Contains("append-only", (await RefusedAsync("DELETE FROM entries")).MessageText);
+        Assert.Contains("append-only", (await RefusedAsync("TRUNCATE entries CASCADE")).MessageText);
+        Assert.Contains("append-only", (await RefusedAsync("UPDATE ledger_transactions SET reference = 'x'")).MessageText);
+        Assert.Contains("append-only", (await RefusedAsync("DELETE FROM ledger_transactions")).MessageText);
+    }
+
+    [Fact]
+    public async Task AnUnbalancedTransactionIsRefusedAtCommit()
+    {
+        var (merchant, customer) = await ArrangeWithOneReportAsync();
+        var e = await RefusedAsync("""
+            BEGIN;
+            INSERT INTO ledger_transactions (merchant_id, transaction_id, kind, reference, effective_at) VALUES (@m, @t, 'manual', @t, now());
+            INSERT INTO entries (merchant_id, transaction_id, account_id, currency, amount) VALUES (@m, @t, @a, 'USD', 1), (@m, @t, 'usage_revenue', 'USD', -0.9999999999);
+            COMMIT;
+            """, new { m = merchant, t = Ids.New("txn"), a = LedgerAccounts.Receivable(customer) });
+        Assert.Contains("does not balance", e.MessageText);
+        Assert.Equal(2m, await App.BalanceAsync(merchant, LedgerAccounts.Receivable(customer)));
+    }
+
+    [Fact]
+    public async Task AnEntryInAnotherCurrencyThanItsAccountIsRefused()
+    {
+        var (merchant, customer) = await ArrangeWithOneReportAsync();
+        await RefusedAsync("""
+            BEGIN;
+            INSERT INTO ledger_transactions (merchant_id, transaction_id, kind, reference, effective_at) VALUES (@m, @t, 'manual', @t, now());
+            INSERT INTO entries (merchant_id, transaction_id, account_id, currency, amount) VALUES (@m, @t, @a, 'EUR', 1), (@m, @t, 'usage_revenue', 'EUR', -1);
+            COMMIT;
+            """, new { m = merchant, t = Ids.New("txn"), a = LedgerAccounts.Receivable(customer) });
+    }
+
+    [Fact]
+    public async Task ACachedBalanceCannotBeWrittenDirectly()
+    {
+        var (merchant, customer) = await ArrangeWithOneReportAsync();
+        var e = await RefusedAsync("UPDATE account_balances SET balance = 0 WHERE merchant_id = @m", new { m = merchant });
+        Assert.Contains("maintained by the ledger", e.MessageText);
+        await RefusedAsync("DELETE FROM account_balances");
+        Assert.Equal(2m, await App.BalanceAsync(merchant, LedgerAccounts.Receivable(customer)));
+    }
+
+    [Fact]
+    public async Task AfterManyConcurrentRandomReportsTheLedgerBalances()
+    {
+        var m = await App.NewMerchantAsync();
+        var customers = new List<string>();
+        for (var i = 0; i < 5; i++) customers.Add(await App.CustomerAsync(m.MerchantId));
+        await App.MeterAsync(m.MerchantId, "grad", "fixed", "tokens_1m", (0, 5), (1_000, 3.3333333333m), (50_000, 0.0000001m));
+        await App.MeterAsync(m.MerchantId, "pct", "percentage", "requests", (0, 17.5m));
+        await App.GrantAsync(m.MerchantId, customers[0], 0.37m);
+        await App.GrantAsync(m.MerchantId, customers[1], 1m, "bundle");
+
+        var random = new Random(20261122);
+        var reports = Enumerable.Range(0, 120).Select(i => new
+        {
+            request_id = $"r{i % 100}",  // 20 replays or conflicts among them
+            customer_id = random.Next(6) == 0 ? null : customers[random.Next(customers.Count)],
+            meter_slug = random.Next(2) == 0 ? "grad" : "pct",
+            input_tokens = random.Next(0, 30_000),
+            cost = (random.Next(0, 1_000_000) / 1_000_000m).ToString(System.Globalization.CultureInfo.InvariantCulture),
+        }).ToList();
+        var clients = Enumerable.Range(0, 8).Select(_ => App.ClientWithKey(m.SecretKey)).ToList();
+        await Parallel.ForEachAsync(reports.Select((r, i) => (r, i)), new ParallelOptions { MaxDegreeOfParallelism = 8 },
+            async (x, _) => await clients[x.i % 8].PostJsonAsync("/v1/requests", x.r));
+
+        var args = new { m = m.MerchantId };
+        Assert.Equal(0m, await App.QueryAsync<decimal>("SELECT coalesce(sum(amount), 0) FROM entries WHERE merchant_id = @m", args));
+        Assert.Equal(0, await App.QueryAsync<long>("""
+            SELECT count(*) FROM account_balances b
+             WHERE b.merchant_id = @m
+               AND b.balance <> (SELECT coalesce(sum(e.amount), 0) FROM entries e WHERE e.merchant_id = b.merchant_id AND e.account_id = b.account_id)
+            """, args));
+        Assert.Equal(
+            await App.QueryAsync<long>("SELECT count(*) FROM requests WHERE merchant_id = @m", args),
+            await App.QueryAsync<long>("SELECT count(*) FROM ledger_transactions WHERE merchant_id = @m AND kind = 'usage'", args));
+        // Revenue is exactly the sum of the charges billed to customers.
+        Assert.Equal(
+            await App.QueryAsync<decimal>("SELECT coalesce(sum(charge_amount), 0) FROM requests WHERE merchant_id = @m AND customer_id IS NOT NULL", args),
+            -await App.EntriesSumAsync(m.MerchantId, LedgerAccounts.UsageRevenue));
+    }
+}
