@@ -22,6 +22,7 @@ app.UseLavaAuth();
 app.MapHealth();
 app.MapSecretKeysApi();
 app.MapRequestsApi();
+app.MapRequestBatchApi();
 app.MapFallback(() => Problems.RouteNotFound());
 
 await app.RunAsync();
