@@ -20,6 +20,10 @@ public sealed record CreateRequestBody
     [JsonConverter(typeof(DecimalTextConverter))] public decimal? OutputSeconds { get; init; }
     [JsonConverter(typeof(DecimalTextConverter))] public decimal? Cost { get; init; }
     public DateTimeOffset? Timestamp { get; init; }
+    /// <summary>Record the usage against the customer without charging (entitlement is still enforced).</summary>
+    public bool? DisableBilling { get; init; }
+    /// <summary>A hold this report captures (POST /v1/holds).</summary>
+    public string? HoldId { get; init; }
 
     [JsonIgnore] public string? Customer => CustomerId ?? ConnectionId;
 }
@@ -59,4 +63,5 @@ public sealed record RestRequest(
     string Mode,
     int PriceVersion,
     string TransactionId,
-    CustomerBalance? CustomerBalance);
+    CustomerBalance? CustomerBalance,
+    string? HoldId);
