@@ -3,6 +3,8 @@ using Lava.Billing.Infrastructure.Database;
 using Lava.Billing.Infrastructure.Http;
 using Lava.Billing.Merchants;
 using Lava.Billing.Requests;
+using Lava.Billing.Subscriptions;
+using Lava.Billing.Credits;
 
 var builder = WebApplication.CreateBuilder(args);
 // Operator commands log to stderr so their stdout stays machine-readable.
@@ -22,6 +24,8 @@ app.UseLavaAuth();
 app.MapHealth();
 app.MapSecretKeysApi();
 app.MapRequestsApi();
+app.MapSubscriptionsApi();
+app.MapCreditsApi();
 app.MapFallback(() => Problems.RouteNotFound());
 
 await app.RunAsync();

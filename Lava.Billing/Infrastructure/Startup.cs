@@ -27,6 +27,11 @@ public static class Startup
         services.AddSingleton<Requests.RequestStore>();
         services.AddSingleton<Requests.RequestListStore>();
         services.AddSingleton<Requests.UsageReporter>();
+        services.AddSingleton<Plans.PlanStore>();
+        services.AddSingleton<Subscriptions.SubscriptionStore>();
+        services.AddSingleton<Subscriptions.CycleProcessor>();
+        services.AddHostedService<Subscriptions.CycleWorker>();
+        services.AddSingleton<Credits.CreditStore>();
         services.AddSingleton(sp => sp.GetRequiredService<IConfiguration>().GetSection("Billing").Get<Requests.BillingOptions>() ?? new Requests.BillingOptions());
         AddValidators(services);
         return services;
