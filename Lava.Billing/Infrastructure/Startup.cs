@@ -1,3 +1,4 @@
+using System.Text.Json;
 using FluentValidation;
 using Lava.Billing.Infrastructure.Database;
 using Lava.Billing.Infrastructure.Http;
@@ -30,6 +31,13 @@ public static class Startup
     // FluentValidation's DI package is not available here; validators are stateless, so one instance each.
     private static void AddValidators(IServiceCollection services)
     {
+        // Field errors are keyed by the wire name ("meter_slug"), as the JSON binding errors already are.
+        ValidatorOptions.Global.PropertyNameResolver = (_, member, expression) =>
+        {
+            var chain = expression is null ? null : FluentValidation.Internal.PropertyChain.FromExpression(expression).ToString();
+            var name = string.IsNullOrEmpty(chain) ? member?.Name : chain;
+            return name is null ? null : string.Join('.', name.Split('.').Select(JsonNamingPolicy.SnakeCaseLower.ConvertName));
+        };
         foreach (var type in typeof(Startup).Assembly.GetTypes().Where(t => t is { IsAbstract: false, IsGenericTypeDefinition: false }))
         {
             foreach (var contract in type.GetInterfaces().Where(i => i.IsGenericType && i.GetGenericTypeDefinition() == typeof(IValidator<>)))
