@@ -2,6 +2,7 @@ using Lava.Billing.Infrastructure;
 using Lava.Billing.Infrastructure.Database;
 using Lava.Billing.Infrastructure.Http;
 using Lava.Billing.Merchants;
+using Lava.Billing.Meters;
 
 var builder = WebApplication.CreateBuilder(args);
 // Operator commands log to stderr so their stdout stays machine-readable.
@@ -20,6 +21,7 @@ app.UseLavaApiDocs();
 app.UseLavaAuth();
 app.MapHealth();
 app.MapSecretKeysApi();
+app.MapMetersApi();
 app.MapFallback(() => Problems.RouteNotFound());
 
 await app.RunAsync();

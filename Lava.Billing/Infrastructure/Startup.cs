@@ -3,6 +3,7 @@ using FluentValidation;
 using Lava.Billing.Infrastructure.Database;
 using Lava.Billing.Infrastructure.Http;
 using Lava.Billing.Merchants;
+using Lava.Billing.Meters;
 
 namespace Lava.Billing.Infrastructure;
 
@@ -24,6 +25,7 @@ public static class Startup
         services.AddSingleton(TimeProvider.System);
         services.AddSingleton<SecretKeyStore>();
         services.AddSingleton<MerchantStore>();
+        services.AddSingleton<MeterStore>();
         AddValidators(services);
         return services;
     }
