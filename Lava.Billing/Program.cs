@@ -1,3 +1,4 @@
+using Lava.Billing.Customers;
 using Lava.Billing.Infrastructure;
 using Lava.Billing.Infrastructure.Database;
 using Lava.Billing.Infrastructure.Http;
@@ -22,6 +23,7 @@ app.UseLavaAuth();
 app.MapHealth();
 app.MapSecretKeysApi();
 app.MapMetersApi();
+app.MapCustomersApi();
 app.MapFallback(() => Problems.RouteNotFound());
 
 await app.RunAsync();

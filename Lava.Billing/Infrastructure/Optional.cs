@@ -26,8 +26,12 @@ public sealed class OptionalConverterFactory : JsonConverterFactory
         // A JSON null must reach Read: it is the "clear this field" signal.
         public override bool HandleNull => true;
 
+        // The value's own converter is called directly, not through JsonSerializer.Deserialize: a nested Deserialize
+        // starts its own JSON path, and a wrong type would be reported at "$" instead of at the field.
         public override Optional<T> Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options) =>
-            Optional<T>.Of(JsonSerializer.Deserialize<T>(ref reader, options));
+            reader.TokenType == JsonTokenType.Null
+                ? Optional<T>.Of(default)
+                : Optional<T>.Of(((JsonConverter<T>)options.GetConverter(typeof(T))).Read(ref reader, typeof(T), options));
 
         public override void Write(Utf8JsonWriter writer, Optional<T> value, JsonSerializerOptions options) =>
             JsonSerializer.Serialize(writer, value.Value, options);

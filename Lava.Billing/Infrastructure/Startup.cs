@@ -1,5 +1,6 @@
 using System.Text.Json;
 using FluentValidation;
+using Lava.Billing.Customers;
 using Lava.Billing.Infrastructure.Database;
 using Lava.Billing.Infrastructure.Http;
 using Lava.Billing.Merchants;
@@ -26,6 +27,7 @@ public static class Startup
         services.AddSingleton<SecretKeyStore>();
         services.AddSingleton<MerchantStore>();
         services.AddSingleton<MeterStore>();
+        services.AddSingleton<CustomerStore>();
         AddValidators(services);
         return services;
     }
