@@ -32,8 +32,8 @@ public static class SecretKeysApi
     {
         var group = routes.MapGroup("/v1/secret_keys").WithTags("Secret keys");
         group.MapGet("/", List).WithName("ListSecretKeys").WithSummary("List live secret keys");
-        group.MapPost("/", Create).WithValidation().WithName("CreateSecretKey").WithSummary("Create a secret key (shown once)");
-        group.MapDelete("/{secretKeyId}", Revoke).WithName("RevokeSecretKey").WithSummary("Revoke a secret key at once");
+        group.MapPost("/", Create).RequireWriteScope().WithValidation().WithName("CreateSecretKey").WithSummary("Create a secret key (shown once)");
+        group.MapDelete("/{secretKeyId}", Revoke).RequireWriteScope().WithName("RevokeSecretKey").WithSummary("Revoke a secret key at once");
         return group;
     }
 
