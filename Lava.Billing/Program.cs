@@ -1,3 +1,4 @@
+using Lava.Billing.Customers;
 using Lava.Billing.Infrastructure;
 using Lava.Billing.Infrastructure.Database;
 using Lava.Billing.Infrastructure.Http;
@@ -5,6 +6,7 @@ using Lava.Billing.Merchants;
 using Lava.Billing.Requests;
 using Lava.Billing.Subscriptions;
 using Lava.Billing.Credits;
+using Lava.Billing.Meters;
 
 var builder = WebApplication.CreateBuilder(args);
 // Operator commands log to stderr so their stdout stays machine-readable.
@@ -23,6 +25,8 @@ app.UseLavaApiDocs();
 app.UseLavaAuth();
 app.MapHealth();
 app.MapSecretKeysApi();
+app.MapMetersApi();
+app.MapCustomersApi();
 app.MapRequestsApi();
 app.MapSubscriptionsApi();
 app.MapCreditsApi();

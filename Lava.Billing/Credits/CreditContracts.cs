@@ -10,7 +10,7 @@ public sealed record CustomerBalanceResponse(
 public sealed record CreateHoldBody
 {
     public string? CustomerId { get; init; }
-    [JsonConverter(typeof(DecimalTextConverter))] public decimal? Amount { get; init; }
+    [JsonConverter(typeof(StringOrNumberDecimalConverter))] public decimal? Amount { get; init; }
     /// <summary>Seconds until the hold lapses on its own (default 600).</summary>
     public int? ExpiresIn { get; init; }
 }

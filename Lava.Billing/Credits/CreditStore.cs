@@ -18,12 +18,6 @@ public sealed class CreditStore(NpgsqlDataSource db)
         SELECT EXISTS (SELECT 1 FROM customers WHERE merchant_id = @MerchantId AND customer_id = @CustomerId AND deleted_at IS NULL)
         """;
 
-    public async Task<bool> CustomerExistsAsync(string merchantId, string customerId, CancellationToken ct)
-    {
-        await using var c = await db.OpenConnectionAsync(ct);
-        return await c.ExecuteScalarAsync<bool>(new CommandDefinition(SelectExists, new { MerchantId = merchantId, CustomerId = customerId }, cancellationToken: ct));
-    }
-
     private const string SelectLimitAndHeld = """
         SELECT c.credit_limit,
                (SELECT coalesce(sum(h.amount), 0) FROM holds h

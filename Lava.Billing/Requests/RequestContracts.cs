@@ -16,9 +16,9 @@ public sealed record CreateRequestBody
     public long? OutputTokens { get; init; }
     public long? InputCharacters { get; init; }
     public long? OutputCharacters { get; init; }
-    [JsonConverter(typeof(DecimalTextConverter))] public decimal? InputSeconds { get; init; }
-    [JsonConverter(typeof(DecimalTextConverter))] public decimal? OutputSeconds { get; init; }
-    [JsonConverter(typeof(DecimalTextConverter))] public decimal? Cost { get; init; }
+    [JsonConverter(typeof(StringOrNumberDecimalConverter))] public decimal? InputSeconds { get; init; }
+    [JsonConverter(typeof(StringOrNumberDecimalConverter))] public decimal? OutputSeconds { get; init; }
+    [JsonConverter(typeof(StringOrNumberDecimalConverter))] public decimal? Cost { get; init; }
     public DateTimeOffset? Timestamp { get; init; }
     /// <summary>Record the usage against the customer without charging (entitlement is still enforced).</summary>
     public bool? DisableBilling { get; init; }

@@ -20,5 +20,3 @@ public sealed record RestSubscription(
 public sealed record SubscriptionCustomer(string Phone, string? Email, string? FirstName, string? LastName);
 
 public sealed record SubscriptionEnvelope(RestSubscription? Subscription);
-
-public sealed record SuccessResponse(bool Success);

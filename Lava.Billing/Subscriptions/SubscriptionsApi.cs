@@ -75,9 +75,9 @@ public static class SubscriptionsApi
             : Problems.NotFound("active subscription", subscriptionId);
 
     public static async Task<Results<Ok<SubscriptionEnvelope>, ProblemResult>> ForCustomer(
-        Caller caller, string customerId, SubscriptionStore subscriptions, Credits.CreditStore credits, CancellationToken ct)
+        Caller caller, string customerId, SubscriptionStore subscriptions, Customers.CustomerStore customers, CancellationToken ct)
     {
-        if (!await credits.CustomerExistsAsync(caller.MerchantId, customerId, ct)) return Problems.NotFound("customer", customerId);
+        if (!await customers.ExistsAsync(caller.MerchantId, customerId, ct)) return Problems.NotFound("customer", customerId);
         return TypedResults.Ok(new SubscriptionEnvelope(await subscriptions.FindActiveForCustomerAsync(caller.MerchantId, customerId, ct)));
     }
 }

@@ -1,0 +1,33 @@
+using System.Text.Json;
+using Lava.Billing.Infrastructure;
+
+namespace Lava.Billing.Customers;
+
+public sealed record CreateCustomerParams(string? ReferenceId, string? Email, string? Phone, string? Name, JsonElement? Metadata);
+
+/// <summary>Every member optional: an explicit null clears the field, an absent member leaves it as it is.</summary>
+public sealed record UpdateCustomerParams(
+    Optional<string> Name, Optional<string> Email, Optional<string> Phone, Optional<string> ReferenceId, Optional<JsonElement?> Metadata);
+
+/// <summary>Contact details as the SDK reads them: strings, "" when unknown.</summary>
+public sealed record RestCustomerContact(string Phone, string Email, string FirstName, string LastName)
+{
+    public static RestCustomerContact From(CustomerRow c)
+    {
+        var name = c.Name?.Trim() ?? "";
+        var space = name.IndexOf(' ');
+        var (first, last) = space < 0 ? (name, "") : (name[..space], name[(space + 1)..].TrimStart());
+        return new RestCustomerContact(c.Phone ?? "", c.Email ?? "", first, last);
+    }
+}
+
+/// <summary>The SDK's RestCustomer. <c>subscription</c> is always null until subscriptions exist.</summary>
+public sealed record RestCustomer(
+    string CustomerId, string? ReferenceId, RestCustomerContact Contact, object? Subscription, JsonElement? Metadata, DateTime CreatedAt)
+{
+    public static RestCustomer From(CustomerRow c) => new(c.CustomerId, c.ReferenceId, RestCustomerContact.From(c), null,
+        c.Metadata is null ? null : JsonDocument.Parse(c.Metadata).RootElement.Clone(), c.CreatedAt);
+}
+
+/// <summary><c>subscription</c> is the SDK's RestSubscriptionBase once subscriptions exist; null until then.</summary>
+
