@@ -23,10 +23,11 @@ dll="Lava.Billing/bin/Debug/net10.0/Lava.Billing.dll"
 [[ -f "$dll" ]] || die "$dll is missing: build first (scripts/test.sh does; or: dotnet build Lava.sln -c Debug)"
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/lava-compat.XXXXXX")"
-svc_pid="" fresh_db="" admin_conn=""
+svc_pid="" node_pid="" fresh_db="" admin_conn=""
 
 cleanup() {
   local rc=$?
+  [[ -n "$node_pid" ]] && kill "$node_pid" 2>/dev/null
   if [[ -n "$svc_pid" ]] && kill -0 "$svc_pid" 2>/dev/null; then
     kill "$svc_pid" 2>/dev/null || true
     for _ in {1..50}; do kill -0 "$svc_pid" 2>/dev/null || break; sleep 0.1; done
@@ -116,11 +117,15 @@ done
 
 # ---------- the suite ----------
 log "running node --test compat/ against http://127.0.0.1:$port/v1/"
-set +e
+# in the background and waited for, so a signal to this script runs the cleanup at once
 LAVA_BASE_URL="http://127.0.0.1:$port/v1/" LAVA_SECRET_KEY="$secret" \
-  timeout 900 node --test --test-reporter=tap compat/
+  timeout 900 node --test --test-reporter=tap compat/ &
+node_pid=$!
+set +e
+wait "$node_pid"
 node_rc=$?
 set -e
+node_pid=""
 if (( node_rc != 0 )); then
   # a failing test that met a 500 shows up here; routine request logging does not
   if grep -qE '^(warn|fail|crit):' "$work/service.log"; then
