@@ -36,8 +36,8 @@ public sealed record ModelUsage(
 
 public sealed record BreakdownTier(decimal Start, string Rate, string Type);
 
-/// <summary>One tier line; <c>quantity</c> (base units: tokens, characters, seconds, requests) is our addition.</summary>
-public sealed record BreakdownLine(BreakdownTier Tier, decimal Tokens, decimal Characters, decimal Seconds, decimal Quantity, string Cost);
+/// <summary>One tier line, exactly the SDK's shape: the units that fell in the tier under their own name.</summary>
+public sealed record BreakdownLine(BreakdownTier Tier, decimal Tokens, decimal Characters, decimal Seconds, string Cost);
 
 public sealed record RequestCharge(string Amount, string RateType, IReadOnlyList<BreakdownLine> Breakdown);
 

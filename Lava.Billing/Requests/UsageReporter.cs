@@ -183,7 +183,6 @@ public sealed class UsageReporter(RequestStore store, MeterStore meters, TimePro
             Tokens: price.TierType == TierType.Tokens1M ? l.Quantity : 0,
             Characters: price.TierType == TierType.Characters1M ? l.Quantity : 0,
             Seconds: price.TierType == TierType.Minutes ? l.Quantity : 0,
-            Quantity: l.Quantity,
             Cost: Money.Format(l.Amount))).ToList();
         return new RequestCharge(Money.Format(charge.Amount), PriceCalculator.RateTypeName(price.RateType), lines);
     }
