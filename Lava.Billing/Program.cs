@@ -2,6 +2,7 @@ using Lava.Billing.Infrastructure;
 using Lava.Billing.Infrastructure.Database;
 using Lava.Billing.Infrastructure.Http;
 using Lava.Billing.Merchants;
+using Lava.Billing.Plans;
 using Lava.Billing.Requests;
 
 var builder = WebApplication.CreateBuilder(args);
@@ -22,6 +23,8 @@ app.UseLavaAuth();
 app.MapHealth();
 app.MapSecretKeysApi();
 app.MapRequestsApi();
+app.MapPlansApi();
+app.MapCreditBundlesApi();
 app.MapFallback(() => Problems.RouteNotFound());
 
 await app.RunAsync();

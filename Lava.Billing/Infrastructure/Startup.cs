@@ -27,6 +27,7 @@ public static class Startup
         services.AddSingleton<Requests.RequestStore>();
         services.AddSingleton<Requests.RequestListStore>();
         services.AddSingleton<Requests.UsageReporter>();
+        services.AddSingleton<Plans.PlanStore>();
         AddValidators(services);
         return services;
     }
