@@ -147,12 +147,13 @@ public sealed partial class PlanStore
         return new PlanWrite.Deleted();
     }
 
+    // KEY SHARE keeps a checked meter from being removed (hard-deleted) before the links are inserted, without blocking
+    // renames, new prices or soft deletes: a meter soft-deleted after this check simply drops out of plan reads.
     private const string SelectLiveMeters = """
         SELECT meter_id FROM meters WHERE merchant_id = @MerchantId AND meter_id = ANY(@MeterIds) AND deleted_at IS NULL
+           FOR KEY SHARE
         """;
 
-    // No lock on the meters: a meter deleted just after this check is no different from one deleted after the commit
-    // (deleted meters drop out of every plan read).
     private static async Task<List<string>> UnknownMetersAsync(NpgsqlConnection connection, NpgsqlTransaction tx, string merchantId,
         string[] meterIds, CancellationToken ct)
     {

@@ -24,7 +24,7 @@ internal static class AmountRules
     public static IRuleBuilderOptions<T, string?> OneOf<T>(this IRuleBuilder<T, string?> rule, string[] allowed) =>
         rule.Must(v => v is null || allowed.Contains(v)).WithMessage($"must be one of: {string.Join(", ", allowed)}");
 
-    public static void MeterIdRules<T>(this IRuleBuilder<T, List<string>?> rule) =>
+    public static void ValidMeterIds<T>(this IRuleBuilder<T, List<string>?> rule) =>
         rule.Must(ids => ids is null || ids.Count <= PlanLimits.MaxMeters)
             .WithMessage($"must list at most {PlanLimits.MaxMeters} meters")
             .Must(ids => ids is null || ids.All(id => id is { Length: > 0 and <= PlanLimits.MaxIdLength }))
@@ -43,7 +43,7 @@ public sealed class CreatePlanValidator : AbstractValidator<CreatePlanParams>
         RuleFor(p => p.IncludedCredit).Amount();
         RuleFor(p => p.IncludedCredit).Must((p, included) => included is null || p.PeriodAmount is null || included <= p.PeriodAmount)
             .WithMessage("must not exceed period_amount");
-        RuleFor(p => p.MeterIds).MeterIdRules();
+        RuleFor(p => p.MeterIds).ValidMeterIds();
         RuleFor(p => p.CreditBundles).Must(b => b is null || b.Count <= PlanLimits.MaxBundles)
             .WithMessage($"must have at most {PlanLimits.MaxBundles} bundles");
         RuleForEach(p => p.CreditBundles).NotNull().ChildRules(bundle =>
@@ -68,7 +68,7 @@ public sealed class UpdatePlanValidator : AbstractValidator<UpdatePlanParams>
         RuleFor(p => p.IncludedCredit).Amount();
         RuleFor(p => p.DefaultAutoTopUpBundleId.Value).Must(id => id is null || id.Length is > 0 and <= PlanLimits.MaxIdLength)
             .OverridePropertyName("default_auto_top_up_bundle_id").WithMessage("must be a credit bundle id or null");
-        RuleFor(p => p.MeterIds).MeterIdRules();
+        RuleFor(p => p.MeterIds).ValidMeterIds();
         RuleFor(p => p.CreditBundles).Must(b => b is null || b.Count <= PlanLimits.MaxBundleChanges)
             .WithMessage($"must have at most {PlanLimits.MaxBundleChanges} entries")
             .Must(b => b is null || b.Where(c => c?.CreditBundleId is not null).GroupBy(c => c.CreditBundleId).All(g => g.Count() == 1))
