@@ -3,6 +3,7 @@ using Lava.Billing.Infrastructure;
 using Lava.Billing.Infrastructure.Database;
 using Lava.Billing.Infrastructure.Http;
 using Lava.Billing.Merchants;
+using Lava.Billing.Plans;
 using Lava.Billing.Requests;
 using Lava.Billing.Subscriptions;
 using Lava.Billing.Credits;
@@ -30,6 +31,8 @@ app.MapCustomersApi();
 app.MapRequestsApi();
 app.MapSubscriptionsApi();
 app.MapCreditsApi();
+app.MapPlansApi();
+app.MapCreditBundlesApi();
 app.MapFallback(() => Problems.RouteNotFound());
 
 await app.RunAsync();

@@ -174,6 +174,21 @@ public class MetersTests(LavaApp app) : ApiTest(app)
     }
 
     [Fact]
+    public async Task DeletingAMeterAPlanLinksSoftDeletesIt()
+    {
+        var m = await App.NewMerchantAsync();
+        var meter = await m.Client.CreateMeterAsync("Linked", "linked");
+        var plan = await m.Client.PostJsonAsync("/v1/plans", new { name = "P", period_amount = "1", billing_interval = "month", meter_ids = new[] { Id(meter) } });
+        Assert.Equal(HttpStatusCode.Created, plan.Status);
+
+        var r = await m.Client.DeleteJsonAsync($"/v1/meters/{Id(meter)}");
+
+        Assert.Equal(HttpStatusCode.OK, r.Status);
+        Assert.True(await App.QueryAsync<bool>("SELECT deleted_at IS NOT NULL FROM meters WHERE meter_id = @Id", new { Id = Id(meter) }));
+        Assert.Empty((await m.Client.GetJsonAsync($"/v1/plans/{plan.Body!["plan_id"]}")).Body!["linked_meters"]!.AsArray());
+    }
+
+    [Fact]
     public async Task DeletingAMeterWithUsageSoftDeletesItKeepsItsPricesAndFreesItsSlug()
     {
         var m = await App.NewMerchantAsync();

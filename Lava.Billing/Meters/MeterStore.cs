@@ -259,8 +259,10 @@ public sealed partial class MeterStore(NpgsqlDataSource db)
     }
 
     // Every priced report posts a ledger transaction carrying its meter, so the ledger is where usage shows.
+    // Usage, or a plan that links the meter: either keeps the row (plan_meters has a foreign key to it).
     private const string SelectHasUsage = """
         SELECT EXISTS (SELECT 1 FROM ledger_transactions WHERE merchant_id = @MerchantId AND meter_id = @MeterId)
+            OR EXISTS (SELECT 1 FROM plan_meters WHERE merchant_id = @MerchantId AND meter_id = @MeterId)
         """;
 
     public static Task<bool> HasUsageAsync(NpgsqlConnection connection, NpgsqlTransaction? tx, string merchantId, string meterId, CancellationToken ct) =>
