@@ -56,6 +56,36 @@ public class SubscriptionTests(ClockedLavaApp app) : ClockedApiTest(app)
     }
 
     [Fact]
+    public async Task TheCustomerShowsItsActiveSubscriptionInShort()
+    {
+        var w = await ArrangeAsync();
+        Assert.Null((await w.M.Client.GetJsonAsync($"/v1/customers/{w.Customer}")).Body!["subscription"]);
+        var id = await SubscribeAsync(w);
+        var shown = (await w.M.Client.GetJsonAsync($"/v1/customers/{w.Customer}")).Body!["subscription"]!;
+        Assert.Equal(id, (string)shown["subscription_id"]!);
+        Assert.Equal(w.Plan.PlanId, (string)shown["plan_id"]!);
+        Assert.Equal("Plan", (string)shown["name"]!);
+        Assert.Equal("active", (string)shown["status"]!);
+        var listed = (await w.M.Client.GetJsonAsync("/v1/customers")).Body!["data"]![0]!["subscription"]!;
+        Assert.Equal(id, (string)listed["subscription_id"]!);
+    }
+
+    [Fact]
+    public async Task APlanDeletedWhileSubscribingIsEitherInUseOrGone()
+    {
+        var w = await ArrangeAsync();
+        var subscribe = w.M.Client.PostJsonAsync("/v1/subscriptions", new { customer_id = w.Customer, plan_id = w.Plan.PlanId });
+        var delete = App.ClientWithKey(w.M.SecretKey).DeleteJsonAsync($"/v1/plans/{w.Plan.PlanId}");
+        var (s, d) = (await subscribe, await delete);
+        // Exactly one wins: a subscription on a live plan, or a deleted plan with none.
+        Assert.True((s.Status == HttpStatusCode.Created) != (d.Status == HttpStatusCode.OK), $"subscribe {s.Status}, delete {d.Status}");
+        var activeOnDeleted = await App.QueryAsync<long>("""
+            SELECT count(*) FROM subscriptions s JOIN plans p USING (merchant_id, plan_id) WHERE s.status = 'active' AND p.deleted_at IS NOT NULL
+            """);
+        Assert.Equal(0, activeOnDeleted);
+    }
+
+    [Fact]
     public async Task ACustomerWithoutASubscriptionAnswersNull()
     {
         var w = await ArrangeAsync();

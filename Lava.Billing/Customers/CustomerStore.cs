@@ -7,7 +7,8 @@ namespace Lava.Billing.Customers;
 
 /// <summary>A live customer. Metadata is its JSON text as stored.</summary>
 public sealed record CustomerRow(
-    string CustomerId, string? ReferenceId, string? Name, string? Email, string? Phone, string? Metadata, DateTime CreatedAt);
+    string CustomerId, string? ReferenceId, string? Name, string? Email, string? Phone, string? Metadata, DateTime CreatedAt,
+    string? SubscriptionId = null, string? PlanId = null, string? PlanName = null, string? SubscriptionStatus = null);
 
 public sealed record NewCustomer(string? ReferenceId, string? Name, string? Email, string? Phone, string? Metadata);
 
@@ -17,10 +18,22 @@ public sealed record CustomerChanges(
 
 public sealed class CustomerStore(NpgsqlDataSource db)
 {
+    // A customer is shown with its active subscription, if any (the SDK's RestCustomerSubscription).
+    private const string Columns = """
+        c.customer_id, c.reference_id, c.name, c.email, c.phone, c.metadata::text AS metadata, c.created_at,
+        s.subscription_id, s.plan_id, p.name AS plan_name, s.status AS subscription_status
+        """;
+
+    private const string SubscriptionJoin = """
+        LEFT JOIN subscriptions s ON s.merchant_id = c.merchant_id AND s.customer_id = c.customer_id AND s.status = 'active'
+        LEFT JOIN plans p ON p.merchant_id = s.merchant_id AND p.plan_id = s.plan_id
+        """;
+
     private const string Insert = """
         INSERT INTO customers (merchant_id, customer_id, reference_id, name, email, phone, metadata)
         VALUES (@MerchantId, @CustomerId, @ReferenceId, @Name, @Email, @Phone, CAST(@Metadata AS jsonb))
-        RETURNING customer_id, reference_id, name, email, phone, metadata::text AS metadata, created_at
+        RETURNING customer_id, reference_id, name, email, phone, metadata::text AS metadata, created_at,
+                  NULL::text AS subscription_id, NULL::text AS plan_id, NULL::text AS plan_name, NULL::text AS subscription_status
         """;
 
     /// <summary>The customer and its ledger accounts (credits, receivable, their cached balances), all or nothing.</summary>
@@ -38,13 +51,14 @@ public sealed class CustomerStore(NpgsqlDataSource db)
         return row;
     }
 
-    private const string SelectPage = """
-        SELECT customer_id, reference_id, name, email, phone, metadata::text AS metadata, created_at
-          FROM customers
-         WHERE merchant_id = @MerchantId
-           AND deleted_at IS NULL
-           AND customer_id > @After
-         ORDER BY customer_id
+    private const string SelectPage = $"""
+        SELECT {Columns}
+          FROM customers c
+        {SubscriptionJoin}
+         WHERE c.merchant_id = @MerchantId
+           AND c.deleted_at IS NULL
+           AND c.customer_id > @After
+         ORDER BY c.customer_id
          LIMIT @Take
         """;
 
@@ -56,12 +70,13 @@ public sealed class CustomerStore(NpgsqlDataSource db)
         return rows.AsList();
     }
 
-    private const string SelectLive = """
-        SELECT customer_id, reference_id, name, email, phone, metadata::text AS metadata, created_at
-          FROM customers
-         WHERE merchant_id = @MerchantId
-           AND customer_id = @CustomerId
-           AND deleted_at IS NULL
+    private const string SelectLive = $"""
+        SELECT {Columns}
+          FROM customers c
+        {SubscriptionJoin}
+         WHERE c.merchant_id = @MerchantId
+           AND c.customer_id = @CustomerId
+           AND c.deleted_at IS NULL
         """;
 
     public async Task<CustomerRow?> FindAsync(string merchantId, string customerId, CancellationToken ct)
@@ -83,7 +98,8 @@ public sealed class CustomerStore(NpgsqlDataSource db)
             new { MerchantId = merchantId, CustomerId = customerId }, cancellationToken: ct));
     }
 
-    private const string Update = """
+    private const string Update = $"""
+        WITH c AS (
         UPDATE customers
            SET reference_id = CASE WHEN @SetReferenceId THEN @ReferenceId ELSE reference_id END,
                name         = CASE WHEN @SetName        THEN @Name        ELSE name         END,
@@ -94,7 +110,11 @@ public sealed class CustomerStore(NpgsqlDataSource db)
          WHERE merchant_id = @MerchantId
            AND customer_id = @CustomerId
            AND deleted_at IS NULL
-        RETURNING customer_id, reference_id, name, email, phone, metadata::text AS metadata, created_at
+        RETURNING *
+        )
+        SELECT {Columns}
+          FROM c
+        {SubscriptionJoin}
         """;
 
     /// <summary>The updated customer, or null when no live customer has this id.</summary>

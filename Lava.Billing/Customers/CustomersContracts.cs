@@ -23,11 +23,15 @@ public sealed record RestCustomerContact(string Phone, string Email, string Firs
 
 /// <summary>The SDK's RestCustomer. <c>subscription</c> is always null until subscriptions exist.</summary>
 public sealed record RestCustomer(
-    string CustomerId, string? ReferenceId, RestCustomerContact Contact, object? Subscription, JsonElement? Metadata, DateTime CreatedAt)
+    string CustomerId, string? ReferenceId, RestCustomerContact Contact, RestCustomerSubscription? Subscription, JsonElement? Metadata,
+    DateTime CreatedAt)
 {
-    public static RestCustomer From(CustomerRow c) => new(c.CustomerId, c.ReferenceId, RestCustomerContact.From(c), null,
+    public static RestCustomer From(CustomerRow c) => new(c.CustomerId, c.ReferenceId, RestCustomerContact.From(c),
+        c.SubscriptionId is null ? null : new RestCustomerSubscription(c.SubscriptionId, c.PlanId!, c.PlanName!, c.SubscriptionStatus!),
         c.Metadata is null ? null : JsonDocument.Parse(c.Metadata).RootElement.Clone(), c.CreatedAt);
 }
 
-/// <summary><c>subscription</c> is the SDK's RestSubscriptionBase once subscriptions exist; null until then.</summary>
+/// <summary>SDK <c>RestCustomerSubscription</c>: the customer's active subscription in short.</summary>
+public sealed record RestCustomerSubscription(string SubscriptionId, string PlanId, string Name, string Status);
+
 

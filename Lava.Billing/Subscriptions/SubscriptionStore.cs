@@ -84,7 +84,12 @@ public sealed class SubscriptionStore(NpgsqlDataSource db)
         return rows.Select(Map).ToList();
     }
 
-    public enum CreateOutcome { Created, CustomerNotFound, AlreadyActive }
+    public enum CreateOutcome { Created, CustomerNotFound, PlanNotFound, AlreadyActive }
+
+    // Shares the plan row with nobody who deletes it: a plan delete locks the row, then checks for active subscriptions.
+    private const string LockLivePlan = """
+        SELECT plan_id FROM plans WHERE merchant_id = @MerchantId AND plan_id = @PlanId AND deleted_at IS NULL FOR SHARE
+        """;
 
     private const string Insert = """
         INSERT INTO subscriptions (merchant_id, subscription_id, customer_id, plan_id, status, auto_top_up_bundle_id, started_at,
@@ -104,6 +109,8 @@ public sealed class SubscriptionStore(NpgsqlDataSource db)
         await using var tx = await c.BeginTransactionAsync(ct);
         if (await CustomerBalances.LockAsync(c, tx, merchantId, customerId, ct) is null || !await CustomerLiveAsync(c, tx, merchantId, customerId, ct))
             return (CreateOutcome.CustomerNotFound, null);
+        if (await c.QuerySingleOrDefaultAsync<string>(new CommandDefinition(LockLivePlan, new { MerchantId = merchantId, plan.PlanId }, tx, cancellationToken: ct)) is null)
+            return (CreateOutcome.PlanNotFound, null);
         var subscriptionId = Ids.New("sub", now);
         var end = BillingCycles.End(now, plan.BillingInterval, 1);
         var inserted = await c.QuerySingleOrDefaultAsync<string>(new CommandDefinition(Insert, new

@@ -30,6 +30,7 @@ public static class SubscriptionsApi
         return outcome switch
         {
             SubscriptionStore.CreateOutcome.CustomerNotFound => Problems.NotFound("customer", body.CustomerId!),
+            SubscriptionStore.CreateOutcome.PlanNotFound => Problems.NotFound("plan", body.PlanId!),
             SubscriptionStore.CreateOutcome.AlreadyActive => Problems.Conflict("subscription_exists",
                 "The customer already has an active subscription; cancel it before subscribing to another plan."),
             _ => TypedResults.Created($"/v1/subscriptions/{id}",
