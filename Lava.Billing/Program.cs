@@ -1,8 +1,13 @@
+using Lava.Billing.Customers;
 using Lava.Billing.Infrastructure;
 using Lava.Billing.Infrastructure.Database;
 using Lava.Billing.Infrastructure.Http;
 using Lava.Billing.Merchants;
+using Lava.Billing.Plans;
 using Lava.Billing.Requests;
+using Lava.Billing.Subscriptions;
+using Lava.Billing.Credits;
+using Lava.Billing.Meters;
 
 var builder = WebApplication.CreateBuilder(args);
 // Operator commands log to stderr so their stdout stays machine-readable.
@@ -21,7 +26,13 @@ app.UseLavaApiDocs();
 app.UseLavaAuth();
 app.MapHealth();
 app.MapSecretKeysApi();
+app.MapMetersApi();
+app.MapCustomersApi();
 app.MapRequestsApi();
+app.MapSubscriptionsApi();
+app.MapCreditsApi();
+app.MapPlansApi();
+app.MapCreditBundlesApi();
 app.MapRequestBatchApi();
 app.MapFallback(() => Problems.RouteNotFound());
 

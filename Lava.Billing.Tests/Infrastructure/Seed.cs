@@ -48,6 +48,32 @@ public static class Seed
             """, new { m = merchantId, t = Ids.New("txn"), c = customerId, credits, amount });
     }
 
+    public sealed record SeededPlan(string PlanId, IReadOnlyList<string> BundleIds);
+
+    /// <summary>A plan with linked meters and credit bundles (cost, credit), as the plans API stores it.</summary>
+    public static async Task<SeededPlan> PlanAsync(this LavaApp app, string merchantId, decimal periodAmount, decimal includedCredit,
+        string interval = "month", string rollover = "none", string bundleRollover = "none", string[]? meterIds = null,
+        params (decimal Cost, decimal Credit)[] bundles)
+    {
+        var planId = Ids.New("pln");
+        var bundleIds = bundles.Select(_ => Ids.New("bnd")).ToList();
+        await using var c = new NpgsqlConnection(app.ConnectionString);
+        await c.ExecuteAsync("""
+            INSERT INTO plans (merchant_id, plan_id, name, period_amount, included_credit, billing_interval, rollover_type, bundle_rollover_type)
+            VALUES (@m, @p, 'Plan', @period, @included, @interval, @rollover, @bundleRollover)
+            """, new { m = merchantId, p = planId, period = periodAmount, included = includedCredit, interval, rollover, bundleRollover });
+        foreach (var meterId in meterIds ?? [])
+            await c.ExecuteAsync("INSERT INTO plan_meters (merchant_id, plan_id, meter_id) VALUES (@m, @p, @meterId)", new { m = merchantId, p = planId, meterId });
+        for (var i = 0; i < bundles.Length; i++)
+        {
+            await c.ExecuteAsync("""
+                INSERT INTO credit_bundles (merchant_id, credit_bundle_id, plan_id, name, cost, credit_amount, position)
+                VALUES (@m, @b, @p, 'Pack', @cost, @credit, @i)
+                """, new { m = merchantId, b = bundleIds[i], p = planId, cost = bundles[i].Cost, credit = bundles[i].Credit, i });
+        }
+        return new SeededPlan(planId, bundleIds);
+    }
+
     public static Task<decimal> BalanceAsync(this LavaApp app, string merchantId, string accountId) =>
         app.QueryAsync<decimal>("SELECT balance FROM account_balances WHERE merchant_id = @m AND account_id = @a", new { m = merchantId, a = accountId });
 

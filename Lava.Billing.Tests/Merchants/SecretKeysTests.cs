@@ -86,6 +86,20 @@ public class SecretKeysTests(LavaApp app) : ApiTest(app)
     }
 
     [Fact]
+    public async Task AReadOnlyKeyCannotMintOrRevokeKeys()
+    {
+        var m = await App.NewMerchantAsync();
+        var readOnly = await m.Client.PostJsonAsync("/v1/secret_keys", new { name = "dashboard", scope = "read_only" });
+        var reader = App.ClientWithKey((string)readOnly.Body!["secret_key"]!);
+
+        Assert.Equal(HttpStatusCode.OK, (await reader.GetJsonAsync("/v1/secret_keys")).Status);
+        (await reader.PostJsonAsync("/v1/secret_keys", new { name = "escalate" })).AssertProblem(HttpStatusCode.Forbidden, "read_only_key");
+        (await reader.DeleteJsonAsync($"/v1/secret_keys/{readOnly.Body["secret_key_id"]}")).AssertProblem(HttpStatusCode.Forbidden, "read_only_key");
+        var live = await App.QueryAsync<long>("SELECT count(*) FROM secret_keys WHERE merchant_id = @Id AND revoked_at IS NULL", new { Id = m.MerchantId });
+        Assert.Equal(2, live);
+    }
+
+    [Fact]
     public async Task AnotherMerchantsKeyIdIsNotFound()
     {
         var a = await App.NewMerchantAsync();

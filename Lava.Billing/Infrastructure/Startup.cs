@@ -1,7 +1,10 @@
+using System.Text.Json;
 using FluentValidation;
+using Lava.Billing.Customers;
 using Lava.Billing.Infrastructure.Database;
 using Lava.Billing.Infrastructure.Http;
 using Lava.Billing.Merchants;
+using Lava.Billing.Meters;
 
 namespace Lava.Billing.Infrastructure;
 
@@ -24,9 +27,16 @@ public static class Startup
         services.AddSingleton<SecretKeyStore>();
         services.AddSingleton<MerchantStore>();
         services.AddSingleton<Meters.MeterStore>();
+        services.AddSingleton<Customers.CustomerStore>();
         services.AddSingleton<Requests.RequestStore>();
         services.AddSingleton<Requests.RequestListStore>();
         services.AddSingleton<Requests.UsageReporter>();
+        services.AddSingleton<Plans.PlanStore>();
+        services.AddSingleton<Subscriptions.SubscriptionStore>();
+        services.AddSingleton<Subscriptions.CycleProcessor>();
+        services.AddHostedService<Subscriptions.CycleWorker>();
+        services.AddSingleton<Credits.CreditStore>();
+        services.AddSingleton(sp => sp.GetRequiredService<IConfiguration>().GetSection("Billing").Get<Requests.BillingOptions>() ?? new Requests.BillingOptions());
         AddValidators(services);
         return services;
     }
@@ -34,11 +44,13 @@ public static class Startup
     // FluentValidation's DI package is not available here; validators are stateless, so one instance each.
     private static void AddValidators(IServiceCollection services)
     {
-        // Field errors are keyed by the wire (snake_case) names the client sent.
-        ValidatorOptions.Global.PropertyNameResolver = (_, member, _) =>
-            member is null ? null : System.Text.Json.JsonNamingPolicy.SnakeCaseLower.ConvertName(member.Name);
-        ValidatorOptions.Global.DisplayNameResolver = (_, member, _) =>
-            member is null ? null : System.Text.Json.JsonNamingPolicy.SnakeCaseLower.ConvertName(member.Name);
+        // Field errors are keyed by the wire name ("meter_slug"), as the JSON binding errors already are.
+        ValidatorOptions.Global.PropertyNameResolver = (_, member, expression) =>
+        {
+            var chain = expression is null ? null : FluentValidation.Internal.PropertyChain.FromExpression(expression).ToString();
+            var name = string.IsNullOrEmpty(chain) ? member?.Name : chain;
+            return name is null ? null : string.Join('.', name.Split('.').Select(JsonNamingPolicy.SnakeCaseLower.ConvertName));
+        };
         foreach (var type in typeof(Startup).Assembly.GetTypes().Where(t => t is { IsAbstract: false, IsGenericTypeDefinition: false }))
         {
             foreach (var contract in type.GetInterfaces().Where(i => i.IsGenericType && i.GetGenericTypeDefinition() == typeof(IValidator<>)))

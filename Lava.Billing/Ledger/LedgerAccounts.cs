@@ -14,6 +14,8 @@ public static class LedgerAccounts
     public const string PaymentsClearing = "payments_clearing";
     public const string ProviderCost = "provider_cost";
     public const string ProviderPayable = "provider_payable";
+    public const string PlanRevenue = "plan_revenue";
+    public const string BonusCreditExpense = "bonus_credit_expense";
 
     public static string CreditsCycle(string customerId) => customerId + ":credits_cycle";
     public static string CreditsBundle(string customerId) => customerId + ":credits_bundle";
@@ -24,7 +26,8 @@ public static class LedgerAccounts
         SELECT @MerchantId, a.kind, a.kind, a.type, m.currency, false
           FROM merchants m,
                (VALUES ('usage_revenue', 'revenue'), ('breakage_revenue', 'revenue'), ('payments_clearing', 'asset'),
-                       ('provider_cost', 'expense'), ('provider_payable', 'liability')) AS a(kind, type)
+                       ('provider_cost', 'expense'), ('provider_payable', 'liability'), ('plan_revenue', 'revenue'),
+                       ('bonus_credit_expense', 'expense')) AS a(kind, type)
          WHERE m.merchant_id = @MerchantId
         """;
 

@@ -32,4 +32,40 @@ public static class UsagePosting
         }
         return postings;
     }
+
+    /// <summary>
+    /// A bought credit pack: the payer (payments clearing, or the customer's receivable for an auto top-up) is debited
+    /// the price, bundle credits are credited the pack's credit; a margin is plan revenue, bonus credit an expense.
+    /// </summary>
+    public static List<Posting> BundlePurchase(string customerId, string payerAccount, decimal cost, decimal creditAmount)
+    {
+        var postings = new List<Posting>(3);
+        if (cost > 0) postings.Add(new(payerAccount, cost));
+        postings.Add(new(LedgerAccounts.CreditsBundle(customerId), -creditAmount));
+        if (cost > creditAmount) postings.Add(new(LedgerAccounts.PlanRevenue, -(cost - creditAmount)));
+        if (creditAmount > cost) postings.Add(new(LedgerAccounts.BonusCreditExpense, creditAmount - cost));
+        return postings;
+    }
+
+    /// <summary>A cycle's payment: the period amount is paid; the included credit becomes cycle credits, the rest is plan revenue.</summary>
+    public static List<Posting> CycleGrant(string customerId, decimal periodAmount, decimal includedCredit)
+    {
+        var postings = new List<Posting>(3);
+        if (periodAmount > 0) postings.Add(new(LedgerAccounts.PaymentsClearing, periodAmount));
+        if (includedCredit > 0) postings.Add(new(LedgerAccounts.CreditsCycle(customerId), -includedCredit));
+        if (periodAmount > includedCredit) postings.Add(new(LedgerAccounts.PlanRevenue, -(periodAmount - includedCredit)));
+        return postings;
+    }
+
+    /// <summary>Unused credit at the end of a cycle expires into breakage revenue.</summary>
+    public static List<Posting> Expiry(string creditsAccount, decimal remaining) =>
+        remaining > 0 ? [new(creditsAccount, remaining), new(LedgerAccounts.BreakageRevenue, -remaining)] : [];
+
+    /// <summary>How many packs of <paramref name="packCredit"/> cover the shortfall, within what the cycle still allows.</summary>
+    public static int TopUpsNeeded(decimal charge, decimal available, decimal packCredit, int remainingAllowed)
+    {
+        if (charge <= available || packCredit <= 0 || remainingAllowed <= 0) return 0;
+        var needed = (int)Math.Min(Math.Ceiling((charge - available) / packCredit), int.MaxValue);
+        return Math.Min(needed, remainingAllowed);
+    }
 }

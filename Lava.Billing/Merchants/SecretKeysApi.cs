@@ -14,8 +14,6 @@ public record SecretKeyResponse(string SecretKeyId, string Name, string SecretKe
 public sealed record SecretKeyCreatedResponse(string SecretKeyId, string Name, string SecretKeyHint, string Scope, DateTime CreatedAt, string SecretKey)
     : SecretKeyResponse(SecretKeyId, Name, SecretKeyHint, Scope, CreatedAt);
 
-public sealed record DeletedResponse(string Id, bool Deleted);
-
 public sealed class CreateSecretKeyValidator : AbstractValidator<CreateSecretKeyRequest>
 {
     public CreateSecretKeyValidator()

@@ -16,10 +16,14 @@ public sealed record CreateRequestBody
     public long? OutputTokens { get; init; }
     public long? InputCharacters { get; init; }
     public long? OutputCharacters { get; init; }
-    [JsonConverter(typeof(DecimalTextConverter))] public decimal? InputSeconds { get; init; }
-    [JsonConverter(typeof(DecimalTextConverter))] public decimal? OutputSeconds { get; init; }
-    [JsonConverter(typeof(DecimalTextConverter))] public decimal? Cost { get; init; }
+    [JsonConverter(typeof(StringOrNumberDecimalConverter))] public decimal? InputSeconds { get; init; }
+    [JsonConverter(typeof(StringOrNumberDecimalConverter))] public decimal? OutputSeconds { get; init; }
+    [JsonConverter(typeof(StringOrNumberDecimalConverter))] public decimal? Cost { get; init; }
     public DateTimeOffset? Timestamp { get; init; }
+    /// <summary>Record the usage against the customer without charging (entitlement is still enforced).</summary>
+    public bool? DisableBilling { get; init; }
+    /// <summary>A hold this report captures (POST /v1/holds).</summary>
+    public string? HoldId { get; init; }
 
     [JsonIgnore] public string? Customer => CustomerId ?? ConnectionId;
 }
@@ -32,8 +36,8 @@ public sealed record ModelUsage(
 
 public sealed record BreakdownTier(decimal Start, string Rate, string Type);
 
-/// <summary>One tier line; <c>quantity</c> (base units: tokens, characters, seconds, requests) is our addition.</summary>
-public sealed record BreakdownLine(BreakdownTier Tier, decimal Tokens, decimal Characters, decimal Seconds, decimal Quantity, string Cost);
+/// <summary>One tier line, exactly the SDK's shape: the units that fell in the tier under their own name.</summary>
+public sealed record BreakdownLine(BreakdownTier Tier, decimal Tokens, decimal Characters, decimal Seconds, string Cost);
 
 public sealed record RequestCharge(string Amount, string RateType, IReadOnlyList<BreakdownLine> Breakdown);
 
@@ -59,4 +63,5 @@ public sealed record RestRequest(
     string Mode,
     int PriceVersion,
     string TransactionId,
-    CustomerBalance? CustomerBalance);
+    CustomerBalance? CustomerBalance,
+    string? HoldId);

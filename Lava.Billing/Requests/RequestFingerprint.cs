@@ -27,6 +27,8 @@ public static class RequestFingerprint
             w.WriteString("output_seconds", Canonical(r.OutputSeconds ?? 0));
             w.WriteString("cost", r.Cost is { } c ? Canonical(c) : null);
             w.WriteString("timestamp", r.Timestamp?.UtcDateTime.ToString("O", CultureInfo.InvariantCulture));
+            w.WriteBoolean("disable_billing", r.DisableBilling ?? false);
+            w.WriteString("hold_id", r.HoldId);
             w.WriteStartObject("metadata");
             foreach (var (k, v) in (r.Metadata ?? []).OrderBy(p => p.Key, StringComparer.Ordinal)) w.WriteString(k, v);
             w.WriteEndObject();

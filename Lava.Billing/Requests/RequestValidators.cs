@@ -50,6 +50,9 @@ public sealed partial class CreateRequestValidator : AbstractValidator<CreateReq
         RuleFor(r => r.Cost).InclusiveBetween(0m, MaxCost)
             .Must(c => c is null || decimal.Round(c.Value, 10) == c.Value).WithMessage("must have at most 10 decimal places");
 
+        RuleFor(r => r.HoldId).MaximumLength(64);
+        RuleFor(r => r.Customer).NotEmpty().When(r => r.DisableBilling == true || r.HoldId is not null)
+            .OverridePropertyName("customer_id").WithMessage("is required with disable_billing or hold_id");
         RuleFor(r => r.Timestamp).Must(t => t is null || t.Value <= clock.GetUtcNow() + MaxFutureSkew)
             .WithMessage("must not be more than 5 minutes in the future");
 

@@ -20,20 +20,22 @@ public abstract record ReportOutcome
 /// the usage already in the period, post the balanced ledger transaction and store the request with its response, all
 /// in one database transaction; replays answer the stored response.
 /// </summary>
-public sealed class UsageReporter(RequestStore store, MeterStore meters, TimeProvider clock)
+public sealed class UsageReporter(RequestStore store, MeterStore meters, TimeProvider clock, BillingOptions options)
 {
     public const string ModeCustomer = "customer";
     public const string ModeMeterOnly = "meter_only";
+    public const string ModeBillingDisabled = "billing_disabled";
 
     public async Task<ReportOutcome> ReportAsync(string merchantId, CreateRequestBody body, CancellationToken ct)
     {
         var requestId = body.RequestId!;
         var customerId = body.Customer;
+        var mode = customerId is null ? ModeMeterOnly : body.DisableBilling == true ? ModeBillingDisabled : ModeCustomer;
         var fingerprint = RequestFingerprint.Compute(body);
 
         var meter = await meters.FindLivePriceAsync(merchantId, body.MeterSlug!, ct);
         if (meter is null) return await ReplayOr(merchantId, requestId, fingerprint, Problems.NotFound("meter", body.MeterSlug!), ct);
-        if (meter.Price.RateType == RateType.Percentage && body.Cost is null)
+        if (meter.Price.RateType == RateType.Percentage && body.Cost is null && mode != ModeBillingDisabled)
         {
             return await ReplayOr(merchantId, requestId, fingerprint, Problems.Validation(new Dictionary<string, string[]>
             {
@@ -43,48 +45,108 @@ public sealed class UsageReporter(RequestStore store, MeterStore meters, TimePro
 
         var now = clock.GetUtcNow();
         var occurredAt = body.Timestamp?.ToUniversalTime() ?? now;
-        var periodStart = UsagePeriods.CalendarMonth(occurredAt);
         var usage = new Usage(body.InputTokens ?? 0, body.OutputTokens ?? 0, body.InputCharacters ?? 0, body.OutputCharacters ?? 0,
             body.InputSeconds ?? 0, body.OutputSeconds ?? 0);
         var quantity = PriceCalculator.BaseQuantity(meter.Price.TierType, usage);
 
-        var (connection, begin) = await store.BeginAsync(merchantId, requestId, customerId, meter.MeterId, periodStart, ct);
+        var (connection, begin) = await store.BeginAsync(merchantId, requestId, customerId, meter.MeterId,
+            UsagePeriods.CalendarMonth(occurredAt), body.HoldId, ct);
         await using var _ = connection;
         var committed = false;
         try
         {
-            if (begin.Existing is { } existing) return Replay(existing, fingerprint, requestId);
-            if (begin.CustomerMissing) return new ReportOutcome.Refused(Problems.NotFound("customer", customerId!));
-            if (begin.Position is not { } position) return await ReplayWinnerAsync(merchantId, requestId, fingerprint, ct);
+            switch (begin.Status)
+            {
+                case RequestStore.BeginStatus.Existing: return Replay(begin.Existing!, fingerprint, requestId);
+                case RequestStore.BeginStatus.CustomerMissing: return new ReportOutcome.Refused(Problems.NotFound("customer", customerId!));
+                case RequestStore.BeginStatus.HoldMissing: return new ReportOutcome.Refused(Problems.NotFound("hold", body.HoldId!));
+                case RequestStore.BeginStatus.LostRace: return await ReplayWinnerAsync(merchantId, requestId, fingerprint, ct);
+            }
+            var position = begin.Position!;
+            var billing = position.Billing;
+            if (mode == ModeBillingDisabled && billing is not { HasSubscription: true, MeterLinked: true })
+            {
+                return new ReportOutcome.Refused(Problems.Forbidden("meter_not_on_plan",
+                    $"Meter '{meter.MeterSlug}' is not linked to the customer's active plan."));
+            }
+            if (position.Hold is { } hold && (hold.Status != "active" || hold.ExpiresAt <= now))
+            {
+                return new ReportOutcome.Refused(Problems.Conflict("hold_not_active",
+                    $"Hold '{body.HoldId}' is {(hold.Status == "active" ? "expired" : hold.Status)}; report without hold_id to record the usage."));
+            }
 
-            var charge = PriceCalculator.Price(meter.Price, quantity, position.UsedBefore, body.Cost);
-            var postings = UsagePosting.For(customerId, charge.Amount, body.Cost,
-                cycleAvailable: -position.CycleBalance, bundleAvailable: -position.BundleBalance);
+            var priced = PriceCalculator.Price(meter.Price, quantity, position.UsedBefore, mode == ModeBillingDisabled ? body.Cost ?? 0 : body.Cost);
+            var charge = mode == ModeBillingDisabled ? new Charge(0, []) : priced;
             var transactionId = Ids.New("txn", now);
-            var balance = customerId is null ? null : BalanceAfter(position, postings, customerId);
+            var (transactions, entries) = Postings(requestId, customerId, mode, charge.Amount, body.Cost, position, transactionId, now, out var balanceAfter);
             var response = new RestRequest(
                 requestId, "completed", customerId, meter.MeterId, "custom", "unmanaged", null, "/v1/requests",
                 ModelUsageOf(usage, body.Cost), Money.Format(body.Cost ?? 0),
                 ChargeOf(meter.Price, charge),
                 body.Metadata ?? new Dictionary<string, string>(), occurredAt, now,
-                customerId is null ? ModeMeterOnly : ModeCustomer, meter.Version, transactionId, balance);
+                mode, meter.Version, transactionId, balanceAfter, body.HoldId);
             var responseJson = JsonSerializer.Serialize(response, LavaJson.Options);
+            var lineage = Lineage(response, meter, charge);
 
             var posted = await store.PostAsync(connection, new RequestStore.NewRequest(
-                merchantId, requestId, fingerprint, response.Mode, customerId, meter.MeterId, meter.Version,
+                merchantId, requestId, fingerprint, mode, customerId, meter.MeterId, meter.Version,
                 usage.InputTokens, usage.OutputTokens, usage.InputCharacters, usage.OutputCharacters, usage.InputSeconds, usage.OutputSeconds,
                 body.Cost, charge.Amount, JsonSerializer.Serialize(response.Metadata), occurredAt, now, transactionId, StatusCodes.Status201Created,
-                responseJson, Lineage(response, meter, charge), periodStart, quantity,
-                postings.Select(p => p.AccountId).ToArray(), postings.Select(p => p.Amount).ToArray()), ct);
+                responseJson, position.PeriodStart, quantity, body.HoldId,
+                transactions.Select(t => t with { LineageJson = t.Kind == "usage" ? lineage : t.LineageJson }).ToList(), entries), ct);
             committed = true;
             if (posted) return new ReportOutcome.Created(StatusCodes.Status201Created, responseJson);
-
             return await ReplayWinnerAsync(merchantId, requestId, fingerprint, ct);
         }
         finally
         {
             if (!committed) await RequestStore.RollbackAsync(connection);
         }
+    }
+
+    /// <summary>
+    /// The report's ledger transactions: auto top-ups first (each its own transaction), then the usage transaction.
+    /// With an active plan only linked meters draw plan credits; without one, any credits are drawn.
+    /// </summary>
+    private (List<RequestStore.LedgerTransaction>, List<RequestStore.Entry>) Postings(string requestId, string? customerId, string mode,
+        decimal charge, decimal? providerCost, RequestStore.Position position, string usageTransactionId, DateTimeOffset now,
+        out CustomerBalance? balanceAfter)
+    {
+        var transactions = new List<RequestStore.LedgerTransaction>(2);
+        var entries = new List<RequestStore.Entry>(6);
+        var balances = position.Balances;
+        var billing = position.Billing;
+        var creditsUsable = billing is null || !billing.HasSubscription || billing.MeterLinked;
+        var cycle = creditsUsable ? balances.CycleRemaining : 0;
+        var bundle = creditsUsable ? balances.BundleRemaining : 0;
+
+        if (mode == ModeCustomer && creditsUsable && billing is { TopUpCost: { } packCost, TopUpCredit: { } packCredit })
+        {
+            var packs = UsagePosting.TopUpsNeeded(charge, cycle + bundle, packCredit, options.MaxAutoTopUpsPerCycle - billing.TopUpsUsed);
+            for (var i = 1; i <= packs; i++)
+            {
+                var id = Ids.New("txn", now);
+                transactions.Add(new(id, "auto_top_up", $"{requestId}#top_up_{i}", "{}"));
+                entries.AddRange(UsagePosting.BundlePurchase(customerId!, LedgerAccounts.Receivable(customerId!), packCost, packCredit)
+                    .Select(p => new RequestStore.Entry(id, p.AccountId, p.Amount)));
+                bundle += packCredit;
+            }
+        }
+        transactions.Add(new(usageTransactionId, "usage", requestId, "{}"));
+        entries.AddRange(UsagePosting.For(mode == ModeCustomer ? customerId : null, charge, providerCost, cycle, bundle)
+            .Select(p => new RequestStore.Entry(usageTransactionId, p.AccountId, p.Amount)));
+
+        balanceAfter = null;
+        if (customerId is not null)
+        {
+            decimal Delta(string account) => entries.Where(e => e.AccountId == account).Sum(e => e.Amount);
+            var after = new CustomerBalances(
+                balances.Cycle + Delta(LedgerAccounts.CreditsCycle(customerId)),
+                balances.Bundle + Delta(LedgerAccounts.CreditsBundle(customerId)),
+                balances.Receivable + Delta(LedgerAccounts.Receivable(customerId)));
+            balanceAfter = new CustomerBalance(Money.Format(after.CreditsRemaining), Money.Format(after.Receivable));
+        }
+        return (transactions, entries);
     }
 
     /// <summary>A concurrent duplicate committed first: answer as a replay of what it stored.</summary>
@@ -106,16 +168,6 @@ public sealed class UsageReporter(RequestStore store, MeterStore meters, TimePro
             ? new ReportOutcome.Replayed(existing.StatusCode, existing.Response)
             : new ReportOutcome.Refused(Problems.IdempotencyConflict(requestId));
 
-    private static CustomerBalance BalanceAfter(RequestStore.Position p, List<Posting> postings, string customerId)
-    {
-        decimal Delta(string account) => postings.Where(x => x.AccountId == account).Sum(x => x.Amount);
-        var cycle = p.CycleBalance + Delta(LedgerAccounts.CreditsCycle(customerId));
-        var bundle = p.BundleBalance + Delta(LedgerAccounts.CreditsBundle(customerId));
-        var receivable = p.ReceivableBalance + Delta(LedgerAccounts.Receivable(customerId));
-        // Credit accounts are liabilities (credit-normal): what remains is the negated debit balance.
-        return new CustomerBalance(Money.Format(-(cycle + bundle)), Money.Format(receivable));
-    }
-
     private static ModelUsage ModelUsageOf(Usage u, decimal? cost) => new(
         u.InputTokens, u.OutputTokens, u.InputTokens + u.OutputTokens,
         u.InputCharacters, u.OutputCharacters, u.InputCharacters + u.OutputCharacters,
@@ -131,7 +183,6 @@ public sealed class UsageReporter(RequestStore store, MeterStore meters, TimePro
             Tokens: price.TierType == TierType.Tokens1M ? l.Quantity : 0,
             Characters: price.TierType == TierType.Characters1M ? l.Quantity : 0,
             Seconds: price.TierType == TierType.Minutes ? l.Quantity : 0,
-            Quantity: l.Quantity,
             Cost: Money.Format(l.Amount))).ToList();
         return new RequestCharge(Money.Format(charge.Amount), PriceCalculator.RateTypeName(price.RateType), lines);
     }
@@ -147,6 +198,12 @@ public sealed class UsageReporter(RequestStore store, MeterStore meters, TimePro
         charge = r.Charge,
         charge_exact = charge.Amount,
     }, LavaJson.Options);
+}
+
+/// <summary>Billing settings (configuration section <c>Billing</c>).</summary>
+public sealed class BillingOptions
+{
+    public int MaxAutoTopUpsPerCycle { get; init; } = 3;
 }
 
 public static class UsagePeriods

@@ -15,7 +15,11 @@ public sealed record Caller(string MerchantId, string SecretKeyId, string Scope)
 
 public static class Auth
 {
-    /// <summary>Every /v1 route requires a live secret key; anything else is answered 401 before routing runs.</summary>
+    /// <summary>
+    /// Every /v1 route requires a live secret key (401 otherwise, before routing runs). A read-only key may read
+    /// (GET, HEAD) and nothing else: 403 for every other method, whatever the route, so a new write route cannot be
+    /// missed.
+    /// </summary>
     public static IApplicationBuilder UseLavaAuth(this IApplicationBuilder app) =>
         app.Use(async (context, next) =>
         {
@@ -31,6 +35,11 @@ public static class Auth
             {
                 context.Response.Headers.WWWAuthenticate = "Bearer";
                 await Problems.Unauthorized().ExecuteAsync(context);
+                return;
+            }
+            if (!caller.CanWrite && !HttpMethods.IsGet(context.Request.Method) && !HttpMethods.IsHead(context.Request.Method))
+            {
+                await Problems.ReadOnlyKey().ExecuteAsync(context);
                 return;
             }
             context.Items[Caller.ItemKey] = caller;

@@ -10,6 +10,10 @@ public static class Problems
 
     public static ProblemResult BadRequest(string code, string detail) => new(400, code, "Bad request", detail);
 
+    public static ProblemResult ImmutableField(string field) =>
+        new(400, "immutable_field", "Invalid request", $"'{field}' cannot be changed after creation.",
+            new Dictionary<string, string[]> { [field] = ["cannot be changed after creation"] });
+
     public static ProblemResult MalformedJson(string detail, IDictionary<string, string[]>? errors = null) =>
         new(400, "invalid_json", "Malformed request body", detail, errors);
 
@@ -17,6 +21,9 @@ public static class Problems
         new(401, "unauthorized", "Unauthorized", detail);
 
     public static ProblemResult Forbidden(string code, string detail) => new(403, code, "Forbidden", detail);
+
+    public static ProblemResult ReadOnlyKey() =>
+        Forbidden("read_only_key", "This secret key is read-only: use a key with scope 'full' to make changes.");
 
     public static ProblemResult NotFound(string what, string id) =>
         new(404, "not_found", "Not found", $"No {what} with id '{id}'.");

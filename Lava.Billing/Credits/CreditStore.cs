@@ -1,0 +1,200 @@
+using System.Text.Json;
+using Dapper;
+using Lava.Billing.Infrastructure;
+using Lava.Billing.Infrastructure.Http;
+using Lava.Billing.Ledger;
+using Lava.Billing.Plans;
+using Npgsql;
+
+namespace Lava.Billing.Credits;
+
+/// <summary>
+/// What a customer can pay for before work runs: balances, holds and bought credit packs. Every writer here locks the
+/// customer's balance rows first (the order the report path uses too), so racing holds never reserve more than exists.
+/// </summary>
+public sealed class CreditStore(NpgsqlDataSource db)
+{
+    private const string SelectExists = """
+        SELECT EXISTS (SELECT 1 FROM customers WHERE merchant_id = @MerchantId AND customer_id = @CustomerId AND deleted_at IS NULL)
+        """;
+
+    private const string SelectLimitAndHeld = """
+        SELECT c.credit_limit,
+               (SELECT coalesce(sum(h.amount), 0) FROM holds h
+                 WHERE h.merchant_id = c.merchant_id AND h.customer_id = c.customer_id AND h.status = 'active' AND h.expires_at > @Now)
+          FROM customers c
+         WHERE c.merchant_id = @MerchantId AND c.customer_id = @CustomerId AND c.deleted_at IS NULL
+        """;
+
+    private static async Task<CustomerBalanceResponse?> BalanceAsync(NpgsqlConnection c, NpgsqlTransaction? tx, string merchantId,
+        string customerId, DateTimeOffset now, bool locking, CancellationToken ct)
+    {
+        var balances = locking
+            ? await CustomerBalances.LockAsync(c, tx!, merchantId, customerId, ct)
+            : await CustomerBalances.ReadAsync(c, merchantId, customerId, ct);
+        if (balances is null) return null;
+        var limits = await c.QuerySingleOrDefaultAsync<(decimal CreditLimit, decimal Held)?>(new CommandDefinition(SelectLimitAndHeld,
+            new { MerchantId = merchantId, CustomerId = customerId, Now = now.UtcDateTime }, tx, cancellationToken: ct));
+        if (limits is not { } l) return null;
+        // Available = credits + the unused part of the credit limit − what holds have reserved.
+        var available = balances.CreditsRemaining + Math.Max(l.CreditLimit - balances.Receivable, 0) - l.Held;
+        return new CustomerBalanceResponse(customerId, Money.Format(balances.CycleRemaining), Money.Format(balances.BundleRemaining),
+            Money.Format(balances.CreditsRemaining), Money.Format(l.CreditLimit), Money.Format(balances.Receivable), Money.Format(l.Held),
+            Money.Format(available));
+    }
+
+    public async Task<CustomerBalanceResponse?> BalanceAsync(string merchantId, string customerId, DateTimeOffset now, CancellationToken ct)
+    {
+        await using var c = await db.OpenConnectionAsync(ct);
+        return await BalanceAsync(c, null, merchantId, customerId, now, locking: false, ct);
+    }
+
+    public abstract record HoldOutcome
+    {
+        public sealed record Created(HoldResponse Hold) : HoldOutcome;
+        public sealed record CustomerNotFound : HoldOutcome;
+        public sealed record Insufficient(string Available) : HoldOutcome;
+    }
+
+    private const string InsertHold = """
+        INSERT INTO holds (merchant_id, hold_id, customer_id, amount, status, expires_at, created_at)
+        VALUES (@MerchantId, @HoldId, @CustomerId, @Amount, 'active', @ExpiresAt, @Now)
+        """;
+
+    public async Task<HoldOutcome> CreateHoldAsync(string merchantId, string customerId, decimal amount, TimeSpan expiresIn,
+        DateTimeOffset now, CancellationToken ct)
+    {
+        await using var c = await db.OpenConnectionAsync(ct);
+        await using var tx = await c.BeginTransactionAsync(ct);
+        var balance = await BalanceAsync(c, tx, merchantId, customerId, now, locking: true, ct);
+        if (balance is null) return new HoldOutcome.CustomerNotFound();
+        if (amount > decimal.Parse(balance.Available, System.Globalization.CultureInfo.InvariantCulture))
+            return new HoldOutcome.Insufficient(balance.Available);
+        var hold = new HoldResponse(Ids.New("hld", now), customerId, Money.Format(amount), "active", now + expiresIn, null, null, now);
+        await c.ExecuteAsync(new CommandDefinition(InsertHold, new
+        {
+            MerchantId = merchantId, hold.HoldId, CustomerId = customerId, Amount = amount,
+            ExpiresAt = hold.ExpiresAt.UtcDateTime, Now = now.UtcDateTime,
+        }, tx, cancellationToken: ct));
+        await tx.CommitAsync(ct);
+        return new HoldOutcome.Created(hold);
+    }
+
+    private sealed record HoldRow(string HoldId, string CustomerId, decimal Amount, string Status, DateTime ExpiresAt,
+        decimal? CapturedAmount, string? RequestId, DateTime CreatedAt);
+
+    private static HoldResponse Map(HoldRow h, DateTimeOffset now)
+    {
+        var expiresAt = new DateTimeOffset(DateTime.SpecifyKind(h.ExpiresAt, DateTimeKind.Utc));
+        var status = h.Status == "active" && expiresAt <= now ? "expired" : h.Status;
+        return new HoldResponse(h.HoldId, h.CustomerId, Money.Format(h.Amount), status, expiresAt, Money.Format(h.CapturedAmount),
+            h.RequestId, new DateTimeOffset(DateTime.SpecifyKind(h.CreatedAt, DateTimeKind.Utc)));
+    }
+
+    private const string SelectHold = """
+        SELECT hold_id, customer_id, amount, status, expires_at, captured_amount, request_id, created_at
+          FROM holds WHERE merchant_id = @MerchantId AND hold_id = @HoldId
+        """;
+
+    public async Task<HoldResponse?> FindHoldAsync(string merchantId, string holdId, DateTimeOffset now, CancellationToken ct)
+    {
+        await using var c = await db.OpenConnectionAsync(ct);
+        var row = await c.QuerySingleOrDefaultAsync<HoldRow>(new CommandDefinition(SelectHold, new { MerchantId = merchantId, HoldId = holdId }, cancellationToken: ct));
+        return row is null ? null : Map(row, now);
+    }
+
+    private const string VoidHold = """
+        UPDATE holds SET status = 'voided', closed_at = @Now
+         WHERE merchant_id = @MerchantId AND hold_id = @HoldId AND status = 'active'
+        RETURNING hold_id, customer_id, amount, status, expires_at, captured_amount, request_id, created_at
+        """;
+
+    /// <summary>Voids an active hold; null when there is no active hold by that id (the caller tells 404 from 409).</summary>
+    public async Task<HoldResponse?> VoidHoldAsync(string merchantId, string holdId, DateTimeOffset now, CancellationToken ct)
+    {
+        await using var c = await db.OpenConnectionAsync(ct);
+        var row = await c.QuerySingleOrDefaultAsync<HoldRow>(new CommandDefinition(VoidHold,
+            new { MerchantId = merchantId, HoldId = holdId, Now = now.UtcDateTime }, cancellationToken: ct));
+        return row is null ? null : Map(row, now);
+    }
+
+    public abstract record PurchaseOutcome
+    {
+        public sealed record Created(string Response) : PurchaseOutcome;
+        public sealed record Replayed(string Response) : PurchaseOutcome;
+        public sealed record Refused(ProblemResult Problem) : PurchaseOutcome;
+    }
+
+    private const string SelectActivePlan = """
+        SELECT plan_id FROM subscriptions WHERE merchant_id = @MerchantId AND customer_id = @CustomerId AND status = 'active'
+        """;
+
+    private const string InsertPurchase = """
+        INSERT INTO bundle_purchases (merchant_id, idempotency_key, purchase_id, credit_bundle_id, customer_id, transaction_id, response, created_at)
+        VALUES (@MerchantId, @Key, @PurchaseId, @BundleId, @CustomerId, @TransactionId, @Response, @Now)
+        """;
+
+    private const string SelectPurchase = """
+        SELECT credit_bundle_id, customer_id, response FROM bundle_purchases WHERE merchant_id = @MerchantId AND idempotency_key = @Key
+        """;
+
+    /// <summary>
+    /// Records a credit pack bought outside this service: payments clearing is debited the price, bundle credits credited.
+    /// Idempotent on the Idempotency-Key, which is the ledger reference: a repeat answers the first response.
+    /// </summary>
+    public async Task<PurchaseOutcome> PurchaseAsync(string merchantId, BundleTerms bundle, string customerId, string idempotencyKey,
+        DateTimeOffset now, CancellationToken ct)
+    {
+        await using var c = await db.OpenConnectionAsync(ct);
+        await using (var tx = await c.BeginTransactionAsync(ct))
+        {
+            var balances = await CustomerBalances.LockAsync(c, tx, merchantId, customerId, ct);
+            if (balances is null || !await CustomerExistsAsync(c, tx, merchantId, customerId, ct))
+                return await ReplayOrAsync(c, merchantId, idempotencyKey, bundle.CreditBundleId, customerId, Problems.NotFound("customer", customerId), ct);
+            var plan = await c.QuerySingleOrDefaultAsync<string>(new CommandDefinition(SelectActivePlan,
+                new { MerchantId = merchantId, CustomerId = customerId }, tx, cancellationToken: ct));
+            if (plan != bundle.PlanId)
+            {
+                return await ReplayOrAsync(c, merchantId, idempotencyKey, bundle.CreditBundleId, customerId, Problems.Unprocessable(
+                    "bundle_not_on_plan", $"Credit bundle '{bundle.CreditBundleId}' belongs to a plan the customer is not subscribed to."), ct);
+            }
+            var transactionId = Ids.New("txn", now);
+            var posted = await LedgerWriter.PostAsync(c, tx, merchantId, new LedgerWriter.Transaction(transactionId, "bundle_purchase",
+                idempotencyKey, customerId, now,
+                UsagePosting.BundlePurchase(customerId, LedgerAccounts.PaymentsClearing, bundle.Cost, bundle.CreditAmount),
+                JsonSerializer.Serialize(new { credit_bundle_id = bundle.CreditBundleId, cost = bundle.Cost, credit_amount = bundle.CreditAmount })), ct);
+            if (posted)
+            {
+                var purchaseId = Ids.New("pur", now);
+                var response = JsonSerializer.Serialize(new PurchaseResponse(purchaseId, bundle.CreditBundleId, customerId,
+                    Money.Format(bundle.Cost), Money.Format(bundle.CreditAmount), transactionId,
+                    Money.Format(balances.BundleRemaining + bundle.CreditAmount), now), LavaJson.Options);
+                await c.ExecuteAsync(new CommandDefinition(InsertPurchase, new
+                {
+                    MerchantId = merchantId, Key = idempotencyKey, PurchaseId = purchaseId,
+                    BundleId = bundle.CreditBundleId, CustomerId = customerId, TransactionId = transactionId, Response = response, Now = now.UtcDateTime,
+                }, tx, cancellationToken: ct));
+                await tx.CommitAsync(ct);
+                return new PurchaseOutcome.Created(response);
+            }
+        }
+        // The key was used first by a purchase that committed meanwhile.
+        return await ReplayOrAsync(c, merchantId, idempotencyKey, bundle.CreditBundleId, customerId,
+            Problems.Conflict("idempotency_conflict", "Idempotency-Key was used by another request."), ct);
+    }
+
+    private static async Task<PurchaseOutcome> ReplayOrAsync(NpgsqlConnection c, string merchantId, string key, string bundleId, string customerId,
+        ProblemResult otherwise, CancellationToken ct)
+    {
+        var existing = await c.QuerySingleOrDefaultAsync<(string BundleId, string CustomerId, string Response)?>(new CommandDefinition(SelectPurchase,
+            new { MerchantId = merchantId, Key = key }, cancellationToken: ct));
+        if (existing is not { } e) return new PurchaseOutcome.Refused(otherwise);
+        return e.BundleId == bundleId && e.CustomerId == customerId
+            ? new PurchaseOutcome.Replayed(e.Response)
+            : new PurchaseOutcome.Refused(Problems.Conflict("idempotency_conflict",
+                $"Idempotency-Key '{key}' was already used for another purchase."));
+    }
+
+    private static Task<bool> CustomerExistsAsync(NpgsqlConnection c, NpgsqlTransaction tx, string merchantId, string customerId, CancellationToken ct) =>
+        c.ExecuteScalarAsync<bool>(new CommandDefinition(SelectExists, new { MerchantId = merchantId, CustomerId = customerId }, tx, cancellationToken: ct));
+}
