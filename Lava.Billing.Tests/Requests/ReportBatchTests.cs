@@ -103,6 +103,22 @@ public class ReportBatchTests(LavaApp app) : ApiTest(app)
     }
 
     [Fact]
+    public async Task ARefusalOtherThanTheNamedOnesIsRefusedWithItsProblem()
+    {
+        var (m, a, _) = await ArrangeAsync();
+
+        // Billing disabled needs the meter on the customer's active plan; this customer has no plan (403 alone).
+        var outcomes = Outcomes(await m.Client.PostJsonAsync("/v1/requests/batch", Batch(
+            new { request_id = "free", customer_id = a, meter_slug = "gpt", input_tokens = 10, disable_billing = true },
+            new { request_id = "paid", customer_id = a, meter_slug = "gpt", input_tokens = 10 })));
+
+        Assert.Equal(["refused", "created"], Statuses(outcomes));
+        Assert.Equal("meter_not_on_plan", (string)outcomes[0]!["error"]!["error"]!["code"]!);
+        Assert.Equal(403, (int)outcomes[0]!["error"]!["status"]!);
+        Assert.Equal(1, await CountAsync("requests", m.MerchantId));
+    }
+
+    [Fact]
     public async Task TheFirstOfTwoItemsSharingARequestIdIsTheOnePosted()
     {
         var (m, a, b) = await ArrangeAsync();

@@ -119,11 +119,11 @@ public static class RequestBatchApi
     {
         ReportOutcome.Created c => new(BatchItemStatus.Created, item.RequestId, c.Response, null),
         ReportOutcome.Replayed r => new(BatchItemStatus.Replayed, item.RequestId, r.Response, null),
-        ReportOutcome.Refused f => new(f.Problem.StatusCode switch
+        ReportOutcome.Refused f => new(f.Problem switch
         {
-            StatusCodes.Status400BadRequest => BatchItemStatus.Invalid,
-            StatusCodes.Status404NotFound => BatchItemStatus.NotFound,
-            StatusCodes.Status409Conflict => BatchItemStatus.Conflict,
+            { Code: "idempotency_conflict" } => BatchItemStatus.Conflict,
+            { StatusCode: StatusCodes.Status400BadRequest } => BatchItemStatus.Invalid,
+            { StatusCode: StatusCodes.Status404NotFound } => BatchItemStatus.NotFound,
             _ => BatchItemStatus.Refused,
         }, item.RequestId, null, f.Problem),
         _ => throw new InvalidOperationException($"unexpected outcome {outcome}"),

@@ -16,6 +16,6 @@ public static class BatchItemStatus
     public const string Conflict = "conflict";
     public const string Invalid = "invalid";
     public const string NotFound = "not_found";
-    /// <summary>Any other refusal the single-report endpoint can answer (a 4xx the statuses above do not name).</summary>
+    /// <summary>Any other refusal the single-report endpoint answers, e.g. 403 meter_not_on_plan or 409 hold_not_active.</summary>
     public const string Refused = "refused";
 }

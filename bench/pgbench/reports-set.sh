@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Prints a pgbench script that posts K usage reports per database transaction the way a group-commit writer could:
 # set-based, so the statement count does not grow with K. Round trip 1: BEGIN, one replay check for all K request
-# ids, one customer check, one upsert locking the K usage totals (in customer order), one SELECT ... FOR UPDATE of
-# the K customers' balances (in account order). Round trip 2: one INSERT ... CTE writing K requests, K ledger
-# transactions, 3K entries and K usage totals, then COMMIT. Compare with reports.sh K --disjoint, which repeats the
+# ids, one upsert locking the K usage totals (in customer order, live customers only), one SELECT ... FOR UPDATE of
+# the K customers' balances (in account order), one read of the K billing contexts. Round trip 2: one INSERT ... CTE
+# writing K requests, K ledger transactions, 3K entries and K usage totals (no holds), then COMMIT. Compare with reports.sh K --disjoint, which repeats the
 # one-report statements K times. Every pgbench client posts for its own K customers (client c: c*K .. c*K+K-1), so
 # concurrent transactions never wait on each other's rows. Same variables and the same caveats as reports.sh.
 # Usage: reports-set.sh K
@@ -26,17 +26,32 @@ cat <<SQL
 BEGIN;
 SELECT request_id, fingerprint, status_code, response FROM requests
  WHERE merchant_id = :m AND request_id = ANY (ARRAY[$(list ':r%k::text')]);
-SELECT customer_id FROM customers
- WHERE merchant_id = :m AND customer_id = ANY (ARRAY[$(list "$C")]) AND deleted_at IS NULL;
 INSERT INTO usage_totals (merchant_id, meter_id, customer_id, period_start, quantity)
-SELECT :m::text, 'mtr_bench_tokens', c, :period::timestamptz, 0 FROM unnest(ARRAY[$(list "$C")]) AS c ORDER BY c
+SELECT :m::text, 'mtr_bench_tokens', c,
+       coalesce((SELECT cycle_start_at FROM subscriptions s WHERE s.merchant_id = :m AND s.customer_id = c AND s.status = 'active'), :period::timestamptz),
+       0
+  FROM unnest(ARRAY[$(list "$C")]) AS c
+ WHERE EXISTS (SELECT 1 FROM customers WHERE merchant_id = :m AND customer_id = c AND deleted_at IS NULL)
+ ORDER BY c
 ON CONFLICT (merchant_id, meter_id, customer_id, period_start) DO UPDATE SET quantity = usage_totals.quantity
-RETURNING customer_id, quantity;
+RETURNING customer_id, period_start, quantity;
 SELECT account_id, balance FROM account_balances
  WHERE merchant_id = :m
    AND account_id = ANY (ARRAY[$(list "$C || ':' || 'credits_bundle', $C || ':' || 'credits_cycle', $C || ':' || 'receivable'")])
  ORDER BY account_id
    FOR UPDATE;
+SELECT c.customer_id,
+       s.subscription_id IS NOT NULL,
+       coalesce(EXISTS (SELECT 1 FROM plan_meters pm WHERE pm.merchant_id = :m AND pm.plan_id = s.plan_id AND pm.meter_id = 'mtr_bench_tokens'), false),
+       c.credit_limit,
+       b.cost,
+       b.credit_amount,
+       (SELECT count(*)::int FROM ledger_transactions t
+         WHERE t.merchant_id = :m AND t.customer_id = c.customer_id AND t.kind = 'auto_top_up' AND t.created_at >= s.cycle_start_at)
+  FROM customers c
+  LEFT JOIN subscriptions s ON s.merchant_id = c.merchant_id AND s.customer_id = c.customer_id AND s.status = 'active'
+  LEFT JOIN credit_bundles b ON b.merchant_id = s.merchant_id AND b.credit_bundle_id = s.auto_top_up_bundle_id AND b.deleted_at IS NULL
+ WHERE c.merchant_id = :m AND c.customer_id = ANY (ARRAY[$(list "$C")]) AND c.deleted_at IS NULL;
 \\endpipeline
 \\startpipeline
 WITH input AS (
@@ -44,10 +59,10 @@ WITH input AS (
 ), req AS (
     INSERT INTO requests (merchant_id, request_id, fingerprint, mode, customer_id, meter_id, price_version,
                           input_tokens, output_tokens, input_characters, output_characters, input_seconds, output_seconds,
-                          cost, charge_amount, metadata, occurred_at, created_at, transaction_id, status_code, response)
+                          cost, charge_amount, metadata, occurred_at, created_at, transaction_id, status_code, response, hold_id)
     SELECT :m::text, i.request_id, sha256(i.request_id::bytea), 'customer', i.customer_id, 'mtr_bench_tokens', 1,
            i.tokens, 200, 0, 0, 0, 0, NULL, i.tokens::numeric * 5 / 1000000, :meta::jsonb, now(), now(),
-           'txn_pg_' || i.request_id, 201, :resp::text
+           'txn_pg_' || i.request_id, 201, :resp::text, NULL
       FROM input i
     ON CONFLICT (merchant_id, request_id) DO NOTHING
     RETURNING merchant_id, request_id, customer_id, transaction_id, input_tokens

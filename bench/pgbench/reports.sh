@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Prints a pgbench script that posts K usage reports (default 1) per database transaction with the SQL the service
-# runs for one report (Requests/RequestStore.cs), in the same two round trips: pipeline 1 = BEGIN, replay check,
-# customer check, lock the usage total, lock the customer's balances; pipeline 2 = the one INSERT ... CTE, COMMIT.
+# runs for one report of a customer without a hold (Requests/RequestStore.cs), in the same two round trips:
+# pipeline 1 = BEGIN, replay check, lock the usage total, lock the customer's balances, read the billing context;
+# pipeline 2 = the one INSERT ... CTE (request, ledger transaction, entries, usage total, hold capture), COMMIT.
 # With K > 1 every statement is repeated per report inside the one transaction, reports for K different customers
 # taken in ascending order (as a group-commit writer would lock them), so concurrent transactions cannot deadlock.
 # --lookups adds the two reads the service makes before the transaction, each its own round trip: the secret-key
@@ -14,6 +15,7 @@
 # from random numbers ('cus_bench_' || lpad(n, 4, '0'), request_id = a random 63-bit number), parameters carry
 # explicit casts (Npgsql sends typed parameters), the fingerprint is sha256() of the request id, and the amounts are
 # computed from the token count (5 per 1M: 3/5 from credits, 2/5 to the receivable) rather than by the pricing engine.
+# A ':' that starts a word is a pgbench variable even inside quotes, hence ':' || 'receivable'.
 # Variables expected via pgbench -D: m (merchant id), period (start of the UTC month), resp (a real response JSON),
 # lineage (a lineage JSON), meta (metadata JSON), keyhash (hex SHA-256 of the secret key, for --lookups).
 # Usage: reports.sh [K] [CUSTOMERS] [--lookups | --disjoint]
@@ -55,18 +57,30 @@ for ((k = 0; k < K; k++)); do
   C="$(cust "$k")"
   cat <<SQL
 SELECT fingerprint, status_code, response FROM requests WHERE merchant_id = :m AND request_id = :r$k::text;
-SELECT EXISTS (SELECT 1 FROM customers WHERE merchant_id = :m AND customer_id = $C AND deleted_at IS NULL);
 INSERT INTO usage_totals (merchant_id, meter_id, customer_id, period_start, quantity)
-SELECT :m::text, 'mtr_bench_tokens', $C, :period::timestamptz, 0
+SELECT :m::text, 'mtr_bench_tokens', coalesce($C, ''),
+       coalesce((SELECT cycle_start_at FROM subscriptions WHERE merchant_id = :m AND customer_id = $C AND status = 'active'), :period::timestamptz),
+       0
  WHERE NOT EXISTS (SELECT 1 FROM requests WHERE merchant_id = :m AND request_id = :r$k::text)
-   AND EXISTS (SELECT 1 FROM customers WHERE merchant_id = :m AND customer_id = $C AND deleted_at IS NULL)
+   AND ($C IS NULL OR EXISTS (SELECT 1 FROM customers WHERE merchant_id = :m AND customer_id = $C AND deleted_at IS NULL))
 ON CONFLICT (merchant_id, meter_id, customer_id, period_start) DO UPDATE SET quantity = usage_totals.quantity
-RETURNING quantity;
+RETURNING period_start, quantity;
 SELECT account_id, balance FROM account_balances
  WHERE merchant_id = :m AND account_id = ANY (ARRAY[$C || ':' || 'credits_bundle', $C || ':' || 'credits_cycle', $C || ':' || 'receivable'])
    AND NOT EXISTS (SELECT 1 FROM requests WHERE merchant_id = :m AND request_id = :r$k::text)
  ORDER BY account_id
    FOR UPDATE;
+SELECT s.subscription_id IS NOT NULL,
+       coalesce(EXISTS (SELECT 1 FROM plan_meters pm WHERE pm.merchant_id = :m AND pm.plan_id = s.plan_id AND pm.meter_id = 'mtr_bench_tokens'), false),
+       c.credit_limit,
+       b.cost,
+       b.credit_amount,
+       (SELECT count(*)::int FROM ledger_transactions t
+         WHERE t.merchant_id = :m AND t.customer_id = $C AND t.kind = 'auto_top_up' AND t.created_at >= s.cycle_start_at)
+  FROM customers c
+  LEFT JOIN subscriptions s ON s.merchant_id = c.merchant_id AND s.customer_id = c.customer_id AND s.status = 'active'
+  LEFT JOIN credit_bundles b ON b.merchant_id = s.merchant_id AND b.credit_bundle_id = s.auto_top_up_bundle_id AND b.deleted_at IS NULL
+ WHERE c.merchant_id = :m AND c.customer_id = $C AND c.deleted_at IS NULL;
 SQL
 done
 echo '\endpipeline'
@@ -77,27 +91,34 @@ for ((k = 0; k < K; k++)); do
 WITH req AS (
     INSERT INTO requests (merchant_id, request_id, fingerprint, mode, customer_id, meter_id, price_version,
                           input_tokens, output_tokens, input_characters, output_characters, input_seconds, output_seconds,
-                          cost, charge_amount, metadata, occurred_at, created_at, transaction_id, status_code, response)
+                          cost, charge_amount, metadata, occurred_at, created_at, transaction_id, status_code, response, hold_id)
     VALUES (:m, :r$k::text, sha256(:r$k::text::bytea), 'customer', $C, 'mtr_bench_tokens', 1,
             :q$k::bigint, 200, 0, 0, 0, 0, NULL, :q$k::numeric * 5 / 1000000, :meta::jsonb, now(), now(),
-            'txn_pg_' || :r$k::text, 201, :resp::text)
+            'txn_pg_' || :r$k::text, 201, :resp::text, NULL)
     ON CONFLICT (merchant_id, request_id) DO NOTHING
     RETURNING merchant_id
 ), txn AS (
     INSERT INTO ledger_transactions (merchant_id, transaction_id, kind, reference, customer_id, meter_id, price_version,
                                      lineage, effective_at, created_at)
-    SELECT :m::text, 'txn_pg_' || :r$k::text, 'usage', :r$k::text, $C, 'mtr_bench_tokens', 1, :lineage::jsonb, now(), now() FROM req
-    RETURNING merchant_id, transaction_id
+    SELECT :m::text, t.id, t.kind, t.reference, $C, 'mtr_bench_tokens', 1, t.lineage::jsonb, now(), now()
+      FROM req CROSS JOIN unnest(ARRAY['txn_pg_' || :r$k::text], ARRAY['usage'], ARRAY[:r$k::text], ARRAY[:lineage::text])
+           AS t(id, kind, reference, lineage)
 ), ent AS (
     INSERT INTO entries (merchant_id, transaction_id, account_id, currency, amount)
-    SELECT txn.merchant_id, txn.transaction_id, e.account_id, a.currency, e.amount
-      FROM txn
-     CROSS JOIN unnest(ARRAY[$C || ':' || 'credits_cycle', $C || ':' || 'receivable', 'usage_revenue'],
-                       ARRAY[:q$k::numeric * 3 / 1000000, :q$k::numeric * 2 / 1000000, -(:q$k::numeric * 5 / 1000000)]) AS e(account_id, amount)
-      JOIN accounts a ON a.merchant_id = txn.merchant_id AND a.account_id = e.account_id
+    SELECT :m::text, e.transaction_id, e.account_id, a.currency, e.amount
+      FROM unnest(ARRAY['txn_pg_' || :r$k::text, 'txn_pg_' || :r$k::text, 'txn_pg_' || :r$k::text],
+                  ARRAY[$C || ':' || 'credits_cycle', $C || ':' || 'receivable', 'usage_revenue'],
+                  ARRAY[:q$k::numeric * 3 / 1000000, :q$k::numeric * 2 / 1000000, -(:q$k::numeric * 5 / 1000000)])
+           AS e(transaction_id, account_id, amount)
+      JOIN accounts a ON a.merchant_id = :m AND a.account_id = e.account_id
+     WHERE EXISTS (SELECT 1 FROM req)
 ), used AS (
-    UPDATE usage_totals SET quantity = quantity + :q$k::numeric
-     WHERE merchant_id = :m AND meter_id = 'mtr_bench_tokens' AND customer_id = $C AND period_start = :period::timestamptz
+    UPDATE usage_totals SET quantity = quantity + :q$k::numeric + 200
+     WHERE merchant_id = :m AND meter_id = 'mtr_bench_tokens' AND customer_id = coalesce($C, '') AND period_start = :period::timestamptz
+       AND EXISTS (SELECT 1 FROM req)
+), captured AS (
+    UPDATE holds SET status = 'captured', captured_amount = least(amount, :q$k::numeric * 5 / 1000000), request_id = :r$k::text, closed_at = now()
+     WHERE merchant_id = :m AND hold_id = NULL::text AND status = 'active'
        AND EXISTS (SELECT 1 FROM req)
 )
 SELECT count(*)::int FROM req;
