@@ -228,8 +228,10 @@ scenario() {
 }
 
 # ---------- scenarios ----------
-fsync_rate="$("$pg_bin/pg_test_fsync" -s 1 -f "$results/fsync.test" 2>/dev/null | awk '$1 == "fdatasync" && $3 == "ops/sec" { print $2; exit }' || true)"
-rm -f "$results/fsync.test"
+# On the file system that holds the cluster's WAL (the work tree may sit on another, with other flush costs).
+fsync_file="$(dirname "$datadir")/lava-bench-fsync.$$"
+fsync_rate="$("$pg_bin/pg_test_fsync" -s 1 -f "$fsync_file" 2>/dev/null | awk '$1 == "fdatasync" && $3 == "ops/sec" { printf "%.0f", $2; exit }' || true)"
+rm -f "$fsync_file"
 load_start="$(cut -d' ' -f1-3 /proc/loadavg)"
 
 # The first seconds after start run unoptimised code (tiered JIT): a longer warm-up once.
@@ -301,7 +303,7 @@ Do not edit by hand: run the command again (it took $(( ($(elapsed) + 59) / 60 )
 | memory | $machine_mem |
 | kernel | $(uname -sr) |
 | PostgreSQL | ${pg_version%% on *} (own cluster, fsync on, synchronous_commit on, full_page_writes on, shared_buffers 128MB) |
-| disk flush | ${fsync_rate:-?} fdatasync/s (pg_test_fsync, one 8 kB write) |
+| disk flush | ${fsync_rate:-?} fdatasync/s (pg_test_fsync, one 8 kB write, on the file system of the cluster's WAL) |
 | .NET | $dotnet_version, service built with \`dotnet build -c Release\` |
 | load generators | wrk $wrk_version (2 threads, Lua scripts in \`bench/wrk/\`), pgbench (2 threads, scripts from \`bench/pgbench/reports.sh\`) |
 | load average (1/5/15 min) | $load_start at the start, $load_end at the end |
