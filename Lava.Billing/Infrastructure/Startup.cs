@@ -29,6 +29,7 @@ public static class Startup
         services.AddSingleton<Meters.MeterStore>();
         services.AddSingleton<Customers.CustomerStore>();
         services.AddSingleton<Requests.RequestStore>();
+        services.AddSingleton<Requests.ReportBatchStore>();
         services.AddSingleton<Requests.RequestListStore>();
         services.AddSingleton<Requests.UsageReporter>();
         services.AddSingleton<Plans.PlanStore>();
