@@ -30,6 +30,9 @@ public static class Startup
         services.AddSingleton<Customers.CustomerStore>();
         services.AddSingleton<Requests.RequestStore>();
         services.AddSingleton<Requests.ReportBatchStore>();
+        services.AddSingleton(sp => sp.GetRequiredService<IConfiguration>().GetSection("Requests:GroupCommit").Get<Requests.GroupCommitOptions>() ?? new Requests.GroupCommitOptions());
+        services.AddSingleton<Requests.GroupCommit>();
+        services.AddHostedService(sp => sp.GetRequiredService<Requests.GroupCommit>());
         services.AddSingleton<Requests.RequestListStore>();
         services.AddSingleton<Requests.UsageReporter>();
         services.AddSingleton<Plans.PlanStore>();

@@ -20,7 +20,7 @@ public static class RequestsApi
         return group;
     }
 
-    public static async Task<IResult> Create(Caller caller, CreateRequestBody body, UsageReporter reporter, HttpContext http, CancellationToken ct) =>
+    public static async Task<IResult> Create(Caller caller, CreateRequestBody body, GroupCommit reporter, HttpContext http, CancellationToken ct) =>
         await reporter.ReportAsync(caller.MerchantId, body, ct) switch
         {
             ReportOutcome.Created c => Json(c.StatusCode, c.Response),

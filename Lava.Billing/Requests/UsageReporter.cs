@@ -59,27 +59,35 @@ public sealed class UsageReporter(ReportBatchStore store, MeterStore meters, Tim
                 // One bad item must not take its neighbours down: post them one by one.
                 log.LogWarning(e, "A batch of {Count} reports failed as a whole; posting them one by one", items.Count);
                 var outcomes = new List<ReportOutcome>(items.Count);
-                foreach (var item in items) outcomes.Add(await ReportAsync(item.MerchantId, item.Body, ct));
+                foreach (var item in items) outcomes.Add(await ReportAloneAsync(item, ct));
                 return outcomes;
             }
         }
     }
 
-    private async Task<Dictionary<(string Merchant, string Slug), MeterPrice?>> ResolveMetersAsync(IReadOnlyList<ReportItem> items, CancellationToken ct)
+    private async Task<ReportOutcome> ReportAloneAsync(ReportItem item, CancellationToken ct)
     {
-        var resolved = new Dictionary<(string, string), MeterPrice?>();
-        foreach (var key in items.Select(i => (i.MerchantId, i.Body.MeterSlug!)).Distinct())
-            resolved[key] = await meters.FindLivePriceAsync(key.MerchantId, key.Item2, ct);
-        return resolved;
+        try
+        {
+            return await ReportAsync(item.MerchantId, item.Body, ct);
+        }
+        catch (Exception e) when (e is PostgresException or BatchRaceException)
+        {
+            log.LogError(e, "Report {RequestId} of merchant {MerchantId} could not be posted", item.Body.RequestId, item.MerchantId);
+            return new ReportOutcome.Refused(Problems.Internal(item.Body.RequestId ?? ""));
+        }
     }
+
+    private Task<Dictionary<(string MerchantId, string MeterSlug), MeterPrice>> ResolveMetersAsync(IReadOnlyList<ReportItem> items, CancellationToken ct) =>
+        meters.FindLivePricesAsync(items.Select(i => (i.MerchantId, i.Body.MeterSlug!)).Distinct().ToList(), ct);
 
     private sealed class BatchRaceException() : Exception("the billing state moved between the lock and the plan");
 
     private async Task<IReadOnlyList<ReportOutcome>> PostOnceAsync(IReadOnlyList<ReportItem> items,
-        Dictionary<(string Merchant, string Slug), MeterPrice?> resolvedMeters, CancellationToken ct)
+        Dictionary<(string MerchantId, string MeterSlug), MeterPrice> resolvedMeters, CancellationToken ct)
     {
         var now = clock.GetUtcNow();
-        var prepared = items.Select(i => Prepare(i, resolvedMeters[(i.MerchantId, i.Body.MeterSlug!)], now)).ToList();
+        var prepared = items.Select(i => Prepare(i, resolvedMeters.GetValueOrDefault((i.MerchantId, i.Body.MeterSlug!)), now)).ToList();
 
         var usageKeys = prepared.Where(p => p.Meter is not null)
             .Select(p => new ReportBatchStore.UsageKey(p.MerchantId, p.Meter!.MeterId, p.Body.Customer ?? "", UsagePeriods.CalendarMonth(p.OccurredAt)))
