@@ -33,7 +33,7 @@ app.MapSubscriptionsApi();
 app.MapCreditsApi();
 app.MapPlansApi();
 app.MapCreditBundlesApi();
-app.MapFallback(() => Problems.RouteNotFound());
+app.MapLavaFallback();
 
 await app.RunAsync();
 return 0;

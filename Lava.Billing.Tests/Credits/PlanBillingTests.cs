@@ -62,6 +62,8 @@ public class PlanBillingTests(ClockedLavaApp app) : ClockedApiTest(app)
         (await Buy(w, "k2", bundle: "bnd_nope")).AssertProblem(HttpStatusCode.NotFound, "not_found");
         var noKey = await w.M.Client.PostJsonAsync($"/v1/credit_bundles/{w.Plan.BundleIds[0]}/purchases", new { customer_id = w.Customer });
         noKey.AssertProblem(HttpStatusCode.BadRequest, "validation_failed");
+        var noBody = await w.M.Client.SendAsync(HttpMethod.Post, $"/v1/credit_bundles/{w.Plan.BundleIds[0]}/purchases");
+        noBody.AssertProblem(HttpStatusCode.UnsupportedMediaType, "unsupported_media_type");
         Assert.Equal(1, await App.QueryAsync<long>("SELECT count(*) FROM ledger_transactions WHERE kind = 'bundle_purchase'"));
     }
 

@@ -130,10 +130,14 @@ public sealed class SubscriptionStore(NpgsqlDataSource db)
             UsagePosting.CycleGrant(customerId, periodAmount, includedCredit),
             System.Text.Json.JsonSerializer.Serialize(new { subscription_id = subscriptionId, cycle, period_amount = periodAmount, included_credit = includedCredit }));
 
-    private static Task<bool> CustomerLiveAsync(NpgsqlConnection c, NpgsqlTransaction tx, string merchantId, string customerId, CancellationToken ct) =>
-        c.ExecuteScalarAsync<bool>(new CommandDefinition(
-            "SELECT EXISTS (SELECT 1 FROM customers WHERE merchant_id = @MerchantId AND customer_id = @CustomerId AND deleted_at IS NULL)",
-            new { MerchantId = merchantId, CustomerId = customerId }, tx, cancellationToken: ct));
+    // Shares the customer row: a customer delete locks it, then checks for an active subscription.
+    private const string ShareLiveCustomer = """
+        SELECT customer_id FROM customers WHERE merchant_id = @MerchantId AND customer_id = @CustomerId AND deleted_at IS NULL FOR SHARE
+        """;
+
+    private static async Task<bool> CustomerLiveAsync(NpgsqlConnection c, NpgsqlTransaction tx, string merchantId, string customerId, CancellationToken ct) =>
+        await c.QuerySingleOrDefaultAsync<string>(new CommandDefinition(ShareLiveCustomer,
+            new { MerchantId = merchantId, CustomerId = customerId }, tx, cancellationToken: ct)) is not null;
 
     private const string UpdateAutoTopUp = """
         UPDATE subscriptions s SET auto_top_up_bundle_id = @BundleId

@@ -61,7 +61,8 @@ public static class SubscriptionsApi
     {
         if (await subscriptions.FindAsync(caller.MerchantId, subscriptionId, ct) is not { Status: "active" })
             return Problems.NotFound("active subscription", subscriptionId);
-        return await subscriptions.SetAutoTopUpAsync(caller.MerchantId, subscriptionId, body.AutoTopUpBundleId, ct)
+        if (!body.AutoTopUpBundleId.IsSet) return TypedResults.Ok(new SuccessResponse(true));
+        return await subscriptions.SetAutoTopUpAsync(caller.MerchantId, subscriptionId, body.AutoTopUpBundleId.Value, ct)
             ? TypedResults.Ok(new SuccessResponse(true))
             : Problems.Validation(new Dictionary<string, string[]>
             {

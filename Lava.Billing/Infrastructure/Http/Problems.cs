@@ -30,6 +30,12 @@ public static class Problems
 
     public static ProblemResult RouteNotFound() => new(404, "route_not_found", "Not found", "No such route.");
 
+    public static ProblemResult MethodNotAllowed(string method) =>
+        new(405, "method_not_allowed", "Method not allowed", $"This route does not take {method}; see the Allow header.");
+
+    public static ProblemResult UnsupportedMediaType() =>
+        new(415, "unsupported_media_type", "Unsupported media type", "This route takes a JSON body: send Content-Type: application/json.");
+
     public static ProblemResult Conflict(string code, string detail) => new(409, code, "Conflict", detail);
 
     public static ProblemResult IdempotencyConflict(string requestId) =>
