@@ -309,6 +309,19 @@ describe('subscriptions: list, auto top-up, cancel, plan deletion', () => {
     assert.equal((await balance(customer.customer_id)).receivable, '4.9900000000', 'the customer owes the pack\'s price');
   });
 
+  test('usage on a meter the plan does not link bills straight to the receivable, leaving the credits', limits, async () => {
+    const plan = await createPlan();
+    const customer = await newCustomer();
+    await subscribe(customer, plan);
+    const unlinked = await lava.meters.create({
+      name: 'Compat unlinked', meter_slug: unique('compat-sub-unl'), rate_type: 'fixed', tier_type: 'requests',
+      tiers: [{ start: '0', rate: '0.25' }],
+    });
+    await lava.requests.create({ request_id: unique('req'), customer_id: customer.customer_id, meter_slug: unlinked.meter_slug });
+    await expectCreditsOf(customer, '2.0000000000', '2.0000000000', '0.0000000000');
+    assert.equal((await balance(customer.customer_id)).receivable, '0.2500000000');
+  });
+
   test('cancel answers {success: true} and leaves the subscription active with a pending cancellation', limits, async () => {
     const plan = await createPlan();
     const customer = await newCustomer();
