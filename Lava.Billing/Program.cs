@@ -1,3 +1,4 @@
+using Lava.Billing.Forward;
 using Lava.Billing.Infrastructure;
 using Lava.Billing.Infrastructure.Database;
 using Lava.Billing.Infrastructure.Http;
@@ -22,6 +23,8 @@ app.UseLavaAuth();
 app.MapHealth();
 app.MapSecretKeysApi();
 app.MapRequestsApi();
+app.MapForwardApi();
+app.MapModelPricesApi();
 app.MapFallback(() => Problems.RouteNotFound());
 
 await app.RunAsync();

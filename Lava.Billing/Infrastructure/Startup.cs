@@ -1,6 +1,7 @@
 using FluentValidation;
 using Lava.Billing.Infrastructure.Database;
 using Lava.Billing.Infrastructure.Http;
+using Lava.Billing.Forward;
 using Lava.Billing.Merchants;
 
 namespace Lava.Billing.Infrastructure;
@@ -27,6 +28,7 @@ public static class Startup
         services.AddSingleton<Requests.RequestStore>();
         services.AddSingleton<Requests.RequestListStore>();
         services.AddSingleton<Requests.UsageReporter>();
+        services.AddForward();
         AddValidators(services);
         return services;
     }
