@@ -113,6 +113,42 @@ public class GatewayUsageTests(GatewayApp app) : GatewayTest<GatewayApp>(app)
     }
 
     [Fact]
+    public async Task AStreamMayOutlastTheTimeoutWhileItKeepsFlowing()
+    {
+        var m = await App.NewMerchantAsync();
+        await App.MeterAsync(m.MerchantId, "llm", "fixed", "tokens_1m", (0, 10));
+        Fake.EventDelay = TimeSpan.FromMilliseconds(250); // 8 events: 2 s in all, against a 1 s timeout
+
+        var r = await App.ClientWithToken(m.SecretKey, meterSlug: "llm").PostAsync(App.Forward("/v1/messages"),
+            Http.Json("""{"model":"claude-sonnet-4-5","max_tokens":500,"stream":true,"messages":[]}"""));
+
+        Assert.Contains("message_stop", await r.Content.ReadAsStringAsync());
+        Assert.Equal((1300L, 300L, "{}"), await App.QueryAsync<(long, long, string)>(
+            "SELECT input_tokens, output_tokens, metadata::text FROM requests WHERE merchant_id = @m", new { m = m.MerchantId }));
+    }
+
+    [Fact]
+    public async Task AStreamThatStallsIsCutAfterTheTimeoutAndBilledFromWhatWasSeen()
+    {
+        var m = await App.NewMerchantAsync();
+        await App.MeterAsync(m.MerchantId, "llm", "fixed", "tokens_1m", (0, 10));
+        Fake.HoldAfterEvents = 5;
+
+        var request = new HttpRequestMessage(HttpMethod.Post, App.Forward("/v1/messages"))
+        {
+            Content = Http.Json("""{"model":"claude-sonnet-4-5","max_tokens":500,"stream":true,"messages":[]}"""),
+        };
+        var r = await App.ClientWithToken(m.SecretKey, meterSlug: "llm").SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
+        var body = await r.Content.ReadAsStreamAsync();
+        await Assert.ThrowsAnyAsync<Exception>(() => new StreamReader(body).ReadToEndAsync().WaitAsync(TimeSpan.FromSeconds(10)));
+
+        await WaitForRowAsync("SELECT count(*) FROM requests WHERE merchant_id = @m", new { m = m.MerchantId });
+        Assert.Equal((1300L, 3L, """{"estimated": "true"}"""), await App.QueryAsync<(long, long, string)>(
+            "SELECT input_tokens, output_tokens, metadata::text FROM requests WHERE merchant_id = @m", new { m = m.MerchantId }));
+        await Fake.CallerLeft.Task.WaitAsync(TimeSpan.FromSeconds(5));
+    }
+
+    [Fact]
     public async Task SpeechIsBilledByTheCharactersItWasAskedToSpeak()
     {
         var m = await App.NewMerchantAsync();
