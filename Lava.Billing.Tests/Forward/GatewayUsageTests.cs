@@ -180,10 +180,10 @@ public class GatewayUsageTests(GatewayApp app) : GatewayTest<GatewayApp>(app)
 
         Assert.Equal(HttpStatusCode.OK, r.StatusCode);
         Assert.Contains("name=model", Assert.Single(Fake.Requests).Body);
-        var report = await App.QueryAsync<(decimal, decimal?, decimal)>(
+        var report = await App.QueryAsync<(decimal, decimal, decimal)>(
             "SELECT input_seconds, cost, charge_amount FROM requests WHERE merchant_id = @m", new { m = m.MerchantId });
-        // No model is readable from a form, so no provider cost; 14.5 s at 0.01 per minute.
-        Assert.Equal((14.5m, (decimal?)null, 0.0024166667m), report);
+        // whisper-1 (the form's model field) costs 0.006 per minute; the meter charges 0.01 per minute.
+        Assert.Equal((14.5m, 0.00145m, 0.0024166667m), report);
     }
 
     [Fact]

@@ -83,13 +83,24 @@ public class RequestInspectorTests
 
     [Theory]
     [InlineData("not json at all", "application/json")]
-    [InlineData("--boundary\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper-1\r\n--boundary--", "multipart/form-data; boundary=boundary")]
+    [InlineData("--boundary\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\r\nRIFF\r\n--boundary--", "multipart/form-data; boundary=boundary")]
+    [InlineData("--boundary\r\nbroken", "multipart/form-data; boundary=boundary")]
     [InlineData("", null)]
     public void OpaqueBodiesPassUnread(string body, string? contentType)
     {
         var r = Inspect("https://api.openai.com/v1/audio/transcriptions", body, contentType);
         Assert.Null(r.Model);
         Assert.False(r.BodyRewritten);
+        Assert.Equal(body, Encoding.UTF8.GetString(r.Body));
+    }
+
+    [Fact]
+    public void AnAudioFormNamesItsModelInAField()
+    {
+        var body = "--b0undary\r\nContent-Disposition: form-data; name=\"file\"; filename=\"model\"\r\nContent-Type: audio/wav\r\n\r\nRIFF\r\n" +
+                   "--b0undary\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper-1\r\n--b0undary--\r\n";
+        var r = Inspect("https://api.openai.com/v1/audio/transcriptions", body, "multipart/form-data; boundary=\"b0undary\"");
+        Assert.Equal("whisper-1", r.Model);
         Assert.Equal(body, Encoding.UTF8.GetString(r.Body));
     }
 }

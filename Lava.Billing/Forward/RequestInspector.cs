@@ -1,6 +1,8 @@
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using Microsoft.AspNetCore.WebUtilities;
+using Microsoft.Net.Http.Headers;
 
 namespace Lava.Billing.Forward;
 
@@ -29,7 +31,7 @@ public static class RequestInspector
         var pathModel = format == ApiFormat.GeminiGenerateContent ? GeminiModel(upstream.AbsolutePath) : null;
         var stream = format == ApiFormat.GeminiGenerateContent && upstream.AbsolutePath.Contains(":streamGenerateContent", StringComparison.Ordinal);
         if (!LooksLikeJson(contentType, body) || TryParse(body) is not JsonObject json)
-            return new InspectedRequest(pathModel, stream, null, 0, 0, body, false);
+            return new InspectedRequest(pathModel ?? FormModel(contentType, body), stream, null, 0, 0, body, false);
 
         var model = pathModel ?? String(json, "model");
         stream |= json["stream"] is JsonValue s && s.GetValueKind() == JsonValueKind.True;
@@ -61,6 +63,30 @@ public static class RequestInspector
         var rest = path[(at + "/models/".Length)..];
         var colon = rest.IndexOf(':');
         return colon > 0 ? Uri.UnescapeDataString(rest[..colon]) : null;
+    }
+
+    /// <summary>Audio uploads are multipart forms; their <c>model</c> field names the price.</summary>
+    internal static string? FormModel(string? contentType, byte[] body)
+    {
+        if (!MediaTypeHeaderValue.TryParse(contentType, out var type) || !type.MediaType.Equals("multipart/form-data", StringComparison.OrdinalIgnoreCase))
+            return null;
+        var boundary = HeaderUtilities.RemoveQuotes(type.Boundary).Value;
+        if (string.IsNullOrEmpty(boundary)) return null;
+        try
+        {
+            var reader = new MultipartReader(boundary, new MemoryStream(body));
+            while (reader.ReadNextSectionAsync().GetAwaiter().GetResult() is { } section)
+            {
+                if (ContentDispositionHeaderValue.TryParse(section.ContentDisposition, out var disposition) &&
+                    HeaderUtilities.RemoveQuotes(disposition.Name).Equals("model", StringComparison.Ordinal) && !disposition.FileName.HasValue)
+                    return new StreamReader(section.Body).ReadToEnd().Trim() is { Length: > 0 and <= 128 } model ? model : null;
+            }
+        }
+        catch (Exception e) when (e is InvalidDataException or IOException)
+        {
+            // A malformed form: forwarded as it is, the provider will say so.
+        }
+        return null;
     }
 
     private static bool LooksLikeJson(string? contentType, byte[] body) =>
