@@ -1,4 +1,5 @@
 using Lava.Billing.Customers;
+using Lava.Billing.Forward;
 using Lava.Billing.Infrastructure;
 using Lava.Billing.Infrastructure.Database;
 using Lava.Billing.Infrastructure.Http;
@@ -33,6 +34,8 @@ app.MapSubscriptionsApi();
 app.MapCreditsApi();
 app.MapPlansApi();
 app.MapCreditBundlesApi();
+app.MapForwardApi();
+app.MapModelPricesApi();
 app.MapLavaFallback();
 
 await app.RunAsync();

@@ -3,6 +3,7 @@ using FluentValidation;
 using Lava.Billing.Customers;
 using Lava.Billing.Infrastructure.Database;
 using Lava.Billing.Infrastructure.Http;
+using Lava.Billing.Forward;
 using Lava.Billing.Merchants;
 using Lava.Billing.Meters;
 
@@ -41,6 +42,7 @@ public static class Startup
         services.AddHostedService<Subscriptions.CycleWorker>();
         services.AddSingleton<Credits.CreditStore>();
         services.AddSingleton(sp => sp.GetRequiredService<IConfiguration>().GetSection("Billing").Get<Requests.BillingOptions>() ?? new Requests.BillingOptions());
+        services.AddForward();
         AddValidators(services);
         return services;
     }

@@ -51,6 +51,12 @@ public static class Problems
     public static ProblemResult Unprocessable(string code, string detail) =>
         new(422, code, "Unprocessable request", detail);
 
+    public static ProblemResult UpstreamNotAllowed(string detail) => new(400, "upstream_not_allowed", "Bad request", detail);
+
+    public static ProblemResult UpstreamUnavailable(string detail) => new(502, "upstream_unavailable", "Bad gateway", detail);
+
+    public static ProblemResult UpstreamTimeout(string detail) => new(504, "upstream_timeout", "Gateway timeout", detail);
+
     public static ProblemResult Unavailable(string detail) =>
         new(503, "service_unavailable", "Service unavailable", detail);
 
