@@ -97,21 +97,21 @@ public class GatewayModeTests(GatewayApp app) : GatewayTest<GatewayApp>(app)
     }
 
     [Fact]
-    public async Task BillingDisabledModeChargesNothingAndRecordsTheCustomersCall()
+    public async Task BillingDisabledModeChargesNothingAndRecordsTheCustomersUsage()
     {
         var m = await App.NewMerchantAsync();
         var customer = await App.CustomerAsync(m.MerchantId);
-        await App.MeterAsync(m.MerchantId, "chat", "fixed", "tokens_1m", (0, 5));
+        var meterId = await App.MeterAsync(m.MerchantId, "chat", "fixed", "tokens_1m", (0, 5));
+        var plan = await App.PlanAsync(m.MerchantId, 0m, 0m, meterIds: [meterId]);
+        await m.Client.PostJsonAsync("/v1/subscriptions", new { customer_id = customer, plan_id = plan.PlanId });
         var client = App.ClientWithToken(m.SecretKey, customer, "chat", disableBilling: true);
 
         var r = await client.PostAsync(App.Forward("/v1/chat/completions"), Chat());
 
         Assert.Equal(HttpStatusCode.OK, r.StatusCode);
-        var (kind, customerId, lineage) = await App.QueryAsync<(string, string, string)>(
-            "SELECT kind, customer_id, lineage::text FROM ledger_transactions WHERE merchant_id = @m AND reference = @r",
-            new { m = m.MerchantId, r = RequestId(r) });
-        Assert.Equal(("gateway", customer), (kind, customerId));
-        Assert.Contains("\"mode\": \"billing_disabled\"", lineage);
+        var report = await ReportAsync(m.MerchantId, RequestId(r));
+        Assert.Equal(("billing_disabled", customer, 0m), (report.Mode, report.CustomerId, report.Charge));
+        Assert.Equal(FakeProvider.Prompt, report.InputTokens);
         Assert.Equal(0m, await App.BalanceAsync(m.MerchantId, LedgerAccounts.Receivable(customer)));
         Assert.Equal(0m, await App.EntriesSumAsync(m.MerchantId, LedgerAccounts.UsageRevenue));
         Assert.Equal(Gpt4oCost, await App.EntriesSumAsync(m.MerchantId, LedgerAccounts.ProviderCost));

@@ -5,10 +5,12 @@ using Lava.Billing.Ledger;
 using Lava.Billing.Meters;
 using Lava.Billing.Pricing;
 using Lava.Billing.Requests;
+using Lava.Billing.Credits;
+using Lava.Billing.Subscriptions;
 
 namespace Lava.Billing.Forward;
 
-/// <summary>One gateway call, as billing sees it.</summary>
+/// <summary>One gateway call, as billing sees it (with the hold taken for it, if any).</summary>
 public sealed record ForwardCall(
     Caller Caller,
     ForwardToken Token,
@@ -18,7 +20,16 @@ public sealed record ForwardCall(
     ApiFormat Format,
     string? Model,
     ModelPrice? Price,
-    IReadOnlyDictionary<string, string> Metadata);
+    IReadOnlyDictionary<string, string> Metadata,
+    string? HoldId = null);
+
+/// <summary>The answer before the call: a refusal, or go ahead (holding the worst case for a customer).</summary>
+public sealed record ForwardAdmission(ProblemResult? Refusal, string? HoldId)
+{
+    public static readonly ForwardAdmission Go = new(null, null);
+
+    public static ForwardAdmission Refuse(ProblemResult problem) => new(problem, null);
+}
 
 /// <summary>The worst case before the call: the prompt's estimated size and the most output it asked for.</summary>
 public sealed record UsageEstimate(NormalizedUsage Input, long? MaxOutputTokens);
@@ -31,54 +42,82 @@ public sealed record BilledUsage(NormalizedUsage Usage, decimal? ProviderCost, b
 /// </summary>
 public interface IForwardBilling
 {
-    /// <summary>Null to go ahead; otherwise the problem to answer, without the provider being called.</summary>
-    Task<ProblemResult?> BeforeAsync(ForwardCall call, UsageEstimate estimate, CancellationToken ct);
+    /// <summary>Go ahead (perhaps holding funds), or the problem to answer without the provider being called.</summary>
+    Task<ForwardAdmission> BeforeAsync(ForwardCall call, UsageEstimate estimate, CancellationToken ct);
 
     /// <summary><paramref name="usage"/> is null when nothing is billable: the provider failed, timed out or was never reached.</summary>
     Task AfterAsync(ForwardCall call, BilledUsage? usage, CancellationToken ct);
 }
 
 /// <summary>
-/// Billing for the modes that need no holds. Meter-only and customer calls are reported through
-/// <see cref="UsageReporter"/>, the one posting routine behind <c>POST /v1/requests</c>, with the gateway's request id.
+/// Gateway billing. A customer call first holds the worst case it could cost (402 insufficient_credits, and the
+/// provider is never called, when the customer cannot cover it); afterwards the usage is reported through
+/// <see cref="UsageReporter"/>, the one posting routine behind <c>POST /v1/requests</c>, capturing that hold. A
+/// billing-disabled call must be entitled (the meter on the customer's active plan) and is reported at zero charge.
 /// Gateway calls charge nobody and are recorded as provider cost only.
 /// </summary>
-public sealed class ForwardBilling(MeterStore meters, ForwardStore store, UsageReporter reporter, TimeProvider clock,
-    ILogger<ForwardBilling> log) : IForwardBilling
+public sealed class ForwardBilling(MeterStore meters, ForwardStore store, UsageReporter reporter, CreditStore credits,
+    SubscriptionStore subscriptions, TimeProvider clock, IConfiguration configuration, ILogger<ForwardBilling> log) : IForwardBilling
 {
-    public async Task<ProblemResult?> BeforeAsync(ForwardCall call, UsageEstimate estimate, CancellationToken ct)
+    /// <summary>A hold outlives any call the gateway lets run (timeouts cut stalls, not streams that keep flowing).</summary>
+    private static readonly TimeSpan HoldLifetime = TimeSpan.FromHours(1);
+
+    public async Task<ForwardAdmission> BeforeAsync(ForwardCall call, UsageEstimate estimate, CancellationToken ct)
     {
-        if (call.Mode == ForwardMode.Gateway) return null;
+        if (call.Mode == ForwardMode.Gateway) return ForwardAdmission.Go;
         var merchantId = call.Caller.MerchantId;
         var meter = await meters.FindLivePriceAsync(merchantId, call.Token.MeterSlug!, ct);
-        if (meter is null) return Problems.NotFound("meter", call.Token.MeterSlug!);
+        if (meter is null) return ForwardAdmission.Refuse(Problems.NotFound("meter", call.Token.MeterSlug!));
         if (call.Token.CustomerId is { } customerId && call.Mode != ForwardMode.MeterOnly &&
             !await store.CustomerExistsAsync(merchantId, customerId, ct))
-            return Problems.NotFound("customer", customerId);
+            return ForwardAdmission.Refuse(Problems.NotFound("customer", customerId));
         // A percentage of an unknown cost would bill 0: refuse before the provider is paid.
-        if (meter.Price.RateType == RateType.Percentage && call.Price is null)
+        if (meter.Price.RateType == RateType.Percentage && call.Price is null && call.Mode != ForwardMode.BillingDisabled)
         {
-            return Problems.Unprocessable("model_price_unknown", call.Model is null
+            return ForwardAdmission.Refuse(Problems.Unprocessable("model_price_unknown", call.Model is null
                 ? $"Meter '{meter.MeterSlug}' charges a percentage of the provider cost, and this request names no model."
-                : $"Meter '{meter.MeterSlug}' charges a percentage of the provider cost, and model '{call.Model}' has no price (POST /v1/model_prices).");
+                : $"Meter '{meter.MeterSlug}' charges a percentage of the provider cost, and model '{call.Model}' has no price (POST /v1/model_prices)."));
         }
-        // Customer mode: the hold for the worst case (402 insufficient_credits) and, with billing disabled, the
-        // entitlement check (403 meter_not_on_plan) come with plans and holds (issue 4); until then both go ahead.
-        return null;
+        switch (call.Mode)
+        {
+            case ForwardMode.BillingDisabled:
+                return await subscriptions.IsMeterOnActivePlanAsync(merchantId, call.Token.CustomerId!, meter.MeterId, ct)
+                    ? ForwardAdmission.Go
+                    : ForwardAdmission.Refuse(Problems.Forbidden("meter_not_on_plan",
+                        $"Meter '{meter.MeterSlug}' is not linked to the customer's active plan."));
+            case ForwardMode.Customer:
+                var worst = ForwardWorstCase.Charge(meter.Price, estimate, call.Price, DefaultMaxOutputTokens, DefaultSeconds);
+                if (worst <= 0) return ForwardAdmission.Go;
+                return await credits.CreateHoldAsync(merchantId, call.Token.CustomerId!, worst, HoldLifetime, clock.GetUtcNow(), ct) switch
+                {
+                    CreditStore.HoldOutcome.Created created => new ForwardAdmission(null, created.Hold.HoldId),
+                    CreditStore.HoldOutcome.Insufficient insufficient => ForwardAdmission.Refuse(Problems.InsufficientCredits(
+                        $"This call could cost up to {Money.Format(worst)}; the customer can spend {insufficient.Available}. The provider was not called.")),
+                    _ => ForwardAdmission.Refuse(Problems.NotFound("customer", call.Token.CustomerId!)),
+                };
+            default:
+                return ForwardAdmission.Go;
+        }
     }
+
+    private long DefaultMaxOutputTokens => configuration.GetValue("Forward:DefaultMaxOutputTokens", 4096L);
+
+    private decimal DefaultSeconds => configuration.GetValue("Forward:DefaultHoldSeconds", 600m);
 
     public async Task AfterAsync(ForwardCall call, BilledUsage? usage, CancellationToken ct)
     {
-        // Nothing billable: once holds exist (issue 4), the customer's hold is released here.
-        if (usage is null) return;
+        if (usage is null)
+        {
+            // Nothing billable: release what was held.
+            if (call.HoldId is { } holdId) await credits.VoidHoldAsync(call.Caller.MerchantId, holdId, clock.GetUtcNow(), ct);
+            return;
+        }
         switch (call.Mode)
         {
-            case ForwardMode.MeterOnly or ForwardMode.Customer:
+            case ForwardMode.MeterOnly or ForwardMode.Customer or ForwardMode.BillingDisabled:
                 await ReportAsync(call, usage, ct);
                 break;
             default:
-                // Billing disabled still tracks the customer's usage (DESIGN.md §6); until the reporter takes
-                // disable_billing (issue 4) it is recorded like a gateway call, naming customer and meter.
                 await RecordAsync(call, usage, ct);
                 break;
         }
@@ -91,7 +130,7 @@ public sealed class ForwardBilling(MeterStore meters, ForwardStore store, UsageR
         var body = new CreateRequestBody
         {
             RequestId = call.RequestId,
-            CustomerId = call.Mode == ForwardMode.Customer ? call.Token.CustomerId : null,
+            CustomerId = call.Mode == ForwardMode.MeterOnly ? null : call.Token.CustomerId,
             MeterSlug = call.Token.MeterSlug,
             Metadata = metadata,
             InputTokens = billed.Usage.InputTokens,
@@ -99,15 +138,23 @@ public sealed class ForwardBilling(MeterStore meters, ForwardStore store, UsageR
             InputCharacters = billed.Usage.InputCharacters,
             InputSeconds = billed.Usage.InputSeconds,
             Cost = billed.ProviderCost,
+            DisableBilling = call.Mode == ForwardMode.BillingDisabled ? true : null,
+            HoldId = call.HoldId,
         };
-        if (await reporter.ReportAsync(call.Caller.MerchantId, body, ct) is ReportOutcome.Refused refused)
+        var outcome = await reporter.ReportAsync(call.Caller.MerchantId, body, ct);
+        if (outcome is ReportOutcome.Refused { Problem.Code: "hold_not_active" } && call.HoldId is not null)
         {
+            // The hold lapsed while the call ran: the usage is still owed, so it is reported without it.
+            outcome = await reporter.ReportAsync(call.Caller.MerchantId, body with { HoldId = null }, ct);
+        }
+        if (outcome is ReportOutcome.Refused refused)
+        {
+            if (call.HoldId is { } holdId) await credits.VoidHoldAsync(call.Caller.MerchantId, holdId, clock.GetUtcNow(), ct);
             // The provider already ran: the meter or customer vanished after the check. Loud, so finance can follow up.
             log.LogError("Gateway request {RequestId} of merchant {MerchantId} was served but its usage report was refused: {Code}",
                 call.RequestId, call.Caller.MerchantId, refused.Problem.Code);
         }
     }
-
     private Task RecordAsync(ForwardCall call, BilledUsage billed, CancellationToken ct)
     {
         var now = clock.GetUtcNow();

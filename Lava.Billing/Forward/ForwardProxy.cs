@@ -44,7 +44,9 @@ public sealed class ForwardProxy(ForwardOptions options, UpstreamClient upstream
         http.Response.Headers[RequestIdHeader] = requestId;
         var call = new ForwardCall(caller, token, mode, requestId, target!, format, inspected.Model, price, metadata);
         var prompt = new NormalizedUsage(inspected.InputTokensEstimate, 0, 0, 0, inspected.InputCharacters);
-        if (await billing.BeforeAsync(call, new UsageEstimate(prompt, inspected.MaxOutputTokens), ct) is { } refusal) return refusal;
+        var admission = await billing.BeforeAsync(call, new UsageEstimate(prompt, inspected.MaxOutputTokens), ct);
+        if (admission.Refusal is { } refusal) return refusal;
+        call = call with { HoldId = admission.HoldId };
 
         var providerKey = token.ProviderKey ?? options.ManagedKeyFor(target!.IdnHost);
         var keyStyle = ProviderKeyStyles.For(target!, format);

@@ -139,6 +139,21 @@ public sealed class SubscriptionStore(NpgsqlDataSource db)
         await c.QuerySingleOrDefaultAsync<string>(new CommandDefinition(ShareLiveCustomer,
             new { MerchantId = merchantId, CustomerId = customerId }, tx, cancellationToken: ct)) is not null;
 
+    private const string MeterOnActivePlan = """
+        SELECT EXISTS (
+            SELECT 1 FROM subscriptions s
+              JOIN plan_meters pm ON pm.merchant_id = s.merchant_id AND pm.plan_id = s.plan_id
+             WHERE s.merchant_id = @MerchantId AND s.customer_id = @CustomerId AND s.status = 'active' AND pm.meter_id = @MeterId)
+        """;
+
+    /// <summary>Entitlement: the meter is linked to the customer's active plan.</summary>
+    public async Task<bool> IsMeterOnActivePlanAsync(string merchantId, string customerId, string meterId, CancellationToken ct)
+    {
+        await using var c = await db.OpenConnectionAsync(ct);
+        return await c.ExecuteScalarAsync<bool>(new CommandDefinition(MeterOnActivePlan,
+            new { MerchantId = merchantId, CustomerId = customerId, MeterId = meterId }, cancellationToken: ct));
+    }
+
     private const string UpdateAutoTopUp = """
         UPDATE subscriptions s SET auto_top_up_bundle_id = @BundleId
          WHERE s.merchant_id = @MerchantId AND s.subscription_id = @Id AND s.status = 'active'
