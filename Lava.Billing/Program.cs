@@ -1,6 +1,8 @@
+using Lava.Billing.Finance;
 using Lava.Billing.Infrastructure;
 using Lava.Billing.Infrastructure.Database;
 using Lava.Billing.Infrastructure.Http;
+using Lava.Billing.Ledger;
 using Lava.Billing.Merchants;
 using Lava.Billing.Requests;
 
@@ -22,6 +24,10 @@ app.UseLavaAuth();
 app.MapHealth();
 app.MapSecretKeysApi();
 app.MapRequestsApi();
+app.MapUsageApi();
+app.MapLedgerApi();
+app.MapStatementApi();
+app.MapFinancePage();
 app.MapFallback(() => Problems.RouteNotFound());
 
 await app.RunAsync();

@@ -27,6 +27,13 @@ public static class Startup
         services.AddSingleton<Requests.RequestStore>();
         services.AddSingleton<Requests.RequestListStore>();
         services.AddSingleton<Requests.UsageReporter>();
+        services.AddSingleton<Requests.RequestExport>();
+        services.AddSingleton<Ledger.LedgerSequencer>();
+        services.AddHostedService(sp => sp.GetRequiredService<Ledger.LedgerSequencer>());
+        services.AddSingleton<Ledger.LedgerReadStore>();
+        services.AddSingleton<Ledger.LedgerVerifier>();
+        services.AddSingleton<Finance.UsageStore>();
+        services.AddSingleton<Finance.StatementStore>();
         AddValidators(services);
         return services;
     }

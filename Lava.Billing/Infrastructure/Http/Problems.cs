@@ -18,6 +18,9 @@ public static class Problems
 
     public static ProblemResult Forbidden(string code, string detail) => new(403, code, "Forbidden", detail);
 
+    public static ProblemResult ReadOnlyKey() =>
+        Forbidden("read_only_key", "This secret key is read-only: use a key with scope 'full' to make changes.");
+
     public static ProblemResult NotFound(string what, string id) =>
         new(404, "not_found", "Not found", $"No {what} with id '{id}'.");
 
