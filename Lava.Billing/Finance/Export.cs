@@ -170,7 +170,7 @@ public static class Exports
     }
 
     /// <summary>UTC with the database's microsecond precision: <c>2026-03-01T08:15:00.123456Z</c>.</summary>
-    public static string Timestamp(DateTime utc) => utc.ToString("yyyy-MM-dd'T'HH:mm:ss.ffffff'Z'", CultureInfo.InvariantCulture);
+    private static string Timestamp(DateTime utc) => utc.ToString("yyyy-MM-dd'T'HH:mm:ss.ffffff'Z'", CultureInfo.InvariantCulture);
 
     private static string Canonical(decimal d) => d.ToString("0.############################", CultureInfo.InvariantCulture);
 }
