@@ -77,6 +77,13 @@ public class ExportTests(LavaApp app) : ApiTest(app)
         var (accepted, acceptedBody) = await GetTextAsync(m.Client, $"/v1/requests?customer_id={customer}", "text/csv");
         Assert.Equal("text/csv", accepted.Content.Headers.ContentType!.MediaType);
         Assert.Equal(["r,1 \"quoted\"", "plain"], ParseCsv(acceptedBody).Select(r => r["request_id"]));
+        // A client that prefers JSON, or takes anything, still gets the JSON page.
+        foreach (var accept in new[] { "application/json, text/csv", "*/*", "text/csv;q=0.5, application/json" })
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Get, "/v1/requests");
+            request.Headers.TryAddWithoutValidation("Accept", accept);
+            Assert.Equal("application/json", (await m.Client.SendAsync(request)).Content.Headers.ContentType!.MediaType);
+        }
     }
 
     [Fact]

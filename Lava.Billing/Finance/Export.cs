@@ -57,11 +57,13 @@ public static class Exports
                 problem = Problems.Validation(new Dictionary<string, string[]> { ["format"] = ["must be json, csv or ndjson"] });
                 return false;
         }
+        // The most preferred type we can produce wins; JSON (or anything) listed first stays JSON.
         foreach (var accept in request.GetTypedHeaders().Accept.OrderByDescending(a => a.Quality ?? 1))
         {
-            if (accept.MediaType.Equals(CsvMediaType, StringComparison.OrdinalIgnoreCase)) result = ExportFormat.Csv;
-            else if (accept.MediaType.Equals(NdjsonMediaType, StringComparison.OrdinalIgnoreCase)) result = ExportFormat.Ndjson;
-            else continue;
+            var type = accept.MediaType.Value ?? "";
+            if (type.Equals(CsvMediaType, StringComparison.OrdinalIgnoreCase)) result = ExportFormat.Csv;
+            else if (type.Equals(NdjsonMediaType, StringComparison.OrdinalIgnoreCase)) result = ExportFormat.Ndjson;
+            else if (type is not ("application/json" or "application/*" or "*/*")) continue;
             break;
         }
         return true;
