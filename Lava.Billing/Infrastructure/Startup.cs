@@ -43,6 +43,13 @@ public static class Startup
         services.AddSingleton<Credits.CreditStore>();
         services.AddSingleton(sp => sp.GetRequiredService<IConfiguration>().GetSection("Billing").Get<Requests.BillingOptions>() ?? new Requests.BillingOptions());
         services.AddForward();
+        services.AddSingleton<Requests.RequestExport>();
+        services.AddSingleton<Ledger.LedgerSequencer>();
+        services.AddHostedService(sp => sp.GetRequiredService<Ledger.LedgerSequencer>());
+        services.AddSingleton<Ledger.LedgerReadStore>();
+        services.AddSingleton<Ledger.LedgerVerifier>();
+        services.AddSingleton<Finance.UsageStore>();
+        services.AddSingleton<Finance.StatementStore>();
         AddValidators(services);
         return services;
     }

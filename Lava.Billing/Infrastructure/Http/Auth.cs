@@ -43,6 +43,8 @@ public static class Auth
                 await Problems.Unauthorized().ExecuteAsync(context);
                 return;
             }
+            // A read-only key reads and exports everything of its merchant and changes nothing. Refusing every method
+            // but GET and HEAD here, ahead of all handlers, means a write route added later cannot forget the check.
             if (!caller.CanWrite && !HttpMethods.IsGet(context.Request.Method) && !HttpMethods.IsHead(context.Request.Method))
             {
                 await Problems.ReadOnlyKey().ExecuteAsync(context);
