@@ -11,6 +11,7 @@ public sealed partial class MeterStore
 {
     private sealed record PriceRow
     {
+        public required string MerchantId { get; init; }
         public required string MeterId { get; init; }
         public required string MeterSlug { get; init; }
         public required string RateType { get; init; }
@@ -21,7 +22,7 @@ public sealed partial class MeterStore
     }
 
     private const string SelectLivePrice = """
-        SELECT m.meter_id, m.meter_slug, m.rate_type, m.tier_type, p.version, p.tier_starts, p.tier_rates
+        SELECT m.merchant_id, m.meter_id, m.meter_slug, m.rate_type, m.tier_type, p.version, p.tier_starts, p.tier_rates
           FROM meters m
           JOIN meter_prices p ON p.merchant_id = m.merchant_id AND p.meter_id = m.meter_id AND p.version = m.current_version
          WHERE m.merchant_id = @MerchantId
@@ -38,18 +39,6 @@ public sealed partial class MeterStore
         return row is null ? null : ToPrice(row);
     }
 
-    private sealed record KeyedPriceRow
-    {
-        public required string MerchantId { get; init; }
-        public required string MeterId { get; init; }
-        public required string MeterSlug { get; init; }
-        public required string RateType { get; init; }
-        public required string TierType { get; init; }
-        public required int Version { get; init; }
-        public required decimal[] TierStarts { get; init; }
-        public required decimal[] TierRates { get; init; }
-    }
-
     private const string SelectLivePrices = """
         SELECT m.merchant_id, m.meter_id, m.meter_slug, m.rate_type, m.tier_type, p.version, p.tier_starts, p.tier_rates
           FROM unnest(@MerchantIds, @MeterSlugs) AS k(merchant_id, meter_slug)
@@ -62,19 +51,15 @@ public sealed partial class MeterStore
         IReadOnlyCollection<(string MerchantId, string MeterSlug)> keys, CancellationToken ct)
     {
         await using var connection = await db.OpenConnectionAsync(ct);
-        var rows = await connection.QueryAsync<KeyedPriceRow>(new CommandDefinition(SelectLivePrices, new
+        var rows = await connection.QueryAsync<PriceRow>(new CommandDefinition(SelectLivePrices, new
         {
             MerchantIds = keys.Select(k => k.MerchantId).ToArray(), MeterSlugs = keys.Select(k => k.MeterSlug).ToArray(),
         }, cancellationToken: ct));
-        return rows.ToDictionary(r => (r.MerchantId, r.MeterSlug), r => ToPrice(new PriceRow
-        {
-            MeterId = r.MeterId, MeterSlug = r.MeterSlug, RateType = r.RateType, TierType = r.TierType, Version = r.Version,
-            TierStarts = r.TierStarts, TierRates = r.TierRates,
-        }));
+        return rows.ToDictionary(r => (r.MerchantId, r.MeterSlug), ToPrice);
     }
 
     private const string SelectPrice = """
-        SELECT m.meter_id, m.meter_slug, m.rate_type, m.tier_type, p.version, p.tier_starts, p.tier_rates
+        SELECT m.merchant_id, m.meter_id, m.meter_slug, m.rate_type, m.tier_type, p.version, p.tier_starts, p.tier_rates
           FROM meters m
           JOIN meter_prices p ON p.merchant_id = m.merchant_id AND p.meter_id = m.meter_id
          WHERE m.merchant_id = @MerchantId
