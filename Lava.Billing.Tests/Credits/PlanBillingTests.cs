@@ -40,6 +40,20 @@ public class PlanBillingTests(ClockedLavaApp app) : ClockedApiTest(app)
     }
 
     [Fact]
+    public async Task ARetriedPurchaseReplaysEvenAfterTheBundleWasDeleted()
+    {
+        var w = await ArrangeAsync();
+        var first = await Buy(w, "order-7");
+        await App.QueryAsync<int>("UPDATE credit_bundles SET deleted_at = now() WHERE credit_bundle_id = @b RETURNING 1", new { b = w.Plan.BundleIds[0] });
+
+        var again = await Buy(w, "order-7");
+
+        Assert.Equal(HttpStatusCode.Created, again.Status);
+        Assert.Equal(first.Body!.ToJsonString(), again.Body!.ToJsonString());
+        (await Buy(w, "order-8")).AssertProblem(HttpStatusCode.NotFound, "not_found");
+    }
+
+    [Fact]
     public async Task ConcurrentPurchasesWithOneKeyPostOnce()
     {
         var w = await ArrangeAsync();

@@ -106,6 +106,23 @@ public class GatewayBillingTests(GatewayApp app) : GatewayTest<GatewayApp>(app)
     }
 
     [Fact]
+    public async Task PlanCreditsDoNotLetAMeterOffThePlanReachTheProvider()
+    {
+        var m = await App.NewMerchantAsync();
+        var customer = await App.CustomerAsync(m.MerchantId);
+        var onPlan = await App.MeterAsync(m.MerchantId, "included", "fixed", "requests", (0, 1));
+        await App.MeterAsync(m.MerchantId, "chat", "fixed", "requests", (0, 1));
+        var plan = await App.PlanAsync(m.MerchantId, 50m, 50m, meterIds: [onPlan]);
+        await m.Client.PostJsonAsync("/v1/subscriptions", new { customer_id = customer, plan_id = plan.PlanId });
+
+        var r = await App.ClientWithToken(m.SecretKey, customer, "chat").SendAsync(HttpMethod.Post, App.Forward("/v1/chat/completions"), Chat());
+
+        r.AssertProblem(HttpStatusCode.PaymentRequired, "insufficient_credits");
+        Assert.Equal(0, Fake.Calls);
+        Assert.Equal(HttpStatusCode.OK, (await App.ClientWithToken(m.SecretKey, customer, "included").PostAsync(App.Forward("/v1/chat/completions"), Chat())).StatusCode);
+    }
+
+    [Fact]
     public async Task ACreditLimitLetsACustomerRunIntoOverageUpToIt()
     {
         var (m, customer) = await ArrangeAsync(credits: 0, tierType: "requests", rate: 1m);

@@ -58,6 +58,8 @@ public class BatchPostingTests(LavaApp app) : ApiTest(app)
             return doc.GetProperty("charge").GetProperty("amount").GetString() + " " + doc.GetProperty("customer_balance");
         }
         Assert.Equal(single.Select(Shape), batched.Select(Shape));
+        // The batch really was one database transaction (not the one-by-one fallback).
+        Assert.Equal(1, await App.QueryAsync<long>("SELECT count(DISTINCT xmin::text) FROM requests WHERE merchant_id = @m", new { m = byBatch.MerchantId }));
         for (var c = 0; c < 4; c++)
         {
             foreach (var account in new Func<string, string>[] { LedgerAccounts.CreditsCycle, LedgerAccounts.CreditsBundle, LedgerAccounts.Receivable })

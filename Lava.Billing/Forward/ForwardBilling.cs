@@ -88,7 +88,7 @@ public sealed class ForwardBilling(MeterStore meters, ForwardStore store, UsageR
             case ForwardMode.Customer:
                 var worst = ForwardWorstCase.Charge(meter.Price, estimate, call.Price, DefaultMaxOutputTokens, DefaultSeconds);
                 if (worst <= 0) return ForwardAdmission.Go;
-                return await credits.CreateHoldAsync(merchantId, call.Token.CustomerId!, worst, HoldLifetime, clock.GetUtcNow(), ct) switch
+                return await credits.CreateHoldAsync(merchantId, call.Token.CustomerId!, meter.MeterId, worst, HoldLifetime, clock.GetUtcNow(), ct) switch
                 {
                     CreditStore.HoldOutcome.Created created => new ForwardAdmission(null, created.Hold.HoldId),
                     CreditStore.HoldOutcome.Insufficient insufficient => ForwardAdmission.Refuse(Problems.InsufficientCredits(
@@ -141,11 +141,21 @@ public sealed class ForwardBilling(MeterStore meters, ForwardStore store, UsageR
             DisableBilling = call.Mode == ForwardMode.BillingDisabled ? true : null,
             HoldId = call.HoldId,
         };
-        var outcome = await reporter.ReportAsync(call.Caller.MerchantId, body, ct);
-        if (outcome is ReportOutcome.Refused { Problem.Code: "hold_not_active" } && call.HoldId is not null)
+        ReportOutcome outcome;
+        try
         {
-            // The hold lapsed while the call ran: the usage is still owed, so it is reported without it.
-            outcome = await reporter.ReportAsync(call.Caller.MerchantId, body with { HoldId = null }, ct);
+            outcome = await reporter.ReportAsync(call.Caller.MerchantId, body, ct);
+            if (outcome is ReportOutcome.Refused { Problem.Code: "hold_not_active" } && call.HoldId is not null)
+            {
+                // The hold lapsed while the call ran: the usage is still owed, so it is reported without it.
+                outcome = await reporter.ReportAsync(call.Caller.MerchantId, body with { HoldId = null }, ct);
+            }
+        }
+        catch when (call.HoldId is not null)
+        {
+            // Posting failed: the reservation must not outlive the call and block the customer's next ones.
+            await credits.VoidHoldAsync(call.Caller.MerchantId, call.HoldId, clock.GetUtcNow(), CancellationToken.None);
+            throw;
         }
         if (outcome is ReportOutcome.Refused refused)
         {

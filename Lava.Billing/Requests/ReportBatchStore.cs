@@ -13,14 +13,15 @@ namespace Lava.Billing.Requests;
 /// </summary>
 public sealed class ReportBatchStore(NpgsqlDataSource db)
 {
+    private const int LockTimeoutMs = 5_000;
+
     public sealed record UsageKey(string MerchantId, string MeterId, string CustomerKey, DateTimeOffset CalendarPeriod);
 
     public sealed record Stored(byte[] Fingerprint, int StatusCode, string Response);
 
-    public sealed record BillingContext(
-        DateTimeOffset? CycleStartAt, string? PlanId, decimal CreditLimit, decimal? TopUpCost, decimal? TopUpCredit, int TopUpsUsed);
+    public sealed record BillingContext(DateTimeOffset? CycleStartAt, string? PlanId, decimal? TopUpCost, decimal? TopUpCredit, int TopUpsUsed);
 
-    public sealed record HoldState(string CustomerId, decimal Amount, string Status, DateTimeOffset ExpiresAt);
+    public sealed record HoldState(string CustomerId, string Status, DateTimeOffset ExpiresAt);
 
     /// <summary>Everything read under lock; keys are (merchant, id) pairs.</summary>
     public sealed class Locked
@@ -58,7 +59,7 @@ public sealed class ReportBatchStore(NpgsqlDataSource db)
         """;
 
     private const string LockHolds = """
-        SELECT h.merchant_id, h.hold_id, h.customer_id, h.amount, h.status, h.expires_at
+        SELECT h.merchant_id, h.hold_id, h.customer_id, h.status, h.expires_at
           FROM holds h
           JOIN unnest($1::text[], $2::text[]) AS k(merchant_id, hold_id) ON h.merchant_id = k.merchant_id AND h.hold_id = k.hold_id
          ORDER BY h.merchant_id, h.hold_id
@@ -72,7 +73,7 @@ public sealed class ReportBatchStore(NpgsqlDataSource db)
         """;
 
     private const string SelectCustomers = """
-        SELECT c.merchant_id, c.customer_id, s.cycle_start_at, s.plan_id, c.credit_limit, b.cost, b.credit_amount,
+        SELECT c.merchant_id, c.customer_id, s.cycle_start_at, s.plan_id, b.cost, b.credit_amount,
                (SELECT count(*)::int FROM ledger_transactions t
                  WHERE t.merchant_id = c.merchant_id AND t.customer_id = c.customer_id AND t.kind = 'auto_top_up'
                    AND t.created_at >= s.cycle_start_at)
@@ -100,6 +101,9 @@ public sealed class ReportBatchStore(NpgsqlDataSource db)
         {
             await using var batch = new NpgsqlBatch(connection);
             batch.BatchCommands.Add(new NpgsqlBatchCommand("BEGIN"));
+            // A row held elsewhere for this long fails the batch, which then posts its reports one by one, so one
+            // contended customer cannot stall the others for the whole command timeout.
+            batch.BatchCommands.Add(new NpgsqlBatchCommand($"SET LOCAL lock_timeout = '{LockTimeoutMs}ms'"));
             batch.BatchCommands.Add(Command(LockUsage, Texts(usage, k => k.MerchantId), Texts(usage, k => k.MeterId),
                 Texts(usage, k => k.CustomerKey), usage.Select(k => k.CalendarPeriod.UtcDateTime).ToArray()));
             batch.BatchCommands.Add(Command(LockBalances, Texts(accounts, a => a.Merchant), Texts(accounts, a => a.Account)));
@@ -118,8 +122,8 @@ public sealed class ReportBatchStore(NpgsqlDataSource db)
                 await reader.NextResultAsync(ct);
                 while (await reader.ReadAsync(ct))
                 {
-                    state.Holds[(reader.GetString(0), reader.GetString(1))] = new HoldState(reader.GetString(2), reader.GetDecimal(3),
-                        reader.GetString(4), Utc(reader.GetDateTime(5)));
+                    state.Holds[(reader.GetString(0), reader.GetString(1))] = new HoldState(reader.GetString(2), reader.GetString(3),
+                        Utc(reader.GetDateTime(4)));
                 }
                 await reader.NextResultAsync(ct);
                 while (await reader.ReadAsync(ct))
@@ -132,8 +136,8 @@ public sealed class ReportBatchStore(NpgsqlDataSource db)
                 {
                     state.Customers[(reader.GetString(0), reader.GetString(1))] = new BillingContext(
                         reader.IsDBNull(2) ? null : Utc(reader.GetDateTime(2)), reader.IsDBNull(3) ? null : reader.GetString(3),
-                        reader.GetDecimal(4), reader.IsDBNull(5) ? null : reader.GetDecimal(5), reader.IsDBNull(6) ? null : reader.GetDecimal(6),
-                        reader.GetInt32(7));
+                        reader.IsDBNull(4) ? null : reader.GetDecimal(4), reader.IsDBNull(5) ? null : reader.GetDecimal(5),
+                        reader.GetInt32(6));
                 }
                 await reader.NextResultAsync(ct);
                 while (await reader.ReadAsync(ct)) state.PlanMeters.Add((reader.GetString(0), reader.GetString(1), reader.GetString(2)));

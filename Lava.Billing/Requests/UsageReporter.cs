@@ -54,7 +54,7 @@ public sealed class UsageReporter(ReportBatchStore store, MeterStore meters, Tim
             catch (BatchRaceException) when (attempt < MaxAttempts)
             {
             }
-            catch (Exception e) when (items.Count > 1 && e is PostgresException or BatchRaceException)
+            catch (Exception e) when (items.Count > 1 && e is NpgsqlException or BatchRaceException)
             {
                 // One bad item must not take its neighbours down: post them one by one.
                 log.LogWarning(e, "A batch of {Count} reports failed as a whole; posting them one by one", items.Count);
@@ -71,10 +71,11 @@ public sealed class UsageReporter(ReportBatchStore store, MeterStore meters, Tim
         {
             return await ReportAsync(item.MerchantId, item.Body, ct);
         }
-        catch (Exception e) when (e is PostgresException or BatchRaceException)
+        catch (Exception e) when (e is NpgsqlException or BatchRaceException)
         {
-            log.LogError(e, "Report {RequestId} of merchant {MerchantId} could not be posted", item.Body.RequestId, item.MerchantId);
-            return new ReportOutcome.Refused(Problems.Internal(item.Body.RequestId ?? ""));
+            var errorId = Ids.New("err");
+            log.LogError(e, "Report {RequestId} of merchant {MerchantId} could not be posted ({ErrorId})", item.Body.RequestId, item.MerchantId, errorId);
+            return new ReportOutcome.Refused(Problems.Internal(errorId));
         }
     }
 
@@ -245,7 +246,7 @@ public sealed class UsageReporter(ReportBatchStore store, MeterStore meters, Tim
                 ? new CustomerBalances(0, 0, 0)
                 : new CustomerBalances(Balance(LedgerAccounts.CreditsCycle(customerId)), Balance(LedgerAccounts.CreditsBundle(customerId)),
                     Balance(LedgerAccounts.Receivable(customerId)));
-            var creditsUsable = billing?.PlanId is null || meterOnPlan;
+            var creditsUsable = UsagePosting.PlanCreditsUsable(billing?.PlanId is not null, meterOnPlan);
             var cycle = creditsUsable ? balances.CycleRemaining : 0;
             var bundle = creditsUsable ? balances.BundleRemaining : 0;
 

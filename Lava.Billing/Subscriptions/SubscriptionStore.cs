@@ -86,11 +86,6 @@ public sealed class SubscriptionStore(NpgsqlDataSource db)
 
     public enum CreateOutcome { Created, CustomerNotFound, PlanNotFound, AlreadyActive }
 
-    // Shares the plan row with nobody who deletes it: a plan delete locks the row, then checks for active subscriptions.
-    private const string LockLivePlan = """
-        SELECT plan_id FROM plans WHERE merchant_id = @MerchantId AND plan_id = @PlanId AND deleted_at IS NULL FOR SHARE
-        """;
-
     private const string Insert = """
         INSERT INTO subscriptions (merchant_id, subscription_id, customer_id, plan_id, status, auto_top_up_bundle_id, started_at,
                                    cycle_number, cycle_start_at, cycle_end_at)
@@ -101,16 +96,16 @@ public sealed class SubscriptionStore(NpgsqlDataSource db)
 
     /// <summary>
     /// Starts a subscription and records its first cycle's payment (payment taken outside this service), all or nothing.
+    /// Locks in the order every writer of these rows uses: plan (shared, its terms read under the lock), customer
+    /// (shared), the new subscription, then the customer's balances (through the posting).
     /// </summary>
     public async Task<(CreateOutcome Outcome, string? SubscriptionId)> CreateAsync(
-        string merchantId, string customerId, PlanTerms plan, DateTimeOffset now, CancellationToken ct)
+        string merchantId, string customerId, string planId, DateTimeOffset now, CancellationToken ct)
     {
         await using var c = await db.OpenConnectionAsync(ct);
         await using var tx = await c.BeginTransactionAsync(ct);
-        if (await CustomerBalances.LockAsync(c, tx, merchantId, customerId, ct) is null || !await CustomerLiveAsync(c, tx, merchantId, customerId, ct))
-            return (CreateOutcome.CustomerNotFound, null);
-        if (await c.QuerySingleOrDefaultAsync<string>(new CommandDefinition(LockLivePlan, new { MerchantId = merchantId, plan.PlanId }, tx, cancellationToken: ct)) is null)
-            return (CreateOutcome.PlanNotFound, null);
+        if (await PlanStore.ShareLiveAsync(c, tx, merchantId, planId, ct) is not { } plan) return (CreateOutcome.PlanNotFound, null);
+        if (!await CustomerLiveAsync(c, tx, merchantId, customerId, ct)) return (CreateOutcome.CustomerNotFound, null);
         var subscriptionId = Ids.New("sub", now);
         var end = BillingCycles.End(now, plan.BillingInterval, 1);
         var inserted = await c.QuerySingleOrDefaultAsync<string>(new CommandDefinition(Insert, new
