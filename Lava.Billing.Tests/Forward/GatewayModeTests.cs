@@ -92,6 +92,9 @@ public class GatewayModeTests(GatewayApp app) : GatewayTest<GatewayApp>(app)
         Assert.Equal(HttpStatusCode.OK, r.StatusCode);
         var report = await ReportAsync(m.MerchantId, RequestId(r));
         Assert.Equal(("customer", customer, 0.0075m), (report.Mode, report.CustomerId, report.Charge));
+        var stored = (await m.Client.GetJsonAsync($"/v1/requests/{RequestId(r)}")).Body!;
+        Assert.Equal(("127.0.0.1", "managed", "gpt-4o", "/v1/chat/completions"),
+            ((string)stored["provider"]!, (string)stored["provider_key_type"]!, (string)stored["model"]!, (string)stored["endpoint"]!));
         Assert.Equal(-(1m - 0.0075m), await App.BalanceAsync(m.MerchantId, LedgerAccounts.CreditsCycle(customer)));
         Assert.Equal(-0.0075m, await App.EntriesSumAsync(m.MerchantId, LedgerAccounts.UsageRevenue));
     }

@@ -140,6 +140,9 @@ public sealed class ForwardBilling(MeterStore meters, ForwardStore store, UsageR
             Cost = billed.ProviderCost,
             DisableBilling = call.Mode == ForwardMode.BillingDisabled ? true : null,
             HoldId = call.HoldId,
+            // The key is never recorded, only whose it was: the caller's own (BYOK) or the merchant's managed key.
+            Source = new ReportSource(call.Upstream.Host, call.Token.ProviderKey is null ? "managed" : "unmanaged", call.Model,
+                call.Upstream.AbsolutePath),
         };
         ReportOutcome outcome;
         try

@@ -208,8 +208,9 @@ public sealed class UsageReporter(ReportBatchStore store, MeterStore meters, Tim
 
             var transactionId = Ids.New("txn", p.Now);
             var balance = Post(p, meter, charge, billing, meterOnPlan, transactionId, out var usageEntries);
+            var source = body.Source ?? ReportSource.Reported;
             var response = new RestRequest(
-                requestId, "completed", customerId, meter.MeterId, "custom", "unmanaged", null, "/v1/requests",
+                requestId, "completed", customerId, meter.MeterId, source.Provider, source.ProviderKeyType, source.Model, source.Endpoint,
                 ModelUsageOf(p.Usage, body.Cost), Money.Format(body.Cost ?? 0), ChargeOf(meter.Price, charge),
                 body.Metadata ?? new Dictionary<string, string>(), p.OccurredAt, p.Now,
                 p.Mode, meter.Version, transactionId, balance, body.HoldId);
