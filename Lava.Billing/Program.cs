@@ -1,7 +1,10 @@
 using Lava.Billing.Customers;
+using Lava.Billing.Forward;
+using Lava.Billing.Finance;
 using Lava.Billing.Infrastructure;
 using Lava.Billing.Infrastructure.Database;
 using Lava.Billing.Infrastructure.Http;
+using Lava.Billing.Ledger;
 using Lava.Billing.Merchants;
 using Lava.Billing.Plans;
 using Lava.Billing.Requests;
@@ -34,7 +37,13 @@ app.MapCreditsApi();
 app.MapPlansApi();
 app.MapCreditBundlesApi();
 app.MapRequestBatchApi();
-app.MapFallback(() => Problems.RouteNotFound());
+app.MapForwardApi();
+app.MapModelPricesApi();
+app.MapUsageApi();
+app.MapLedgerApi();
+app.MapStatementApi();
+app.MapFinancePage();
+app.MapLavaFallback();
 
 await app.RunAsync();
 return 0;

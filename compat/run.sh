@@ -6,8 +6,9 @@
 # Needs node >= 20 and npm, and a Debug build (scripts/test.sh builds it; or `dotnet build Lava.sln -c Debug`).
 # The run gets a fresh database when CONN's role may create one, or when LAVA_TEST_ADMIN_DB (a superuser
 # connection, exported by scripts/test.sh) is set; otherwise it runs in CONN's database as it is.
-# It creates a merchant, serves on a free port, runs `node --test` with the TAP reporter, always stops the
-# service, and exits with node's status. TAP ends with "# pass N" / "# fail N" / "# cancelled N" lines.
+# It creates a merchant, starts a fake OpenAI-compatible provider (compat/fake-provider.mjs) and the service on free
+# ports, the service allowing that provider as its only upstream, runs `node --test` with the TAP reporter, always
+# stops both, and exits with node's status. TAP ends with "# pass N" / "# fail N" / "# cancelled N" lines.
 set -euo pipefail
 LAVA_SCRIPT=compat
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -23,7 +24,7 @@ dll="Lava.Billing/bin/Debug/net10.0/Lava.Billing.dll"
 [[ -f "$dll" ]] || die "$dll is missing: build first (scripts/test.sh does; or: dotnet build Lava.sln -c Debug)"
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/lava-compat.XXXXXX")"
-svc_pid="" node_pid="" fresh_db="" admin_conn=""
+svc_pid="" node_pid="" fake_pid="" fresh_db="" admin_conn=""
 
 cleanup() {
   local rc=$?
@@ -33,6 +34,7 @@ cleanup() {
     for _ in {1..50}; do kill -0 "$svc_pid" 2>/dev/null || break; sleep 0.1; done
     kill -9 "$svc_pid" 2>/dev/null || true
   fi
+  [[ -n "$fake_pid" ]] && kill "$fake_pid" 2>/dev/null
   [[ -n "$fresh_db" ]] && run_sql "$admin_conn" "DROP DATABASE IF EXISTS \"$fresh_db\" WITH (FORCE)" >/dev/null 2>&1 || true
   rm -rf "$work"
   exit "$rc"
@@ -99,9 +101,27 @@ fi
 secret="$(printf '%s' "$merchant" | sed -n 's/.*"secret_key":"\([^"]*\)".*/\1/p')"
 [[ "$secret" == aks_* ]] || die "merchants create printed no secret key: $merchant"
 
+# The provider first: the service reads its allow-list at start-up, and the provider's port (0: the OS picks one)
+# is known only once it listens and prints its URL.
+node compat/fake-provider.mjs >"$work/fake-provider.out" 2>&1 &
+fake_pid=$!
+fake_url=""
+for _ in {1..100}; do
+  kill -0 "$fake_pid" 2>/dev/null || { cat "$work/fake-provider.out" >&2; die "the fake provider exited during start-up"; }
+  fake_url="$(head -n1 "$work/fake-provider.out")"
+  [[ "$fake_url" == http://127.0.0.1:*[0-9] ]] && break
+  fake_url=""
+  sleep 0.1
+done
+[[ -n "$fake_url" ]] || die "the fake provider printed no URL within 10 s"
+log "fake provider on $fake_url"
+
 port="$(free_port 55600)" || die "no free port for the service"
 log "starting the service on 127.0.0.1:$port (log: $work/service.log)"
-dotnet "$dll" --urls "http://127.0.0.1:$port" >"$work/service.log" 2>&1 &
+# Only $fake_url/v1 is allowed, so the provider's /calls (what the tests read back) is out of the gateway's reach.
+# env, because a variable whose name holds dots (the host of a managed key) cannot be exported from bash.
+env "Forward__AllowedUpstreams__0=$fake_url/v1" "Forward__ManagedKeys__127.0.0.1=sk-managed" \
+  dotnet "$dll" --urls "http://127.0.0.1:$port" >"$work/service.log" 2>&1 &
 svc_pid=$!
 
 ready=0
@@ -118,7 +138,7 @@ done
 # ---------- the suite ----------
 log "running node --test compat/ against http://127.0.0.1:$port/v1/"
 # in the background and waited for, so a signal to this script runs the cleanup at once
-LAVA_BASE_URL="http://127.0.0.1:$port/v1/" LAVA_SECRET_KEY="$secret" \
+LAVA_BASE_URL="http://127.0.0.1:$port/v1/" LAVA_SECRET_KEY="$secret" LAVA_FAKE_PROVIDER_URL="$fake_url" \
   timeout 900 node --test --test-reporter=tap compat/ &
 node_pid=$!
 set +e

@@ -111,6 +111,24 @@ public class HoldTests(ClockedLavaApp app) : ClockedApiTest(app)
         Assert.Equal(0, await App.QueryAsync<long>("SELECT count(*) FROM requests"));
     }
 
+    [Fact]
+    public async Task PlanCreditsDoNotCoverAHoldForAMeterOffThePlan()
+    {
+        // The reviewer's scenario: 100 plan credits for meter a; meter b is off the plan and the credit limit is 0.
+        var m = await App.NewMerchantAsync();
+        var customer = await App.CustomerAsync(m.MerchantId);
+        var a = await App.MeterAsync(m.MerchantId, "a", "fixed", "requests", (0, 1));
+        await App.MeterAsync(m.MerchantId, "b", "fixed", "requests", (0, 30));
+        var plan = await App.PlanAsync(m.MerchantId, 100m, 100m, meterIds: [a]);
+        await m.Client.PostJsonAsync("/v1/subscriptions", new { customer_id = customer, plan_id = plan.PlanId });
+
+        (await m.Client.PostJsonAsync("/v1/holds", new { customer_id = customer, amount = "30", meter_slug = "b" }))
+            .AssertProblem(HttpStatusCode.PaymentRequired, "insufficient_credits");
+        Assert.Equal(HttpStatusCode.Created, (await m.Client.PostJsonAsync("/v1/holds", new { customer_id = customer, amount = "30", meter_slug = "a" })).Status);
+        (await m.Client.PostJsonAsync("/v1/holds", new { customer_id = customer, amount = "1", meter_slug = "nope" }))
+            .AssertProblem(HttpStatusCode.NotFound, "not_found");
+    }
+
     [Theory]
     [InlineData("{\"amount\":\"1\"}", "customer_id")]
     [InlineData("{\"customer_id\":\"c\",\"amount\":\"0\"}", "amount")]

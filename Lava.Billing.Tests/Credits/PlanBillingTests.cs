@@ -40,6 +40,20 @@ public class PlanBillingTests(ClockedLavaApp app) : ClockedApiTest(app)
     }
 
     [Fact]
+    public async Task ARetriedPurchaseReplaysEvenAfterTheBundleWasDeleted()
+    {
+        var w = await ArrangeAsync();
+        var first = await Buy(w, "order-7");
+        await App.QueryAsync<int>("UPDATE credit_bundles SET deleted_at = now() WHERE credit_bundle_id = @b RETURNING 1", new { b = w.Plan.BundleIds[0] });
+
+        var again = await Buy(w, "order-7");
+
+        Assert.Equal(HttpStatusCode.Created, again.Status);
+        Assert.Equal(first.Body!.ToJsonString(), again.Body!.ToJsonString());
+        (await Buy(w, "order-8")).AssertProblem(HttpStatusCode.NotFound, "not_found");
+    }
+
+    [Fact]
     public async Task ConcurrentPurchasesWithOneKeyPostOnce()
     {
         var w = await ArrangeAsync();
@@ -62,6 +76,8 @@ public class PlanBillingTests(ClockedLavaApp app) : ClockedApiTest(app)
         (await Buy(w, "k2", bundle: "bnd_nope")).AssertProblem(HttpStatusCode.NotFound, "not_found");
         var noKey = await w.M.Client.PostJsonAsync($"/v1/credit_bundles/{w.Plan.BundleIds[0]}/purchases", new { customer_id = w.Customer });
         noKey.AssertProblem(HttpStatusCode.BadRequest, "validation_failed");
+        var noBody = await w.M.Client.SendAsync(HttpMethod.Post, $"/v1/credit_bundles/{w.Plan.BundleIds[0]}/purchases");
+        noBody.AssertProblem(HttpStatusCode.UnsupportedMediaType, "unsupported_media_type");
         Assert.Equal(1, await App.QueryAsync<long>("SELECT count(*) FROM ledger_transactions WHERE kind = 'bundle_purchase'"));
     }
 

@@ -20,6 +20,22 @@ public class HttpBehaviourTests(LavaApp app) : ApiTest(app)
     }
 
     [Fact]
+    public async Task AKnownPathWithTheWrongMethodIs405WithAllow()
+    {
+        var m = await App.NewMerchantAsync();
+        var r = await m.Client.SendAsync(HttpMethod.Put, "/v1/secret_keys");
+        r.AssertProblem(HttpStatusCode.MethodNotAllowed, "method_not_allowed");
+        Assert.Equal("GET, POST", string.Join(", ", r.Response.Content.Headers.Allow));
+    }
+
+    [Fact]
+    public async Task APostWithoutAJsonBodyIs415()
+    {
+        var m = await App.NewMerchantAsync();
+        (await m.Client.SendAsync(HttpMethod.Post, "/v1/secret_keys")).AssertProblem(HttpStatusCode.UnsupportedMediaType, "unsupported_media_type");
+    }
+
+    [Fact]
     public async Task ABodyOverOneMebibyteIsRefusedWith413()
     {
         var m = await App.NewMerchantAsync();

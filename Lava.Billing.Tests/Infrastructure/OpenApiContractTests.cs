@@ -67,6 +67,13 @@ public partial class OpenApiContractTests(LavaApp app) : IClassFixture<LavaApp>
     }
 
     [Fact]
+    public void NoOperationIsDocumentedTwice()
+    {
+        var twice = Documented().GroupBy(o => o).Where(g => g.Count() > 1).Select(g => g.Key).ToList();
+        Assert.True(twice.Count == 0, "openapi.yaml documents these operations more than once: " + string.Join(", ", twice));
+    }
+
+    [Fact]
     public void EveryServedV1RouteIsDocumentedAndEveryDocumentedV1RouteIsServed()
     {
         var documented = Documented().Where(o => o.Split(' ')[1].StartsWith("/v1", StringComparison.Ordinal)).ToHashSet();

@@ -1,3 +1,4 @@
+using System.Net;
 using Dapper;
 using Lava.Billing.Infrastructure;
 using Lava.Billing.Ledger;
@@ -92,8 +93,14 @@ public class LedgerInvariantTests(LavaApp app) : ApiTest(app)
             cost = (random.Next(0, 1_000_000) / 1_000_000m).ToString(System.Globalization.CultureInfo.InvariantCulture),
         }).ToList();
         var clients = Enumerable.Range(0, 8).Select(_ => App.ClientWithKey(m.SecretKey)).ToList();
+        var statuses = new System.Collections.Concurrent.ConcurrentBag<HttpStatusCode>();
         await Parallel.ForEachAsync(reports.Select((r, i) => (r, i)), new ParallelOptions { MaxDegreeOfParallelism = 8 },
-            async (x, _) => await clients[x.i % 8].PostJsonAsync("/v1/requests", x.r));
+            async (x, _) => statuses.Add((await clients[x.i % 8].PostJsonAsync("/v1/requests", x.r)).Status));
+
+        // Every report was answered: created or replayed (201), or a different payload under a used id (409).
+        Assert.All(statuses, s => Assert.Contains(s, new[] { HttpStatusCode.Created, HttpStatusCode.Conflict }));
+        Assert.Equal(reports.Select(r => r.request_id).Distinct().Count(),
+            await App.QueryAsync<long>("SELECT count(*) FROM requests WHERE merchant_id = @m", new { m = m.MerchantId }));
 
         var args = new { m = m.MerchantId };
         Assert.Equal(0m, await App.QueryAsync<decimal>("SELECT coalesce(sum(amount), 0) FROM entries WHERE merchant_id = @m", args));

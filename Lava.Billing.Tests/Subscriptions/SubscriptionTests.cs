@@ -242,6 +242,42 @@ public class SubscriptionTests(ClockedLavaApp app) : ClockedApiTest(app)
     }
 
     [Fact]
+    public async Task ACustomerWithAnActiveSubscriptionCannotBeDeleted()
+    {
+        var w = await ArrangeAsync();
+        var id = await SubscribeAsync(w);
+        (await w.M.Client.DeleteJsonAsync($"/v1/customers/{w.Customer}")).AssertProblem(HttpStatusCode.Conflict, "customer_has_subscription");
+        await w.M.Client.DeleteJsonAsync($"/v1/subscriptions/{id}");
+        App.Clock.Set(new DateTimeOffset(2026, 2, 16, 0, 0, 0, TimeSpan.Zero));
+        await RunCyclesAsync();
+        Assert.Equal(HttpStatusCode.OK, (await w.M.Client.DeleteJsonAsync($"/v1/customers/{w.Customer}")).Status);
+    }
+
+    [Fact]
+    public async Task AnUpdateWithoutTheTopUpMemberLeavesItAndNullClearsIt()
+    {
+        var w = await ArrangeAsync();
+        var id = await SubscribeAsync(w);
+        await w.M.Client.PatchJsonAsync($"/v1/subscriptions/{id}", new { auto_top_up_bundle_id = w.Plan.BundleIds[0] });
+        Assert.True((bool)(await w.M.Client.PatchJsonAsync($"/v1/subscriptions/{id}", new { })).Body!["success"]!);
+        Assert.Equal(w.Plan.BundleIds[0], (string)(await w.M.Client.GetJsonAsync($"/v1/subscriptions/{id}")).Body!["subscription"]!["auto_top_up_bundle_id"]!);
+        await w.M.Client.PatchJsonAsync($"/v1/subscriptions/{id}", Http.Json("{\"auto_top_up_bundle_id\": null}"));
+        Assert.Null((await w.M.Client.GetJsonAsync($"/v1/subscriptions/{id}")).Body!["subscription"]!["auto_top_up_bundle_id"]);
+    }
+
+    [Fact]
+    public async Task DeletingTheTopUpBundleFromThePlanClearsItOnSubscriptions()
+    {
+        var w = await ArrangeAsync();
+        var id = await SubscribeAsync(w);
+        await w.M.Client.PatchJsonAsync($"/v1/subscriptions/{id}", new { auto_top_up_bundle_id = w.Plan.BundleIds[0] });
+        var updated = await w.M.Client.PatchJsonAsync($"/v1/plans/{w.Plan.PlanId}",
+            new { credit_bundles = new[] { new { credit_bundle_id = w.Plan.BundleIds[0], name = "Pack", cost = "5", credit_amount = "5", is_deleted = true } } });
+        Assert.Equal(HttpStatusCode.OK, updated.Status);
+        Assert.Null((await w.M.Client.GetJsonAsync($"/v1/subscriptions/{id}")).Body!["subscription"]!["auto_top_up_bundle_id"]);
+    }
+
+    [Fact]
     public async Task BadSubscriptionInputIsRefused()
     {
         var w = await ArrangeAsync();

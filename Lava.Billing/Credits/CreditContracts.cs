@@ -11,6 +11,8 @@ public sealed record CreateHoldBody
 {
     public string? CustomerId { get; init; }
     [JsonConverter(typeof(StringOrNumberDecimalConverter))] public decimal? Amount { get; init; }
+    /// <summary>The meter the work is for: with an active plan, only a meter on the plan may count plan credits.</summary>
+    public string? MeterSlug { get; init; }
     /// <summary>Seconds until the hold lapses on its own (default 600).</summary>
     public int? ExpiresIn { get; init; }
 }

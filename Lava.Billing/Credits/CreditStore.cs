@@ -18,26 +18,33 @@ public sealed class CreditStore(NpgsqlDataSource db)
         SELECT EXISTS (SELECT 1 FROM customers WHERE merchant_id = @MerchantId AND customer_id = @CustomerId AND deleted_at IS NULL)
         """;
 
+    // Whether plan credits count depends on the meter the money is for (UsagePosting.PlanCreditsUsable); without a
+    // meter they count, as for a customer without a plan.
     private const string SelectLimitAndHeld = """
         SELECT c.credit_limit,
                (SELECT coalesce(sum(h.amount), 0) FROM holds h
-                 WHERE h.merchant_id = c.merchant_id AND h.customer_id = c.customer_id AND h.status = 'active' AND h.expires_at > @Now)
+                 WHERE h.merchant_id = c.merchant_id AND h.customer_id = c.customer_id AND h.status = 'active' AND h.expires_at > @Now),
+               s.plan_id IS NOT NULL AND @MeterId::text IS NOT NULL,
+               EXISTS (SELECT 1 FROM plan_meters pm WHERE pm.merchant_id = s.merchant_id AND pm.plan_id = s.plan_id AND pm.meter_id = @MeterId)
           FROM customers c
+          LEFT JOIN subscriptions s ON s.merchant_id = c.merchant_id AND s.customer_id = c.customer_id AND s.status = 'active'
          WHERE c.merchant_id = @MerchantId AND c.customer_id = @CustomerId AND c.deleted_at IS NULL
         """;
 
     private static async Task<CustomerBalanceResponse?> BalanceAsync(NpgsqlConnection c, NpgsqlTransaction? tx, string merchantId,
-        string customerId, DateTimeOffset now, bool locking, CancellationToken ct)
+        string customerId, string? meterId, DateTimeOffset now, bool locking, CancellationToken ct)
     {
         var balances = locking
             ? await CustomerBalances.LockAsync(c, tx!, merchantId, customerId, ct)
             : await CustomerBalances.ReadAsync(c, merchantId, customerId, ct);
         if (balances is null) return null;
-        var limits = await c.QuerySingleOrDefaultAsync<(decimal CreditLimit, decimal Held)?>(new CommandDefinition(SelectLimitAndHeld,
-            new { MerchantId = merchantId, CustomerId = customerId, Now = now.UtcDateTime }, tx, cancellationToken: ct));
+        var limits = await c.QuerySingleOrDefaultAsync<(decimal CreditLimit, decimal Held, bool MeterUnderPlan, bool MeterOnPlan)?>(
+            new CommandDefinition(SelectLimitAndHeld,
+                new { MerchantId = merchantId, CustomerId = customerId, MeterId = meterId, Now = now.UtcDateTime }, tx, cancellationToken: ct));
         if (limits is not { } l) return null;
-        // Available = credits + the unused part of the credit limit − what holds have reserved.
-        var available = balances.CreditsRemaining + Math.Max(l.CreditLimit - balances.Receivable, 0) - l.Held;
+        // Available = usable credits + the unused part of the credit limit − what holds have reserved.
+        var credits = UsagePosting.PlanCreditsUsable(l.MeterUnderPlan, l.MeterOnPlan) ? balances.CreditsRemaining : 0;
+        var available = credits + Math.Max(l.CreditLimit - balances.Receivable, 0) - l.Held;
         return new CustomerBalanceResponse(customerId, Money.Format(balances.CycleRemaining), Money.Format(balances.BundleRemaining),
             Money.Format(balances.CreditsRemaining), Money.Format(l.CreditLimit), Money.Format(balances.Receivable), Money.Format(l.Held),
             Money.Format(available));
@@ -46,7 +53,7 @@ public sealed class CreditStore(NpgsqlDataSource db)
     public async Task<CustomerBalanceResponse?> BalanceAsync(string merchantId, string customerId, DateTimeOffset now, CancellationToken ct)
     {
         await using var c = await db.OpenConnectionAsync(ct);
-        return await BalanceAsync(c, null, merchantId, customerId, now, locking: false, ct);
+        return await BalanceAsync(c, null, merchantId, customerId, null, now, locking: false, ct);
     }
 
     public abstract record HoldOutcome
@@ -61,12 +68,13 @@ public sealed class CreditStore(NpgsqlDataSource db)
         VALUES (@MerchantId, @HoldId, @CustomerId, @Amount, 'active', @ExpiresAt, @Now)
         """;
 
-    public async Task<HoldOutcome> CreateHoldAsync(string merchantId, string customerId, decimal amount, TimeSpan expiresIn,
+    /// <summary>Reserves <paramref name="amount"/> for work on <paramref name="meterId"/> (null: any meter).</summary>
+    public async Task<HoldOutcome> CreateHoldAsync(string merchantId, string customerId, string? meterId, decimal amount, TimeSpan expiresIn,
         DateTimeOffset now, CancellationToken ct)
     {
         await using var c = await db.OpenConnectionAsync(ct);
         await using var tx = await c.BeginTransactionAsync(ct);
-        var balance = await BalanceAsync(c, tx, merchantId, customerId, now, locking: true, ct);
+        var balance = await BalanceAsync(c, tx, merchantId, customerId, meterId, now, locking: true, ct);
         if (balance is null) return new HoldOutcome.CustomerNotFound();
         if (amount > decimal.Parse(balance.Available, System.Globalization.CultureInfo.InvariantCulture))
             return new HoldOutcome.Insufficient(balance.Available);
@@ -181,6 +189,15 @@ public sealed class CreditStore(NpgsqlDataSource db)
         // The key was used first by a purchase that committed meanwhile.
         return await ReplayOrAsync(c, merchantId, idempotencyKey, bundle.CreditBundleId, customerId,
             Problems.Conflict("idempotency_conflict", "Idempotency-Key was used by another request."), ct);
+    }
+
+    /// <summary>The answer to a purchase already made with this key, if any: checked first, so a retry replays even
+    /// after the bundle was deleted.</summary>
+    public async Task<PurchaseOutcome?> FindPurchaseAsync(string merchantId, string key, string bundleId, string customerId, CancellationToken ct)
+    {
+        await using var c = await db.OpenConnectionAsync(ct);
+        var outcome = await ReplayOrAsync(c, merchantId, key, bundleId, customerId, Problems.NotFound("purchase", key), ct);
+        return outcome is PurchaseOutcome.Refused { Problem.StatusCode: 404 } ? null : outcome;
     }
 
     private static async Task<PurchaseOutcome> ReplayOrAsync(NpgsqlConnection c, string merchantId, string key, string bundleId, string customerId,

@@ -13,6 +13,7 @@ public sealed class CreateHoldValidator : AbstractValidator<CreateHoldBody>
         RuleFor(b => b.Amount).NotNull().GreaterThan(0m).LessThanOrEqualTo(Money.Max)
             .Must(a => a is null || decimal.Round(a.Value, Money.Scale) == a.Value).WithMessage("must have at most 10 decimal places");
         RuleFor(b => b.ExpiresIn).InclusiveBetween(1, MaxExpiresInSeconds);
+        RuleFor(b => b.MeterSlug).MaximumLength(64);
     }
 }
 

@@ -28,8 +28,15 @@ public static partial class CreditsApi
             : Problems.NotFound("customer", customerId);
 
     public static async Task<Results<Created<HoldResponse>, ProblemResult>> CreateHold(
-        Caller caller, CreateHoldBody body, CreditStore credits, TimeProvider clock, CancellationToken ct) =>
-        await credits.CreateHoldAsync(caller.MerchantId, body.CustomerId!, body.Amount!.Value,
+        Caller caller, CreateHoldBody body, CreditStore credits, Meters.MeterStore meters, TimeProvider clock, CancellationToken ct)
+    {
+        string? meterId = null;
+        if (body.MeterSlug is { } slug)
+        {
+            if (await meters.FindLivePriceAsync(caller.MerchantId, slug, ct) is not { } meter) return Problems.NotFound("meter", slug);
+            meterId = meter.MeterId;
+        }
+        return await credits.CreateHoldAsync(caller.MerchantId, body.CustomerId!, meterId, body.Amount!.Value,
                 TimeSpan.FromSeconds(body.ExpiresIn ?? 600), clock.GetUtcNow(), ct) switch
         {
             CreditStore.HoldOutcome.Created c => TypedResults.Created($"/v1/holds/{c.Hold.HoldId}", c.Hold),
@@ -37,6 +44,7 @@ public static partial class CreditsApi
                 $"The customer can spend {i.Available} now; the hold asks for {body.Amount.Value.ToString(System.Globalization.CultureInfo.InvariantCulture)}."),
             _ => Problems.NotFound("customer", body.CustomerId!),
         };
+    }
 
     public static async Task<Results<Ok<HoldResponse>, ProblemResult>> RetrieveHold(
         Caller caller, string holdId, CreditStore credits, TimeProvider clock, CancellationToken ct) =>
@@ -67,9 +75,14 @@ public static partial class CreditsApi
                 ["Idempotency-Key"] = ["header is required: 1 to 255 printable ASCII characters"],
             });
         }
-        var bundle = await plans.FindLiveBundleAsync(caller.MerchantId, creditBundleId, ct);
-        if (bundle is null) return Problems.NotFound("credit bundle", creditBundleId);
-        switch (await credits.PurchaseAsync(caller.MerchantId, bundle, body.CustomerId!, key, clock.GetUtcNow(), ct))
+        var outcome = await credits.FindPurchaseAsync(caller.MerchantId, key, creditBundleId, body.CustomerId!, ct);
+        if (outcome is null)
+        {
+            var bundle = await plans.FindLiveBundleAsync(caller.MerchantId, creditBundleId, ct);
+            if (bundle is null) return Problems.NotFound("credit bundle", creditBundleId);
+            outcome = await credits.PurchaseAsync(caller.MerchantId, bundle, body.CustomerId!, key, clock.GetUtcNow(), ct);
+        }
+        switch (outcome)
         {
             case CreditStore.PurchaseOutcome.Created c:
                 return Results.Content(c.Response, "application/json", Encoding.UTF8, StatusCodes.Status201Created);

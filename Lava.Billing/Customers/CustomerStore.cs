@@ -132,20 +132,39 @@ public sealed class CustomerStore(NpgsqlDataSource db)
         }, cancellationToken: ct));
     }
 
+    public enum DeleteOutcome { Deleted, NotFound, HasSubscription }
+
+    // The row lock waits for a subscribe in flight (it shares the row), so the check below sees its subscription.
+    private const string LockLive = """
+        SELECT customer_id FROM customers
+         WHERE merchant_id = @MerchantId AND customer_id = @CustomerId AND deleted_at IS NULL
+           FOR UPDATE
+        """;
+
+    private const string HasActiveSubscription = """
+        SELECT EXISTS (SELECT 1 FROM subscriptions WHERE merchant_id = @MerchantId AND customer_id = @CustomerId AND status = 'active')
+        """;
+
     // Soft: the customer's ledger accounts and history reference it and stay.
     private const string SoftDelete = """
         UPDATE customers
            SET deleted_at = now(), updated_at = now()
          WHERE merchant_id = @MerchantId
            AND customer_id = @CustomerId
-           AND deleted_at IS NULL
         """;
 
-    /// <summary>False when no live customer has this id.</summary>
-    public async Task<bool> DeleteAsync(string merchantId, string customerId, CancellationToken ct)
+    /// <summary>A customer with an active subscription is refused: its cycles would keep recording payments.</summary>
+    public async Task<DeleteOutcome> DeleteAsync(string merchantId, string customerId, CancellationToken ct)
     {
         await using var connection = await db.OpenConnectionAsync(ct);
-        return await connection.ExecuteAsync(new CommandDefinition(SoftDelete,
-            new { MerchantId = merchantId, CustomerId = customerId }, cancellationToken: ct)) == 1;
+        await using var tx = await connection.BeginTransactionAsync(ct);
+        var args = new { MerchantId = merchantId, CustomerId = customerId };
+        if (await connection.QuerySingleOrDefaultAsync<string>(new CommandDefinition(LockLive, args, tx, cancellationToken: ct)) is null)
+            return DeleteOutcome.NotFound;
+        if (await connection.ExecuteScalarAsync<bool>(new CommandDefinition(HasActiveSubscription, args, tx, cancellationToken: ct)))
+            return DeleteOutcome.HasSubscription;
+        await connection.ExecuteAsync(new CommandDefinition(SoftDelete, args, tx, cancellationToken: ct));
+        await tx.CommitAsync(ct);
+        return DeleteOutcome.Deleted;
     }
 }

@@ -54,9 +54,11 @@ public static class CustomersApi
 
     public static async Task<Results<Ok<SuccessResponse>, ProblemResult>> Delete(
         Caller caller, CustomerStore customers, string customerId, CancellationToken ct) =>
-        await customers.DeleteAsync(caller.MerchantId, customerId, ct)
-            ? TypedResults.Ok(new SuccessResponse(true))
-            : Problems.NotFound("customer", customerId);
-
-    // Subscriptions do not exist yet, so a live customer has none.
+        await customers.DeleteAsync(caller.MerchantId, customerId, ct) switch
+        {
+            CustomerStore.DeleteOutcome.Deleted => TypedResults.Ok(new SuccessResponse(true)),
+            CustomerStore.DeleteOutcome.HasSubscription => Problems.Conflict("customer_has_subscription",
+                "The customer has an active subscription; cancel it and let it end before deleting the customer."),
+            _ => Problems.NotFound("customer", customerId),
+        };
 }

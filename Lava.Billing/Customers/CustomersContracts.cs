@@ -21,7 +21,7 @@ public sealed record RestCustomerContact(string Phone, string Email, string Firs
     }
 }
 
-/// <summary>The SDK's RestCustomer. <c>subscription</c> is always null until subscriptions exist.</summary>
+/// <summary>The SDK's RestCustomer; <c>subscription</c> is its active subscription in short, or null.</summary>
 public sealed record RestCustomer(
     string CustomerId, string? ReferenceId, RestCustomerContact Contact, RestCustomerSubscription? Subscription, JsonElement? Metadata,
     DateTime CreatedAt)

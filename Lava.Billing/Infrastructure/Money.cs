@@ -23,6 +23,4 @@ public static class Money
         return decimal.TryParse(text, NumberStyles.AllowLeadingSign | NumberStyles.AllowDecimalPoint,
             CultureInfo.InvariantCulture, out amount);
     }
-
-    public static int DecimalPlaces(decimal value) => value.Scale;
 }

@@ -3,6 +3,7 @@ using FluentValidation;
 using Lava.Billing.Customers;
 using Lava.Billing.Infrastructure.Database;
 using Lava.Billing.Infrastructure.Http;
+using Lava.Billing.Forward;
 using Lava.Billing.Merchants;
 using Lava.Billing.Meters;
 
@@ -29,6 +30,10 @@ public static class Startup
         services.AddSingleton<Meters.MeterStore>();
         services.AddSingleton<Customers.CustomerStore>();
         services.AddSingleton<Requests.RequestStore>();
+        services.AddSingleton<Requests.ReportBatchStore>();
+        services.AddSingleton(sp => sp.GetRequiredService<IConfiguration>().GetSection("Requests:GroupCommit").Get<Requests.GroupCommitOptions>() ?? new Requests.GroupCommitOptions());
+        services.AddSingleton<Requests.GroupCommit>();
+        services.AddHostedService(sp => sp.GetRequiredService<Requests.GroupCommit>());
         services.AddSingleton<Requests.RequestListStore>();
         services.AddSingleton<Requests.UsageReporter>();
         services.AddSingleton<Plans.PlanStore>();
@@ -37,6 +42,14 @@ public static class Startup
         services.AddHostedService<Subscriptions.CycleWorker>();
         services.AddSingleton<Credits.CreditStore>();
         services.AddSingleton(sp => sp.GetRequiredService<IConfiguration>().GetSection("Billing").Get<Requests.BillingOptions>() ?? new Requests.BillingOptions());
+        services.AddForward();
+        services.AddSingleton<Requests.RequestExport>();
+        services.AddSingleton<Ledger.LedgerSequencer>();
+        services.AddHostedService(sp => sp.GetRequiredService<Ledger.LedgerSequencer>());
+        services.AddSingleton<Ledger.LedgerReadStore>();
+        services.AddSingleton<Ledger.LedgerVerifier>();
+        services.AddSingleton<Finance.UsageStore>();
+        services.AddSingleton<Finance.StatementStore>();
         AddValidators(services);
         return services;
     }

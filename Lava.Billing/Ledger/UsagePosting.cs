@@ -10,6 +10,12 @@ public readonly record struct Posting(string AccountId, decimal Amount);
 /// </summary>
 public static class UsagePosting
 {
+    /// <summary>
+    /// Whether a meter's charge may draw plan credits: with an active plan only meters linked to it may; without one,
+    /// any credits are drawn. The report path and every affordability check (holds, the gateway) ask this same rule.
+    /// </summary>
+    public static bool PlanCreditsUsable(bool hasActivePlan, bool meterOnPlan) => !hasActivePlan || meterOnPlan;
+
     public static List<Posting> For(string? chargedCustomerId, decimal charge, decimal? providerCost,
         decimal cycleAvailable, decimal bundleAvailable)
     {

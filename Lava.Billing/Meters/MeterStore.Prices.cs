@@ -11,6 +11,7 @@ public sealed partial class MeterStore
 {
     private sealed record PriceRow
     {
+        public required string MerchantId { get; init; }
         public required string MeterId { get; init; }
         public required string MeterSlug { get; init; }
         public required string RateType { get; init; }
@@ -21,7 +22,7 @@ public sealed partial class MeterStore
     }
 
     private const string SelectLivePrice = """
-        SELECT m.meter_id, m.meter_slug, m.rate_type, m.tier_type, p.version, p.tier_starts, p.tier_rates
+        SELECT m.merchant_id, m.meter_id, m.meter_slug, m.rate_type, m.tier_type, p.version, p.tier_starts, p.tier_rates
           FROM meters m
           JOIN meter_prices p ON p.merchant_id = m.merchant_id AND p.meter_id = m.meter_id AND p.version = m.current_version
          WHERE m.merchant_id = @MerchantId
@@ -38,8 +39,27 @@ public sealed partial class MeterStore
         return row is null ? null : ToPrice(row);
     }
 
+    private const string SelectLivePrices = """
+        SELECT m.merchant_id, m.meter_id, m.meter_slug, m.rate_type, m.tier_type, p.version, p.tier_starts, p.tier_rates
+          FROM unnest(@MerchantIds, @MeterSlugs) AS k(merchant_id, meter_slug)
+          JOIN meters m ON m.merchant_id = k.merchant_id AND m.meter_slug = k.meter_slug AND m.deleted_at IS NULL
+          JOIN meter_prices p ON p.merchant_id = m.merchant_id AND p.meter_id = m.meter_id AND p.version = m.current_version
+        """;
+
+    /// <summary>The current prices of many live meters (of one or several merchants) in one round trip; absent slugs are left out.</summary>
+    public async Task<Dictionary<(string MerchantId, string MeterSlug), MeterPrice>> FindLivePricesAsync(
+        IReadOnlyCollection<(string MerchantId, string MeterSlug)> keys, CancellationToken ct)
+    {
+        await using var connection = await db.OpenConnectionAsync(ct);
+        var rows = await connection.QueryAsync<PriceRow>(new CommandDefinition(SelectLivePrices, new
+        {
+            MerchantIds = keys.Select(k => k.MerchantId).ToArray(), MeterSlugs = keys.Select(k => k.MeterSlug).ToArray(),
+        }, cancellationToken: ct));
+        return rows.ToDictionary(r => (r.MerchantId, r.MeterSlug), ToPrice);
+    }
+
     private const string SelectPrice = """
-        SELECT m.meter_id, m.meter_slug, m.rate_type, m.tier_type, p.version, p.tier_starts, p.tier_rates
+        SELECT m.merchant_id, m.meter_id, m.meter_slug, m.rate_type, m.tier_type, p.version, p.tier_starts, p.tier_rates
           FROM meters m
           JOIN meter_prices p ON p.merchant_id = m.merchant_id AND p.meter_id = m.meter_id
          WHERE m.merchant_id = @MerchantId

@@ -218,9 +218,15 @@ public sealed partial class PlanStore
                 Costs = bundles.Select(b => b.Cost).ToArray(), CreditAmounts = bundles.Select(b => b.CreditAmount).ToArray(),
             }, tx, cancellationToken: ct));
 
+    // Subscriptions that topped up from a deleted bundle stop pointing at it.
     private const string DeleteBundles = """
-        UPDATE credit_bundles SET deleted_at = now()
-         WHERE merchant_id = @MerchantId AND plan_id = @PlanId AND credit_bundle_id = ANY(@Ids) AND deleted_at IS NULL
+        WITH deleted AS (
+            UPDATE credit_bundles SET deleted_at = now()
+             WHERE merchant_id = @MerchantId AND plan_id = @PlanId AND credit_bundle_id = ANY(@Ids) AND deleted_at IS NULL
+            RETURNING credit_bundle_id
+        )
+        UPDATE subscriptions SET auto_top_up_bundle_id = NULL
+         WHERE merchant_id = @MerchantId AND auto_top_up_bundle_id IN (SELECT credit_bundle_id FROM deleted)
         """;
 
     private static Task DeleteBundlesAsync(NpgsqlConnection connection, NpgsqlTransaction tx, string merchantId, string planId,

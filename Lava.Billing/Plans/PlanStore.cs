@@ -88,12 +88,37 @@ public sealed partial class PlanStore(NpgsqlDataSource db)
          ORDER BY pm.meter_id;
         """;
 
+    // The same read, sharing the plan row: a plan update or delete (which locks the row) waits, so terms read here
+    // stay the plan's terms until the reader commits.
+    private const string ShareTerms = """
+        SELECT plan_id, name, period_amount, included_credit, billing_interval, rollover_type, bundle_rollover_type,
+               default_auto_top_up_bundle_id
+          FROM plans
+         WHERE merchant_id = @MerchantId AND plan_id = @PlanId AND deleted_at IS NULL
+           FOR SHARE;
+        SELECT pm.meter_id
+          FROM plan_meters pm
+          JOIN meters m ON m.merchant_id = pm.merchant_id AND m.meter_id = pm.meter_id
+         WHERE pm.merchant_id = @MerchantId AND pm.plan_id = @PlanId AND m.deleted_at IS NULL
+         ORDER BY pm.meter_id;
+        """;
+
     /// <summary>A live plan's terms, for subscriptions; null when unknown, deleted or another merchant's.</summary>
     public async Task<PlanTerms?> FindLiveAsync(string merchantId, string planId, CancellationToken ct)
     {
         await using var connection = await db.OpenConnectionAsync(ct);
-        await using var results = await connection.QueryMultipleAsync(new CommandDefinition(SelectTerms,
-            new { MerchantId = merchantId, PlanId = planId }, cancellationToken: ct));
+        return await ReadTermsAsync(connection, null, SelectTerms, merchantId, planId, ct);
+    }
+
+    /// <summary>A live plan's terms, read under a share lock in the caller's transaction.</summary>
+    public static Task<PlanTerms?> ShareLiveAsync(NpgsqlConnection connection, NpgsqlTransaction tx, string merchantId, string planId, CancellationToken ct) =>
+        ReadTermsAsync(connection, tx, ShareTerms, merchantId, planId, ct);
+
+    private static async Task<PlanTerms?> ReadTermsAsync(NpgsqlConnection connection, NpgsqlTransaction? tx, string sql,
+        string merchantId, string planId, CancellationToken ct)
+    {
+        await using var results = await connection.QueryMultipleAsync(new CommandDefinition(sql,
+            new { MerchantId = merchantId, PlanId = planId }, tx, cancellationToken: ct));
         var plan = await results.ReadSingleOrDefaultAsync<(string PlanId, string Name, decimal PeriodAmount, decimal IncludedCredit,
             string BillingInterval, string RolloverType, string BundleRolloverType, string? DefaultAutoTopUpBundleId)?>();
         var meterIds = (await results.ReadAsync<string>()).AsList();

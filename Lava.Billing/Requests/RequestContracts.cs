@@ -26,6 +26,16 @@ public sealed record CreateRequestBody
     public string? HoldId { get; init; }
 
     [JsonIgnore] public string? Customer => CustomerId ?? ConnectionId;
+
+    /// <summary>Where the work ran, set by the gateway (never read from a client's body).</summary>
+    [JsonIgnore] public ReportSource? Source { get; init; }
+}
+
+/// <summary>The provider call behind a gateway report: RestRequest's provider, provider_key_type, model and endpoint.</summary>
+public sealed record ReportSource(string Provider, string ProviderKeyType, string? Model, string Endpoint)
+{
+    /// <summary>What a report posted to <c>POST /v1/requests</c> says: the merchant ran the work itself.</summary>
+    public static readonly ReportSource Reported = new("custom", "unmanaged", null, "/v1/requests");
 }
 
 public sealed record ModelUsage(

@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using Lava.Billing.Finance;
 using Lava.Billing.Infrastructure.Http;
 using Microsoft.AspNetCore.Mvc;
 
@@ -20,7 +21,7 @@ public static class RequestsApi
         return group;
     }
 
-    public static async Task<IResult> Create(Caller caller, CreateRequestBody body, UsageReporter reporter, HttpContext http, CancellationToken ct) =>
+    public static async Task<IResult> Create(Caller caller, CreateRequestBody body, GroupCommit reporter, HttpContext http, CancellationToken ct) =>
         await reporter.ReportAsync(caller.MerchantId, body, ct) switch
         {
             ReportOutcome.Created c => Json(c.StatusCode, c.Response),
@@ -36,9 +37,11 @@ public static class RequestsApi
 
     public static async Task<IResult> List(Caller caller, RequestListStore store, string? cursor, string? limit,
         [FromQuery(Name = "customer_id")] string? customerId, [FromQuery(Name = "meter_id")] string? meterId,
-        [FromQuery(Name = "metadata_filters")] string? metadataFilters, CancellationToken ct)
+        [FromQuery(Name = "metadata_filters")] string? metadataFilters, string? format, HttpRequest request,
+        RequestExport export, CancellationToken ct)
     {
         if (!Paging.TryRead(cursor, limit, out var page, out var problem)) return problem!;
+        if (!Exports.TryNegotiate(request, format, out var exportFormat, out problem)) return problem!;
         long before = long.MaxValue;
         if (page.After is not null && !long.TryParse(page.After, NumberStyles.None, CultureInfo.InvariantCulture, out before))
             return Problems.Validation(new Dictionary<string, string[]> { ["cursor"] = ["is not a cursor this API issued"] });
@@ -49,8 +52,9 @@ public static class RequestsApi
                 ["metadata_filters"] = ["must be a JSON array of [key, value] string pairs, e.g. [[\"team\",\"a\"]]"],
             });
         }
-        var rows = await store.PageAsync(caller.MerchantId, new RequestListStore.Filter(
-            NullIfEmpty(customerId), NullIfEmpty(meterId), metadataJson), before, page.Limit + 1, ct);
+        var filter = new RequestListStore.Filter(NullIfEmpty(customerId), NullIfEmpty(meterId), metadataJson);
+        if (exportFormat != ExportFormat.Json) return export.Stream(caller.MerchantId, filter, before, exportFormat);
+        var rows = await store.PageAsync(caller.MerchantId, filter, before, page.Limit + 1, ct);
         return Json(StatusCodes.Status200OK, Envelope(rows, page.Limit));
     }
 

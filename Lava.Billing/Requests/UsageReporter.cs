@@ -3,7 +3,9 @@ using Lava.Billing.Infrastructure;
 using Lava.Billing.Infrastructure.Http;
 using Lava.Billing.Ledger;
 using Lava.Billing.Meters;
+using MeterPrice = Lava.Billing.Meters.MeterPrice;
 using Lava.Billing.Pricing;
+using Npgsql;
 
 namespace Lava.Billing.Requests;
 
@@ -15,158 +17,275 @@ public abstract record ReportOutcome
     public sealed record Refused(ProblemResult Problem) : ReportOutcome;
 }
 
+/// <summary>One validated report of one merchant.</summary>
+public sealed record ReportItem(string MerchantId, CreateRequestBody Body);
+
 /// <summary>
-/// The one posting routine for usage (reports and, later, the gateway): price with the meter's current version against
-/// the usage already in the period, post the balanced ledger transaction and store the request with its response, all
-/// in one database transaction; replays answer the stored response.
+/// The one posting routine for usage (single reports, batches, the gateway): each report is priced with its meter's
+/// current version against the usage already in its period, posted as a balanced ledger transaction and stored with its
+/// response, and a batch of reports does all of that in one database transaction. A report that is refused (unknown
+/// meter or customer, replay, conflict, entitlement, hold) is left out without touching the others.
 /// </summary>
-public sealed class UsageReporter(RequestStore store, MeterStore meters, TimeProvider clock, BillingOptions options)
+public sealed class UsageReporter(ReportBatchStore store, MeterStore meters, TimeProvider clock,
+    BillingOptions options, ILogger<UsageReporter> log)
 {
     public const string ModeCustomer = "customer";
     public const string ModeMeterOnly = "meter_only";
     public const string ModeBillingDisabled = "billing_disabled";
+    private const int MaxAttempts = 3;
 
-    public async Task<ReportOutcome> ReportAsync(string merchantId, CreateRequestBody body, CancellationToken ct)
+    public async Task<ReportOutcome> ReportAsync(string merchantId, CreateRequestBody body, CancellationToken ct) =>
+        (await ReportManyAsync([new ReportItem(merchantId, body)], ct))[0];
+
+    public async Task<IReadOnlyList<ReportOutcome>> ReportManyAsync(IReadOnlyList<ReportItem> items, CancellationToken ct)
     {
-        var requestId = body.RequestId!;
-        var customerId = body.Customer;
-        var mode = customerId is null ? ModeMeterOnly : body.DisableBilling == true ? ModeBillingDisabled : ModeCustomer;
-        var fingerprint = RequestFingerprint.Compute(body);
-
-        var meter = await meters.FindLivePriceAsync(merchantId, body.MeterSlug!, ct);
-        if (meter is null) return await ReplayOr(merchantId, requestId, fingerprint, Problems.NotFound("meter", body.MeterSlug!), ct);
-        if (meter.Price.RateType == RateType.Percentage && body.Cost is null && mode != ModeBillingDisabled)
+        var resolved = await ResolveMetersAsync(items, ct);
+        for (var attempt = 1; ; attempt++)
         {
-            return await ReplayOr(merchantId, requestId, fingerprint, Problems.Validation(new Dictionary<string, string[]>
+            try
             {
-                ["cost"] = [$"is required: meter '{meter.MeterSlug}' charges a percentage of the provider cost"],
-            }), ct);
+                return await PostOnceAsync(items, resolved, ct);
+            }
+            catch (PostgresException e) when (e.SqlState == PostgresErrorCodes.UniqueViolation && attempt < MaxAttempts)
+            {
+                // A concurrent report took one of these request ids between the lock and the insert: the next attempt
+                // sees it committed and answers it as a replay.
+            }
+            catch (BatchRaceException) when (attempt < MaxAttempts)
+            {
+            }
+            catch (Exception e) when (items.Count > 1 && e is NpgsqlException or BatchRaceException)
+            {
+                // One bad item must not take its neighbours down: post them one by one.
+                log.LogWarning(e, "A batch of {Count} reports failed as a whole; posting them one by one", items.Count);
+                var outcomes = new List<ReportOutcome>(items.Count);
+                foreach (var item in items) outcomes.Add(await ReportAloneAsync(item, ct));
+                return outcomes;
+            }
         }
+    }
 
+    private async Task<ReportOutcome> ReportAloneAsync(ReportItem item, CancellationToken ct)
+    {
+        try
+        {
+            return await ReportAsync(item.MerchantId, item.Body, ct);
+        }
+        catch (Exception e) when (e is NpgsqlException or BatchRaceException)
+        {
+            var errorId = Ids.New("err");
+            log.LogError(e, "Report {RequestId} of merchant {MerchantId} could not be posted ({ErrorId})", item.Body.RequestId, item.MerchantId, errorId);
+            return new ReportOutcome.Refused(Problems.Internal(errorId));
+        }
+    }
+
+    private Task<Dictionary<(string MerchantId, string MeterSlug), MeterPrice>> ResolveMetersAsync(IReadOnlyList<ReportItem> items, CancellationToken ct) =>
+        meters.FindLivePricesAsync(items.Select(i => (i.MerchantId, i.Body.MeterSlug!)).Distinct().ToList(), ct);
+
+    private sealed class BatchRaceException() : Exception("the billing state moved between the lock and the plan");
+
+    private async Task<IReadOnlyList<ReportOutcome>> PostOnceAsync(IReadOnlyList<ReportItem> items,
+        Dictionary<(string MerchantId, string MeterSlug), MeterPrice> resolvedMeters, CancellationToken ct)
+    {
         var now = clock.GetUtcNow();
-        var occurredAt = body.Timestamp?.ToUniversalTime() ?? now;
-        var usage = new Usage(body.InputTokens ?? 0, body.OutputTokens ?? 0, body.InputCharacters ?? 0, body.OutputCharacters ?? 0,
-            body.InputSeconds ?? 0, body.OutputSeconds ?? 0);
-        var quantity = PriceCalculator.BaseQuantity(meter.Price.TierType, usage);
+        var prepared = items.Select(i => Prepare(i, resolvedMeters.GetValueOrDefault((i.MerchantId, i.Body.MeterSlug!)), now)).ToList();
 
-        var (connection, begin) = await store.BeginAsync(merchantId, requestId, customerId, meter.MeterId,
-            UsagePeriods.CalendarMonth(occurredAt), body.HoldId, ct);
+        var usageKeys = prepared.Where(p => p.Meter is not null)
+            .Select(p => new ReportBatchStore.UsageKey(p.MerchantId, p.Meter!.MeterId, p.Body.Customer ?? "", UsagePeriods.CalendarMonth(p.OccurredAt)))
+            .Distinct().ToList();
+        var customers = prepared.Where(p => p.Body.Customer is not null).Select(p => (p.MerchantId, p.Body.Customer!)).Distinct().ToList();
+        var accounts = customers.SelectMany(c => new[]
+        {
+            (c.MerchantId, LedgerAccounts.CreditsBundle(c.Item2)), (c.MerchantId, LedgerAccounts.CreditsCycle(c.Item2)),
+            (c.MerchantId, LedgerAccounts.Receivable(c.Item2)),
+        }).ToList();
+        var holds = prepared.Where(p => p.Body.HoldId is not null).Select(p => (p.MerchantId, p.Body.HoldId!)).Distinct().ToList();
+        var requestIds = prepared.Select(p => (p.MerchantId, p.Body.RequestId!)).Distinct().ToList();
+
+        var (connection, state) = await store.LockAsync(usageKeys, accounts, holds, requestIds, customers, ct);
         await using var _ = connection;
         var committed = false;
         try
         {
-            switch (begin.Status)
-            {
-                case RequestStore.BeginStatus.Existing: return Replay(begin.Existing!, fingerprint, requestId);
-                case RequestStore.BeginStatus.CustomerMissing: return new ReportOutcome.Refused(Problems.NotFound("customer", customerId!));
-                case RequestStore.BeginStatus.HoldMissing: return new ReportOutcome.Refused(Problems.NotFound("hold", body.HoldId!));
-                case RequestStore.BeginStatus.LostRace: return await ReplayWinnerAsync(merchantId, requestId, fingerprint, ct);
-            }
-            var position = begin.Position!;
-            var billing = position.Billing;
-            if (mode == ModeBillingDisabled && billing is not { HasSubscription: true, MeterLinked: true })
-            {
-                return new ReportOutcome.Refused(Problems.Forbidden("meter_not_on_plan",
-                    $"Meter '{meter.MeterSlug}' is not linked to the customer's active plan."));
-            }
-            if (position.Hold is { } hold && (hold.Status != "active" || hold.ExpiresAt <= now))
-            {
-                return new ReportOutcome.Refused(Problems.Conflict("hold_not_active",
-                    $"Hold '{body.HoldId}' is {(hold.Status == "active" ? "expired" : hold.Status)}; report without hold_id to record the usage."));
-            }
-
-            var priced = PriceCalculator.Price(meter.Price, quantity, position.UsedBefore, mode == ModeBillingDisabled ? body.Cost ?? 0 : body.Cost);
-            var charge = mode == ModeBillingDisabled ? new Charge(0, []) : priced;
-            var transactionId = Ids.New("txn", now);
-            var (transactions, entries) = Postings(requestId, customerId, mode, charge.Amount, body.Cost, position, transactionId, now, out var balanceAfter);
-            var response = new RestRequest(
-                requestId, "completed", customerId, meter.MeterId, "custom", "unmanaged", null, "/v1/requests",
-                ModelUsageOf(usage, body.Cost), Money.Format(body.Cost ?? 0),
-                ChargeOf(meter.Price, charge),
-                body.Metadata ?? new Dictionary<string, string>(), occurredAt, now,
-                mode, meter.Version, transactionId, balanceAfter, body.HoldId);
-            var responseJson = JsonSerializer.Serialize(response, LavaJson.Options);
-            var lineage = Lineage(response, meter, charge);
-
-            var posted = await store.PostAsync(connection, new RequestStore.NewRequest(
-                merchantId, requestId, fingerprint, mode, customerId, meter.MeterId, meter.Version,
-                usage.InputTokens, usage.OutputTokens, usage.InputCharacters, usage.OutputCharacters, usage.InputSeconds, usage.OutputSeconds,
-                body.Cost, charge.Amount, JsonSerializer.Serialize(response.Metadata), occurredAt, now, transactionId, StatusCodes.Status201Created,
-                responseJson, position.PeriodStart, quantity, body.HoldId,
-                transactions.Select(t => t with { LineageJson = t.Kind == "usage" ? lineage : t.LineageJson }).ToList(), entries), ct);
+            var plan = new BatchPlan(state, options);
+            var outcomes = prepared.Select(p => plan.Add(p)).ToList();
+            if (plan.Writes.Requests.Count > 0) await ReportBatchStore.CommitAsync(connection, plan.Finish(), ct);
+            else await ReportBatchStore.RollbackAsync(connection);
             committed = true;
-            if (posted) return new ReportOutcome.Created(StatusCodes.Status201Created, responseJson);
-            return await ReplayWinnerAsync(merchantId, requestId, fingerprint, ct);
+            return outcomes;
         }
         finally
         {
-            if (!committed) await RequestStore.RollbackAsync(connection);
+            if (!committed) await ReportBatchStore.RollbackAsync(connection);
         }
+    }
+
+    internal sealed record Prepared(string MerchantId, CreateRequestBody Body, MeterPrice? Meter, string Mode, byte[] Fingerprint,
+        Usage Usage, decimal Quantity, DateTimeOffset OccurredAt, DateTimeOffset Now);
+
+    private static Prepared Prepare(ReportItem item, MeterPrice? meter, DateTimeOffset now)
+    {
+        var body = item.Body;
+        var mode = body.Customer is null ? ModeMeterOnly : body.DisableBilling == true ? ModeBillingDisabled : ModeCustomer;
+        var usage = new Usage(body.InputTokens ?? 0, body.OutputTokens ?? 0, body.InputCharacters ?? 0, body.OutputCharacters ?? 0,
+            body.InputSeconds ?? 0, body.OutputSeconds ?? 0);
+        var quantity = meter is null ? 0 : PriceCalculator.BaseQuantity(meter.Price.TierType, usage);
+        return new Prepared(item.MerchantId, body, meter, mode, RequestFingerprint.Compute(body), usage, quantity,
+            body.Timestamp?.ToUniversalTime() ?? now, now);
     }
 
     /// <summary>
-    /// The report's ledger transactions: auto top-ups first (each its own transaction), then the usage transaction.
-    /// With an active plan only linked meters draw plan credits; without one, any credits are drawn.
+    /// Plans a batch in arrival order against the locked state: each report sees the tier position, balances, top-ups
+    /// and holds the reports before it left, exactly as if they had been posted one by one.
     /// </summary>
-    private (List<RequestStore.LedgerTransaction>, List<RequestStore.Entry>) Postings(string requestId, string? customerId, string mode,
-        decimal charge, decimal? providerCost, RequestStore.Position position, string usageTransactionId, DateTimeOffset now,
-        out CustomerBalance? balanceAfter)
+    private sealed class BatchPlan(ReportBatchStore.Locked state, BillingOptions options)
     {
-        var transactions = new List<RequestStore.LedgerTransaction>(2);
-        var entries = new List<RequestStore.Entry>(6);
-        var balances = position.Balances;
-        var billing = position.Billing;
-        var creditsUsable = billing is null || !billing.HasSubscription || billing.MeterLinked;
-        var cycle = creditsUsable ? balances.CycleRemaining : 0;
-        var bundle = creditsUsable ? balances.BundleRemaining : 0;
+        private readonly Dictionary<(string, string, string, DateTimeOffset), decimal> _usage = new(state.Usage);
+        private readonly Dictionary<(string, string), decimal> _balances = new(state.Balances);
+        private readonly Dictionary<(string, string), int> _topUps = [];
+        private readonly HashSet<(string, string)> _capturedHolds = [];
+        private readonly Dictionary<(string, string), (byte[] Fingerprint, string Response)> _planned = [];
+        private readonly Dictionary<(string, string, string, DateTimeOffset), decimal> _increments = [];
 
-        if (mode == ModeCustomer && creditsUsable && billing is { TopUpCost: { } packCost, TopUpCredit: { } packCredit })
+        public ReportBatchStore.Writes Writes { get; } = new([], [], [], [], []);
+
+        public ReportBatchStore.Writes Finish()
         {
-            var packs = UsagePosting.TopUpsNeeded(charge, cycle + bundle, packCredit, options.MaxAutoTopUpsPerCycle - billing.TopUpsUsed);
-            for (var i = 1; i <= packs; i++)
+            Writes.Usage.AddRange(_increments.Select(i => new ReportBatchStore.UsageIncrement(i.Key.Item1, i.Key.Item2, i.Key.Item3, i.Key.Item4, i.Value)));
+            return Writes;
+        }
+
+        public ReportOutcome Add(Prepared p)
+        {
+            var body = p.Body;
+            var requestId = body.RequestId!;
+            var key = (p.MerchantId, requestId);
+            if (_planned.TryGetValue(key, out var earlier))
+                return Same(earlier.Fingerprint, p.Fingerprint)
+                    ? new ReportOutcome.Replayed(StatusCodes.Status201Created, earlier.Response)
+                    : new ReportOutcome.Refused(Problems.IdempotencyConflict(requestId));
+            if (state.Existing.TryGetValue(key, out var existing))
+                return Same(existing.Fingerprint, p.Fingerprint)
+                    ? new ReportOutcome.Replayed(existing.StatusCode, existing.Response)
+                    : new ReportOutcome.Refused(Problems.IdempotencyConflict(requestId));
+
+            if (p.Meter is not { } meter) return Refuse(Problems.NotFound("meter", body.MeterSlug!));
+            if (meter.Price.RateType == RateType.Percentage && body.Cost is null && p.Mode != ModeBillingDisabled)
             {
-                var id = Ids.New("txn", now);
-                transactions.Add(new(id, "auto_top_up", $"{requestId}#top_up_{i}", "{}"));
-                entries.AddRange(UsagePosting.BundlePurchase(customerId!, LedgerAccounts.Receivable(customerId!), packCost, packCredit)
-                    .Select(p => new RequestStore.Entry(id, p.AccountId, p.Amount)));
-                bundle += packCredit;
+                return Refuse(Problems.Validation(new Dictionary<string, string[]>
+                {
+                    ["cost"] = [$"is required: meter '{meter.MeterSlug}' charges a percentage of the provider cost"],
+                }));
             }
-        }
-        transactions.Add(new(usageTransactionId, "usage", requestId, "{}"));
-        entries.AddRange(UsagePosting.For(mode == ModeCustomer ? customerId : null, charge, providerCost, cycle, bundle)
-            .Select(p => new RequestStore.Entry(usageTransactionId, p.AccountId, p.Amount)));
+            var customerId = body.Customer;
+            ReportBatchStore.BillingContext? billing = null;
+            if (customerId is not null && !state.Customers.TryGetValue((p.MerchantId, customerId), out billing))
+                return Refuse(Problems.NotFound("customer", customerId));
+            var meterOnPlan = billing?.PlanId is { } planId && state.PlanMeters.Contains((p.MerchantId, planId, meter.MeterId));
+            if (p.Mode == ModeBillingDisabled && !meterOnPlan)
+            {
+                return Refuse(Problems.Forbidden("meter_not_on_plan",
+                    $"Meter '{meter.MeterSlug}' is not linked to the customer's active plan."));
+            }
+            if (body.HoldId is { } holdId)
+            {
+                if (!state.Holds.TryGetValue((p.MerchantId, holdId), out var hold) || hold.CustomerId != customerId)
+                    return Refuse(Problems.NotFound("hold", holdId));
+                var status = _capturedHolds.Contains((p.MerchantId, holdId)) ? "captured" : hold.Status == "active" && hold.ExpiresAt <= p.Now ? "expired" : hold.Status;
+                if (status != "active")
+                {
+                    return Refuse(Problems.Conflict("hold_not_active",
+                        $"Hold '{holdId}' is {status}; report without hold_id to record the usage."));
+                }
+            }
 
-        balanceAfter = null;
-        if (customerId is not null)
+            var usageKey = (p.MerchantId, meter.MeterId, customerId ?? "", billing?.CycleStartAt ?? UsagePeriods.CalendarMonth(p.OccurredAt));
+            if (!_usage.TryGetValue(usageKey, out var usedBefore)) throw new BatchRaceException();
+            var priced = PriceCalculator.Price(meter.Price, p.Quantity, usedBefore, p.Mode == ModeBillingDisabled ? body.Cost ?? 0 : body.Cost);
+            var charge = p.Mode == ModeBillingDisabled ? new Charge(0, []) : priced;
+            _usage[usageKey] = usedBefore + p.Quantity;
+            _increments[usageKey] = _increments.GetValueOrDefault(usageKey) + p.Quantity;
+
+            var transactionId = Ids.New("txn", p.Now);
+            var balance = Post(p, meter, charge, billing, meterOnPlan, transactionId, out var usageEntries);
+            var source = body.Source ?? ReportSource.Reported;
+            var response = new RestRequest(
+                requestId, "completed", customerId, meter.MeterId, source.Provider, source.ProviderKeyType, source.Model, source.Endpoint,
+                ModelUsageOf(p.Usage, body.Cost), Money.Format(body.Cost ?? 0), ChargeOf(meter.Price, charge),
+                body.Metadata ?? new Dictionary<string, string>(), p.OccurredAt, p.Now,
+                p.Mode, meter.Version, transactionId, balance, body.HoldId);
+            var responseJson = JsonSerializer.Serialize(response, LavaJson.Options);
+            Writes.Transactions.Add(new(p.MerchantId, transactionId, "usage", requestId, customerId, meter.MeterId, meter.Version,
+                Lineage(response, meter, charge), p.OccurredAt, p.Now));
+            Writes.Entries.AddRange(usageEntries);
+            Writes.Requests.Add(new(p.MerchantId, requestId, p.Fingerprint, p.Mode, customerId, meter.MeterId, meter.Version,
+                p.Usage.InputTokens, p.Usage.OutputTokens, p.Usage.InputCharacters, p.Usage.OutputCharacters, p.Usage.InputSeconds,
+                p.Usage.OutputSeconds, body.Cost, charge.Amount, JsonSerializer.Serialize(response.Metadata), p.OccurredAt, p.Now,
+                transactionId, StatusCodes.Status201Created, responseJson, body.HoldId));
+            if (body.HoldId is { } captured)
+            {
+                Writes.Holds.Add(new(p.MerchantId, captured, charge.Amount, requestId, p.Now));
+                _capturedHolds.Add((p.MerchantId, captured));
+            }
+            _planned[key] = (p.Fingerprint, responseJson);
+            return new ReportOutcome.Created(StatusCodes.Status201Created, responseJson);
+        }
+
+        private static ReportOutcome Refuse(ProblemResult problem) => new ReportOutcome.Refused(problem);
+
+        /// <summary>
+        /// Auto top-ups (each its own ledger transaction, before the usage) and the usage entries. With an active plan only
+        /// linked meters draw plan credits; without one, any credits are drawn. Returns the customer's position after.
+        /// </summary>
+        private CustomerBalance? Post(Prepared p, MeterPrice meter, Charge charge, ReportBatchStore.BillingContext? billing, bool meterOnPlan,
+            string usageTransactionId, out List<ReportBatchStore.Entry> usageEntries)
         {
-            decimal Delta(string account) => entries.Where(e => e.AccountId == account).Sum(e => e.Amount);
-            var after = new CustomerBalances(
-                balances.Cycle + Delta(LedgerAccounts.CreditsCycle(customerId)),
-                balances.Bundle + Delta(LedgerAccounts.CreditsBundle(customerId)),
-                balances.Receivable + Delta(LedgerAccounts.Receivable(customerId)));
-            balanceAfter = new CustomerBalance(Money.Format(after.CreditsRemaining), Money.Format(after.Receivable));
+            var customerId = p.Body.Customer;
+            var postings = new List<(string TransactionId, Posting Posting)>();
+            decimal Balance(string account) => _balances.GetValueOrDefault((p.MerchantId, account));
+            var balances = customerId is null
+                ? new CustomerBalances(0, 0, 0)
+                : new CustomerBalances(Balance(LedgerAccounts.CreditsCycle(customerId)), Balance(LedgerAccounts.CreditsBundle(customerId)),
+                    Balance(LedgerAccounts.Receivable(customerId)));
+            var creditsUsable = UsagePosting.PlanCreditsUsable(billing?.PlanId is not null, meterOnPlan);
+            var cycle = creditsUsable ? balances.CycleRemaining : 0;
+            var bundle = creditsUsable ? balances.BundleRemaining : 0;
+
+            if (p.Mode == ModeCustomer && creditsUsable && billing is { TopUpCost: { } packCost, TopUpCredit: { } packCredit })
+            {
+                var used = billing.TopUpsUsed + _topUps.GetValueOrDefault((p.MerchantId, customerId!));
+                var packs = UsagePosting.TopUpsNeeded(charge.Amount, cycle + bundle, packCredit, options.MaxAutoTopUpsPerCycle - used);
+                for (var i = 1; i <= packs; i++)
+                {
+                    var id = Ids.New("txn", p.Now);
+                    Writes.Transactions.Add(new(p.MerchantId, id, "auto_top_up", $"{p.Body.RequestId}#top_up_{i}", customerId, null, null,
+                        JsonSerializer.Serialize(new { request_id = p.Body.RequestId, cost = packCost, credit_amount = packCredit }), p.Now, p.Now));
+                    postings.AddRange(UsagePosting.BundlePurchase(customerId!, LedgerAccounts.Receivable(customerId!), packCost, packCredit).Select(x => (id, x)));
+                    bundle += packCredit;
+                }
+                _topUps[(p.MerchantId, customerId!)] = _topUps.GetValueOrDefault((p.MerchantId, customerId!)) + packs;
+            }
+            postings.AddRange(UsagePosting.For(p.Mode == ModeCustomer ? customerId : null, charge.Amount, p.Body.Cost, cycle, bundle)
+                .Select(x => (usageTransactionId, x)));
+
+            var topUpEntries = postings.Where(x => x.TransactionId != usageTransactionId)
+                .Select(x => new ReportBatchStore.Entry(p.MerchantId, x.TransactionId, x.Posting.AccountId, x.Posting.Amount));
+            Writes.Entries.AddRange(topUpEntries);
+            usageEntries = postings.Where(x => x.TransactionId == usageTransactionId)
+                .Select(x => new ReportBatchStore.Entry(p.MerchantId, x.TransactionId, x.Posting.AccountId, x.Posting.Amount)).ToList();
+            foreach (var (_, posting) in postings)
+            {
+                if (_balances.ContainsKey((p.MerchantId, posting.AccountId)))
+                    _balances[(p.MerchantId, posting.AccountId)] += posting.Amount;
+            }
+            if (customerId is null) return null;
+            var after = new CustomerBalances(Balance(LedgerAccounts.CreditsCycle(customerId)), Balance(LedgerAccounts.CreditsBundle(customerId)),
+                Balance(LedgerAccounts.Receivable(customerId)));
+            return new CustomerBalance(Money.Format(after.CreditsRemaining), Money.Format(after.Receivable));
         }
-        return (transactions, entries);
+
+        private static bool Same(byte[] a, byte[] b) => a.AsSpan().SequenceEqual(b);
     }
-
-    /// <summary>A concurrent duplicate committed first: answer as a replay of what it stored.</summary>
-    private async Task<ReportOutcome> ReplayWinnerAsync(string merchantId, string requestId, byte[] fingerprint, CancellationToken ct)
-    {
-        var winner = await store.FindAsync(merchantId, requestId, ct)
-                     ?? throw new InvalidOperationException($"request {requestId} vanished after a conflict");
-        return Replay(winner, fingerprint, requestId);
-    }
-
-    /// <summary>A report refused for a reason that did not exist when it was first accepted is still a replay.</summary>
-    private async Task<ReportOutcome> ReplayOr(string merchantId, string requestId, byte[] fingerprint, ProblemResult problem, CancellationToken ct) =>
-        await store.FindAsync(merchantId, requestId, ct) is { } existing
-            ? Replay(existing, fingerprint, requestId)
-            : new ReportOutcome.Refused(problem);
-
-    private static ReportOutcome Replay(RequestStore.Stored existing, byte[] fingerprint, string requestId) =>
-        existing.Fingerprint.AsSpan().SequenceEqual(fingerprint)
-            ? new ReportOutcome.Replayed(existing.StatusCode, existing.Response)
-            : new ReportOutcome.Refused(Problems.IdempotencyConflict(requestId));
 
     private static ModelUsage ModelUsageOf(Usage u, decimal? cost) => new(
         u.InputTokens, u.OutputTokens, u.InputTokens + u.OutputTokens,
@@ -187,7 +306,7 @@ public sealed class UsageReporter(RequestStore store, MeterStore meters, TimePro
         return new RequestCharge(Money.Format(charge.Amount), PriceCalculator.RateTypeName(price.RateType), lines);
     }
 
-    private static string Lineage(RestRequest r, Meters.MeterPrice meter, Charge charge) => JsonSerializer.Serialize(new
+    private static string Lineage(RestRequest r, MeterPrice meter, Charge charge) => JsonSerializer.Serialize(new
     {
         request_id = r.RequestId,
         mode = r.Mode,

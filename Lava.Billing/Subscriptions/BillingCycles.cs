@@ -16,6 +16,4 @@ public static class BillingCycles
         "year" => anchor.AddYears(cycleNumber),
         _ => throw new ArgumentOutOfRangeException(nameof(interval), interval, "unknown billing interval"),
     };
-
-    public static DateTimeOffset Start(DateTimeOffset anchor, string interval, int cycleNumber) => End(anchor, interval, cycleNumber - 1);
 }

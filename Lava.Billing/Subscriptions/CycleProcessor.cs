@@ -15,6 +15,8 @@ public sealed class CycleProcessor(NpgsqlDataSource db, ILogger<CycleProcessor> 
 {
     private const int BatchSize = 100;
 
+    // Across merchants on purpose: the worker serves them all. On a sharded cluster this is the one all-shard query,
+    // made cheap by the partial index on due cycles.
     private const string SelectDue = """
         SELECT merchant_id, subscription_id FROM subscriptions
          WHERE status = 'active' AND cycle_end_at <= @Now

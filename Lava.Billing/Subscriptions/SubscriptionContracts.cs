@@ -2,7 +2,8 @@ namespace Lava.Billing.Subscriptions;
 
 public sealed record CreateSubscriptionBody(string? CustomerId, string? PlanId);
 
-public sealed record UpdateSubscriptionBody(string? AutoTopUpBundleId);
+/// <summary>An absent member leaves the top-up as it is; null clears it.</summary>
+public sealed record UpdateSubscriptionBody(Lava.Billing.Infrastructure.Optional<string> AutoTopUpBundleId);
 
 public sealed record SubscriptionPlan(string Name, string PeriodAmount, string IncludedCredit, string BillingInterval,
     string RolloverType, string BundleRolloverType);

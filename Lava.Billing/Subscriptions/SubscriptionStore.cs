@@ -86,11 +86,6 @@ public sealed class SubscriptionStore(NpgsqlDataSource db)
 
     public enum CreateOutcome { Created, CustomerNotFound, PlanNotFound, AlreadyActive }
 
-    // Shares the plan row with nobody who deletes it: a plan delete locks the row, then checks for active subscriptions.
-    private const string LockLivePlan = """
-        SELECT plan_id FROM plans WHERE merchant_id = @MerchantId AND plan_id = @PlanId AND deleted_at IS NULL FOR SHARE
-        """;
-
     private const string Insert = """
         INSERT INTO subscriptions (merchant_id, subscription_id, customer_id, plan_id, status, auto_top_up_bundle_id, started_at,
                                    cycle_number, cycle_start_at, cycle_end_at)
@@ -101,16 +96,16 @@ public sealed class SubscriptionStore(NpgsqlDataSource db)
 
     /// <summary>
     /// Starts a subscription and records its first cycle's payment (payment taken outside this service), all or nothing.
+    /// Locks in the order every writer of these rows uses: plan (shared, its terms read under the lock), customer
+    /// (shared), the new subscription, then the customer's balances (through the posting).
     /// </summary>
     public async Task<(CreateOutcome Outcome, string? SubscriptionId)> CreateAsync(
-        string merchantId, string customerId, PlanTerms plan, DateTimeOffset now, CancellationToken ct)
+        string merchantId, string customerId, string planId, DateTimeOffset now, CancellationToken ct)
     {
         await using var c = await db.OpenConnectionAsync(ct);
         await using var tx = await c.BeginTransactionAsync(ct);
-        if (await CustomerBalances.LockAsync(c, tx, merchantId, customerId, ct) is null || !await CustomerLiveAsync(c, tx, merchantId, customerId, ct))
-            return (CreateOutcome.CustomerNotFound, null);
-        if (await c.QuerySingleOrDefaultAsync<string>(new CommandDefinition(LockLivePlan, new { MerchantId = merchantId, plan.PlanId }, tx, cancellationToken: ct)) is null)
-            return (CreateOutcome.PlanNotFound, null);
+        if (await PlanStore.ShareLiveAsync(c, tx, merchantId, planId, ct) is not { } plan) return (CreateOutcome.PlanNotFound, null);
+        if (!await CustomerLiveAsync(c, tx, merchantId, customerId, ct)) return (CreateOutcome.CustomerNotFound, null);
         var subscriptionId = Ids.New("sub", now);
         var end = BillingCycles.End(now, plan.BillingInterval, 1);
         var inserted = await c.QuerySingleOrDefaultAsync<string>(new CommandDefinition(Insert, new
@@ -130,10 +125,29 @@ public sealed class SubscriptionStore(NpgsqlDataSource db)
             UsagePosting.CycleGrant(customerId, periodAmount, includedCredit),
             System.Text.Json.JsonSerializer.Serialize(new { subscription_id = subscriptionId, cycle, period_amount = periodAmount, included_credit = includedCredit }));
 
-    private static Task<bool> CustomerLiveAsync(NpgsqlConnection c, NpgsqlTransaction tx, string merchantId, string customerId, CancellationToken ct) =>
-        c.ExecuteScalarAsync<bool>(new CommandDefinition(
-            "SELECT EXISTS (SELECT 1 FROM customers WHERE merchant_id = @MerchantId AND customer_id = @CustomerId AND deleted_at IS NULL)",
-            new { MerchantId = merchantId, CustomerId = customerId }, tx, cancellationToken: ct));
+    // Shares the customer row: a customer delete locks it, then checks for an active subscription.
+    private const string ShareLiveCustomer = """
+        SELECT customer_id FROM customers WHERE merchant_id = @MerchantId AND customer_id = @CustomerId AND deleted_at IS NULL FOR SHARE
+        """;
+
+    private static async Task<bool> CustomerLiveAsync(NpgsqlConnection c, NpgsqlTransaction tx, string merchantId, string customerId, CancellationToken ct) =>
+        await c.QuerySingleOrDefaultAsync<string>(new CommandDefinition(ShareLiveCustomer,
+            new { MerchantId = merchantId, CustomerId = customerId }, tx, cancellationToken: ct)) is not null;
+
+    private const string MeterOnActivePlan = """
+        SELECT EXISTS (
+            SELECT 1 FROM subscriptions s
+              JOIN plan_meters pm ON pm.merchant_id = s.merchant_id AND pm.plan_id = s.plan_id
+             WHERE s.merchant_id = @MerchantId AND s.customer_id = @CustomerId AND s.status = 'active' AND pm.meter_id = @MeterId)
+        """;
+
+    /// <summary>Entitlement: the meter is linked to the customer's active plan.</summary>
+    public async Task<bool> IsMeterOnActivePlanAsync(string merchantId, string customerId, string meterId, CancellationToken ct)
+    {
+        await using var c = await db.OpenConnectionAsync(ct);
+        return await c.ExecuteScalarAsync<bool>(new CommandDefinition(MeterOnActivePlan,
+            new { MerchantId = merchantId, CustomerId = customerId, MeterId = meterId }, cancellationToken: ct));
+    }
 
     private const string UpdateAutoTopUp = """
         UPDATE subscriptions s SET auto_top_up_bundle_id = @BundleId

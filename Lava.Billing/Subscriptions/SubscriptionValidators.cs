@@ -13,5 +13,5 @@ public sealed class CreateSubscriptionValidator : AbstractValidator<CreateSubscr
 
 public sealed class UpdateSubscriptionValidator : AbstractValidator<UpdateSubscriptionBody>
 {
-    public UpdateSubscriptionValidator() => RuleFor(b => b.AutoTopUpBundleId).MaximumLength(255);
+    public UpdateSubscriptionValidator() => RuleFor(b => b.AutoTopUpBundleId.Value).MaximumLength(255).OverridePropertyName("auto_top_up_bundle_id");
 }

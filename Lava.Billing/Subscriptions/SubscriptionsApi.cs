@@ -1,5 +1,4 @@
 using Lava.Billing.Infrastructure.Http;
-using Lava.Billing.Plans;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.AspNetCore.Mvc;
 
@@ -22,11 +21,9 @@ public static class SubscriptionsApi
     }
 
     public static async Task<Results<Created<SubscriptionEnvelope>, ProblemResult>> Create(
-        Caller caller, CreateSubscriptionBody body, PlanStore plans, SubscriptionStore subscriptions, TimeProvider clock, CancellationToken ct)
+        Caller caller, CreateSubscriptionBody body, SubscriptionStore subscriptions, TimeProvider clock, CancellationToken ct)
     {
-        var plan = await plans.FindLiveAsync(caller.MerchantId, body.PlanId!, ct);
-        if (plan is null) return Problems.NotFound("plan", body.PlanId!);
-        var (outcome, id) = await subscriptions.CreateAsync(caller.MerchantId, body.CustomerId!, plan, clock.GetUtcNow(), ct);
+        var (outcome, id) = await subscriptions.CreateAsync(caller.MerchantId, body.CustomerId!, body.PlanId!, clock.GetUtcNow(), ct);
         return outcome switch
         {
             SubscriptionStore.CreateOutcome.CustomerNotFound => Problems.NotFound("customer", body.CustomerId!),
@@ -61,7 +58,8 @@ public static class SubscriptionsApi
     {
         if (await subscriptions.FindAsync(caller.MerchantId, subscriptionId, ct) is not { Status: "active" })
             return Problems.NotFound("active subscription", subscriptionId);
-        return await subscriptions.SetAutoTopUpAsync(caller.MerchantId, subscriptionId, body.AutoTopUpBundleId, ct)
+        if (!body.AutoTopUpBundleId.IsSet) return TypedResults.Ok(new SuccessResponse(true));
+        return await subscriptions.SetAutoTopUpAsync(caller.MerchantId, subscriptionId, body.AutoTopUpBundleId.Value, ct)
             ? TypedResults.Ok(new SuccessResponse(true))
             : Problems.Validation(new Dictionary<string, string[]>
             {

@@ -1,3 +1,4 @@
+using Lava.Billing.Forward;
 using Lava.Billing.Merchants;
 
 namespace Lava.Billing.Infrastructure.Http;
@@ -16,9 +17,10 @@ public sealed record Caller(string MerchantId, string SecretKeyId, string Scope)
 public static class Auth
 {
     /// <summary>
-    /// Every /v1 route requires a live secret key (401 otherwise, before routing runs). A read-only key may read
-    /// (GET, HEAD) and nothing else: 403 for every other method, whatever the route, so a new write route cannot be
-    /// missed.
+    /// Every /v1 route requires a live secret key (401 otherwise, before routing runs). On the gateway the bearer may be
+    /// a forward token instead; it is kept for the handler once its secret key is authenticated. A read-only key may
+    /// read (GET, HEAD) and nothing else: 403 for every other method, whatever the route, so a new write route cannot
+    /// be missed.
     /// </summary>
     public static IApplicationBuilder UseLavaAuth(this IApplicationBuilder app) =>
         app.Use(async (context, next) =>
@@ -28,7 +30,11 @@ public static class Auth
                 await next(context);
                 return;
             }
-            var secret = BearerToken(context.Request.Headers.Authorization.ToString());
+            var bearer = BearerToken(context.Request.Headers.Authorization.ToString());
+            // The gateway also takes the SDK's forward token, which carries the secret key inside it.
+            var gateway = IsGatewayPath(context.Request.Path);
+            var forwardToken = gateway && bearer is not null ? ForwardToken.TryParse(bearer) : null;
+            var secret = gateway ? forwardToken?.SecretKey : bearer;
             var keys = context.RequestServices.GetRequiredService<SecretKeyStore>();
             var caller = secret is null ? null : await keys.AuthenticateAsync(secret, context.RequestAborted);
             if (caller is null)
@@ -37,14 +43,20 @@ public static class Auth
                 await Problems.Unauthorized().ExecuteAsync(context);
                 return;
             }
+            // A read-only key reads and exports everything of its merchant and changes nothing. Refusing every method
+            // but GET and HEAD here, ahead of all handlers, means a write route added later cannot forget the check.
             if (!caller.CanWrite && !HttpMethods.IsGet(context.Request.Method) && !HttpMethods.IsHead(context.Request.Method))
             {
                 await Problems.ReadOnlyKey().ExecuteAsync(context);
                 return;
             }
             context.Items[Caller.ItemKey] = caller;
+            if (forwardToken is not null) context.Items[ForwardToken.ItemKey] = forwardToken;
             await next(context);
         });
+
+    private static bool IsGatewayPath(PathString path) =>
+        path.StartsWithSegments("/v1/forward") || path.StartsWithSegments("/v1/rewrite");
 
     public static string? BearerToken(string header)
     {

@@ -41,11 +41,11 @@ public static class ErrorHandling
     internal static string? JsonPathToField(string? path) =>
         string.IsNullOrEmpty(path) || path == "$" ? null : path.StartsWith("$.", StringComparison.Ordinal) ? path[2..] : path;
 
-    // Minimal APIs' own binding messages name parameters, never values or internals; anything else is summarised.
+    // Minimal APIs' own binding messages name framework internals ("Did you mean to use a Service?"): none is passed on.
     private static string SafeDetail(BadHttpRequestException bad) =>
-        bad.Message.StartsWith("Required parameter", StringComparison.Ordinal) ||
-        bad.Message.StartsWith("Failed to bind parameter", StringComparison.Ordinal) ||
-        bad.Message.StartsWith("Implicit body inferred", StringComparison.Ordinal)
-            ? bad.Message
+        bad.Message.StartsWith("Implicit body inferred", StringComparison.Ordinal) ||
+        bad.Message.Contains("from body", StringComparison.Ordinal) ||
+        bad.Message.Contains("request body", StringComparison.OrdinalIgnoreCase)
+            ? "A JSON request body is required."
             : "The request could not be read.";
 }

@@ -30,6 +30,12 @@ public static class Problems
 
     public static ProblemResult RouteNotFound() => new(404, "route_not_found", "Not found", "No such route.");
 
+    public static ProblemResult MethodNotAllowed(string method) =>
+        new(405, "method_not_allowed", "Method not allowed", $"This route does not take {method}; see the Allow header.");
+
+    public static ProblemResult UnsupportedMediaType() =>
+        new(415, "unsupported_media_type", "Unsupported media type", "This route takes a JSON body: send Content-Type: application/json.");
+
     public static ProblemResult Conflict(string code, string detail) => new(409, code, "Conflict", detail);
 
     public static ProblemResult IdempotencyConflict(string requestId) =>
@@ -47,6 +53,12 @@ public static class Problems
 
     public static ProblemResult Unprocessable(string code, string detail) =>
         new(422, code, "Unprocessable request", detail);
+
+    public static ProblemResult UpstreamNotAllowed(string detail) => new(400, "upstream_not_allowed", "Bad request", detail);
+
+    public static ProblemResult UpstreamUnavailable(string detail) => new(502, "upstream_unavailable", "Bad gateway", detail);
+
+    public static ProblemResult UpstreamTimeout(string detail) => new(504, "upstream_timeout", "Gateway timeout", detail);
 
     public static ProblemResult Unavailable(string detail) =>
         new(503, "service_unavailable", "Service unavailable", detail);

@@ -1,0 +1,127 @@
+using System.Collections.Concurrent;
+using System.Net.Http.Headers;
+using System.Text;
+using System.Text.Json;
+using Lava.Billing.Tests.Infrastructure;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Console;
+
+namespace Lava.Billing.Tests.Forward;
+
+/// <summary>The service with a fake provider on loopback as its only allowed upstream, and every log line captured.</summary>
+public class GatewayApp : LavaApp
+{
+    public const string ManagedKey = "sk-managed-key-of-the-merchant";
+
+    public FakeProvider Fake { get; } = new();
+    public CapturedLogs Logs { get; } = new();
+
+    /// <summary>A loopback port with nothing listening: connections to it are refused.</summary>
+    public string ClosedUpstream { get; } = "http://127.0.0.1:" + ClosedPort();
+
+    protected virtual IEnumerable<(string Key, string Value)> Settings() =>
+    [
+        ("Forward:AllowedUpstreams:0", Fake.BaseUrl + "/v1"),
+        ("Forward:AllowedUpstreams:1", Fake.BaseUrl + "/v1beta"),
+        ("Forward:AllowedUpstreams:2", ClosedUpstream + "/v1"),
+        ("Forward:ManagedKeys:127.0.0.1", ManagedKey),
+        ("Forward:TimeoutsMs:127.0.0.1", "1000"),
+        // Failures in one test must not open the breaker for the next; BreakerGatewayApp tests the breaker.
+        ("Forward:CircuitBreaker:MinimumThroughput", "100000"),
+    ];
+
+    protected override void ConfigureTestServices(IWebHostBuilder builder)
+    {
+        foreach (var (key, value) in Settings()) builder.UseSetting(key, value);
+        builder.ConfigureLogging(l => l.SetMinimumLevel(LogLevel.Trace)
+            .AddFilter<ConsoleLoggerProvider>(level => level >= LogLevel.Warning)
+            .AddProvider(Logs));
+    }
+
+    public override async ValueTask DisposeAsync()
+    {
+        await base.DisposeAsync();
+        await Fake.DisposeAsync();
+    }
+
+    /// <summary>A client authorised the way the SDK's gateway() does it: Bearer base64(JSON) with undefined members left out.</summary>
+    public HttpClient ClientWithToken(string secretKey, string? customerId = null, string? meterSlug = null, string? providerKey = null,
+        bool? disableBilling = null, bool customerNull = false)
+    {
+        var client = CreateClient();
+        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer",
+            Token(secretKey, customerId, meterSlug, providerKey, disableBilling, customerNull));
+        return client;
+    }
+
+    public static string Token(string secretKey, string? customerId = null, string? meterSlug = null, string? providerKey = null,
+        bool? disableBilling = null, bool customerNull = false)
+    {
+        var data = new Dictionary<string, object?> { ["secret_key"] = secretKey };
+        if (customerId is not null || customerNull) data["customer_id"] = customerId;
+        if (meterSlug is not null) data["meter_slug"] = meterSlug;
+        if (providerKey is not null) data["provider_key"] = providerKey;
+        if (disableBilling is not null) data["disable_billing"] = disableBilling;
+        return Convert.ToBase64String(Encoding.UTF8.GetBytes(JsonSerializer.Serialize(data)));
+    }
+
+    public string Forward(string pathAndQuery) => "/v1/forward?u=" + Uri.EscapeDataString(Fake.BaseUrl + pathAndQuery);
+
+    private static int ClosedPort()
+    {
+        var listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        listener.Start();
+        var port = ((System.Net.IPEndPoint)listener.LocalEndpoint).Port;
+        listener.Stop();
+        return port;
+    }
+}
+
+/// <summary>Every log line the service writes, with its exception, as text.</summary>
+public sealed class CapturedLogs : ILoggerProvider
+{
+    public ConcurrentQueue<string> Lines { get; } = new();
+
+    public ILogger CreateLogger(string categoryName) => new Logger(this, categoryName);
+
+    public void Dispose() { }
+
+    private sealed class Logger(CapturedLogs sink, string category) : ILogger
+    {
+        public IDisposable? BeginScope<TState>(TState state) where TState : notnull => null;
+        public bool IsEnabled(LogLevel logLevel) => true;
+
+        public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
+        {
+            var structured = state is IEnumerable<KeyValuePair<string, object?>> pairs ? string.Join(";", pairs.Select(p => $"{p.Key}={p.Value}")) : "";
+            sink.Lines.Enqueue($"{logLevel} {category}: {formatter(state, exception)} [{structured}] {exception}");
+        }
+    }
+}
+
+/// <summary>Base for gateway tests: a clean database and a fresh fake provider before each test.</summary>
+public abstract class GatewayTest<TApp>(TApp app) : IClassFixture<TApp>, IAsyncLifetime where TApp : GatewayApp
+{
+    protected TApp App { get; } = app;
+    protected FakeProvider Fake => App.Fake;
+
+    public virtual async Task InitializeAsync()
+    {
+        await App.ResetAsync();
+        Fake.Reset();
+    }
+
+    public virtual Task DisposeAsync() => Task.CompletedTask;
+
+    /// <summary>Billing runs after the last byte went out; a test that ended its read early waits for the row.</summary>
+    protected async Task WaitForRowAsync(string countSql, object args)
+    {
+        var deadline = DateTime.UtcNow.AddSeconds(10);
+        while (await App.QueryAsync<long>(countSql, args) == 0)
+        {
+            Assert.True(DateTime.UtcNow < deadline, "the gateway call was never billed");
+            await Task.Delay(50);
+        }
+    }
+}

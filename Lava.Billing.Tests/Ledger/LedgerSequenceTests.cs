@@ -1,0 +1,178 @@
+using System.Globalization;
+using System.Net;
+using System.Text;
+using Dapper;
+using Lava.Billing.Infrastructure;
+using Lava.Billing.Ledger;
+using Lava.Billing.Tests.Finance;
+using Lava.Billing.Tests.Infrastructure;
+using Microsoft.Extensions.DependencyInjection;
+using Npgsql;
+
+namespace Lava.Billing.Tests.Ledger;
+
+/// <summary>Entries are read in ledger sequence order: gap-free, assigned after commit, so a cursor never skips a row.</summary>
+public class LedgerSequenceTests(LavaApp app) : ApiTest(app)
+{
+    private Task<List<long>> EntryIdsAsync(string merchantId) =>
+        QueryListAsync<long>("SELECT entry_id FROM entries WHERE merchant_id = @m ORDER BY entry_id", merchantId);
+
+    private async Task<List<T>> QueryListAsync<T>(string sql, string merchantId)
+    {
+        await using var c = new NpgsqlConnection(App.ConnectionString);
+        return (await c.QueryAsync<T>(sql, new { m = merchantId })).AsList();
+    }
+
+    private static async Task<(List<(long Seq, long EntryId)> Rows, string? Next)> PageAsync(HttpClient client, string query)
+    {
+        var page = (await client.GetJsonAsync("/v1/ledger/entries?limit=50&" + query)).Body!;
+        var rows = page["data"]!.AsArray().Select(e => ((long)e!["seq"]!, (long)e["entry_id"]!)).ToList();
+        return (rows, (bool)page["has_more"]! ? (string)page["next_cursor"]! : null);
+    }
+
+    /// <summary>A posting written by hand in its own transaction, so the test decides when it commits.</summary>
+    private static async Task<NpgsqlTransaction> BeginPostingAsync(NpgsqlConnection c, string merchantId, decimal amount)
+    {
+        await c.OpenAsync();
+        var tx = await c.BeginTransactionAsync();
+        var transactionId = Ids.New("txn");
+        await c.ExecuteAsync("""
+            INSERT INTO ledger_transactions (merchant_id, transaction_id, kind, reference, effective_at) VALUES (@m, @t, 'manual', @t, now());
+            INSERT INTO entries (merchant_id, transaction_id, account_id, currency, amount)
+            VALUES (@m, @t, 'provider_cost', 'USD', @amount), (@m, @t, 'provider_payable', 'USD', -@amount);
+            """, new { m = merchantId, t = transactionId, amount }, tx);
+        return tx;
+    }
+
+    [Fact]
+    public async Task AnEntryThatCommitsLateWithASmallerIdIsNotSkippedByACursorAndARollbackLeavesNoGap()
+    {
+        var m = await App.NewMerchantAsync();
+        await App.MeterAsync(m.MerchantId, "gpt", "fixed", "requests", (0, 1));
+        await using var slow = new NpgsqlConnection(App.ConnectionString);
+        await using var slowTx = await BeginPostingAsync(slow, m.MerchantId, 1.5m);
+        await using var doomed = new NpgsqlConnection(App.ConnectionString);
+        await using var doomedTx = await BeginPostingAsync(doomed, m.MerchantId, 2.5m);
+        await m.ReportAsync("fast", null, "gpt", cost: "0.1");
+
+        var (first, cursor) = await PageAsync(m.Client, "");
+        Assert.Null(cursor);
+        Assert.Equal([1L, 2L], first.Select(r => r.Seq));
+
+        await doomedTx.RollbackAsync();
+        await slowTx.CommitAsync();
+        var (next, _) = await PageAsync(m.Client, $"after_seq={first[^1].Seq}");
+
+        // The late commit's entries have smaller entry ids than those already read, yet they come next, numbered 3 and 4.
+        Assert.Equal([3L, 4L], next.Select(r => r.Seq));
+        Assert.True(next.Max(r => r.EntryId) < first.Min(r => r.EntryId));
+        Assert.Equal(await EntryIdsAsync(m.MerchantId), first.Concat(next).Select(r => r.EntryId).Order());
+    }
+
+    [Fact]
+    public async Task ResumingAnInterruptedExportWhileReportsAreWrittenGivesNoDuplicateAndNoGap()
+    {
+        var m = await App.NewMerchantAsync();
+        var customers = new List<string>();
+        for (var i = 0; i < 3; i++) customers.Add(await App.CustomerAsync(m.MerchantId));
+        await App.MeterAsync(m.MerchantId, "gpt", "fixed", "tokens_1m", (0, 5));
+        var writers = Enumerable.Range(0, 4).Select(w => Task.Run(async () =>
+        {
+            var client = App.ClientWithKey(m.SecretKey);
+            for (var i = 0; i < 40; i++)
+            {
+                var r = await client.PostJsonAsync("/v1/requests", new
+                {
+                    request_id = $"w{w}-{i}", customer_id = i % 4 == 0 ? null : customers[i % 3], meter_slug = "gpt",
+                    input_tokens = 1_000 + i, cost = "0.01",
+                });
+                Assert.Equal(HttpStatusCode.Created, r.Status);
+            }
+        })).ToList();
+
+        var reader = App.ClientWithKey(await m.ReadOnlyKeyAsync());
+        var seen = new List<(long Seq, long EntryId)>();
+        var resumes = 0;
+        while (true)
+        {
+            var writing = writers.Any(w => !w.IsCompleted);
+            // An export read for a few rows, then dropped as if the connection broke, then resumed after its last seq.
+            using (var response = await reader.SendAsync(new HttpRequestMessage(HttpMethod.Get,
+                       $"/v1/ledger/entries?format=csv&after_seq={(seen.Count == 0 ? 0 : seen[^1].Seq)}"), HttpCompletionOption.ResponseHeadersRead))
+            {
+                using var lines = new StreamReader(await response.Content.ReadAsStreamAsync(), Encoding.UTF8);
+                await lines.ReadLineAsync();
+                for (var i = 0; i < 7 && await lines.ReadLineAsync() is { } line; i++)
+                {
+                    var fields = line.Split(',');
+                    seen.Add((long.Parse(fields[0], CultureInfo.InvariantCulture), long.Parse(fields[1], CultureInfo.InvariantCulture)));
+                }
+            }
+            resumes++;
+            // And the JSON pages, by cursor, in between.
+            var (rows, _) = await PageAsync(reader, $"after_seq={(seen.Count == 0 ? 0 : seen[^1].Seq)}");
+            seen.AddRange(rows.Take(13));
+            if (!writing && rows.Count == 0) break;
+        }
+        await Task.WhenAll(writers);
+
+        Assert.True(resumes > 3);
+        Assert.Equal(Enumerable.Range(1, seen.Count).Select(i => (long)i), seen.Select(r => r.Seq));
+        Assert.Equal(await EntryIdsAsync(m.MerchantId), seen.Select(r => r.EntryId).Order());
+    }
+
+    [Fact]
+    public async Task ConcurrentSequencerRunsNumberEveryEntryOnceWithoutAGap()
+    {
+        var m = await App.NewMerchantAsync();
+        await using (var admin = new NpgsqlConnection(App.AdminConnectionString))
+        {
+            await admin.ExecuteAsync("""
+                INSERT INTO ledger_transactions (merchant_id, transaction_id, kind, reference, effective_at)
+                SELECT @m, 'txn_' || g, 'seed', 'seed_' || g, now() FROM generate_series(1, 12000) g;
+                INSERT INTO entries (merchant_id, transaction_id, account_id, currency, amount)
+                SELECT @m, 'txn_' || g, a.account_id, 'USD', a.sign FROM generate_series(1, 12000) g,
+                       (VALUES ('provider_cost', 1), ('provider_payable', -1)) a(account_id, sign);
+                """, new { m = m.MerchantId }, commandTimeout: 120);
+        }
+        var sequencer = App.Services.GetRequiredService<LedgerSequencer>();
+
+        await Task.WhenAll(Enumerable.Range(0, 5).Select(i => Task.Run(() => sequencer.RunOnceAsync(i == 0 ? null : m.MerchantId, CancellationToken.None))));
+
+        var numbered = await QueryListAsync<(long Seq, long EntryId)>(
+            "SELECT seq, entry_id FROM entry_sequence WHERE merchant_id = @m ORDER BY seq", m.MerchantId);
+        Assert.Equal(Enumerable.Range(1, 24_000).Select(i => (long)i), numbered.Select(n => n.Seq));
+        Assert.Equal(await EntryIdsAsync(m.MerchantId), numbered.Select(n => n.EntryId).Order());
+        Assert.Equal(0L, await App.QueryAsync<long>("SELECT count(*) FROM entry_unsequenced WHERE merchant_id = @m", new { m = m.MerchantId }));
+    }
+
+    [Fact]
+    public async Task TheBackgroundSequencerNumbersEntriesThatNobodyReads()
+    {
+        var m = await App.NewMerchantAsync();
+        await App.MeterAsync(m.MerchantId, "gpt", "fixed", "requests", (0, 1));
+        await m.ReportAsync("unread", null, "gpt", cost: "0.2");
+
+        // Bounded wait for the loop (Ledger:SequencerIntervalMs, 1 s by default); no API call runs the sequencer here.
+        var numbered = 0L;
+        for (var attempt = 0; attempt < 200 && numbered < 2; attempt++)
+        {
+            await Task.Delay(50);
+            numbered = await App.QueryAsync<long>("SELECT count(*) FROM entry_sequence WHERE merchant_id = @m", new { m = m.MerchantId });
+        }
+        Assert.Equal(2L, numbered);
+    }
+
+    [Fact]
+    public async Task SequenceNumbersCannotBeRewritten()
+    {
+        var m = await App.NewMerchantAsync();
+        await App.MeterAsync(m.MerchantId, "gpt", "fixed", "requests", (0, 1));
+        await m.ReportAsync("r", null, "gpt", cost: "0.2");
+        await App.Services.GetRequiredService<LedgerSequencer>().RunOnceAsync(m.MerchantId, CancellationToken.None);
+        await using var c = new NpgsqlConnection(App.ConnectionString);
+        var e = await Assert.ThrowsAsync<PostgresException>(() => c.ExecuteAsync("UPDATE entry_sequence SET seq = seq + 10"));
+        Assert.Contains("append-only", e.MessageText);
+        await Assert.ThrowsAsync<PostgresException>(() => c.ExecuteAsync("DELETE FROM entry_sequence"));
+    }
+}

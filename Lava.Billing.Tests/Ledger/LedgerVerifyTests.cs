@@ -1,0 +1,147 @@
+using System.Diagnostics;
+using System.Net;
+using System.Text.Json.Nodes;
+using Dapper;
+using Lava.Billing.Infrastructure;
+using Lava.Billing.Ledger;
+using Lava.Billing.Tests.Finance;
+using Lava.Billing.Tests.Infrastructure;
+using Microsoft.Extensions.DependencyInjection;
+using Npgsql;
+
+namespace Lava.Billing.Tests.Ledger;
+
+public class LedgerVerifyTests(LavaApp app) : ApiTest(app)
+{
+    private async Task<(LavaApp.Merchant M, string Customer)> ArrangeAsync()
+    {
+        var m = await App.NewMerchantAsync();
+        var customer = await App.CustomerAsync(m.MerchantId);
+        await App.MeterAsync(m.MerchantId, "gpt", "fixed", "tokens_1m", (0, 5), (1_000, 3));
+        await App.MeterAsync(m.MerchantId, "pct", "percentage", "requests", (0, 20));
+        await App.GrantAsync(m.MerchantId, customer, 0.004m);
+        await m.ReportAsync("a", customer, "gpt", inputTokens: 1_500, cost: "0.002");
+        await m.ReportAsync("b", null, "pct", cost: "0.5");
+        await m.ReportAsync("c", customer, "pct", cost: "0.25");
+        return (m, customer);
+    }
+
+    /// <summary>Writes past the ledger's guards, as only a superuser with triggers off can.</summary>
+    private async Task CorruptAsync(string sql, object args)
+    {
+        await using var admin = new NpgsqlConnection(App.AdminConnectionString);
+        await admin.ExecuteAsync("SET session_replication_role = replica;\n" + sql.TrimEnd().TrimEnd(';') + ";\nSET session_replication_role = origin;", args);
+    }
+
+    private static List<JsonNode> Problems(JsonNode report, string check) =>
+        report["problems"]!.AsArray().Where(p => (string)p!["check"]! == check).Select(p => p!).ToList();
+
+    [Fact]
+    public async Task ASoundLedgerVerifiesWithNoProblems()
+    {
+        var (m, _) = await ArrangeAsync();
+        var r = await m.Client.GetJsonAsync("/v1/ledger/verify");
+        Assert.Equal(HttpStatusCode.OK, r.Status);
+        Assert.True((bool)r.Body!["ok"]!, r.Body.ToJsonString());
+        Assert.Empty(r.Body["problems"]!.AsArray());
+        Assert.Equal(LedgerVerifier.Checks, r.Body["checks"]!.AsArray().Select(c => (string)c!));
+        Assert.NotNull((string?)r.Body["checked_at"]);
+    }
+
+    [Fact]
+    public async Task VerificationFindsACorruptedCachedBalance()
+    {
+        var (m, customer) = await ArrangeAsync();
+        var receivable = LedgerAccounts.Receivable(customer);
+        var truth = await App.BalanceAsync(m.MerchantId, receivable);
+        await CorruptAsync("UPDATE account_balances SET balance = balance + 0.0000000001 WHERE merchant_id = @m AND account_id = @a",
+            new { m = m.MerchantId, a = receivable });
+
+        var report = (await m.Client.GetJsonAsync("/v1/ledger/verify")).Body!;
+
+        Assert.False((bool)report["ok"]!);
+        var problem = Assert.Single(report["problems"]!.AsArray())!;
+        Assert.Equal("cached_balances", (string)problem["check"]!);
+        Assert.Equal(receivable, (string)problem["account_id"]!);
+        Assert.Equal(Money.Format(truth), (string)problem["expected"]!);
+        Assert.Equal(Money.Format(truth + 0.0000000001m), (string)problem["actual"]!);
+        Assert.Contains(receivable, (string)problem["detail"]!);
+
+        // Another merchant's ledger is its own business.
+        var other = await App.NewMerchantAsync("Other");
+        Assert.True((bool)(await other.Client.GetJsonAsync("/v1/ledger/verify")).Body!["ok"]!);
+    }
+
+    [Fact]
+    public async Task VerificationReportsEveryKindOfDamage()
+    {
+        var (m, customer) = await ArrangeAsync();
+        var args = new { m = m.MerchantId, c = customer, t = Ids.New("txn") };
+        await App.Services.GetRequiredService<LedgerSequencer>().RunOnceAsync(m.MerchantId, CancellationToken.None);
+        await CorruptAsync("""
+            INSERT INTO ledger_transactions (merchant_id, transaction_id, kind, reference, effective_at) VALUES (@m, @t, 'usage', 'ghost', now());
+            INSERT INTO entries (merchant_id, transaction_id, account_id, currency, amount) VALUES (@m, @t, 'provider_cost', 'USD', 1);
+            INSERT INTO entry_unsequenced (merchant_id, entry_id) SELECT @m, max(entry_id) FROM entries WHERE merchant_id = @m;
+            DELETE FROM entry_sequence WHERE merchant_id = @m AND seq = 2;
+            UPDATE requests SET transaction_id = (SELECT transaction_id FROM requests WHERE merchant_id = @m AND request_id = 'a')
+             WHERE merchant_id = @m AND request_id = 'b';
+            UPDATE requests SET charge_amount = charge_amount + 1 WHERE merchant_id = @m AND request_id = 'c';
+            """, args);
+
+        var report = (await m.Client.GetJsonAsync("/v1/ledger/verify")).Body!;
+
+        Assert.False((bool)report["ok"]!);
+        Assert.Equal(args.t, (string)Assert.Single(Problems(report, "transactions_balanced"))["transaction_id"]!);
+        Assert.Equal(2, (long)Assert.Single(Problems(report, "sequence_gap_free"))["seq"]!);
+        Assert.Single(Problems(report, "entries_sequenced"));   // seq 2's entry lost its number
+        var unpriced = Problems(report, "requests_priced").Select(p => (string)p["request_id"]!).Order().ToList();
+        // b points at a's posting, b's own posting is left without its request, and the ghost posting never had one.
+        Assert.Equal(["b", "b", "ghost"], unpriced);
+        Assert.Contains(Problems(report, "charges_posted"), p => (string)p["request_id"]! == "c");
+        Assert.Empty(Problems(report, "cached_balances"));
+    }
+
+    private static string SolutionRoot()
+    {
+        var dir = new DirectoryInfo(AppContext.BaseDirectory);
+        while (dir is not null && !File.Exists(Path.Combine(dir.FullName, "Lava.sln"))) dir = dir.Parent;
+        return dir?.FullName ?? throw new InvalidOperationException("Lava.sln not found above " + AppContext.BaseDirectory);
+    }
+
+    private async Task<(int ExitCode, string Stdout)> RunCliAsync(params string[] args)
+    {
+        var dll = Path.Combine(SolutionRoot(), "Lava.Billing", "bin", "Debug", "net10.0", "Lava.Billing.dll");
+        var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
+        start.ArgumentList.Add(dll);
+        foreach (var a in args) start.ArgumentList.Add(a);
+        start.Environment["ConnectionStrings__Billing"] = App.ConnectionString;
+        using var process = Process.Start(start)!;
+        var stdout = process.StandardOutput.ReadToEndAsync();
+        var stderr = process.StandardError.ReadToEndAsync();
+        using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(2));
+        await process.WaitForExitAsync(timeout.Token);
+        await stderr;
+        return (process.ExitCode, await stdout);
+    }
+
+    [Fact]
+    public async Task TheLedgerVerifyCommandChecksEveryMerchantAndFailsOnAProblem()
+    {
+        var (m, customer) = await ArrangeAsync();
+        var healthy = await App.NewMerchantAsync("Healthy");
+
+        var clean = await RunCliAsync("ledger", "verify");
+        Assert.Equal(0, clean.ExitCode);
+        var lines = clean.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => JsonNode.Parse(l)!).ToList();
+        Assert.Equal(new[] { m.MerchantId, healthy.MerchantId }.Order(), lines.Select(l => (string)l["merchant_id"]!).Order());
+        Assert.All(lines, l => Assert.True((bool)l["ok"]!));
+
+        await CorruptAsync("UPDATE account_balances SET balance = balance - 1 WHERE merchant_id = @m AND account_id = @a",
+            new { m = m.MerchantId, a = LedgerAccounts.CreditsCycle(customer) });
+        var broken = await RunCliAsync("ledger", "verify");
+        Assert.Equal(1, broken.ExitCode);
+        var report = broken.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => JsonNode.Parse(l)!)
+            .Single(l => (string)l["merchant_id"]! == m.MerchantId);
+        Assert.Equal("cached_balances", (string)report["problems"]![0]!["check"]!);
+    }
+}

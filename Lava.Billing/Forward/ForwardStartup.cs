@@ -1,0 +1,16 @@
+namespace Lava.Billing.Forward;
+
+public static class ForwardStartup
+{
+    /// <summary>The gateway's services; its options are read when first needed, so test hosts can add configuration.</summary>
+    public static IServiceCollection AddForward(this IServiceCollection services)
+    {
+        services.AddSingleton(sp => ForwardOptions.From(sp.GetRequiredService<IConfiguration>()));
+        services.AddSingleton<UpstreamClient>();
+        services.AddSingleton<ForwardStore>();
+        services.AddSingleton<ModelPriceStore>();
+        services.AddSingleton<IForwardBilling, ForwardBilling>();
+        services.AddSingleton<ForwardProxy>();
+        return services;
+    }
+}

@@ -1,0 +1,180 @@
+using System.Text.Json;
+using Dapper;
+using Lava.Billing.Finance;
+using Lava.Billing.Infrastructure;
+using Lava.Billing.Infrastructure.Database;
+
+namespace Lava.Billing.Ledger;
+
+/// <summary>
+/// Reads of the ledger for finance, on the read data source (a replica when one is configured). Callers run the
+/// <see cref="LedgerSequencer"/> for the merchant first, so entries committed before the read carry their seq.
+/// </summary>
+public sealed class LedgerReadStore(ReadDataSource db)
+{
+    public sealed record AccountFilter(string? CustomerId, string? Kind, DateTimeOffset? AsOf);
+
+    private sealed record AccountRow(string AccountId, string Kind, string Type, string? CustomerId, string Currency, decimal Balance, DateTime CreatedAt);
+
+    // Customer accounts answer from their cached balance; merchant-wide accounts (and any account as of a past
+    // instant) are summed from entries, which only the accounts on this page pay for.
+    private const string SelectAccounts = """
+        SELECT a.account_id, a.kind, a.type, a.customer_id, a.currency::text AS currency,
+               CASE WHEN a.cached AND @AsOf::timestamptz IS NULL THEN b.balance
+                    ELSE (SELECT coalesce(sum(e.amount), 0) FROM entries e
+                           WHERE e.merchant_id = a.merchant_id AND e.account_id = a.account_id
+                             AND (@AsOf::timestamptz IS NULL OR e.created_at <= @AsOf))
+               END AS balance,
+               a.created_at
+          FROM accounts a
+          LEFT JOIN account_balances b ON b.merchant_id = a.merchant_id AND b.account_id = a.account_id
+         WHERE a.merchant_id = @MerchantId
+           AND a.account_id > @After
+           AND (@CustomerId::text IS NULL OR a.customer_id = @CustomerId)
+           AND (@Kind::text IS NULL OR a.kind = @Kind)
+         ORDER BY a.account_id
+         LIMIT @Take
+        """;
+
+    public async Task<List<LedgerAccountResponse>> AccountsAsync(string merchantId, AccountFilter filter, string? after, int take, CancellationToken ct)
+    {
+        await using var connection = await db.Source.OpenConnectionAsync(ct);
+        var rows = await connection.QueryAsync<AccountRow>(new CommandDefinition(SelectAccounts, new
+        {
+            MerchantId = merchantId, After = after ?? "", filter.CustomerId, filter.Kind, AsOf = filter.AsOf?.UtcDateTime, Take = take,
+        }, cancellationToken: ct));
+        return rows.Select(r => new LedgerAccountResponse(r.AccountId, r.Kind, r.Type, r.CustomerId, r.Currency, Money.Format(r.Balance), r.CreatedAt)).ToList();
+    }
+
+    private sealed record TransactionRow(string TransactionId, string Kind, string Reference, string? CustomerId, string? MeterId,
+        int? PriceVersion, DateTime EffectiveAt, DateTime CreatedAt, string Lineage);
+
+    private sealed record TransactionEntryRow(long? Seq, long EntryId, string AccountId, string AccountType, string Currency, decimal Amount);
+
+    private const string SelectTransaction = """
+        SELECT transaction_id, kind, reference, customer_id, meter_id, price_version, effective_at, created_at, lineage::text AS lineage
+          FROM ledger_transactions
+         WHERE merchant_id = @MerchantId AND transaction_id = @TransactionId;
+
+        SELECT s.seq, e.entry_id, e.account_id, a.type AS account_type, e.currency::text AS currency, e.amount
+          FROM entries e
+          JOIN accounts a ON a.merchant_id = e.merchant_id AND a.account_id = e.account_id
+          LEFT JOIN entry_sequence s ON s.merchant_id = e.merchant_id AND s.entry_id = e.entry_id
+         WHERE e.merchant_id = @MerchantId AND e.transaction_id = @TransactionId
+         ORDER BY e.entry_id
+        """;
+
+    public async Task<LedgerTransactionResponse?> TransactionAsync(string merchantId, string transactionId, CancellationToken ct)
+    {
+        await using var connection = await db.Source.OpenConnectionAsync(ct);
+        await using var results = await connection.QueryMultipleAsync(new CommandDefinition(SelectTransaction,
+            new { MerchantId = merchantId, TransactionId = transactionId }, cancellationToken: ct));
+        var t = await results.ReadSingleOrDefaultAsync<TransactionRow>();
+        var entries = (await results.ReadAsync<TransactionEntryRow>())
+            .Select(e => new LedgerTransactionEntry(e.Seq, e.EntryId, e.AccountId, e.AccountType, e.Currency, Money.Format(e.Amount)))
+            .ToList();
+        if (t is null) return null;
+        using var lineage = JsonDocument.Parse(t.Lineage);
+        return new LedgerTransactionResponse(t.TransactionId, t.Kind, t.Reference, t.CustomerId, t.MeterId, t.PriceVersion,
+            t.EffectiveAt, t.CreatedAt, lineage.RootElement.Clone(), entries);
+    }
+
+    /// <summary>Entry filters: a period (from, to] of created_at, an account, the transaction's customer, meter, kind.</summary>
+    public sealed record EntryFilter(DateTimeOffset? From, DateTimeOffset? To, string? AccountId, string? CustomerId, string? MeterId, string? Kind);
+
+    /// <summary>The export columns, in the order <see cref="SelectEntries"/> returns them (docs/exports.md).</summary>
+    public static readonly IReadOnlyList<ExportColumn> EntryColumns =
+    [
+        new("seq", ColumnKind.Integer), new("entry_id", ColumnKind.Integer), new("created_at", ColumnKind.Timestamp),
+        new("effective_at", ColumnKind.Timestamp), new("transaction_id", ColumnKind.Text), new("transaction_kind", ColumnKind.Text),
+        new("reference", ColumnKind.Text), new("customer_id", ColumnKind.Text), new("meter_id", ColumnKind.Text),
+        new("price_version", ColumnKind.Integer), new("account_id", ColumnKind.Text), new("account_kind", ColumnKind.Text),
+        new("account_type", ColumnKind.Text), new("currency", ColumnKind.Text), new("amount", ColumnKind.Money),
+        new("debit", ColumnKind.Money), new("credit", ColumnKind.Money),
+    ];
+
+    // Pages by seq, which is gap-free and assigned after commit: a row can never appear behind a cursor already
+    // handed out. LIMIT NULL (an export) means every row.
+    private const string SelectEntries = """
+        SELECT s.seq, e.entry_id, e.created_at, t.effective_at, e.transaction_id, t.kind AS transaction_kind, t.reference,
+               t.customer_id, t.meter_id, t.price_version::bigint AS price_version, e.account_id, a.kind AS account_kind,
+               a.type AS account_type, e.currency::text AS currency, e.amount,
+               CASE WHEN e.amount > 0 THEN e.amount ELSE 0 END AS debit,
+               CASE WHEN e.amount < 0 THEN -e.amount ELSE 0 END AS credit
+          FROM entry_sequence s
+          JOIN entries e             ON e.merchant_id = s.merchant_id AND e.entry_id = s.entry_id
+          JOIN ledger_transactions t ON t.merchant_id = e.merchant_id AND t.transaction_id = e.transaction_id
+          JOIN accounts a            ON a.merchant_id = e.merchant_id AND a.account_id = e.account_id
+         WHERE s.merchant_id = @MerchantId
+           AND s.seq > @AfterSeq
+           AND (@From::timestamptz IS NULL OR e.created_at > @From)
+           AND (@To::timestamptz IS NULL OR e.created_at <= @To)
+           AND (@AccountId::text IS NULL OR e.account_id = @AccountId)
+           AND (@CustomerId::text IS NULL OR t.customer_id = @CustomerId)
+           AND (@MeterId::text IS NULL OR t.meter_id = @MeterId)
+           AND (@Kind::text IS NULL OR t.kind = @Kind)
+         ORDER BY s.seq
+         LIMIT @Take
+        """;
+
+    private static object EntryArgs(string merchantId, EntryFilter f, long afterSeq, int? take) => new
+    {
+        MerchantId = merchantId, AfterSeq = afterSeq, From = f.From?.UtcDateTime, To = f.To?.UtcDateTime,
+        f.AccountId, f.CustomerId, f.MeterId, f.Kind, Take = take,
+    };
+
+    private sealed record EntryRow(long Seq, long EntryId, DateTime CreatedAt, DateTime EffectiveAt, string TransactionId,
+        string TransactionKind, string Reference, string? CustomerId, string? MeterId, long? PriceVersion, string AccountId,
+        string AccountKind, string AccountType, string Currency, decimal Amount, decimal Debit, decimal Credit);
+
+    public async Task<List<LedgerEntryResponse>> EntriesAsync(string merchantId, EntryFilter filter, long afterSeq, int take, CancellationToken ct)
+    {
+        await using var connection = await db.Source.OpenConnectionAsync(ct);
+        var rows = await connection.QueryAsync<EntryRow>(new CommandDefinition(SelectEntries, EntryArgs(merchantId, filter, afterSeq, take), cancellationToken: ct));
+        return rows.Select(r => new LedgerEntryResponse(r.Seq, r.EntryId, r.CreatedAt, r.EffectiveAt, r.TransactionId, r.TransactionKind,
+            r.Reference, r.CustomerId, r.MeterId, r.PriceVersion, r.AccountId, r.AccountKind, r.AccountType, r.Currency,
+            Money.Format(r.Amount), Money.Format(r.Debit), Money.Format(r.Credit))).ToList();
+    }
+
+    public IResult ExportEntries(string merchantId, EntryFilter filter, long afterSeq, ExportFormat format) =>
+        Exports.Stream(db, format, "ledger-entries", EntryColumns, SelectEntries, EntryArgs(merchantId, filter, afterSeq, null));
+
+    private sealed record TrialBalanceRow(string? AccountId, string Kind, string Type, string? CustomerId, string Currency, decimal Debits, decimal Credits);
+
+    // Summed from entries (debits and credits separately), then labelled with the account; by kind, the accounts of a
+    // kind (every customer's receivable, say) add up to one line.
+    private const string SelectTrialBalance = """
+        WITH sums AS (
+            SELECT account_id,
+                   coalesce(sum(amount) FILTER (WHERE amount > 0), 0)  AS debits,
+                   coalesce(-sum(amount) FILTER (WHERE amount < 0), 0) AS credits
+              FROM entries
+             WHERE merchant_id = @MerchantId
+               AND (@AsOf::timestamptz IS NULL OR created_at <= @AsOf)
+             GROUP BY account_id
+        )
+        SELECT CASE WHEN @ByKind THEN NULL ELSE a.account_id END AS account_id, a.kind, a.type,
+               CASE WHEN @ByKind THEN NULL ELSE a.customer_id END AS customer_id, a.currency::text AS currency,
+               sum(s.debits) AS debits, sum(s.credits) AS credits
+          FROM sums s
+          JOIN accounts a ON a.merchant_id = @MerchantId AND a.account_id = s.account_id
+         GROUP BY 1, 2, 3, 4, 5
+         ORDER BY array_position(ARRAY['asset', 'liability', 'revenue', 'expense'], a.type), 2, 1
+        """;
+
+    public async Task<TrialBalanceResponse> TrialBalanceAsync(string merchantId, DateTimeOffset? asOf, bool byKind, CancellationToken ct)
+    {
+        await using var connection = await db.Source.OpenConnectionAsync(ct);
+        var rows = (await connection.QueryAsync<TrialBalanceRow>(new CommandDefinition(SelectTrialBalance,
+            new { MerchantId = merchantId, AsOf = asOf?.UtcDateTime, ByKind = byKind }, cancellationToken: ct))).AsList();
+        var lines = rows.Select(r => new TrialBalanceLine(r.AccountId, r.Kind, r.Type, r.CustomerId, r.Currency,
+            Money.Format(r.Debits), Money.Format(r.Credits), Money.Format(r.Debits - r.Credits))).ToList();
+        var totals = rows.GroupBy(r => r.Currency).OrderBy(g => g.Key, StringComparer.Ordinal).Select(g =>
+        {
+            var debits = g.Sum(r => r.Debits);
+            var credits = g.Sum(r => r.Credits);
+            return new TrialBalanceTotal(g.Key, Money.Format(debits), Money.Format(credits), Money.Format(debits - credits));
+        }).ToList();
+        return new TrialBalanceResponse(asOf?.UtcDateTime, byKind ? "kind" : "account", lines, totals);
+    }
+}

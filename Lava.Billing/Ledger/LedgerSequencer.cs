@@ -1,0 +1,102 @@
+using Dapper;
+using Npgsql;
+
+namespace Lava.Billing.Ledger;
+
+/// <summary>
+/// Numbers committed entries 1, 2, 3 … per merchant (<c>entry_sequence.seq</c>), with no gap and never out of order, so
+/// exports page by seq and resume exactly (docs/ledger.md, "The ledger sequence"). Runs in the background every
+/// <c>Ledger:SequencerIntervalMs</c> (default 1000; 0 turns the loop off), and synchronously from every ledger read so
+/// what a reader sees is fresh.
+/// </summary>
+public sealed class LedgerSequencer(NpgsqlDataSource db, TimeProvider clock, IConfiguration configuration, ILogger<LedgerSequencer> log)
+    : BackgroundService
+{
+    /// <summary>Entries numbered per transaction: bounds how long the merchant's sequencer lock is held.</summary>
+    public const int BatchSize = 10_000;
+
+    // The one query not filtered by merchant: it finds which merchants have work (on Citus, a query on every shard).
+    private const string SelectPendingMerchants = """
+        SELECT DISTINCT merchant_id FROM entry_unsequenced
+        """;
+
+    // Serialises the sequencers of one merchant (a transaction-level lock: released by COMMIT or ROLLBACK).
+    private const string LockMerchant = """
+        SELECT pg_advisory_xact_lock(hashtextextended('lava.entry_sequence:' || @MerchantId, 0))
+        """;
+
+    // A statement after the lock, so its snapshot sees the previous batch's commit: max(seq) is the true last number.
+    // Taking and numbering happen in one transaction, so a batch is all numbered or not at all: no gap.
+    private const string NumberBatch = """
+        WITH taken AS (
+            DELETE FROM entry_unsequenced u
+             WHERE u.merchant_id = @MerchantId
+               AND u.entry_id IN (SELECT entry_id FROM entry_unsequenced
+                                   WHERE merchant_id = @MerchantId
+                                   ORDER BY entry_id
+                                   LIMIT @BatchSize)
+            RETURNING u.entry_id
+        ), last AS (
+            SELECT coalesce(max(seq), 0) AS seq FROM entry_sequence WHERE merchant_id = @MerchantId
+        )
+        INSERT INTO entry_sequence (merchant_id, seq, entry_id)
+        SELECT @MerchantId, last.seq + row_number() OVER (ORDER BY taken.entry_id), taken.entry_id
+          FROM taken CROSS JOIN last
+        """;
+
+    /// <summary>Numbers every entry committed so far, for one merchant or (null) all of them; returns how many.</summary>
+    public async Task<long> RunOnceAsync(string? merchantId, CancellationToken ct)
+    {
+        IEnumerable<string> merchants;
+        if (merchantId is not null)
+        {
+            merchants = [merchantId];
+        }
+        else
+        {
+            await using var connection = await db.OpenConnectionAsync(ct);
+            merchants = (await connection.QueryAsync<string>(new CommandDefinition(SelectPendingMerchants, cancellationToken: ct))).AsList();
+        }
+        long numbered = 0;
+        foreach (var merchant in merchants)
+        {
+            int batch;
+            do
+            {
+                batch = await NumberBatchAsync(merchant, ct);
+                numbered += batch;
+            } while (batch == BatchSize);
+        }
+        return numbered;
+    }
+
+    private async Task<int> NumberBatchAsync(string merchantId, CancellationToken ct)
+    {
+        await using var connection = await db.OpenConnectionAsync(ct);
+        await using var tx = await connection.BeginTransactionAsync(ct);
+        var args = new { MerchantId = merchantId, BatchSize };
+        await connection.ExecuteAsync(new CommandDefinition(LockMerchant, args, tx, cancellationToken: ct));
+        var numbered = await connection.ExecuteAsync(new CommandDefinition(NumberBatch, args, tx, cancellationToken: ct));
+        await tx.CommitAsync(ct);
+        return numbered;
+    }
+
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        var intervalMs = configuration.GetValue("Ledger:SequencerIntervalMs", 1000);
+        if (intervalMs <= 0) return;
+        using var timer = new PeriodicTimer(TimeSpan.FromMilliseconds(intervalMs), clock);
+        while (await timer.WaitForNextTickAsync(stoppingToken))
+        {
+            try
+            {
+                await RunOnceAsync(null, stoppingToken);
+            }
+            catch (Exception e) when (!stoppingToken.IsCancellationRequested)
+            {
+                // The next tick retries, and readers number what they read themselves: a failed run must not stop the host.
+                log.LogWarning(e, "Ledger sequencer run failed");
+            }
+        }
+    }
+}

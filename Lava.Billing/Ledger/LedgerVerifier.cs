@@ -1,0 +1,174 @@
+using System.Data;
+using Dapper;
+using Lava.Billing.Infrastructure;
+using Npgsql;
+
+namespace Lava.Billing.Ledger;
+
+/// <summary>
+/// Checks every ledger invariant of a merchant in one REPEATABLE READ snapshot of the primary, and reports what is
+/// wrong (at most <see cref="MaxProblemsPerCheck"/> findings per check). The database enforces these as rows are
+/// written; this finds what got past it (a superuser's hand, a restore, a bug in a trigger).
+/// </summary>
+public sealed class LedgerVerifier(NpgsqlDataSource db, LedgerSequencer sequencer, TimeProvider clock)
+{
+    public const int MaxProblemsPerCheck = 100;
+
+    public static readonly IReadOnlyList<string> Checks =
+        ["transactions_balanced", "cached_balances", "sequence_gap_free", "entries_sequenced", "requests_priced", "charges_posted"];
+
+    private const string SelectUnbalanced = """
+        SELECT transaction_id, currency::text AS currency, sum(amount) AS total
+          FROM entries
+         WHERE merchant_id = @MerchantId
+         GROUP BY transaction_id, currency
+        HAVING sum(amount) <> 0
+         ORDER BY transaction_id
+         LIMIT @Max
+        """;
+
+    // A cached account without its balance row is as wrong as a row that disagrees with the entries.
+    private const string SelectDriftedBalances = """
+        SELECT a.account_id, b.balance AS cached, coalesce(s.total, 0) AS total
+          FROM accounts a
+          LEFT JOIN account_balances b ON b.merchant_id = a.merchant_id AND b.account_id = a.account_id
+          LEFT JOIN (SELECT account_id, sum(amount) AS total FROM entries WHERE merchant_id = @MerchantId GROUP BY account_id) s
+                 ON s.account_id = a.account_id
+         WHERE a.merchant_id = @MerchantId
+           AND a.cached
+           AND b.balance IS DISTINCT FROM coalesce(s.total, 0)
+         ORDER BY a.account_id
+         LIMIT @Max
+        """;
+
+    private const string SelectSequenceGaps = """
+        SELECT previous + 1 AS missing_from, seq - 1 AS missing_to
+          FROM (SELECT seq, lag(seq, 1, 0::bigint) OVER (ORDER BY seq) AS previous
+                  FROM entry_sequence WHERE merchant_id = @MerchantId) s
+         WHERE seq <> previous + 1
+         ORDER BY seq
+         LIMIT @Max
+        """;
+
+    // Committed entries are numbered or queued for numbering; one that is neither would never reach an export.
+    private const string SelectUnsequencedEntries = """
+        SELECT e.entry_id, e.transaction_id
+          FROM entries e
+         WHERE e.merchant_id = @MerchantId
+           AND NOT EXISTS (SELECT 1 FROM entry_sequence s WHERE s.merchant_id = e.merchant_id AND s.entry_id = e.entry_id)
+           AND NOT EXISTS (SELECT 1 FROM entry_unsequenced u WHERE u.merchant_id = e.merchant_id AND u.entry_id = e.entry_id)
+         ORDER BY e.entry_id
+         LIMIT @Max
+        """;
+
+    // Exactly one priced transaction per request: the request points at a usage transaction whose reference is the
+    // request (UNIQUE (kind, reference) rules out a second), and no usage transaction lacks its request.
+    private const string SelectUnpricedRequests = """
+        SELECT r.request_id, r.transaction_id, t.kind, t.reference
+          FROM requests r
+          LEFT JOIN ledger_transactions t ON t.merchant_id = r.merchant_id AND t.transaction_id = r.transaction_id
+         WHERE r.merchant_id = @MerchantId
+           AND (t.transaction_id IS NULL OR t.kind <> 'usage' OR t.reference <> r.request_id)
+         ORDER BY r.request_id
+         LIMIT @Max;
+
+        SELECT t.transaction_id, t.reference
+          FROM ledger_transactions t
+         WHERE t.merchant_id = @MerchantId
+           AND t.kind = 'usage'
+           AND NOT EXISTS (SELECT 1 FROM requests r
+                            WHERE r.merchant_id = t.merchant_id AND r.request_id = t.reference AND r.transaction_id = t.transaction_id)
+         ORDER BY t.transaction_id
+         LIMIT @Max
+        """;
+
+    // The posting carries the request's numbers: revenue is the charge when a customer was charged, provider cost
+    // is the reported cost (docs/ledger.md, "Postings").
+    private const string SelectMispostedCharges = """
+        SELECT r.request_id, r.transaction_id,
+               CASE WHEN r.mode = 'customer' THEN r.charge_amount ELSE 0 END AS expected_revenue,
+               coalesce(-sum(e.amount) FILTER (WHERE e.account_id = 'usage_revenue'), 0) AS revenue,
+               coalesce(r.cost, 0) AS expected_cost,
+               coalesce(sum(e.amount) FILTER (WHERE e.account_id = 'provider_cost'), 0) AS cost
+          FROM requests r
+          LEFT JOIN entries e ON e.merchant_id = r.merchant_id AND e.transaction_id = r.transaction_id
+         WHERE r.merchant_id = @MerchantId
+         GROUP BY r.request_id, r.transaction_id, r.mode, r.charge_amount, r.cost
+        HAVING coalesce(-sum(e.amount) FILTER (WHERE e.account_id = 'usage_revenue'), 0)
+                   <> CASE WHEN r.mode = 'customer' THEN r.charge_amount ELSE 0 END
+            OR coalesce(sum(e.amount) FILTER (WHERE e.account_id = 'provider_cost'), 0) <> coalesce(r.cost, 0)
+         ORDER BY r.request_id
+         LIMIT @Max
+        """;
+
+    public async Task<VerifyResponse> VerifyAsync(string merchantId, CancellationToken ct)
+    {
+        await sequencer.RunOnceAsync(merchantId, ct);
+        await using var connection = await db.OpenConnectionAsync(ct);
+        await using var tx = await connection.BeginTransactionAsync(IsolationLevel.RepeatableRead, ct);
+        await connection.ExecuteAsync(new CommandDefinition("SET TRANSACTION READ ONLY", transaction: tx, cancellationToken: ct));
+        var args = new { MerchantId = merchantId, Max = MaxProblemsPerCheck };
+        CommandDefinition Command(string sql) => new(sql, args, tx, cancellationToken: ct);
+        var problems = new List<VerifyProblem>();
+
+        foreach (var r in await connection.QueryAsync<(string TransactionId, string Currency, decimal Total)>(Command(SelectUnbalanced)))
+        {
+            problems.Add(new("transactions_balanced", $"transaction {r.TransactionId} leaves {Money.Format(r.Total)} {r.Currency} unbalanced",
+                TransactionId: r.TransactionId, Expected: Money.Format(0m), Actual: Money.Format(r.Total)));
+        }
+        foreach (var r in await connection.QueryAsync<(string AccountId, decimal? Cached, decimal Total)>(Command(SelectDriftedBalances)))
+        {
+            problems.Add(new("cached_balances", r.Cached is null
+                    ? $"account {r.AccountId} has no cached balance row"
+                    : $"account {r.AccountId} caches {Money.Format(r.Cached)} but its entries sum to {Money.Format(r.Total)}",
+                AccountId: r.AccountId, Expected: Money.Format(r.Total), Actual: Money.Format(r.Cached)));
+        }
+        foreach (var r in await connection.QueryAsync<(long From, long To)>(Command(SelectSequenceGaps)))
+        {
+            problems.Add(new("sequence_gap_free", r.From == r.To ? $"seq {r.From} is missing" : $"seq {r.From} to {r.To} are missing",
+                Seq: r.From));
+        }
+        foreach (var r in await connection.QueryAsync<(long EntryId, string TransactionId)>(Command(SelectUnsequencedEntries)))
+        {
+            problems.Add(new("entries_sequenced", $"entry {r.EntryId} is neither numbered nor queued for numbering",
+                TransactionId: r.TransactionId));
+        }
+        await using (var results = await connection.QueryMultipleAsync(Command(SelectUnpricedRequests)))
+        {
+            foreach (var r in await results.ReadAsync<(string RequestId, string TransactionId, string? Kind, string? Reference)>())
+            {
+                problems.Add(new("requests_priced", r.Kind is null
+                        ? $"request {r.RequestId} points at transaction {r.TransactionId}, which does not exist"
+                        : $"request {r.RequestId} points at a {r.Kind} transaction for '{r.Reference}', not its own usage posting",
+                    TransactionId: r.TransactionId, RequestId: r.RequestId));
+            }
+            foreach (var r in await results.ReadAsync<(string TransactionId, string Reference)>())
+            {
+                problems.Add(new("requests_priced", $"usage transaction {r.TransactionId} has no request '{r.Reference}' pointing at it",
+                    TransactionId: r.TransactionId, RequestId: r.Reference));
+            }
+        }
+        foreach (var r in await connection.QueryAsync<(string RequestId, string TransactionId, decimal ExpectedRevenue, decimal Revenue, decimal ExpectedCost, decimal Cost)>(
+                     Command(SelectMispostedCharges)))
+        {
+            problems.Add(r.Revenue != r.ExpectedRevenue
+                ? new("charges_posted", $"request {r.RequestId} charged {Money.Format(r.ExpectedRevenue)} but posted {Money.Format(r.Revenue)} revenue",
+                    TransactionId: r.TransactionId, RequestId: r.RequestId, Expected: Money.Format(r.ExpectedRevenue), Actual: Money.Format(r.Revenue))
+                : new("charges_posted", $"request {r.RequestId} cost {Money.Format(r.ExpectedCost)} but posted {Money.Format(r.Cost)} provider cost",
+                    TransactionId: r.TransactionId, RequestId: r.RequestId, Expected: Money.Format(r.ExpectedCost), Actual: Money.Format(r.Cost)));
+        }
+        await tx.CommitAsync(ct);
+        return new VerifyResponse(problems.Count == 0, clock.GetUtcNow().UtcDateTime, Checks, problems);
+    }
+
+    private const string SelectMerchants = """
+        SELECT merchant_id FROM merchants ORDER BY merchant_id
+        """;
+
+    /// <summary>Every merchant's id, for the operator command that verifies them all.</summary>
+    public async Task<List<string>> MerchantsAsync(CancellationToken ct)
+    {
+        await using var connection = await db.OpenConnectionAsync(ct);
+        return (await connection.QueryAsync<string>(new CommandDefinition(SelectMerchants, cancellationToken: ct))).AsList();
+    }
+}
