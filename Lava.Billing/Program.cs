@@ -36,6 +36,7 @@ app.MapSubscriptionsApi();
 app.MapCreditsApi();
 app.MapPlansApi();
 app.MapCreditBundlesApi();
+app.MapRequestBatchApi();
 app.MapForwardApi();
 app.MapModelPricesApi();
 app.MapUsageApi();

@@ -28,7 +28,7 @@ public static class ErrorHandling
         _ => Problems.Internal(context.TraceIdentifier),
     };
 
-    private static ProblemResult FromJson(JsonException json)
+    internal static ProblemResult FromJson(JsonException json)
     {
         var field = JsonPathToField(json.Path);
         return field is null

@@ -48,6 +48,9 @@ public static class Problems
     public static ProblemResult PayloadTooLarge(long limitBytes) =>
         new(413, "payload_too_large", "Payload too large", $"The request body is larger than {limitBytes} bytes.");
 
+    public static ProblemResult BatchTooLarge(int count, int maxItems) =>
+        new(413, "batch_too_large", "Payload too large", $"The batch holds {count} reports; at most {maxItems} are accepted per call.");
+
     public static ProblemResult Unprocessable(string code, string detail) =>
         new(422, code, "Unprocessable request", detail);
 

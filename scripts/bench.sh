@@ -1,0 +1,416 @@
+#!/usr/bin/env bash
+# scripts/bench.sh — the benchmark suite (issue 7). One command, writes docs/BENCHMARKS.md.
+#
+# Starts its own PostgreSQL (fsync on: durability-honest numbers) on port 55642 with its data under /tmp, builds and
+# starts the service in Release on a free loopback port, seeds merchants, customers and a meter with psql, and loads
+# it from a second process: wrk (Debian's package, installed when missing) with the Lua scripts in bench/wrk/, and
+# pgbench with the scripts bench/pgbench/reports.sh generates. Every scenario: a short warm-up, then BENCH_RUNS runs of
+# BENCH_SECONDS each; the tables show the median of the runs. Raw output lands in bench/results/<UTC time>/.
+# All traffic goes to 127.0.0.1; every loop is bounded; the whole run stops itself after BENCH_MAX_SECONDS.
+#
+# Env (optional): BENCH_SECONDS=10 BENCH_RUNS=3 BENCH_WARMUP_SECONDS=3 BENCH_PG_PORT=55642 BENCH_MAX_SECONDS=1080
+#                 BENCH_OUT=docs/BENCHMARKS.md BENCH_KEEP=1 (keep the cluster's data directory afterwards)
+#                 BENCH_ONLY=REGEX (run only the scenarios whose name matches, e.g. '^single-1000'; for trying things)
+set -Eeuo pipefail
+LAVA_SCRIPT=bench
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+source scripts/lib.sh
+require_dotnet
+
+RUN_SECONDS="${BENCH_SECONDS:-10}"
+RUNS="${BENCH_RUNS:-3}"
+WARMUP_SECONDS="${BENCH_WARMUP_SECONDS:-3}"
+PG_PORT="${BENCH_PG_PORT:-55642}"
+MAX_SECONDS="${BENCH_MAX_SECONDS:-1080}"
+OUT="${BENCH_OUT:-docs/BENCHMARKS.md}"
+[[ "$RUN_SECONDS" =~ ^[0-9]+$ && "$RUNS" =~ ^[0-9]+$ && "$WARMUP_SECONDS" =~ ^[0-9]+$ && "$MAX_SECONDS" =~ ^[0-9]+$ ]] \
+  || die "BENCH_SECONDS, BENCH_RUNS, BENCH_WARMUP_SECONDS and BENCH_MAX_SECONDS are whole numbers"
+(( RUN_SECONDS >= 1 && RUN_SECONDS <= 60 && RUNS >= 1 && RUNS <= 9 && WARMUP_SECONDS <= 30 )) \
+  || die "BENCH_SECONDS must be 1-60, BENCH_RUNS 1-9, BENCH_WARMUP_SECONDS at most 30"
+
+CUSTOMERS=1000
+GC_CUSTOMERS=3200          # group commit: 64 clients x 50 reports, each client on its own customers
+BATCH_CONNECTIONS=2        # concurrent batch calls (each posts up to 8 lanes at once)
+started_at=$(date +%s)
+command_line="scripts/bench.sh"
+if [[ "$RUN_SECONDS" != 10 || "$RUNS" != 3 || "$WARMUP_SECONDS" != 3 ]]; then
+  command_line="BENCH_SECONDS=$RUN_SECONDS BENCH_RUNS=$RUNS BENCH_WARMUP_SECONDS=$WARMUP_SECONDS scripts/bench.sh"
+fi
+
+# ---------- tools ----------
+if ! command -v wrk >/dev/null 2>&1; then
+  [[ $EUID -eq 0 ]] || die "wrk is missing and this is not root: apt-get install wrk"
+  log "installing wrk (Debian package)"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >&2 \
+    || { apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >&2; } \
+    || die "apt-get install wrk failed"
+fi
+pg_bin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)"
+[[ -x "$pg_bin/pgbench" && -x "$pg_bin/psql" ]] || die "pgbench/psql not found under /usr/lib/postgresql/*/bin"
+command -v curl >/dev/null 2>&1 || die "curl is missing"
+[[ -x /usr/bin/time ]] || die "/usr/bin/time is missing (Debian package: time)"
+clk_tck="$(getconf CLK_TCK)"
+
+# ---------- workspace, cleanup ----------
+results="bench/results/$(date -u +%Y%m%dT%H%M%SZ)"
+mkdir -p "$results"
+datadir="${TMPDIR:-/tmp}/lava-bench-pg-$PG_PORT"
+admin_pw="admin_$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
+svc_pid=""
+cleanup() {
+  local rc=$?
+  if [[ -n "$svc_pid" ]] && kill -0 "$svc_pid" 2>/dev/null; then
+    kill "$svc_pid" 2>/dev/null || true
+    for ((i = 0; i < 50; i++)); do kill -0 "$svc_pid" 2>/dev/null || break; sleep 0.1; done
+  fi
+  if [[ "${BENCH_KEEP:-0}" == 1 ]]; then scripts/pg-down.sh "$datadir" >/dev/null 2>&1 || true
+  else scripts/pg-down.sh "$datadir" --purge >/dev/null 2>&1 || true; fi
+  exit "$rc"
+}
+trap cleanup EXIT INT TERM
+trap 'log "failed at line $LINENO: $BASH_COMMAND"' ERR
+
+# ---------- PostgreSQL, fresh every run ----------
+log "PostgreSQL on 127.0.0.1:$PG_PORT with fsync on, data in $datadir"
+scripts/pg-down.sh "$datadir" --purge >/dev/null 2>&1 || true
+conn="$(PGUP_FSYNC=on PGUP_DB=lava PGUP_USER=lava PGUP_PASSWORD=lava_pw PGUP_ADMIN_PASSWORD="$admin_pw" scripts/pg-up.sh "$datadir" "$PG_PORT")"
+psql_app() { PGPASSWORD=lava_pw "$pg_bin/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PG_PORT" -U lava -d lava "$@"; }
+psql_admin() { PGPASSWORD="$admin_pw" "$pg_bin/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PG_PORT" -U postgres -d lava "$@"; }
+
+# ---------- service ----------
+log "building the service (Release)"
+dotnet build Lava.Billing/Lava.Billing.csproj -c Release -nologo -clp:ErrorsOnly >&2
+dll="Lava.Billing/bin/Release/net10.0/Lava.Billing.dll"
+[[ -f "$dll" ]] || die "build produced no $dll"
+svc_env=(env ConnectionStrings__Billing="$conn" ASPNETCORE_ENVIRONMENT=Production Logging__LogLevel__Default=Warning
+         Logging__LogLevel__Microsoft.AspNetCore=Warning)
+
+create_merchant() { "${svc_env[@]}" dotnet "$dll" merchants create --name "$1" 2>>"$results/service.log"; }
+json_field() { sed -n "s/.*\"$1\":\"\([^\"]*\)\".*/\1/p"; }
+merchant_json="$(create_merchant bench)"
+merchant="$(json_field merchant_id <<<"$merchant_json")"; key="$(json_field secret_key <<<"$merchant_json")"
+gc_json="$(create_merchant bench-group-commit)"
+gc_merchant="$(json_field merchant_id <<<"$gc_json")"
+[[ -n "$merchant" && -n "$key" && -n "$gc_merchant" ]] || die "merchants create printed no merchant/key"
+log "seeding $CUSTOMERS customers for $merchant and $GC_CUSTOMERS for $gc_merchant"
+psql_app -v merchant="$merchant" -v customers="$CUSTOMERS" -f bench/seed.sql
+psql_app -v merchant="$gc_merchant" -v customers="$GC_CUSTOMERS" -f bench/seed.sql
+
+svc_port="$(free_port 55643)" || die "no free port for the service"
+url="http://127.0.0.1:$svc_port"
+start_service() { # $@ = extra environment for the service
+  log "starting the service on $url${1:+ (with ${1%%=*} changed)}"
+  "${svc_env[@]}" "$@" dotnet "$dll" --urls "$url" >>"$results/service.log" 2>&1 &
+  svc_pid=$!
+  for ((i = 0; i < 600; i++)); do
+    curl -fsS "$url/healthz" >/dev/null 2>&1 && break
+    kill -0 "$svc_pid" 2>/dev/null || die "the service exited; see $results/service.log"
+    sleep 0.1
+  done
+  curl -fsS "$url/healthz" >/dev/null || die "the service did not come up within 60 s"
+}
+stop_service() {
+  kill "$svc_pid" 2>/dev/null || true
+  for ((i = 0; i < 100; i++)); do kill -0 "$svc_pid" 2>/dev/null || return 0; sleep 0.1; done
+  die "the service (pid $svc_pid) did not stop within 10 s"
+}
+start_service
+
+# One real report: its response (about 1 KB) is what pgbench stores per report, as the service does.
+probe="$(curl -fsS -X POST "$url/v1/requests" -H "Authorization: Bearer $key" -H 'Content-Type: application/json' \
+  -d '{"request_id":"probe","customer_id":"cus_bench_0001","meter_slug":"tokens","input_tokens":1234,"output_tokens":345,"metadata":{"bench":"probe"}}')"
+[[ "$probe" == *'"status":"completed"'* ]] || die "the probe report failed: $probe"
+lineage="{\"request_id\":\"probe\",\"mode\":\"customer\",\"meter_id\":\"mtr_bench_tokens\",\"price_version\":1,\"quantities\":$(sed 's/.*"model_usage":\({[^}]*}\).*/\1/' <<<"$probe"),\"provider_cost\":\"0.0000000000\",\"charge\":$(sed 's/.*"charge":\(.*\),"metadata".*/\1/' <<<"$probe"),\"charge_exact\":0.007895}"
+pg_vars=(-D "period=$(date -u +%Y-%m-01T00:00:00Z)" -D "resp=$probe" -D "lineage=$lineage" -D 'meta={"bench":"pgbench"}'
+         -D "keyhash=$(printf %s "$key" | sha256sum | cut -d' ' -f1)")
+
+# ---------- measuring ----------
+elapsed() { echo $(( $(date +%s) - started_at )); }
+proc_ticks() { sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | awk -v reaped="${2:-0}" '{ print $12 + $13 + (reaped ? $14 + $15 : 0) }' || echo 0; }
+pg_ticks() {
+  local postmaster t child
+  postmaster="$(head -n1 "$datadir/postmaster.pid")"
+  t="$(proc_ticks "$postmaster" 1)"
+  for child in $(pgrep -P "$postmaster" || true); do t=$((t + $(proc_ticks "$child"))); done
+  echo "$t"
+}
+machine_ticks() { awk '/^cpu / { busy = $2 + $3 + $4 + $7 + $8 + $9; print busy, busy + $5 + $6 }' /proc/stat; }
+snapshot() { echo "$(proc_ticks "$svc_pid") $(pg_ticks) $(machine_ticks)"; }
+to_ms() { awk -v v="$1" 'BEGIN { if (v ~ /us$/) { sub(/us$/, "", v); v /= 1000 } else if (v ~ /ms$/) { sub(/ms$/, "", v) }
+                                 else if (v ~ /s$/) { sub(/s$/, "", v); v *= 1000 } else if (v ~ /m$/) { sub(/m$/, "", v); v *= 60000 }
+                                 printf "%.1f", v }'; }
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+checkpoint() { psql_admin -c CHECKPOINT >/dev/null; }
+stored_reports() { psql_app -At -c "SELECT count(*) FROM requests"; }
+
+# A run prints: throughput(units/s) p50_ms p99_ms errors svc_ms pg_ms gen_ms busy_ms capacity_ms load1
+# where throughput is reports/s for reports and requests/s otherwise, the *_ms are CPU time during the run (service,
+# PostgreSQL, load generator, the whole machine busy, the whole machine's capacity) and load1 the load average after.
+finish_run() { # $1 = output file, $2 = snapshot before, $3 = generator CPU file, $4 = multiplier, rest = tput p50 p99 errors
+  local before=($2) after=($(snapshot)) gen
+  gen="$(awk '{ printf "%.0f", ($1 + $2) * 1000 }' "$3")"
+  awk -v t="$5" -v k="$4" -v p50="$6" -v p99="$7" -v e="$8" -v tick="$clk_tck" -v gen="$gen" -v load="$(cut -d' ' -f1 /proc/loadavg)" \
+      -v s0="${before[0]}" -v s1="${after[0]}" -v p0="${before[1]}" -v p1="${after[1]}" \
+      -v b0="${before[2]}" -v b1="${after[2]}" -v w0="${before[3]}" -v w1="${after[3]}" \
+    'BEGIN { ms = 1000 / tick; printf "%.1f %s %s %d %.0f %.0f %.0f %.0f %.0f %s\n", t * k, p50, p99, e,
+             (s1 - s0) * ms, (p1 - p0) * ms, gen, (b1 - b0) * ms, (w1 - w0) * ms, load }' | tee "$1.result"
+}
+
+# The Lua scripts take a tag as their last argument and build request_ids from it: every run (and warm-up) gets its
+# own, or a run would replay the reports of the one before.
+run_wrk() { # $1 = output file, $2 = seconds, $3 = connections, $4 = items per call, $5 = lua script, $6 = path, rest = script args
+  local out="$1" seconds="$2" connections="$3" items="$4" script="$5" path="$6" before stored_before=0
+  shift 6
+  # Batches: wrk counts only calls that completed, and a 1,000-item call takes seconds, so the reports stored during
+  # the run are counted in the database instead.
+  if (( items > 1 )); then stored_before="$(stored_reports)"; fi
+  before="$(snapshot)"
+  /usr/bin/time -f '%U %S' -o "$out.cpu" wrk -t2 -c"$connections" -d"${seconds}s" --timeout 30s --latency -s "$script" "$url$path" -- "$@" "${out##*/}-$(date +%s%N)" >"$out" 2>&1 \
+    || die "wrk failed; see $out"
+  local tput p50 p99 errors
+  tput="$(awk '/^Requests\/sec:/ { print $2 }' "$out")"
+  if (( items > 1 )); then tput="$(awk -v a="$stored_before" -v b="$(stored_reports)" -v s="$seconds" 'BEGIN { printf "%.1f", (b - a) / s }')"; fi
+  p50="$(to_ms "$(awk '$1 == "50%" { print $2 }' "$out")")"
+  p99="$(to_ms "$(awk '$1 == "99%" { print $2 }' "$out")")"
+  errors="$(awk '/Non-2xx or 3xx responses:/ { n += $NF } /Socket errors:/ { gsub(",", ""); n += $4 + $6 + $8 + $10 } END { print n + 0 }' "$out")"
+  finish_run "$out" "$before" "$out.cpu" 1 "${tput:-0}" "$p50" "$p99" "$errors"
+}
+
+run_pgbench() { # $1 = output file, $2 = seconds, $3 = clients, $4 = reports per transaction, $5 = script, $6 = merchant, $7 = protocol
+  local out="$1" seconds="$2" clients="$3" per_txn="$4" script="$5" m="$6" protocol="${7:-extended}" before
+  rm -f "$out".log.*
+  before="$(snapshot)"
+  PGPASSWORD=lava_pw /usr/bin/time -f '%U %S' -o "$out.cpu" "$pg_bin/pgbench" -h 127.0.0.1 -p "$PG_PORT" -U lava -n -M "$protocol" \
+    -c "$clients" -j 2 -T "$seconds" -f "$script" -D "m=$m" "${pg_vars[@]}" -l --log-prefix="$out.log" lava >"$out" 2>&1 \
+    || die "pgbench failed; see $out"
+  local tput p50 p99 errors
+  tput="$(awk '/^tps = / { print $3 }' "$out")"
+  # Nearest-rank percentiles of the per-transaction latencies (microseconds, third column of pgbench's log).
+  read -r p50 p99 < <(cat "$out".log.* | awk '{ print $3 }' | sort -n | awk '
+    function rank(p) { r = NR * p; return r == int(r) ? r : int(r) + 1 }
+    { v[NR] = $1 }
+    END { if (NR == 0) { print "0 0"; exit } printf "%.1f %.1f\n", v[rank(0.50)] / 1000, v[rank(0.99)] / 1000 }')
+  errors="$(awk '/number of failed transactions:/ { n += $5 } END { print n + 0 }' "$out")"
+  rm -f "$out".log.*
+  finish_run "$out" "$before" "$out.cpu" "$per_txn" "${tput:-0}" "$p50" "$p99" "$errors"
+}
+
+declare -A R            # R[name] = "tput p50 p99 errors svc_ms pg_ms gen_ms busy_ms wall_ms load1" (medians per column)
+declare -A SKIPPED
+# scenario NAME RUNNER ARGS...: a warm-up (not recorded), then RUNS runs; medians per column go to R[NAME].
+scenario() {
+  local name="$1" runner="$2" i col
+  shift 2
+  if [[ -n "${BENCH_ONLY:-}" && ! "$name" =~ $BENCH_ONLY ]]; then
+    SKIPPED[$name]="not selected"
+    return 0
+  fi
+  if (( $(elapsed) + (RUNS * RUN_SECONDS + WARMUP_SECONDS) > MAX_SECONDS )); then
+    log "skipping $name: the run would pass BENCH_MAX_SECONDS=$MAX_SECONDS"
+    SKIPPED[$name]="time budget"
+    return 0
+  fi
+  log "$name: warm-up ${WARMUP_SECONDS}s, then $RUNS x ${RUN_SECONDS}s"
+  checkpoint
+  if (( WARMUP_SECONDS > 0 )); then "$runner" "$results/$name.warmup" "$WARMUP_SECONDS" "$@" >/dev/null || die "$name warm-up failed"; fi
+  local rows=() row
+  for ((i = 1; i <= RUNS; i++)); do
+    row="$("$runner" "$results/$name.run$i" "$RUN_SECONDS" "$@")" || die "$name run $i failed"
+    rows+=("$row")
+  done
+  local medians=()
+  for col in 1 2 3 4 5 6 7 8 9 10; do
+    medians+=("$(median $(printf '%s\n' "${rows[@]}" | awk -v c="$col" '{ print $c }'))")
+  done
+  R[$name]="${medians[*]}"
+  log "$name: ${R[$name]}"
+}
+
+# ---------- scenarios ----------
+# On the file system that holds the cluster's WAL (the work tree may sit on another, with other flush costs).
+fsync_file="$(dirname "$datadir")/lava-bench-fsync.$$"
+fsync_rate="$("$pg_bin/pg_test_fsync" -s 1 -f "$fsync_file" 2>/dev/null | awk '$1 == "fdatasync" && $3 == "ops/sec" { printf "%.0f", $2; exit }' || true)"
+rm -f "$fsync_file"
+load_start="$(cut -d' ' -f1-3 /proc/loadavg)"
+
+# The first seconds after start run unoptimised code (tiered JIT): a longer warm-up once.
+run_wrk "$results/jit.warmup" 10 16 1 bench/wrk/report.lua /v1/requests "$key" "$CUSTOMERS" 0 >/dev/null
+
+for c in 16 64; do scenario "single-1000-c$c" run_wrk "$c" 1 bench/wrk/report.lua /v1/requests "$key" "$CUSTOMERS" 0; done
+for c in 16 64; do scenario "single-10-c$c" run_wrk "$c" 1 bench/wrk/report.lua /v1/requests "$key" 10 0; done
+for c in 16 64; do scenario "replay20-c$c" run_wrk "$c" 1 bench/wrk/report.lua /v1/requests "$key" "$CUSTOMERS" 20; done
+for n in 100 1000; do scenario "batch-$n" run_wrk "$BATCH_CONNECTIONS" "$n" bench/wrk/batch.lua /v1/requests/batch "$key" "$CUSTOMERS" "$n"; done
+scenario "healthz-c64" run_wrk 64 1 bench/wrk/healthz.lua /healthz
+
+bench/pgbench/reports.sh 1 "$CUSTOMERS" >"$results/report.sql"
+bench/pgbench/reports.sh 1 "$CUSTOMERS" --lookups >"$results/report-lookups.sql"
+for c in 16 64; do scenario "pgbench-c$c" run_pgbench "$c" 1 "$results/report.sql" "$merchant"; done
+scenario "pgbench-lookups-c64" run_pgbench 64 1 "$results/report-lookups.sql" "$merchant"
+scenario "pgbench-prepared-c64" run_pgbench 64 1 "$results/report.sql" "$merchant" prepared
+for k in 1 10 50; do
+  bench/pgbench/reports.sh "$k" "$CUSTOMERS" --disjoint >"$results/group-$k.sql"
+  for c in 16 64; do scenario "group-$k-c$c" run_pgbench "$c" "$k" "$results/group-$k.sql" "$gc_merchant"; done
+done
+# What prepared statements would buy the service, without a code change: Npgsql prepares a statement after it ran
+# a few times on a connection when the connection string says Max Auto Prepare. Last, so a tight time budget drops it.
+if [[ -z "${BENCH_ONLY:-}" || "single-1000-c64-prepared" =~ $BENCH_ONLY ]]; then
+  stop_service
+  start_service ConnectionStrings__Billing="$conn;Max Auto Prepare=32"
+  run_wrk "$results/jit-prepared.warmup" 5 16 1 bench/wrk/report.lua /v1/requests "$key" "$CUSTOMERS" 0 >/dev/null
+fi
+scenario "single-1000-c64-prepared" run_wrk 64 1 bench/wrk/report.lua /v1/requests "$key" "$CUSTOMERS" 0
+load_end="$(cut -d' ' -f1-3 /proc/loadavg)"
+requests_stored="$(psql_app -At -c "SELECT count(*) FROM requests")"
+
+# ---------- docs/BENCHMARKS.md ----------
+col() { # $1 = scenario, $2 = column (1 tput, 2 p50, 3 p99, 4 errors, 5 svc, 6 pg, 7 gen, 8 busy, 9 wall, 10 load)
+  [[ -n "${R[$1]:-}" ]] && awk -v c="$2" '{ print $c }' <<<"${R[$1]}" || echo "-"
+}
+num() { [[ "$1" == "-" ]] && echo "-" || awk -v v="$1" 'BEGIN { printf "%.0f", v }'; }
+ratio() { [[ "$1" == "-" || "$2" == "-" ]] && echo "-" || awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
+# CPU per unit of throughput in microseconds: $1 = scenario, $2 = column
+per_unit() {
+  [[ -n "${R[$1]:-}" ]] || { echo "-"; return; }
+  awk -v c="$2" -v s="$RUN_SECONDS" '{ units = $1 * s; v = (c == 0 ? $8 - $5 - $6 - $7 : $c); if (v < 0) v = 0; printf "%.0f", (units > 0 ? v * 1000 / units : 0) }' <<<"${R[$1]}"
+}
+busy_pct() { [[ -n "${R[$1]:-}" ]] && awk '{ printf "%.0f", ($9 > 0 ? 100 * $8 / $9 : 0) }' <<<"${R[$1]}" || echo "-"; }
+row_single() { # $1 = scenario, $2 = label, $3 = customers, $4 = replays, $5 = connections
+  if [[ -n "${SKIPPED[$1]:-}" ]]; then echo "| $2 | $3 | $4 | $5 | skipped (${SKIPPED[$1]}) | | | | |"; return; fi
+  echo "| $2 | $3 | $4 | $5 | $(num "$(col "$1" 1)") | $(col "$1" 2) | $(col "$1" 3) | $(col "$1" 4) | $(busy_pct "$1")% / $(col "$1" 10) |"
+}
+machine_cpu="$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)"
+machine_mem="$(awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
+pg_version="$(psql_app -At -c 'SELECT version()')"
+dotnet_version="$(dotnet --version) (SDK), $(dotnet --list-runtimes | awk '/Microsoft.AspNetCore.App/ { v = $2 } END { print "ASP.NET Core " v }')"
+wrk_version="$( (wrk --version 2>&1 || true) | awk 'NR == 1 { print $2 }')"
+
+{
+  cat <<EOF
+# Benchmarks
+
+Generated by \`$command_line\` on $(date -u +'%Y-%m-%d %H:%M UTC') from commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- Lava.Billing bench scripts 2>/dev/null || echo " (with local changes)").
+Do not edit by hand: run the command again (it took $(( ($(elapsed) + 59) / 60 )) min). Notes at the end are kept in \`bench/notes.md\`.
+
+## Machine
+
+| what | value |
+|---|---|
+| CPU | $machine_cpu, $(nproc) cores |
+| memory | $machine_mem |
+| kernel | $(uname -sr) |
+| PostgreSQL | ${pg_version%% on *} (own cluster, fsync on, synchronous_commit on, full_page_writes on, shared_buffers 128MB) |
+| disk flush | ${fsync_rate:-?} fdatasync/s (pg_test_fsync, one 8 kB write, on the file system of the cluster's WAL) |
+| .NET | $dotnet_version, service built with \`dotnet build -c Release\` |
+| load generators | wrk $wrk_version (2 threads, Lua scripts in \`bench/wrk/\`), pgbench (2 threads, scripts from \`bench/pgbench/reports.sh\`) |
+| load average (1/5/15 min) | $load_start at the start, $load_end at the end |
+
+The machine is shared: other processes (other engineers' builds and tests) compete for the same 2 cores during the
+run. Each row therefore shows the machine's CPU use during the median run and its 1-minute load average; a busy
+share well above what this benchmark's own processes use (see "Where time goes") means the numbers are low.
+
+Method: each scenario has a ${WARMUP_SECONDS} s warm-up, then $RUNS runs of ${RUN_SECONDS} s; every column is the median of the runs. Latency is
+per HTTP call (wrk) or per database transaction (pgbench), from the load generator. Fresh database per bench run;
+$CUSTOMERS customers with 100 credits each and one graduated tokens meter (5 / 3 / 1 per 1M tokens). Each report:
+500-3,500 input and 100-1,000 output tokens, one metadata pair. $requests_stored reports were stored by the end.
+
+## Single reports: \`POST /v1/requests\`
+
+| scenario | customers | replays | connections | reports/s | p50 ms | p99 ms | errors | machine busy / load |
+|---|---|---|---|---|---|---|---|---|
+$(row_single single-1000-c16 "distinct request_ids" 1,000 0% 16)
+$(row_single single-1000-c64 "distinct request_ids" 1,000 0% 64)
+$(row_single single-10-c16 "contention" 10 0% 16)
+$(row_single single-10-c64 "contention" 10 0% 64)
+$(row_single replay20-c16 "with replays" 1,000 20% 16)
+$(row_single replay20-c64 "with replays" 1,000 20% 64)
+
+Target: at least 3,000 reports/s at 64 connections with p99 at most 50 ms. Reached here: $(num "$(col single-1000-c64 1)") reports/s, p99 $(col single-1000-c64 3) ms.
+
+## Batch reports: \`POST /v1/requests/batch\`
+
+$BATCH_CONNECTIONS concurrent calls, each item a distinct report for another customer.
+
+| items per call | reports/s | calls/s | p50 ms per call | p99 ms per call | errors | machine busy / load |
+|---|---|---|---|---|---|---|
+EOF
+  for n in 100 1000; do
+    if [[ -n "${SKIPPED[batch-$n]:-}" ]]; then echo "| $n | skipped (${SKIPPED[batch-$n]}) | | | | | |"; continue; fi
+    echo "| $n | $(num "$(col "batch-$n" 1)") | $(awk -v t="$(col "batch-$n" 1)" -v n="$n" 'BEGIN { printf "%.1f", t / n }') | $(col "batch-$n" 2) | $(col "batch-$n" 3) | $(col "batch-$n" 4) | $(busy_pct "batch-$n")% / $(col "batch-$n" 10) |"
+  done
+  cat <<EOF
+
+Target: at least 20,000 reports/s. Reached here: $(num "$(col batch-1000 1)") reports/s with 1,000 items per call.
+
+## The raw database limit: pgbench running one report's SQL
+
+\`bench/pgbench/reports.sh 1\`: per transaction the statements \`Requests/ReportBatchStore.cs\` runs for one report of
+a customer without a hold posted alone, in the same two round trips (pipelined: BEGIN, lock timeout, usage-total
+lock, balance lock, hold lock, replay check, billing context, plan meters; then the one INSERT ... CTE and COMMIT:
+10 statements), random customers out of $CUSTOMERS, extended protocol (unprepared, as Npgsql sends by default). What it leaves out of the service's work: HTTP, JSON, pricing, and
+the two reads before the transaction (secret key, meter price; measured separately below). The service coalesces
+concurrent reports into shared transactions (group commit, on by default), which is how it can pass this limit.
+The headline ratio is the service's single-report throughput divided by this, at the same concurrency.
+
+| connections | raw reports/s | p50 ms | p99 ms | service reports/s | service / raw |
+|---|---|---|---|---|---|
+| 16 | $(num "$(col pgbench-c16 1)") | $(col pgbench-c16 2) | $(col pgbench-c16 3) | $(num "$(col single-1000-c16 1)") | **$(ratio "$(col single-1000-c16 1)" "$(col pgbench-c16 1)")** |
+| 64 | $(num "$(col pgbench-c64 1)") | $(col pgbench-c64 2) | $(col pgbench-c64 3) | $(num "$(col single-1000-c64 1)") | **$(ratio "$(col single-1000-c64 1)" "$(col pgbench-c64 1)")** |
+
+## Group commit: what the database allows
+
+K reports per database transaction, so one commit (one WAL flush, one round-trip pair) serves K reports:
+\`bench/pgbench/reports.sh K --disjoint\`, the same set-based statements as above with K reports in their arrays,
+which is what the service's group-commit writer sends when K reports queued together (10 statements whatever K).
+Every pgbench client posts for its own K customers, so concurrent transactions never wait on each other's rows: the
+case of writers partitioned by customer. Latency is per transaction.
+
+| reports per transaction | clients | transactions/s | reports/s | p50 ms | p99 ms | errors |
+|---|---|---|---|---|---|---|
+EOF
+  for k in 1 10 50; do
+    for c in 16 64; do
+      n="group-$k-c$c"
+      if [[ -n "${SKIPPED[$n]:-}" ]]; then echo "| $k | $c | skipped (${SKIPPED[$n]}) | | | | |"; continue; fi
+      echo "| $k | $c | $(num "$(awk -v t="$(col "$n" 1)" -v k="$k" 'BEGIN { print t / k }')") | **$(num "$(col "$n" 1)")** | $(col "$n" 2) | $(col "$n" 3) | $(col "$n" 4) |"
+    done
+  done
+  cat <<EOF
+
+## Where time goes
+
+CPU time per report, in microseconds, measured from /proc during the median run: the service process, every
+PostgreSQL process of the bench cluster, the load generator, and everything else on the machine (other users).
+Two cores give at most $(( 2 * 1000000 ))/s of CPU time: at N reports/s, a report can cost at most 2,000,000 / N µs in all.
+
+| scenario | reports/s | service µs | PostgreSQL µs | load generator µs | other processes µs | machine busy |
+|---|---|---|---|---|---|---|
+EOF
+  for s in single-1000-c16 single-1000-c64 single-1000-c64-prepared single-10-c64 replay20-c64 batch-100 batch-1000 pgbench-c64 pgbench-lookups-c64 pgbench-prepared-c64 group-10-c64 group-50-c64; do
+    [[ -n "${R[$s]:-}" ]] || continue
+    echo "| $s | $(num "$(col "$s" 1)") | $(per_unit "$s" 5) | $(per_unit "$s" 6) | $(per_unit "$s" 7) | $(per_unit "$s" 0) | $(busy_pct "$s")% |"
+  done
+  cat <<EOF
+
+Reference points, same concurrency (64):
+
+| what | per second | p50 ms | p99 ms |
+|---|---|---|---|
+| \`GET /healthz\` through Kestrel (the HTTP floor, no database) | $(num "$(col healthz-c64 1)") | $(col healthz-c64 2) | $(col healthz-c64 3) |
+| pgbench, one report's transaction alone (2 round trips) | $(num "$(col pgbench-c64 1)") | $(col pgbench-c64 2) | $(col pgbench-c64 3) |
+| pgbench, the same plus the service's two reads before it (auth key, meter price: 4 round trips) | $(num "$(col pgbench-lookups-c64 1)") | $(col pgbench-lookups-c64 2) | $(col pgbench-lookups-c64 3) |
+| pgbench, one report's transaction with prepared statements | $(num "$(col pgbench-prepared-c64 1)") | $(col pgbench-prepared-c64 2) | $(col pgbench-prepared-c64 3) |
+| the service, \`POST /v1/requests\` | $(num "$(col single-1000-c64 1)") | $(col single-1000-c64 2) | $(col single-1000-c64 3) |
+| the service with \`Max Auto Prepare=32\` in its connection string (Npgsql prepares what repeats) | $(num "$(col single-1000-c64-prepared 1)") | $(col single-1000-c64-prepared 2) | $(col single-1000-c64-prepared 3) |
+
+## Not yet measured
+
+| scenario | why |
+|---|---|
+| gateway overhead (\`/v1/forward\` to a local stub provider vs. the stub directly, p50/p99 added latency, non-streaming and time to first byte) | the gateway is being written on another branch |
+| export (CSV entries/s, peak RSS exporting 1M entries) | the finance branch's CSV export is not on this branch yet |
+
+EOF
+  cat bench/notes.md
+} >"$OUT"
+log "wrote $OUT in $(elapsed) s (raw output in $results)"
