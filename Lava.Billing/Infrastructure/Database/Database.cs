@@ -43,6 +43,9 @@ public static class Database
         // Bounded like everything else: a pool sized for a small machine, and no statement runs forever.
         if (!connectionString.Contains("Maximum Pool Size", StringComparison.OrdinalIgnoreCase)) csb.MaxPoolSize = 64;
         if (!connectionString.Contains("Command Timeout", StringComparison.OrdinalIgnoreCase)) csb.CommandTimeout = 30;
+        // The hot path repeats the same few statements: preparing them halves PostgreSQL's CPU per report
+        // (docs/BENCHMARKS.md, "Where time goes").
+        if (!connectionString.Contains("Auto Prepare", StringComparison.OrdinalIgnoreCase)) csb.MaxAutoPrepare = 32;
         return new NpgsqlDataSourceBuilder(csb.ConnectionString).Build();
     }
 }
