@@ -123,7 +123,7 @@ public class ReportBatchTests(LavaApp app) : ApiTest(app)
     {
         var (m, a, b) = await ArrangeAsync();
 
-        // Different customers would otherwise post in parallel lanes, and either could win the id.
+        // Different customers, so nothing but the order sent decides which one takes the id.
         var outcomes = Outcomes(await m.Client.PostJsonAsync("/v1/requests/batch", Batch(
             new { request_id = "same", customer_id = a, meter_slug = "gpt", input_tokens = 100 },
             new { request_id = "same", customer_id = b, meter_slug = "gpt", input_tokens = 200 })));
@@ -141,8 +141,8 @@ public class ReportBatchTests(LavaApp app) : ApiTest(app)
         for (var i = 0; i < 4; i++) customers.Add(await App.CustomerAsync(m.MerchantId));
         await App.MeterAsync(m.MerchantId, "gpt", "fixed", "tokens_1m", (0, 5), (1_000_000, 3));
         foreach (var c in customers) await App.GrantAsync(m.MerchantId, c, 4m);
-        // Interleaved, so the customers' lanes run side by side while each keeps its order.
-        var items = Enumerable.Range(0, 40).Select(i => new
+        // Interleaved, and more than one database transaction's worth, so order must hold within and across them.
+        var items = Enumerable.Range(0, 4 * 75).Select(i => new
         {
             request_id = $"r{i}", customer_id = customers[i % 4], meter_slug = "gpt", input_tokens = 500_000,
         }).ToArray();
@@ -153,11 +153,13 @@ public class ReportBatchTests(LavaApp app) : ApiTest(app)
         {
             var mine = outcomes.Where(o => (string)o!["request"]!["customer_id"]! == c).Select(o => o!["request"]!).ToList();
             // 500k tokens: 2.50 twice in the first tier, then 1.50; the 4.00 of credits go first.
-            Assert.Equal(["2.5000000000", "2.5000000000", .. Enumerable.Repeat("1.5000000000", 8)], mine.Select(r => (string)r["charge"]!["amount"]!));
+            Assert.Equal(["2.5000000000", "2.5000000000", .. Enumerable.Repeat("1.5000000000", 73)], mine.Select(r => (string)r["charge"]!["amount"]!));
             Assert.Equal(["1.5000000000", "0.0000000000", "0.0000000000"], mine.Take(3).Select(r => (string)r["customer_balance"]!["credits_remaining"]!));
             Assert.Equal(["0.0000000000", "1.0000000000", "2.5000000000", "4.0000000000"],
                 mine.Take(4).Select(r => (string)r["customer_balance"]!["receivable"]!));
-            Assert.Equal(13m, await App.BalanceAsync(m.MerchantId, LedgerAccounts.Receivable(c)));
+            Assert.Equal(110.5m, await App.BalanceAsync(m.MerchantId, LedgerAccounts.Receivable(c)));
+            var receivables = mine.Select(r => decimal.Parse((string)r["customer_balance"]!["receivable"]!, System.Globalization.CultureInfo.InvariantCulture)).ToList();
+            Assert.True(receivables.Zip(receivables.Skip(1)).All(p => p.Second > p.First), "the receivable grows report after report");
         }
     }
 
