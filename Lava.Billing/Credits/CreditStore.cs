@@ -14,10 +14,6 @@ namespace Lava.Billing.Credits;
 /// </summary>
 public sealed class CreditStore(NpgsqlDataSource db)
 {
-    private const string SelectExists = """
-        SELECT EXISTS (SELECT 1 FROM customers WHERE merchant_id = @MerchantId AND customer_id = @CustomerId AND deleted_at IS NULL)
-        """;
-
     // Whether plan credits count depends on the meter the money is for (UsagePosting.PlanCreditsUsable); without a
     // meter they count, as for a customer without a plan.
     private const string SelectLimitAndHeld = """
@@ -157,7 +153,7 @@ public sealed class CreditStore(NpgsqlDataSource db)
         await using (var tx = await c.BeginTransactionAsync(ct))
         {
             var balances = await CustomerBalances.LockAsync(c, tx, merchantId, customerId, ct);
-            if (balances is null || !await CustomerExistsAsync(c, tx, merchantId, customerId, ct))
+            if (balances is null || !await Customers.CustomerStore.ExistsAsync(c, tx, merchantId, customerId, ct))
                 return await ReplayOrAsync(c, merchantId, idempotencyKey, bundle.CreditBundleId, customerId, Problems.NotFound("customer", customerId), ct);
             var plan = await c.QuerySingleOrDefaultAsync<string>(new CommandDefinition(SelectActivePlan,
                 new { MerchantId = merchantId, CustomerId = customerId }, tx, cancellationToken: ct));
@@ -211,7 +207,4 @@ public sealed class CreditStore(NpgsqlDataSource db)
             : new PurchaseOutcome.Refused(Problems.Conflict("idempotency_conflict",
                 $"Idempotency-Key '{key}' was already used for another purchase."));
     }
-
-    private static Task<bool> CustomerExistsAsync(NpgsqlConnection c, NpgsqlTransaction tx, string merchantId, string customerId, CancellationToken ct) =>
-        c.ExecuteScalarAsync<bool>(new CommandDefinition(SelectExists, new { MerchantId = merchantId, CustomerId = customerId }, tx, cancellationToken: ct));
 }

@@ -94,9 +94,13 @@ public sealed class CustomerStore(NpgsqlDataSource db)
     public async Task<bool> ExistsAsync(string merchantId, string customerId, CancellationToken ct)
     {
         await using var connection = await db.OpenConnectionAsync(ct);
-        return await connection.ExecuteScalarAsync<bool>(new CommandDefinition(SelectExists,
-            new { MerchantId = merchantId, CustomerId = customerId }, cancellationToken: ct));
+        return await ExistsAsync(connection, null, merchantId, customerId, ct);
     }
+
+    /// <summary>The same check inside a caller's transaction.</summary>
+    public static Task<bool> ExistsAsync(NpgsqlConnection connection, NpgsqlTransaction? tx, string merchantId, string customerId, CancellationToken ct) =>
+        connection.ExecuteScalarAsync<bool>(new CommandDefinition(SelectExists,
+            new { MerchantId = merchantId, CustomerId = customerId }, tx, cancellationToken: ct));
 
     private const string Update = $"""
         WITH c AS (

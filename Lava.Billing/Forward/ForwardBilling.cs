@@ -56,7 +56,7 @@ public interface IForwardBilling
 /// billing-disabled call must be entitled (the meter on the customer's active plan) and is reported at zero charge.
 /// Gateway calls charge nobody and are recorded as provider cost only.
 /// </summary>
-public sealed class ForwardBilling(MeterStore meters, ForwardStore store, UsageReporter reporter, CreditStore credits,
+public sealed class ForwardBilling(MeterStore meters, ForwardStore store, Customers.CustomerStore customers, UsageReporter reporter, CreditStore credits,
     SubscriptionStore subscriptions, TimeProvider clock, IConfiguration configuration, ILogger<ForwardBilling> log) : IForwardBilling
 {
     /// <summary>A hold outlives any call the gateway lets run (timeouts cut stalls, not streams that keep flowing).</summary>
@@ -69,7 +69,7 @@ public sealed class ForwardBilling(MeterStore meters, ForwardStore store, UsageR
         var meter = await meters.FindLivePriceAsync(merchantId, call.Token.MeterSlug!, ct);
         if (meter is null) return ForwardAdmission.Refuse(Problems.NotFound("meter", call.Token.MeterSlug!));
         if (call.Token.CustomerId is { } customerId && call.Mode != ForwardMode.MeterOnly &&
-            !await store.CustomerExistsAsync(merchantId, customerId, ct))
+            !await customers.ExistsAsync(merchantId, customerId, ct))
             return ForwardAdmission.Refuse(Problems.NotFound("customer", customerId));
         // A percentage of an unknown cost would bill 0: refuse before the provider is paid.
         if (meter.Price.RateType == RateType.Percentage && call.Price is null && call.Mode != ForwardMode.BillingDisabled)

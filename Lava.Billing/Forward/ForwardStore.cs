@@ -6,17 +6,6 @@ namespace Lava.Billing.Forward;
 /// <summary>What the gateway itself writes and reads; priced usage goes through the Requests feature's reporter.</summary>
 public sealed class ForwardStore(NpgsqlDataSource db)
 {
-    private const string SelectCustomerLive = """
-        SELECT EXISTS (SELECT 1 FROM customers WHERE merchant_id = @MerchantId AND customer_id = @CustomerId AND deleted_at IS NULL)
-        """;
-
-    public async Task<bool> CustomerExistsAsync(string merchantId, string customerId, CancellationToken ct)
-    {
-        await using var connection = await db.OpenConnectionAsync(ct);
-        return await connection.ExecuteScalarAsync<bool>(new CommandDefinition(SelectCustomerLive,
-            new { MerchantId = merchantId, CustomerId = customerId }, cancellationToken: ct));
-    }
-
     public sealed record GatewayCall(
         string MerchantId, string RequestId, string TransactionId, string? CustomerId,
         string LineageJson, DateTimeOffset At, string[] EntryAccounts, decimal[] EntryAmounts);
