@@ -37,7 +37,7 @@ public class LedgerInvariantTests(LavaApp app) : ApiTest(app)
     }
 
     [Fact]
-    public async Task AnUnbalancedTransactionIsRefusedAtCommit()
+    public async Task AnUnbalancedTransactionIsRefused()
     {
         var (merchant, customer) = await ArrangeWithOneReportAsync();
         var e = await RefusedAsync("""
@@ -47,6 +47,42 @@ public class LedgerInvariantTests(LavaApp app) : ApiTest(app)
             COMMIT;
             """, new { m = merchant, t = Ids.New("txn"), a = LedgerAccounts.Receivable(customer) });
         Assert.Contains("does not balance", e.MessageText);
+        Assert.Equal(PostgresErrorCodes.CheckViolation, e.SqlState);
+        Assert.Equal(2m, await App.BalanceAsync(merchant, LedgerAccounts.Receivable(customer)));
+    }
+
+    [Fact]
+    public async Task ATransactionMustBalanceInTheStatementThatPostsIt()
+    {
+        // Two statements that balance only together: the first is refused, whatever the second would have done.
+        var (merchant, customer) = await ArrangeWithOneReportAsync();
+        var e = await RefusedAsync("""
+            BEGIN;
+            INSERT INTO ledger_transactions (merchant_id, transaction_id, kind, reference, effective_at) VALUES (@m, @t, 'manual', @t, now());
+            INSERT INTO entries (merchant_id, transaction_id, account_id, currency, amount) VALUES (@m, @t, @a, 'USD', 1);
+            INSERT INTO entries (merchant_id, transaction_id, account_id, currency, amount) VALUES (@m, @t, 'usage_revenue', 'USD', -1);
+            COMMIT;
+            """, new { m = merchant, t = Ids.New("txn"), a = LedgerAccounts.Receivable(customer) });
+        Assert.Contains("does not balance", e.MessageText);
+        Assert.Equal(2m, await App.BalanceAsync(merchant, LedgerAccounts.Receivable(customer)));
+    }
+
+    [Fact]
+    public async Task ABalancedStatementOfManyTransactionsIsCheckedPerTransaction()
+    {
+        // Two transactions that are each off by one cent in opposite directions: the statement sums to zero, each
+        // transaction does not.
+        var (merchant, customer) = await ArrangeWithOneReportAsync();
+        var e = await RefusedAsync("""
+            BEGIN;
+            INSERT INTO ledger_transactions (merchant_id, transaction_id, kind, reference, effective_at)
+                 VALUES (@m, @t1, 'manual', @t1, now()), (@m, @t2, 'manual', @t2, now());
+            INSERT INTO entries (merchant_id, transaction_id, account_id, currency, amount)
+                 VALUES (@m, @t1, @a, 'USD', 1), (@m, @t1, 'usage_revenue', 'USD', -0.99),
+                        (@m, @t2, @a, 'USD', 1), (@m, @t2, 'usage_revenue', 'USD', -1.01);
+            COMMIT;
+            """, new { m = merchant, t1 = Ids.New("txn"), t2 = Ids.New("txn"), a = LedgerAccounts.Receivable(customer) });
+        Assert.Contains("does not balance", e.MessageText);
         Assert.Equal(2m, await App.BalanceAsync(merchant, LedgerAccounts.Receivable(customer)));
     }
 
@@ -54,12 +90,44 @@ public class LedgerInvariantTests(LavaApp app) : ApiTest(app)
     public async Task AnEntryInAnotherCurrencyThanItsAccountIsRefused()
     {
         var (merchant, customer) = await ArrangeWithOneReportAsync();
-        await RefusedAsync("""
+        var e = await RefusedAsync("""
             BEGIN;
             INSERT INTO ledger_transactions (merchant_id, transaction_id, kind, reference, effective_at) VALUES (@m, @t, 'manual', @t, now());
             INSERT INTO entries (merchant_id, transaction_id, account_id, currency, amount) VALUES (@m, @t, @a, 'EUR', 1), (@m, @t, 'usage_revenue', 'EUR', -1);
             COMMIT;
             """, new { m = merchant, t = Ids.New("txn"), a = LedgerAccounts.Receivable(customer) });
+        Assert.Equal(PostgresErrorCodes.ForeignKeyViolation, e.SqlState);
+        Assert.Contains("does not exist in that currency", e.MessageText);
+    }
+
+    [Fact]
+    public async Task AnEntryForAnUnknownAccountOrTransactionIsRefused()
+    {
+        var (merchant, customer) = await ArrangeWithOneReportAsync();
+        var unknownAccount = await RefusedAsync("""
+            BEGIN;
+            INSERT INTO ledger_transactions (merchant_id, transaction_id, kind, reference, effective_at) VALUES (@m, @t, 'manual', @t, now());
+            INSERT INTO entries (merchant_id, transaction_id, account_id, currency, amount) VALUES (@m, @t, 'cus_nobody:receivable', 'USD', 1), (@m, @t, 'usage_revenue', 'USD', -1);
+            COMMIT;
+            """, new { m = merchant, t = Ids.New("txn") });
+        Assert.Equal(PostgresErrorCodes.ForeignKeyViolation, unknownAccount.SqlState);
+        var unknownTransaction = await RefusedAsync("""
+            INSERT INTO entries (merchant_id, transaction_id, account_id, currency, amount) VALUES (@m, 'txn_nowhere', @a, 'USD', 1), (@m, 'txn_nowhere', 'usage_revenue', 'USD', -1);
+            """, new { m = merchant, a = LedgerAccounts.Receivable(customer) });
+        Assert.Equal(PostgresErrorCodes.ForeignKeyViolation, unknownTransaction.SqlState);
+        Assert.Contains("txn_nowhere", unknownTransaction.MessageText);
+        Assert.Equal(2m, await App.BalanceAsync(merchant, LedgerAccounts.Receivable(customer)));
+    }
+
+    [Fact]
+    public async Task AccountsCannotBeChangedOrRemoved()
+    {
+        // The entries check takes no lock on the accounts it reads: it can because an account, once opened, never changes.
+        var (merchant, customer) = await ArrangeWithOneReportAsync();
+        var args = new { m = merchant, a = LedgerAccounts.Receivable(customer) };
+        Assert.Contains("append-only", (await RefusedAsync("UPDATE accounts SET currency = 'EUR' WHERE merchant_id = @m AND account_id = @a", args)).MessageText);
+        Assert.Contains("append-only", (await RefusedAsync("DELETE FROM accounts WHERE merchant_id = @m AND account_id = @a", args)).MessageText);
+        Assert.Contains("append-only", (await RefusedAsync("TRUNCATE accounts CASCADE")).MessageText);
     }
 
     [Fact]
