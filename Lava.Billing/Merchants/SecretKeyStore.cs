@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Security.Cryptography;
 using Dapper;
 using Lava.Billing.Infrastructure;
@@ -8,8 +9,17 @@ namespace Lava.Billing.Merchants;
 
 public sealed record SecretKeyRow(string SecretKeyId, string Name, string SecretKeyHint, string Scope, DateTime CreatedAt);
 
-public sealed class SecretKeyStore(NpgsqlDataSource db)
+public sealed class SecretKeyStore(NpgsqlDataSource db, TimeProvider clock)
 {
+    /// <summary>How long a key found live may answer from memory on the routes that allow it.</summary>
+    public static readonly TimeSpan CacheLifetime = TimeSpan.FromSeconds(5);
+    private const int CacheLimit = 10_000;
+
+    // By the key's hash (never the secret). Only usage reports read it: they re-check the key inside the transaction that
+    // posts them (UsageReporter), so a revoked key never writes; what the cache can still answer for up to CacheLifetime
+    // after a revocation made by another instance is a validation error, which reads nothing. RevokeAsync clears
+    // this instance's entries at once.
+    private readonly ConcurrentDictionary<string, (Caller Caller, DateTimeOffset Until)> _cache = new();
     private const string SelectByHash = """
         SELECT merchant_id, secret_key_id, scope, key_hash
           FROM secret_keys
@@ -21,15 +31,31 @@ public sealed class SecretKeyStore(NpgsqlDataSource db)
     /// The lookup goes by the hash of a 190-bit secret, so its timing says nothing useful about the secret; the final
     /// comparison is constant-time all the same.
     /// </summary>
-    public async Task<Caller?> AuthenticateAsync(string secret, CancellationToken ct)
+    public async Task<Caller?> AuthenticateAsync(string secret, CancellationToken ct) => await AuthenticateAsync(secret, cached: false, ct);
+
+    /// <summary>
+    /// <paramref name="cached"/>: a key found live less than <see cref="CacheLifetime"/> ago is not looked up again. Only
+    /// for routes whose writes re-check the key in their own transaction (see the cache's comment).
+    /// </summary>
+    public async Task<Caller?> AuthenticateAsync(string secret, bool cached, CancellationToken ct)
     {
         if (!secret.StartsWith("aks_", StringComparison.Ordinal) || secret.Length > 200) return null;
         var hash = SecretKeys.Hash(secret);
+        var cacheKey = Convert.ToBase64String(hash);
+        var now = clock.GetUtcNow();
+        if (cached && _cache.TryGetValue(cacheKey, out var hit) && hit.Until > now) return hit.Caller;
         await using var connection = await db.OpenConnectionAsync(ct);
         var row = await connection.QuerySingleOrDefaultAsync<(string MerchantId, string SecretKeyId, string Scope, byte[] KeyHash)?>(
             new CommandDefinition(SelectByHash, new { Hash = hash }, cancellationToken: ct));
-        if (row is not { } r || !CryptographicOperations.FixedTimeEquals(r.KeyHash, hash)) return null;
-        return new Caller(r.MerchantId, r.SecretKeyId, r.Scope);
+        if (row is not { } r || !CryptographicOperations.FixedTimeEquals(r.KeyHash, hash))
+        {
+            _cache.TryRemove(cacheKey, out _);
+            return null;
+        }
+        var caller = new Caller(r.MerchantId, r.SecretKeyId, r.Scope);
+        if (_cache.Count >= CacheLimit) _cache.Clear();
+        _cache[cacheKey] = (caller, now + CacheLifetime);
+        return caller;
     }
 
     private const string Insert = """
@@ -102,7 +128,12 @@ public sealed class SecretKeyStore(NpgsqlDataSource db)
         await using var connection = await db.OpenConnectionAsync(ct);
         var args = new { MerchantId = merchantId, SecretKeyId = secretKeyId };
         var revoked = await connection.QuerySingleOrDefaultAsync<string>(new CommandDefinition(Revoke, args, cancellationToken: ct));
-        if (revoked is not null) return RevokeOutcome.Revoked;
+        if (revoked is not null)
+        {
+            foreach (var entry in _cache.Where(e => e.Value.Caller.MerchantId == merchantId && e.Value.Caller.SecretKeyId == secretKeyId))
+                _cache.TryRemove(entry.Key, out _);
+            return RevokeOutcome.Revoked;
+        }
         var exists = await connection.ExecuteScalarAsync<bool>(new CommandDefinition(Exists, args, cancellationToken: ct));
         return exists ? RevokeOutcome.LastKey : RevokeOutcome.NotFound;
     }

@@ -44,11 +44,11 @@ public sealed class GroupCommit : BackgroundService
         });
     }
 
-    public async Task<ReportOutcome> ReportAsync(string merchantId, CreateRequestBody body, CancellationToken ct)
+    public async Task<ReportOutcome> ReportAsync(ReportItem item, CancellationToken ct)
     {
-        if (!_options.Enabled) return await _reporter.ReportAsync(merchantId, body, ct);
+        if (!_options.Enabled) return (await _reporter.ReportManyAsync([item], ct))[0];
         var done = new TaskCompletionSource<ReportOutcome>(TaskCreationOptions.RunContinuationsAsynchronously);
-        await _queue.Writer.WriteAsync(new Pending(new ReportItem(merchantId, body), done), ct);
+        await _queue.Writer.WriteAsync(new Pending(item, done), ct);
         // The report is posted even if this caller goes away: the work it describes already ran.
         return await done.Task;
     }

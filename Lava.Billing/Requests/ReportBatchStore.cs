@@ -32,6 +32,8 @@ public sealed class ReportBatchStore(NpgsqlDataSource db)
         public Dictionary<(string Merchant, string Request), Stored> Existing { get; } = [];
         public Dictionary<(string Merchant, string Customer), BillingContext> Customers { get; } = [];
         public HashSet<(string Merchant, string Plan, string Meter)> PlanMeters { get; } = [];
+        public HashSet<(string Merchant, string SecretKey)> LiveKeys { get; } = [];
+        public Dictionary<(string Merchant, string MeterSlug), (string MeterId, int Version)> LiveMeters { get; } = [];
     }
 
     // Usage accumulates per subscription cycle, or per UTC calendar month without one. DISTINCT: two keys of one
@@ -90,12 +92,32 @@ public sealed class ReportBatchStore(NpgsqlDataSource db)
           JOIN unnest($1::text[], $2::text[]) AS k(merchant_id, customer_id) ON s.merchant_id = k.merchant_id AND s.customer_id = k.customer_id
         """;
 
+    // The reporting keys, checked again inside the transaction that posts: auth may have answered from its cache.
+    private const string SelectLiveKeys = """
+        SELECT s.merchant_id, s.secret_key_id
+          FROM unnest($1::text[], $2::text[]) AS k(merchant_id, secret_key_id)
+          JOIN secret_keys s ON s.merchant_id = k.merchant_id AND s.secret_key_id = k.secret_key_id AND s.revoked_at IS NULL
+        """;
+
+    // Which meter and price version each slug names now: the reporter priced with a cached copy and starts over when
+    // one moved.
+    private const string SelectLiveMeters = """
+        SELECT m.merchant_id, m.meter_slug, m.meter_id, m.current_version
+          FROM unnest($1::text[], $2::text[]) AS k(merchant_id, meter_slug)
+          JOIN meters m ON m.merchant_id = k.merchant_id AND m.meter_slug = k.meter_slug AND m.deleted_at IS NULL
+        """;
+
+    /// <summary>What a batch locks and reads, by (merchant, id) pairs.</summary>
+    public sealed record LockRequest(
+        IReadOnlyCollection<UsageKey> Usage, IReadOnlyCollection<(string Merchant, string Account)> Accounts,
+        IReadOnlyCollection<(string Merchant, string Hold)> Holds, IReadOnlyCollection<(string Merchant, string Request)> Requests,
+        IReadOnlyCollection<(string Merchant, string Customer)> Customers, IReadOnlyCollection<(string Merchant, string SecretKey)> Keys,
+        IReadOnlyCollection<(string Merchant, string MeterSlug)> Meters);
+
     /// <summary>Opens a connection, begins the transaction and reads everything the batch needs under lock.</summary>
-    public async Task<(NpgsqlConnection Connection, Locked State)> LockAsync(
-        IReadOnlyCollection<UsageKey> usage, IReadOnlyCollection<(string Merchant, string Account)> accounts,
-        IReadOnlyCollection<(string Merchant, string Hold)> holds, IReadOnlyCollection<(string Merchant, string Request)> requests,
-        IReadOnlyCollection<(string Merchant, string Customer)> customers, CancellationToken ct)
+    public async Task<(NpgsqlConnection Connection, Locked State)> LockAsync(LockRequest request, CancellationToken ct)
     {
+        var (usage, accounts, holds, requests, customers, keys, meters) = request;
         var connection = await db.OpenConnectionAsync(ct);
         try
         {
@@ -111,6 +133,8 @@ public sealed class ReportBatchStore(NpgsqlDataSource db)
             batch.BatchCommands.Add(Command(SelectExisting, Texts(requests, r => r.Merchant), Texts(requests, r => r.Request)));
             batch.BatchCommands.Add(Command(SelectCustomers, Texts(customers, c => c.Merchant), Texts(customers, c => c.Customer)));
             batch.BatchCommands.Add(Command(SelectPlanMeters, Texts(customers, c => c.Merchant), Texts(customers, c => c.Customer)));
+            batch.BatchCommands.Add(Command(SelectLiveKeys, Texts(keys, k => k.Merchant), Texts(keys, k => k.SecretKey)));
+            batch.BatchCommands.Add(Command(SelectLiveMeters, Texts(meters, m => m.Merchant), Texts(meters, m => m.MeterSlug)));
             var state = new Locked();
             await using (var reader = await batch.ExecuteReaderAsync(ct))
             {
@@ -141,6 +165,10 @@ public sealed class ReportBatchStore(NpgsqlDataSource db)
                 }
                 await reader.NextResultAsync(ct);
                 while (await reader.ReadAsync(ct)) state.PlanMeters.Add((reader.GetString(0), reader.GetString(1), reader.GetString(2)));
+                await reader.NextResultAsync(ct);
+                while (await reader.ReadAsync(ct)) state.LiveKeys.Add((reader.GetString(0), reader.GetString(1)));
+                await reader.NextResultAsync(ct);
+                while (await reader.ReadAsync(ct)) state.LiveMeters[(reader.GetString(0), reader.GetString(1))] = (reader.GetString(2), reader.GetInt32(3));
             }
             return (connection, state);
         }

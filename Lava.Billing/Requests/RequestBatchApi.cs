@@ -47,7 +47,7 @@ public static class RequestBatchApi
         var valid = Enumerable.Range(0, items.Length).Where(i => items[i] is not null).ToList();
         foreach (var chunk in valid.Chunk(MaxReportsPerTransaction))
         {
-            var posted = await reporter.ReportManyAsync(chunk.Select(i => new ReportItem(caller.MerchantId, items[i]!)).ToList(), ct);
+            var posted = await reporter.ReportManyAsync(chunk.Select(i => new ReportItem(caller.MerchantId, items[i]!, caller.SecretKeyId)).ToList(), ct);
             for (var j = 0; j < chunk.Length; j++) outcomes[chunk[j]] = OutcomeOf(items[chunk[j]]!, posted[j]);
         }
         return Results.Bytes(Envelope(outcomes), "application/json");

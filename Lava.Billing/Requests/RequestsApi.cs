@@ -22,7 +22,7 @@ public static class RequestsApi
     }
 
     public static async Task<IResult> Create(Caller caller, CreateRequestBody body, GroupCommit reporter, HttpContext http, CancellationToken ct) =>
-        await reporter.ReportAsync(caller.MerchantId, body, ct) switch
+        await reporter.ReportAsync(new ReportItem(caller.MerchantId, body, caller.SecretKeyId), ct) switch
         {
             ReportOutcome.Created c => Json(c.StatusCode, c.Response),
             ReportOutcome.Replayed r => Replayed(http, r.StatusCode, r.Response),

@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Text.Json;
 using Lava.Billing.Infrastructure;
 using Lava.Billing.Infrastructure.Http;
@@ -17,8 +18,11 @@ public abstract record ReportOutcome
     public sealed record Refused(ProblemResult Problem) : ReportOutcome;
 }
 
-/// <summary>One validated report of one merchant.</summary>
-public sealed record ReportItem(string MerchantId, CreateRequestBody Body);
+/// <summary>
+/// One validated report of one merchant. <paramref name="SecretKeyId"/>: the key it was reported with, checked again
+/// inside the posting transaction (auth may have answered from its cache); null where no key is re-checked (the gateway).
+/// </summary>
+public sealed record ReportItem(string MerchantId, CreateRequestBody Body, string? SecretKeyId = null);
 
 /// <summary>
 /// The one posting routine for usage (single reports, batches, the gateway): each report is priced with its meter's
@@ -33,13 +37,20 @@ public sealed class UsageReporter(ReportBatchStore store, MeterStore meters, Tim
     public const string ModeMeterOnly = "meter_only";
     public const string ModeBillingDisabled = "billing_disabled";
     private const int MaxAttempts = 3;
+    private const int MeterCacheLimit = 10_000;
+
+    // The live prices of the meters reports name, kept between reports (a database round trip fewer per report). Never
+    // trusted: every posting reads each slug's meter id and current version in its lock step and starts over from the
+    // database when one moved, so no report is priced with a version that was replaced, or a meter that was deleted,
+    // before its transaction began.
+    private readonly ConcurrentDictionary<(string MerchantId, string MeterSlug), MeterPrice> _meters = new();
 
     public async Task<ReportOutcome> ReportAsync(string merchantId, CreateRequestBody body, CancellationToken ct) =>
         (await ReportManyAsync([new ReportItem(merchantId, body)], ct))[0];
 
     public async Task<IReadOnlyList<ReportOutcome>> ReportManyAsync(IReadOnlyList<ReportItem> items, CancellationToken ct)
     {
-        var resolved = await ResolveMetersAsync(items, ct);
+        var resolved = await ResolveMetersAsync(items, fresh: false, ct);
         for (var attempt = 1; ; attempt++)
         {
             try
@@ -53,6 +64,8 @@ public sealed class UsageReporter(ReportBatchStore store, MeterStore meters, Tim
             }
             catch (BatchRaceException) when (attempt < MaxAttempts)
             {
+                // The billing state or a meter moved: read the meters again too, not from the cache.
+                resolved = await ResolveMetersAsync(items, fresh: true, ct);
             }
             catch (Exception e) when (items.Count > 1 && e is NpgsqlException or BatchRaceException)
             {
@@ -79,8 +92,36 @@ public sealed class UsageReporter(ReportBatchStore store, MeterStore meters, Tim
         }
     }
 
-    private Task<Dictionary<(string MerchantId, string MeterSlug), MeterPrice>> ResolveMetersAsync(IReadOnlyList<ReportItem> items, CancellationToken ct) =>
-        meters.FindLivePricesAsync(items.Select(i => (i.MerchantId, i.Body.MeterSlug!)).Distinct().ToList(), ct);
+    private async Task<Dictionary<(string MerchantId, string MeterSlug), MeterPrice>> ResolveMetersAsync(
+        IReadOnlyList<ReportItem> items, bool fresh, CancellationToken ct)
+    {
+        var resolved = new Dictionary<(string MerchantId, string MeterSlug), MeterPrice>();
+        var missing = new List<(string MerchantId, string MeterSlug)>();
+        foreach (var key in items.Select(i => (i.MerchantId, i.Body.MeterSlug!)).Distinct())
+        {
+            if (!fresh && _meters.TryGetValue(key, out var cached)) resolved[key] = cached;
+            else missing.Add(key);
+        }
+        if (missing.Count == 0) return resolved;
+        var found = await meters.FindLivePricesAsync(missing, ct);
+        if (_meters.Count + found.Count > MeterCacheLimit) _meters.Clear();
+        foreach (var key in missing)
+        {
+            if (found.TryGetValue(key, out var price)) _meters[key] = resolved[key] = price;
+            else _meters.TryRemove(key, out _);
+        }
+        return resolved;
+    }
+
+    /// <summary>Whether a slug now names another meter or price version than the one these reports were priced with.</summary>
+    private static bool MetersMoved(Dictionary<(string MerchantId, string MeterSlug), MeterPrice> resolved,
+        IEnumerable<(string MerchantId, string MeterSlug)> slugs, ReportBatchStore.Locked state) =>
+        slugs.Any(key => (resolved.GetValueOrDefault(key), state.LiveMeters.TryGetValue(key, out var live) ? live : default((string, int)?)) switch
+        {
+            (null, null) => false,
+            ({ } priced, { } now) => priced.MeterId != now.Item1 || priced.Version != now.Item2,
+            _ => true,
+        });
 
     private sealed class BatchRaceException() : Exception("the billing state moved between the lock and the plan");
 
@@ -101,12 +142,19 @@ public sealed class UsageReporter(ReportBatchStore store, MeterStore meters, Tim
         }).ToList();
         var holds = prepared.Where(p => p.Body.HoldId is not null).Select(p => (p.MerchantId, p.Body.HoldId!)).Distinct().ToList();
         var requestIds = prepared.Select(p => (p.MerchantId, p.Body.RequestId!)).Distinct().ToList();
+        var keys = items.Where(i => i.SecretKeyId is not null).Select(i => (i.MerchantId, i.SecretKeyId!)).Distinct().ToList();
+        var slugs = items.Select(i => (i.MerchantId, i.Body.MeterSlug!)).Distinct().ToList();
 
-        var (connection, state) = await store.LockAsync(usageKeys, accounts, holds, requestIds, customers, ct);
+        var (connection, state) = await store.LockAsync(new(usageKeys, accounts, holds, requestIds, customers, keys, slugs), ct);
         await using var _ = connection;
         var committed = false;
         try
         {
+            if (MetersMoved(resolvedMeters, slugs, state))
+            {
+                foreach (var slug in slugs) _meters.TryRemove(slug, out MeterPrice? _);
+                throw new BatchRaceException();
+            }
             var plan = new BatchPlan(state, options);
             var outcomes = prepared.Select(p => plan.Add(p)).ToList();
             if (plan.Writes.Requests.Count > 0) await ReportBatchStore.CommitAsync(connection, plan.Finish(), ct);
@@ -120,8 +168,8 @@ public sealed class UsageReporter(ReportBatchStore store, MeterStore meters, Tim
         }
     }
 
-    internal sealed record Prepared(string MerchantId, CreateRequestBody Body, MeterPrice? Meter, string Mode, byte[] Fingerprint,
-        Usage Usage, decimal Quantity, DateTimeOffset OccurredAt, DateTimeOffset Now);
+    internal sealed record Prepared(string MerchantId, string? SecretKeyId, CreateRequestBody Body, MeterPrice? Meter, string Mode,
+        byte[] Fingerprint, Usage Usage, decimal Quantity, DateTimeOffset OccurredAt, DateTimeOffset Now);
 
     private static Prepared Prepare(ReportItem item, MeterPrice? meter, DateTimeOffset now)
     {
@@ -130,7 +178,7 @@ public sealed class UsageReporter(ReportBatchStore store, MeterStore meters, Tim
         var usage = new Usage(body.InputTokens ?? 0, body.OutputTokens ?? 0, body.InputCharacters ?? 0, body.OutputCharacters ?? 0,
             body.InputSeconds ?? 0, body.OutputSeconds ?? 0);
         var quantity = meter is null ? 0 : PriceCalculator.BaseQuantity(meter.Price.TierType, usage);
-        return new Prepared(item.MerchantId, body, meter, mode, RequestFingerprint.Compute(body), usage, quantity,
+        return new Prepared(item.MerchantId, item.SecretKeyId, body, meter, mode, RequestFingerprint.Compute(body), usage, quantity,
             body.Timestamp?.ToUniversalTime() ?? now, now);
     }
 
@@ -157,6 +205,8 @@ public sealed class UsageReporter(ReportBatchStore store, MeterStore meters, Tim
 
         public ReportOutcome Add(Prepared p)
         {
+            // Revoked since auth let the call in (possibly from its cache): nothing is posted, not even a replay answered.
+            if (p.SecretKeyId is { } keyId && !state.LiveKeys.Contains((p.MerchantId, keyId))) return Refuse(Problems.Unauthorized());
             var body = p.Body;
             var requestId = body.RequestId!;
             var key = (p.MerchantId, requestId);
