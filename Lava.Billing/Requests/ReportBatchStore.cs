@@ -38,18 +38,31 @@ public sealed class ReportBatchStore(NpgsqlDataSource db)
 
     // Usage accumulates per subscription cycle, or per UTC calendar month without one. DISTINCT: two keys of one
     // customer and meter may fall in the same cycle, and ON CONFLICT may touch a row only once per statement.
-    private const string LockUsage = """
-        INSERT INTO usage_totals (merchant_id, meter_id, customer_id, period_start, quantity)
+    private const string UsageKeys = """
         SELECT DISTINCT k.merchant_id, k.meter_id, k.customer_id,
                coalesce((SELECT s.cycle_start_at FROM subscriptions s
-                          WHERE s.merchant_id = k.merchant_id AND s.customer_id = k.customer_id AND s.status = 'active'), k.period),
-               0::numeric
+                          WHERE s.merchant_id = k.merchant_id AND s.customer_id = k.customer_id AND s.status = 'active'), k.period)
+                   AS period_start
           FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[]) AS k(merchant_id, meter_id, customer_id, period)
          WHERE k.customer_id = ''
             OR EXISTS (SELECT 1 FROM customers c WHERE c.merchant_id = k.merchant_id AND c.customer_id = k.customer_id AND c.deleted_at IS NULL)
+        """;
+
+    // Creates the missing totals and locks them all. "DO UPDATE ... WHERE false" locks a conflicting row without writing
+    // a new version of it (the write step updates it once, later).
+    private const string LockUsage = $"""
+        INSERT INTO usage_totals (merchant_id, meter_id, customer_id, period_start, quantity)
+        SELECT merchant_id, meter_id, customer_id, period_start, 0::numeric FROM ({UsageKeys}) AS k
          ORDER BY 1, 2, 3, 4
-        ON CONFLICT (merchant_id, meter_id, customer_id, period_start) DO UPDATE SET quantity = usage_totals.quantity
-        RETURNING merchant_id, meter_id, customer_id, period_start, quantity
+        ON CONFLICT (merchant_id, meter_id, customer_id, period_start) DO UPDATE SET quantity = usage_totals.quantity WHERE false
+        """;
+
+    // A statement after the lock, so its snapshot sees the latest committed quantity of every row it locked.
+    private const string SelectUsage = $"""
+        SELECT u.merchant_id, u.meter_id, u.customer_id, u.period_start, u.quantity
+          FROM ({UsageKeys}) AS k
+          JOIN usage_totals u ON u.merchant_id = k.merchant_id AND u.meter_id = k.meter_id AND u.customer_id = k.customer_id
+                             AND u.period_start = k.period_start
         """;
 
     private const string LockBalances = """
@@ -128,6 +141,8 @@ public sealed class ReportBatchStore(NpgsqlDataSource db)
             batch.BatchCommands.Add(new NpgsqlBatchCommand($"SET LOCAL lock_timeout = '{LockTimeoutMs}ms'"));
             batch.BatchCommands.Add(Command(LockUsage, Texts(usage, k => k.MerchantId), Texts(usage, k => k.MeterId),
                 Texts(usage, k => k.CustomerKey), usage.Select(k => k.CalendarPeriod.UtcDateTime).ToArray()));
+            batch.BatchCommands.Add(Command(SelectUsage, Texts(usage, k => k.MerchantId), Texts(usage, k => k.MeterId),
+                Texts(usage, k => k.CustomerKey), usage.Select(k => k.CalendarPeriod.UtcDateTime).ToArray()));
             batch.BatchCommands.Add(Command(LockBalances, Texts(accounts, a => a.Merchant), Texts(accounts, a => a.Account)));
             batch.BatchCommands.Add(Command(LockHolds, Texts(holds, h => h.Merchant), Texts(holds, h => h.Hold)));
             batch.BatchCommands.Add(Command(SelectExisting, Texts(requests, r => r.Merchant), Texts(requests, r => r.Request)));
@@ -138,7 +153,7 @@ public sealed class ReportBatchStore(NpgsqlDataSource db)
             var state = new Locked();
             await using (var reader = await batch.ExecuteReaderAsync(ct))
             {
-                // BEGIN returns no rows: the reader starts at the usage totals.
+                // BEGIN, SET and the usage lock return no rows: the reader starts at the usage totals.
                 while (await reader.ReadAsync(ct))
                     state.Usage[(reader.GetString(0), reader.GetString(1), reader.GetString(2), Utc(reader.GetDateTime(3)))] = reader.GetDecimal(4);
                 await reader.NextResultAsync(ct);

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Prints a pgbench script that posts K usage reports (default 1) in one database transaction with the SQL the service
 # runs for them (Requests/ReportBatchStore.cs: set-based, so the statement count does not grow with K), in the same
-# two round trips. Pipeline 1: BEGIN, SET LOCAL lock_timeout, lock the usage totals, lock the customers' balances, lock
-# holds (none here), replay check, billing contexts, plan meters. Pipeline 2: the one INSERT ... CTE (requests,
+# two round trips. Pipeline 1: BEGIN, SET LOCAL lock_timeout, lock the usage totals, read them, lock the customers'
+# balances, lock holds (none here), replay check, billing contexts, plan meters, the reporting key's re-check, the
+# meter's current version (the service prices with a cached copy and checks it here). Pipeline 2: the one INSERT ... CTE (requests,
 # ledger transactions, entries, usage totals, hold captures), COMMIT. K = 1 is one report alone; K > 1 is what the
 # service's group commit writer sends when K reports queued together (customers in ascending order, as it locks them).
-# --lookups adds the two reads the service makes before the transaction, each its own round trip: the secret-key
-# lookup (auth) and the meters' live prices.
+# --lookups adds the two reads the service made before the transaction until it kept their results in memory, each its
+# own round trip: the secret-key lookup (auth) and the meters' live prices.
 # --disjoint gives every pgbench client its own K customers (client c posts for customers c*K .. c*K+K-1), so no two
 # concurrent transactions touch the same customer: the case of writers partitioned by customer. Needs clients*K
 # customers seeded.
@@ -18,7 +19,8 @@
 # count (5 per 1M: 3/5 from credits, 2/5 to the receivable) rather than from the pricing engine. A ':' that starts a
 # word is a pgbench variable even inside quotes, hence ':' || 'receivable'.
 # Variables expected via pgbench -D: m (merchant id), period (start of the UTC month), resp (a real response JSON),
-# lineage (a lineage JSON), meta (metadata JSON), keyhash (hex SHA-256 of the secret key, for --lookups).
+# lineage (a lineage JSON), meta (metadata JSON), keyid (the merchant's secret key id), keyhash (hex SHA-256 of the
+# secret key, for --lookups).
 # Usage: reports.sh [K] [CUSTOMERS] [--lookups | --disjoint]
 set -euo pipefail
 K="${1:-1}"; CUSTOMERS="${2:-1000}"; MODE="${3:-}"
@@ -64,22 +66,28 @@ SELECT m.merchant_id, m.meter_id, m.meter_slug, m.rate_type, m.tier_type, p.vers
 SQL
 fi
 
+# The usage keys (ReportBatchStore.UsageKeys): the lock and the read after it both derive them.
+USAGE_KEYS="SELECT DISTINCT k.merchant_id, k.meter_id, k.customer_id,
+       coalesce((SELECT s.cycle_start_at FROM subscriptions s
+                  WHERE s.merchant_id = k.merchant_id AND s.customer_id = k.customer_id AND s.status = 'active'), k.period)
+           AS period_start
+  FROM unnest($(fill :m::text), $(fill "'mtr_bench_tokens'::text"), $(per "$CUSTOMER"), $(fill :period::timestamptz))
+       AS k(merchant_id, meter_id, customer_id, period)
+ WHERE k.customer_id = ''
+    OR EXISTS (SELECT 1 FROM customers c WHERE c.merchant_id = k.merchant_id AND c.customer_id = k.customer_id AND c.deleted_at IS NULL)"
+
 cat <<SQL
 \\startpipeline
 BEGIN;
 SET LOCAL lock_timeout = '5000ms';
 INSERT INTO usage_totals (merchant_id, meter_id, customer_id, period_start, quantity)
-SELECT DISTINCT k.merchant_id, k.meter_id, k.customer_id,
-       coalesce((SELECT s.cycle_start_at FROM subscriptions s
-                  WHERE s.merchant_id = k.merchant_id AND s.customer_id = k.customer_id AND s.status = 'active'), k.period),
-       0::numeric
-  FROM unnest($(fill :m::text), $(fill "'mtr_bench_tokens'::text"), $(per "$CUSTOMER"), $(fill :period::timestamptz))
-       AS k(merchant_id, meter_id, customer_id, period)
- WHERE k.customer_id = ''
-    OR EXISTS (SELECT 1 FROM customers c WHERE c.merchant_id = k.merchant_id AND c.customer_id = k.customer_id AND c.deleted_at IS NULL)
+SELECT merchant_id, meter_id, customer_id, period_start, 0::numeric FROM ($USAGE_KEYS) AS k
  ORDER BY 1, 2, 3, 4
-ON CONFLICT (merchant_id, meter_id, customer_id, period_start) DO UPDATE SET quantity = usage_totals.quantity
-RETURNING merchant_id, meter_id, customer_id, period_start, quantity;
+ON CONFLICT (merchant_id, meter_id, customer_id, period_start) DO UPDATE SET quantity = usage_totals.quantity WHERE false;
+SELECT u.merchant_id, u.meter_id, u.customer_id, u.period_start, u.quantity
+  FROM ($USAGE_KEYS) AS k
+  JOIN usage_totals u ON u.merchant_id = k.merchant_id AND u.meter_id = k.meter_id AND u.customer_id = k.customer_id
+                     AND u.period_start = k.period_start;
 SELECT b.merchant_id, b.account_id, b.balance
   FROM account_balances b
   JOIN unnest($(fill :m::text $((3 * K))),
@@ -109,6 +117,12 @@ SELECT pm.merchant_id, pm.plan_id, pm.meter_id
   JOIN subscriptions s ON s.merchant_id = pm.merchant_id AND s.plan_id = pm.plan_id AND s.status = 'active'
   JOIN unnest($(fill :m::text), $(per "$CUSTOMER")) AS k(merchant_id, customer_id)
        ON s.merchant_id = k.merchant_id AND s.customer_id = k.customer_id;
+SELECT s.merchant_id, s.secret_key_id
+  FROM unnest(ARRAY[:m::text], ARRAY[:keyid::text]) AS k(merchant_id, secret_key_id)
+  JOIN secret_keys s ON s.merchant_id = k.merchant_id AND s.secret_key_id = k.secret_key_id AND s.revoked_at IS NULL;
+SELECT m.merchant_id, m.meter_slug, m.meter_id, m.current_version
+  FROM unnest(ARRAY[:m::text], ARRAY['tokens']) AS k(merchant_id, meter_slug)
+  JOIN meters m ON m.merchant_id = k.merchant_id AND m.meter_slug = k.meter_slug AND m.deleted_at IS NULL;
 \\endpipeline
 \\startpipeline
 WITH req AS (
