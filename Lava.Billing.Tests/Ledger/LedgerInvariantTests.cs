@@ -131,6 +131,20 @@ public class LedgerInvariantTests(LavaApp app) : ApiTest(app)
     }
 
     [Fact]
+    public async Task TheDatabaseKeepsRequestIdsPrintableAsciiUpTo255Characters()
+    {
+        var (merchant, _) = await ArrangeWithOneReportAsync();
+        foreach (var bad in new[] { "", "tab\there", "caf\u00e9", new string('x', 256) })
+        {
+            var e = await RefusedAsync("UPDATE requests SET request_id = @id WHERE merchant_id = @m", new { m = merchant, id = bad });
+            Assert.Equal(PostgresErrorCodes.CheckViolation, e.SqlState);
+        }
+        await using var c = new NpgsqlConnection(App.ConnectionString);
+        var longest = " !~" + new string('z', 252);
+        Assert.Equal(1, await c.ExecuteAsync("UPDATE requests SET request_id = @id WHERE merchant_id = @m", new { m = merchant, id = longest }));
+    }
+
+    [Fact]
     public async Task ACachedBalanceCannotBeWrittenDirectly()
     {
         var (merchant, customer) = await ArrangeWithOneReportAsync();
