@@ -18,6 +18,19 @@ public class ReportCachedLookupTests(LavaApp app) : ApiTest(app)
         await connection.ExecuteAsync(sql, args);
     }
 
+    private async Task<bool> ABackendWaitsOnALockAsync()
+    {
+        await using var probe = new NpgsqlConnection(App.ConnectionString);
+        for (var i = 0; i < 500; i++)
+        {
+            if (await probe.ExecuteScalarAsync<bool>(
+                    "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock')"))
+                return true;
+            await Task.Delay(20);
+        }
+        return false;
+    }
+
     private Task<long> RequestCountAsync(string merchant) =>
         App.QueryAsync<long>("SELECT count(*) FROM requests WHERE merchant_id = @m", new { m = merchant });
 
@@ -96,5 +109,26 @@ public class ReportCachedLookupTests(LavaApp app) : ApiTest(app)
         Assert.Equal(HttpStatusCode.Created, third.Status);
         Assert.Equal(newMeter, (string)third.Body!["meter_id"]!);
         Assert.Equal("5.0000000000", (string)third.Body!["charge"]!["amount"]!);
+    }
+
+    [Fact]
+    public async Task AReportRacingTheDeletionOfAnUnusedMeterIsNotFoundNotAServerError()
+    {
+        var m = await App.NewMerchantAsync();
+        var meter = await App.MeterAsync(m.MerchantId, "fresh", "fixed", "requests", (0, 1));
+
+        // The deletion holds its locks while the report is on its way; the report's insert waits on them, then finds the
+        // meter's price gone.
+        await using var deleting = new NpgsqlConnection(App.ConnectionString);
+        await deleting.OpenAsync();
+        await using var tx = await deleting.BeginTransactionAsync();
+        await deleting.ExecuteAsync("DELETE FROM meters WHERE merchant_id = @m AND meter_id = @meter", new { m = m.MerchantId, meter }, tx);
+        var report = m.Client.PostJsonAsync("/v1/requests", new { request_id = "r1", meter_slug = "fresh" });
+        Assert.True(await ABackendWaitsOnALockAsync(), "the report never reached the deletion's locks");
+        Assert.False(report.IsCompleted);
+        await tx.CommitAsync();
+
+        (await report).AssertProblem(HttpStatusCode.NotFound, "not_found");
+        Assert.Equal(0, await RequestCountAsync(m.MerchantId));
     }
 }

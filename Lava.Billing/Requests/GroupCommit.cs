@@ -89,7 +89,7 @@ public sealed class GroupCommit : BackgroundService
             {
                 try
                 {
-                    pending.Done.TrySetResult(await _reporter.ReportAsync(pending.Item.MerchantId, pending.Item.Body, CancellationToken.None));
+                    pending.Done.TrySetResult((await _reporter.ReportManyAsync([pending.Item], CancellationToken.None))[0]);
                 }
                 catch (Exception e)
                 {

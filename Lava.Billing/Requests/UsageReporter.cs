@@ -62,6 +62,12 @@ public sealed class UsageReporter(ReportBatchStore store, MeterStore meters, Tim
                 // A concurrent report took one of these request ids between the lock and the insert: the next attempt
                 // sees it committed and answers it as a replay.
             }
+            catch (PostgresException e) when (e.SqlState == PostgresErrorCodes.ForeignKeyViolation && attempt < MaxAttempts)
+            {
+                // A meter never used (so deleted for good, not soft-deleted) went away between the lock step and the
+                // insert: start over from the database, which now answers 404 for it.
+                resolved = await ResolveMetersAsync(items, fresh: true, ct);
+            }
             catch (BatchRaceException) when (attempt < MaxAttempts)
             {
                 // The billing state or a meter moved: read the meters again too, not from the cache.
