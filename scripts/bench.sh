@@ -4,13 +4,17 @@
 # Starts its own PostgreSQL (fsync on: durability-honest numbers) on port 55642 with its data under /tmp, builds and
 # starts the service in Release on a free loopback port, seeds merchants, customers and a meter with psql, and loads
 # it from a second process: wrk (Debian's package, installed when missing) with the Lua scripts in bench/wrk/, and
-# pgbench with the scripts bench/pgbench/reports.sh generates. Every scenario: a short warm-up, then BENCH_RUNS runs of
-# BENCH_SECONDS each; the tables show the median of the runs. Raw output lands in bench/results/<UTC time>/.
+# pgbench with the scripts bench/pgbench/reports.sh generates. The gateway scenarios add a stub provider
+# (bench/stub-provider.mjs, node) and time streams' first bytes with bench/ttfb.mjs; the export scenario seeds 1M
+# ledger entries (bench/export-seed.sql) and streams them as CSV with curl. Every scenario: a short warm-up, then
+# BENCH_RUNS runs of BENCH_SECONDS each (the export: BENCH_RUNS whole exports); the tables show the median of the runs.
+# Raw output lands in bench/results/<UTC time>/.
 # All traffic goes to 127.0.0.1; every loop is bounded; the whole run stops itself after BENCH_MAX_SECONDS.
 #
-# Env (optional): BENCH_SECONDS=10 BENCH_RUNS=3 BENCH_WARMUP_SECONDS=3 BENCH_PG_PORT=55642 BENCH_MAX_SECONDS=1080
+# Env (optional): BENCH_SECONDS=10 BENCH_RUNS=3 BENCH_WARMUP_SECONDS=3 BENCH_PG_PORT=55642 BENCH_MAX_SECONDS=1800
 #                 BENCH_OUT=docs/BENCHMARKS.md BENCH_KEEP=1 (keep the cluster's data directory afterwards)
-#                 BENCH_ONLY=REGEX (run only the scenarios whose name matches, e.g. '^single-1000'; for trying things)
+#                 BENCH_ONLY=REGEX (run only the scenarios whose name matches, e.g. '^single-1000' or 'gateway|export';
+#                 for trying things)
 set -Eeuo pipefail
 LAVA_SCRIPT=bench
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -22,7 +26,7 @@ RUN_SECONDS="${BENCH_SECONDS:-10}"
 RUNS="${BENCH_RUNS:-3}"
 WARMUP_SECONDS="${BENCH_WARMUP_SECONDS:-3}"
 PG_PORT="${BENCH_PG_PORT:-55642}"
-MAX_SECONDS="${BENCH_MAX_SECONDS:-1080}"
+MAX_SECONDS="${BENCH_MAX_SECONDS:-1800}"
 OUT="${BENCH_OUT:-docs/BENCHMARKS.md}"
 [[ "$RUN_SECONDS" =~ ^[0-9]+$ && "$RUNS" =~ ^[0-9]+$ && "$WARMUP_SECONDS" =~ ^[0-9]+$ && "$MAX_SECONDS" =~ ^[0-9]+$ ]] \
   || die "BENCH_SECONDS, BENCH_RUNS, BENCH_WARMUP_SECONDS and BENCH_MAX_SECONDS are whole numbers"
@@ -32,6 +36,11 @@ OUT="${BENCH_OUT:-docs/BENCHMARKS.md}"
 CUSTOMERS=1000
 GC_CUSTOMERS=3200          # group commit: 64 clients x 50 reports, each client on its own customers
 BATCH_CONNECTIONS=2        # concurrent batch calls (each posts up to 8 lanes at once)
+GATEWAY_CONNECTIONS=16     # the gateway's load; also measured at 1 connection, where nothing queues
+EXPORT_CUSTOMERS=100       # the export merchant: 100 customers, 250,000 usage postings of 4 entries each,
+EXPORT_TRANSACTIONS=250000 # seeded in chunks of 25,000 postings (one transaction each)
+EXPORT_CHUNK=25000
+EXPORT_ENTRIES=$(( EXPORT_TRANSACTIONS * 4 + EXPORT_CUSTOMERS * 2 ))   # + bench/seed.sql's credit grants
 started_at=$(date +%s)
 command_line="scripts/bench.sh"
 if [[ "$RUN_SECONDS" != 10 || "$RUNS" != 3 || "$WARMUP_SECONDS" != 3 ]]; then
@@ -50,6 +59,14 @@ pg_bin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)"
 [[ -x "$pg_bin/pgbench" && -x "$pg_bin/psql" ]] || die "pgbench/psql not found under /usr/lib/postgresql/*/bin"
 command -v curl >/dev/null 2>&1 || die "curl is missing"
 [[ -x /usr/bin/time ]] || die "/usr/bin/time is missing (Debian package: time)"
+# Is scenario $1 part of this run (BENCH_ONLY)?
+selected() { [[ -z "${BENCH_ONLY:-}" || "$1" =~ $BENCH_ONLY ]]; }
+gateway_selected=0
+for s in direct customer byok; do
+  for c in 1 "$GATEWAY_CONNECTIONS"; do selected "gateway-$s-c$c" && gateway_selected=1; done
+  selected "gateway-ttfb-$s-c$GATEWAY_CONNECTIONS" && gateway_selected=1
+done
+if (( gateway_selected )); then command -v node >/dev/null 2>&1 || die "node is missing (Debian package: nodejs); the gateway scenarios need it"; fi
 clk_tck="$(getconf CLK_TCK)"
 
 # ---------- workspace, cleanup ----------
@@ -58,8 +75,10 @@ mkdir -p "$results"
 datadir="${TMPDIR:-/tmp}/lava-bench-pg-$PG_PORT"
 admin_pw="admin_$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
 svc_pid=""
+stub_pid=""
 cleanup() {
   local rc=$?
+  if [[ -n "$stub_pid" ]]; then kill "$stub_pid" 2>/dev/null || true; fi
   if [[ -n "$svc_pid" ]] && kill -0 "$svc_pid" 2>/dev/null; then
     kill "$svc_pid" 2>/dev/null || true
     for ((i = 0; i < 50; i++)); do kill -0 "$svc_pid" 2>/dev/null || break; sleep 0.1; done
@@ -99,6 +118,22 @@ psql_app -v merchant="$gc_merchant" -v customers="$GC_CUSTOMERS" -f bench/seed.s
 
 svc_port="$(free_port 55643)" || die "no free port for the service"
 url="http://127.0.0.1:$svc_port"
+
+# The gateway's upstream: a stub provider in its own process, allowed (and the only upstream allowed) at start-up.
+stub_url=""
+if (( gateway_selected )); then
+  node bench/stub-provider.mjs 0 >"$results/stub.out" 2>>"$results/stub.log" &
+  stub_pid=$!
+  for ((i = 0; i < 100; i++)); do
+    stub_url="$(head -n1 "$results/stub.out" 2>/dev/null || true)"
+    [[ "$stub_url" == http://127.0.0.1:* ]] && break
+    kill -0 "$stub_pid" 2>/dev/null || die "the stub provider exited; see $results/stub.log"
+    sleep 0.1
+  done
+  [[ "$stub_url" == http://127.0.0.1:* ]] || die "the stub provider did not start within 10 s"
+  log "stub provider on $stub_url"
+  svc_env+=(Forward__AllowedUpstreams__0="$stub_url/v1")
+fi
 start_service() { # $@ = extra environment for the service
   log "starting the service on $url${1:+ (with ${1%%=*} changed)}"
   "${svc_env[@]}" "$@" dotnet "$dll" --urls "$url" >>"$results/service.log" 2>&1 &
@@ -139,34 +174,36 @@ machine_ticks() { awk '/^cpu / { busy = $2 + $3 + $4 + $7 + $8 + $9; print busy,
 snapshot() { echo "$(proc_ticks "$svc_pid") $(pg_ticks) $(machine_ticks)"; }
 to_ms() { awk -v v="$1" 'BEGIN { if (v ~ /us$/) { sub(/us$/, "", v); v /= 1000 } else if (v ~ /ms$/) { sub(/ms$/, "", v) }
                                  else if (v ~ /s$/) { sub(/s$/, "", v); v *= 1000 } else if (v ~ /m$/) { sub(/m$/, "", v); v *= 60000 }
-                                 printf "%.1f", v }'; }
+                                 printf "%.2f", v }'; }
 median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 checkpoint() { psql_admin -c CHECKPOINT >/dev/null; }
 stored_reports() { psql_app -At -c "SELECT count(*) FROM requests"; }
 
-# A run prints: throughput(units/s) p50_ms p99_ms errors svc_ms pg_ms gen_ms busy_ms capacity_ms load1
+# A run prints: throughput(units/s) p50_ms p99_ms errors svc_ms pg_ms gen_ms busy_ms capacity_ms load1 [extra ...]
 # where throughput is reports/s for reports and requests/s otherwise, the *_ms are CPU time during the run (service,
-# PostgreSQL, load generator, the whole machine busy, the whole machine's capacity) and load1 the load average after.
-finish_run() { # $1 = output file, $2 = snapshot before, $3 = generator CPU file, $4 = multiplier, rest = tput p50 p99 errors
-  local before=($2) after=($(snapshot)) gen
+# PostgreSQL, load generator, the whole machine busy, the whole machine's capacity), load1 the load average after, and
+# the extra columns a runner's own (run_ttfb: p50 and p99 of the whole stream).
+finish_run() { # $1 = output file, $2 = snapshot before, $3 = generator CPU file, $4 = multiplier, $5-$8 = tput p50 p99 errors, rest = extra
+  local before=($2) after=($(snapshot)) gen extra="${*:9}"
   gen="$(awk '{ printf "%.0f", ($1 + $2) * 1000 }' "$3")"
   awk -v t="$5" -v k="$4" -v p50="$6" -v p99="$7" -v e="$8" -v tick="$clk_tck" -v gen="$gen" -v load="$(cut -d' ' -f1 /proc/loadavg)" \
       -v s0="${before[0]}" -v s1="${after[0]}" -v p0="${before[1]}" -v p1="${after[1]}" \
-      -v b0="${before[2]}" -v b1="${after[2]}" -v w0="${before[3]}" -v w1="${after[3]}" \
-    'BEGIN { ms = 1000 / tick; printf "%.1f %s %s %d %.0f %.0f %.0f %.0f %.0f %s\n", t * k, p50, p99, e,
-             (s1 - s0) * ms, (p1 - p0) * ms, gen, (b1 - b0) * ms, (w1 - w0) * ms, load }' | tee "$1.result"
+      -v b0="${before[2]}" -v b1="${after[2]}" -v w0="${before[3]}" -v w1="${after[3]}" -v extra="$extra" \
+    'BEGIN { ms = 1000 / tick; printf "%.1f %s %s %d %.0f %.0f %.0f %.0f %.0f %s%s\n", t * k, p50, p99, e,
+             (s1 - s0) * ms, (p1 - p0) * ms, gen, (b1 - b0) * ms, (w1 - w0) * ms, load, (extra == "" ? "" : " " extra) }' | tee "$1.result"
 }
 
 # The Lua scripts take a tag as their last argument and build request_ids from it: every run (and warm-up) gets its
 # own, or a run would replay the reports of the one before.
-run_wrk() { # $1 = output file, $2 = seconds, $3 = connections, $4 = items per call, $5 = lua script, $6 = path, rest = script args
-  local out="$1" seconds="$2" connections="$3" items="$4" script="$5" path="$6" before stored_before=0
+run_wrk() { # $1 = output file, $2 = seconds, $3 = connections, $4 = items per call, $5 = lua script, $6 = path or URL, rest = script args
+  local out="$1" seconds="$2" connections="$3" items="$4" script="$5" target="$6" before stored_before=0
+  [[ "$target" == http://* ]] || target="$url$target"
   shift 6
   # Batches: wrk counts only calls that completed, and a 1,000-item call takes seconds, so the reports stored during
   # the run are counted in the database instead.
   if (( items > 1 )); then stored_before="$(stored_reports)"; fi
   before="$(snapshot)"
-  /usr/bin/time -f '%U %S' -o "$out.cpu" wrk -t2 -c"$connections" -d"${seconds}s" --timeout 30s --latency -s "$script" "$url$path" -- "$@" "${out##*/}-$(date +%s%N)" >"$out" 2>&1 \
+  /usr/bin/time -f '%U %S' -o "$out.cpu" wrk -t"$(( connections < 2 ? connections : 2 ))" -c"$connections" -d"${seconds}s" --timeout 30s --latency -s "$script" "$target" -- "$@" "${out##*/}-$(date +%s%N)" >"$out" 2>&1 \
     || die "wrk failed; see $out"
   local tput p50 p99 errors
   tput="$(awk '/^Requests\/sec:/ { print $2 }' "$out")"
@@ -197,13 +234,24 @@ run_pgbench() { # $1 = output file, $2 = seconds, $3 = clients, $4 = reports per
   finish_run "$out" "$before" "$out.cpu" "$per_txn" "${tput:-0}" "$p50" "$p99" "$errors"
 }
 
-declare -A R            # R[name] = "tput p50 p99 errors svc_ms pg_ms gen_ms busy_ms wall_ms load1" (medians per column)
+# Streamed completions (wrk only times whole responses): bench/ttfb.mjs times each stream's first byte and its end.
+run_ttfb() { # $1 = output file, $2 = seconds, $3 = connections, $4 = URL, $5 = mode (direct, customer, byok)
+  local out="$1" seconds="$2" connections="$3" target="$4" mode="$5" before
+  before="$(snapshot)"
+  /usr/bin/time -f '%U %S' -o "$out.cpu" node bench/ttfb.mjs "$target" "$seconds" "$connections" "$mode" "$key" "$CUSTOMERS" >"$out" 2>&1 \
+    || die "bench/ttfb.mjs failed; see $out"
+  local tput p50 p99 errors total50 total99
+  read -r tput p50 p99 errors total50 total99 <"$out" || die "bench/ttfb.mjs printed no result; see $out"
+  finish_run "$out" "$before" "$out.cpu" 1 "$tput" "$p50" "$p99" "$errors" "$total50" "$total99"
+}
+
+declare -A R            # R[name] = "tput p50 p99 errors svc_ms pg_ms gen_ms busy_ms wall_ms load1 [extra]" (medians per column)
 declare -A SKIPPED
 # scenario NAME RUNNER ARGS...: a warm-up (not recorded), then RUNS runs; medians per column go to R[NAME].
 scenario() {
   local name="$1" runner="$2" i col
   shift 2
-  if [[ -n "${BENCH_ONLY:-}" && ! "$name" =~ $BENCH_ONLY ]]; then
+  if ! selected "$name"; then
     SKIPPED[$name]="not selected"
     return 0
   fi
@@ -220,8 +268,9 @@ scenario() {
     row="$("$runner" "$results/$name.run$i" "$RUN_SECONDS" "$@")" || die "$name run $i failed"
     rows+=("$row")
   done
-  local medians=()
-  for col in 1 2 3 4 5 6 7 8 9 10; do
+  local medians=() columns
+  columns="$(awk '{ print NF; exit }' <<<"${rows[0]}")"
+  for ((col = 1; col <= columns; col++)); do
     medians+=("$(median $(printf '%s\n' "${rows[@]}" | awk -v c="$col" '{ print $c }'))")
   done
   R[$name]="${medians[*]}"
@@ -244,6 +293,30 @@ for c in 16 64; do scenario "replay20-c$c" run_wrk "$c" 1 bench/wrk/report.lua /
 for n in 100 1000; do scenario "batch-$n" run_wrk "$BATCH_CONNECTIONS" "$n" bench/wrk/batch.lua /v1/requests/batch "$key" "$CUSTOMERS" "$n"; done
 scenario "healthz-c64" run_wrk 64 1 bench/wrk/healthz.lua /healthz
 
+# Gateway overhead: one chat completion sent to the stub provider directly and through /v1/forward, either billed to a
+# customer (a hold before the call, a usage report after it) or BYOK (a token with provider_key only: nothing held,
+# nobody charged, a gateway transaction recorded). At 1 connection nothing queues, so the difference is the gateway's
+# own work per call; at GATEWAY_CONNECTIONS it includes waiting for the cores. bench/ttfb.mjs times streams.
+stub_chat="$stub_url/v1/chat/completions"
+forward="/v1/forward?u=$stub_chat"
+if (( gateway_selected )); then
+  # Tiered JIT again: the gateway's code path has not run yet (and at a few hundred calls a second it is still being
+  # recompiled after 20 s, so the loaded runs go first and warm the code for the runs at 1 connection).
+  run_wrk "$results/jit-gateway.warmup" 10 "$GATEWAY_CONNECTIONS" 1 bench/wrk/forward.lua "$forward" customer "$key" "$CUSTOMERS" >/dev/null
+  run_wrk "$results/jit-gateway-byok.warmup" 5 "$GATEWAY_CONNECTIONS" 1 bench/wrk/forward.lua "$forward" byok "$key" "$CUSTOMERS" >/dev/null
+  run_ttfb "$results/jit-gateway-stream.warmup" 5 "$GATEWAY_CONNECTIONS" "$url$forward" customer >/dev/null
+fi
+for c in "$GATEWAY_CONNECTIONS" 1; do
+  scenario "gateway-direct-c$c" run_wrk "$c" 1 bench/wrk/forward.lua "$stub_chat" direct "$key" "$CUSTOMERS"
+  scenario "gateway-customer-c$c" run_wrk "$c" 1 bench/wrk/forward.lua "$forward" customer "$key" "$CUSTOMERS"
+  scenario "gateway-byok-c$c" run_wrk "$c" 1 bench/wrk/forward.lua "$forward" byok "$key" "$CUSTOMERS"
+  if (( c > 1 )); then
+    scenario "gateway-ttfb-direct-c$c" run_ttfb "$c" "$stub_chat" direct
+    scenario "gateway-ttfb-customer-c$c" run_ttfb "$c" "$url$forward" customer
+    scenario "gateway-ttfb-byok-c$c" run_ttfb "$c" "$url$forward" byok
+  fi
+done
+
 bench/pgbench/reports.sh 1 "$CUSTOMERS" >"$results/report.sql"
 bench/pgbench/reports.sh 1 "$CUSTOMERS" --lookups >"$results/report-lookups.sql"
 for c in 16 64; do scenario "pgbench-c$c" run_pgbench "$c" 1 "$results/report.sql" "$merchant"; done
@@ -255,12 +328,92 @@ for k in 1 10 50; do
 done
 # What prepared statements buy the service: the same run with Npgsql's automatic preparation turned off (the service
 # turns it on unless the connection string says otherwise). Last, so a tight time budget drops it.
-if [[ -z "${BENCH_ONLY:-}" || "single-1000-c64-unprepared" =~ $BENCH_ONLY ]]; then
+if selected single-1000-c64-unprepared; then
   stop_service
   start_service ConnectionStrings__Billing="$conn;Max Auto Prepare=0"
   run_wrk "$results/jit-unprepared.warmup" 5 16 1 bench/wrk/report.lua /v1/requests "$key" "$CUSTOMERS" 0 >/dev/null
 fi
 scenario "single-1000-c64-unprepared" run_wrk 64 1 bench/wrk/report.lua /v1/requests "$key" "$CUSTOMERS" 0
+
+# ---------- export ----------
+# One whole CSV export of a merchant's ledger (GET /v1/ledger/entries?format=csv) in a fresh service process, so its
+# peak RSS (VmHWM) is this export's: a 1,000-entry export first warms the code path (tiered JIT), then curl streams
+# everything into wc -l. Prints (and writes to $1.result): entries/s seconds first_byte_s peak_rss_mb start_rss_mb
+# svc_ms pg_ms load1 csv_mb
+run_export() { # $1 = output file, $2 = the export merchant's secret key
+  local out="$1" k="$2" before after lines code first_byte total bytes start_kb peak_kb
+  stop_service
+  start_service
+  curl -fsS --max-time 60 -o /dev/null -H "Authorization: Bearer $k" \
+    "$url/v1/ledger/entries?format=csv&after_seq=$(( EXPORT_ENTRIES - 1000 ))" || die "the warm-up export failed"
+  start_kb="$(awk '/^VmHWM:/ { print $2 }' "/proc/$svc_pid/status")"
+  before=($(snapshot))
+  lines="$(curl -sS -N --max-time 600 -H "Authorization: Bearer $k" \
+             -w '%{stderr}%{http_code} %{time_starttransfer} %{time_total} %{size_download}\n' \
+             "$url/v1/ledger/entries?format=csv" 2>"$out.curl" | wc -l)"
+  after=($(snapshot))
+  peak_kb="$(awk '/^VmHWM:/ { print $2 }' "/proc/$svc_pid/status")"
+  read -r code first_byte total bytes < <(tail -n1 "$out.curl")
+  [[ "$code" == 200 ]] || die "the export answered ${code:-nothing}; see $out.curl"
+  # One header line, then one line per entry (no field holds a line break).
+  (( lines - 1 == EXPORT_ENTRIES )) || die "the export returned $(( lines - 1 )) entries, expected $EXPORT_ENTRIES"
+  awk -v n="$EXPORT_ENTRIES" -v t="$total" -v fb="$first_byte" -v peak="$peak_kb" -v start="$start_kb" -v bytes="$bytes" \
+      -v tick="$clk_tck" -v s0="${before[0]}" -v s1="${after[0]}" -v p0="${before[1]}" -v p1="${after[1]}" \
+      -v load="$(cut -d' ' -f1 /proc/loadavg)" \
+    'BEGIN { ms = 1000 / tick; printf "%.0f %.2f %.2f %.0f %.0f %.0f %.0f %s %.0f\n", n / t, t, fb, peak / 1024, start / 1024,
+             (s1 - s0) * ms, (p1 - p0) * ms, load, bytes / 1048576 }' | tee "$out.result"
+}
+
+# Seeds EXPORT_ENTRIES entries for a merchant of their own (bench/export-seed.sql, through every ledger trigger), has
+# the sequencer number them (a ledger read runs it; the export would otherwise do it first), then BENCH_RUNS exports.
+export_seed_s="-"
+export_sequence_s="-"
+export_scenario() {
+  local name="export-1m" json m k t0 first last numbered run col columns rows=() medians=()
+  if ! selected "$name"; then SKIPPED[$name]="not selected"; return 0; fi
+  # Here seeding and numbering took 40-100 s, and a run (restart, warm-up, export) about 15 s.
+  if (( $(elapsed) + 120 + RUNS * 30 > MAX_SECONDS )); then
+    log "skipping $name: the run would pass BENCH_MAX_SECONDS=$MAX_SECONDS"
+    SKIPPED[$name]="time budget"
+    return 0
+  fi
+  json="$(create_merchant bench-export)"
+  m="$(json_field merchant_id <<<"$json")"; k="$(json_field secret_key <<<"$json")"
+  [[ -n "$m" && -n "$k" ]] || die "merchants create printed no merchant/key"
+  log "$name: seeding $EXPORT_ENTRIES ledger entries for $m"
+  t0="$(date +%s%N)"
+  psql_app -v merchant="$m" -v customers="$EXPORT_CUSTOMERS" -f bench/seed.sql
+  for ((first = 1; first <= EXPORT_TRANSACTIONS; first += EXPORT_CHUNK)); do
+    last=$(( first + EXPORT_CHUNK - 1 < EXPORT_TRANSACTIONS ? first + EXPORT_CHUNK - 1 : EXPORT_TRANSACTIONS ))
+    psql_app -v merchant="$m" -v customers="$EXPORT_CUSTOMERS" -v transactions="$EXPORT_TRANSACTIONS" \
+      -v first="$first" -v last="$last" -f bench/export-seed.sql
+  done
+  psql_app -c "ANALYZE ledger_transactions, entries"
+  export_seed_s="$(( ($(date +%s%N) - t0) / 1000000000 ))"
+  t0="$(date +%s%N)"
+  curl -fsS --max-time 600 -o /dev/null -H "Authorization: Bearer $k" "$url/v1/ledger/entries?limit=1" \
+    || die "the ledger read that numbers the entries failed"
+  psql_app -c "ANALYZE entry_sequence, entry_unsequenced"
+  export_sequence_s="$(( ($(date +%s%N) - t0) / 1000000000 ))"
+  # The merchant id is ours (mer_ and a ULID): safe to splice into the statement.
+  numbered="$(psql_app -At -c "SELECT count(*) FROM entry_sequence WHERE merchant_id = '$m'")"
+  [[ "$numbered" == "$EXPORT_ENTRIES" ]] || die "$name: $numbered of $EXPORT_ENTRIES entries are numbered"
+  log "$name: seeded in ${export_seed_s}s, numbered in ${export_sequence_s}s; $RUNS exports"
+  checkpoint
+  # Not in a command substitution: run_export restarts the service, and svc_pid must stay this shell's. (Not i either:
+  # start_service counts with it.)
+  for ((run = 1; run <= RUNS; run++)); do
+    run_export "$results/$name.run$run" "$k" >/dev/null
+    rows+=("$(cat "$results/$name.run$run.result")")
+  done
+  columns="$(awk '{ print NF; exit }' <<<"${rows[0]}")"
+  for ((col = 1; col <= columns; col++)); do
+    medians+=("$(median $(printf '%s\n' "${rows[@]}" | awk -v c="$col" '{ print $c }'))")
+  done
+  R[$name]="${medians[*]}"
+  log "$name: ${R[$name]}"
+}
+export_scenario
 load_end="$(cut -d' ' -f1-3 /proc/loadavg)"
 requests_stored="$(psql_app -At -c "SELECT count(*) FROM requests")"
 
@@ -280,6 +433,20 @@ row_single() { # $1 = scenario, $2 = label, $3 = customers, $4 = replays, $5 = c
   if [[ -n "${SKIPPED[$1]:-}" ]]; then echo "| $2 | $3 | $4 | $5 | skipped (${SKIPPED[$1]}) | | | | |"; return; fi
   echo "| $2 | $3 | $4 | $5 | $(num "$(col "$1" 1)") | $(col "$1" 2) | $(col "$1" 3) | $(col "$1" 4) | $(busy_pct "$1")% / $(col "$1" 10) |"
 }
+minus() { [[ "$1" == "-" || "$2" == "-" ]] && echo "-" || awk -v a="$1" -v b="$2" 'BEGIN { printf "%+.2f", a - b }'; }
+row_gateway() { # $1 = scenario, $2 = label, $3 = connections, $4 = the direct scenario to subtract
+  if [[ -n "${SKIPPED[$1]:-}" ]]; then echo "| $2 | $3 | skipped (${SKIPPED[$1]}) | | | | | | | | |"; return; fi
+  local added50="" added99=""
+  [[ "$1" == "$4" ]] || { added50="**$(minus "$(col "$1" 2)" "$(col "$4" 2)")**"; added99="$(minus "$(col "$1" 3)" "$(col "$4" 3)")"; }
+  echo "| $2 | $3 | $(num "$(col "$1" 1)") | $(col "$1" 2) | $(col "$1" 3) | $added50 | $added99 | $(per_unit "$1" 5) | $(per_unit "$1" 6) | $(col "$1" 4) | $(busy_pct "$1")% / $(col "$1" 10) |"
+}
+row_stream() { # $1 = scenario, $2 = label, $3 = the direct scenario to subtract
+  if [[ -n "${SKIPPED[$1]:-}" ]]; then echo "| $2 | skipped (${SKIPPED[$1]}) | | | | | | | |"; return; fi
+  local added50="" added99=""
+  [[ "$1" == "$3" ]] || { added50="**$(minus "$(col "$1" 2)" "$(col "$3" 2)")**"; added99="$(minus "$(col "$1" 3)" "$(col "$3" 3)")"; }
+  echo "| $2 | $(num "$(col "$1" 1)") | $(col "$1" 2) | $(col "$1" 3) | $added50 | $added99 | $(col "$1" 11) | $(col "$1" 4) | $(busy_pct "$1")% / $(col "$1" 10) |"
+}
+gc="$GATEWAY_CONNECTIONS"
 machine_cpu="$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)"
 machine_mem="$(awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
 pg_version="$(psql_app -At -c 'SELECT version()')"
@@ -406,12 +573,57 @@ Reference points, same concurrency (64):
 | the service, \`POST /v1/requests\` (statements prepared after they repeat, \`Max Auto Prepare=32\`) | $(num "$(col single-1000-c64 1)") | $(col single-1000-c64 2) | $(col single-1000-c64 3) |
 | the service with \`Max Auto Prepare=0\` in its connection string (no prepared statements) | $(num "$(col single-1000-c64-unprepared 1)") | $(col single-1000-c64-unprepared 2) | $(col single-1000-c64-unprepared 3) |
 
-## Not yet measured
+## Gateway overhead: \`/v1/forward\` to a stub provider
 
-| scenario | why |
-|---|---|
-| gateway overhead (\`/v1/forward\` to a local stub provider vs. the stub directly, p50/p99 added latency, non-streaming and time to first byte) | not yet a scenario of scripts/bench.sh: the gateway landed after the suite was written |
-| export (CSV entries/s, peak RSS exporting 1M entries) | not yet a scenario of scripts/bench.sh: the export landed after the suite was written |
+The stub (\`bench/stub-provider.mjs\`, node, its own process on 127.0.0.1) answers an OpenAI chat completion at once
+with a constant body: JSON with a \`usage\` object, or, streamed, a first SSE chunk at once and the rest (content, the
+usage chunk, \`data: [DONE]\`) 10 ms later. The same call goes to the stub directly and through \`/v1/forward?u=\`
+(the stub allowed by \`Forward__AllowedUpstreams__0\`), authorised with a forward token built as the SDK's
+\`generateForwardToken\` builds it. **customer**: \`customer_id\` (one of the $CUSTOMERS, another every call) and
+\`meter_slug\`: the gateway holds the call's worst case before calling the provider and posts the usage report after
+it, capturing the hold (two database transactions besides the reads). **BYOK**: \`provider_key\` only: nothing held,
+nobody charged, one gateway ledger transaction recorded. Added = through the gateway minus directly, at the same
+concurrency: at 1 connection nothing queues, so it is the gateway's own time per call; at $gc it includes waiting for
+the 2 cores. CPU per call as in "Where time goes".
+
+Non-streaming, wrk (\`bench/wrk/forward.lua\`):
+
+| path | connections | calls/s | p50 ms | p99 ms | added p50 ms | added p99 ms | service µs / call | PostgreSQL µs / call | errors | machine busy / load |
+|---|---|---|---|---|---|---|---|---|---|---|
+$(row_gateway gateway-direct-c1 "stub directly" 1 gateway-direct-c1)
+$(row_gateway gateway-customer-c1 "gateway, customer" 1 gateway-direct-c1)
+$(row_gateway gateway-byok-c1 "gateway, BYOK" 1 gateway-direct-c1)
+$(row_gateway "gateway-direct-c$gc" "stub directly" "$gc" "gateway-direct-c$gc")
+$(row_gateway "gateway-customer-c$gc" "gateway, customer" "$gc" "gateway-direct-c$gc")
+$(row_gateway "gateway-byok-c$gc" "gateway, BYOK" "$gc" "gateway-direct-c$gc")
+
+Streaming (\`"stream": true\`), timed by \`bench/ttfb.mjs\` (node: $gc loops, each on a keep-alive connection and
+sending its next stream when one ends): time to the first body byte, and to the end of the stream.
+
+| path ($gc connections) | streams/s | first byte p50 ms | first byte p99 ms | added p50 ms | added p99 ms | whole stream p50 ms | errors | machine busy / load |
+|---|---|---|---|---|---|---|---|---|
+$(row_stream "gateway-ttfb-direct-c$gc" "stub directly" "gateway-ttfb-direct-c$gc")
+$(row_stream "gateway-ttfb-customer-c$gc" "gateway, customer" "gateway-ttfb-direct-c$gc")
+$(row_stream "gateway-ttfb-byok-c$gc" "gateway, BYOK" "gateway-ttfb-direct-c$gc")
+
+Target: the gateway adds at most 2 ms at p50. Reached here: $(minus "$(col gateway-customer-c1 2)" "$(col gateway-direct-c1 2)") ms billed to a customer and $(minus "$(col gateway-byok-c1 2)" "$(col gateway-direct-c1 2)") ms BYOK at 1 connection; at $gc connections $(minus "$(col "gateway-customer-c$gc" 2)" "$(col "gateway-direct-c$gc" 2)") ms and $(minus "$(col "gateway-byok-c$gc" 2)" "$(col "gateway-direct-c$gc" 2)") ms, and a stream's first byte $(minus "$(col "gateway-ttfb-customer-c$gc" 2)" "$(col "gateway-ttfb-direct-c$gc" 2)") ms and $(minus "$(col "gateway-ttfb-byok-c$gc" 2)" "$(col "gateway-ttfb-direct-c$gc" 2)") ms. The gateway's own throughput at $gc connections: $(num "$(col "gateway-customer-c$gc" 1)") calls/s billed to customers, $(num "$(col "gateway-byok-c$gc" 1)") BYOK.
+
+## Export: \`GET /v1/ledger/entries?format=csv\`
+
+A merchant of its own with $EXPORT_CUSTOMERS customers and $(num "$EXPORT_ENTRIES") ledger entries: $(num "$EXPORT_TRANSACTIONS") usage postings of 4 entries
+(customer credits, usage revenue, provider cost, provider payable) and the customers' credit grants, seeded with SQL
+through every ledger trigger (\`bench/export-seed.sql\`, one transaction per $(num "$EXPORT_CHUNK") postings) in ${export_seed_s} s, and numbered
+by the sequencer (its background loop while the chunks commit; what was left, by a ledger read taking ${export_sequence_s} s), both
+before the runs. Each run restarts the service, exports the last 1,000 entries to warm its code path, then streams the
+whole export with curl into \`wc -l\`, checking that it holds every entry.
+Peak RSS is the service's VmHWM (/proc) after the export, the column beside it the same just before.
+
+| entries | CSV MB | entries/s | seconds | first byte s | peak RSS MB | RSS before the export MB | service CPU s | PostgreSQL CPU s | load |
+|---|---|---|---|---|---|---|---|---|---|
+$(if [[ -n "${SKIPPED[export-1m]:-}" ]]; then echo "| $(num "$EXPORT_ENTRIES") | skipped (${SKIPPED[export-1m]}) | | | | | | | | |"; else
+  echo "| $(num "$EXPORT_ENTRIES") | $(col export-1m 9) | **$(num "$(col export-1m 1)")** | $(col export-1m 2) | $(col export-1m 3) | **$(col export-1m 4)** | $(col export-1m 5) | $(awk -v v="$(col export-1m 6)" 'BEGIN { printf "%.1f", v / 1000 }') | $(awk -v v="$(col export-1m 7)" 'BEGIN { printf "%.1f", v / 1000 }') | $(col export-1m 8) |"; fi)
+
+Target: at least 100,000 entries/s with peak RSS at most 300 MB. Reached here: $(num "$(col export-1m 1)") entries/s, peak RSS $(col export-1m 4) MB.
 
 EOF
   cat bench/notes.md
