@@ -56,7 +56,7 @@ public interface IForwardBilling
 /// billing-disabled call must be entitled (the meter on the customer's active plan) and is reported at zero charge.
 /// Gateway calls charge nobody and are recorded as provider cost only.
 /// </summary>
-public sealed class ForwardBilling(MeterStore meters, ForwardStore store, Customers.CustomerStore customers, UsageReporter reporter, CreditStore credits,
+public sealed class ForwardBilling(MeterStore meters, ForwardStore store, Customers.CustomerStore customers, GroupCommit reporter, CreditStore credits,
     SubscriptionStore subscriptions, TimeProvider clock, IConfiguration configuration, ILogger<ForwardBilling> log) : IForwardBilling
 {
     /// <summary>A hold outlives any call the gateway lets run (timeouts cut stalls, not streams that keep flowing).</summary>
@@ -147,11 +147,12 @@ public sealed class ForwardBilling(MeterStore meters, ForwardStore store, Custom
         ReportOutcome outcome;
         try
         {
-            outcome = await reporter.ReportAsync(call.Caller.MerchantId, body, ct);
+            // Through group commit, as single reports: concurrent gateway calls share the posting transaction.
+            outcome = await reporter.ReportAsync(new ReportItem(call.Caller.MerchantId, body), ct);
             if (outcome is ReportOutcome.Refused { Problem.Code: "hold_not_active" } && call.HoldId is not null)
             {
                 // The hold lapsed while the call ran: the usage is still owed, so it is reported without it.
-                outcome = await reporter.ReportAsync(call.Caller.MerchantId, body with { HoldId = null }, ct);
+                outcome = await reporter.ReportAsync(new ReportItem(call.Caller.MerchantId, body with { HoldId = null }), ct);
             }
         }
         catch when (call.HoldId is not null)
