@@ -3,6 +3,7 @@ using System.Net;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Lava.Billing.Tests.Infrastructure;
+using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.Extensions.DependencyInjection;
@@ -12,7 +13,11 @@ namespace Lava.Billing.Tests.Finance;
 /// <summary>The service on a real Kestrel port on 127.0.0.1, so a browser can reach it.</summary>
 public sealed class KestrelLavaApp : LavaApp
 {
-    public KestrelLavaApp() => UseKestrel(0);
+    // UseKestrel(port) races the app's own Kestrel bind and sometimes throws "Addresses cannot be modified after the
+    // server has started" (dotnet/aspnetcore#67714): the port comes from the URL instead.
+    public KestrelLavaApp() => UseKestrel();
+
+    protected override void ConfigureTestServices(IWebHostBuilder builder) => builder.UseUrls("http://127.0.0.1:0");
 
     public string BaseUrl
     {
