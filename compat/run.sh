@@ -116,7 +116,7 @@ done
 [[ -n "$fake_url" ]] || die "the fake provider printed no URL within 10 s"
 log "fake provider on $fake_url"
 
-port="$(free_port 55600)" || die "no free port for the service"
+port="$(free_port 25600)" || die "no free port for the service"
 log "starting the service on 127.0.0.1:$port (log: $work/service.log)"
 # Only $fake_url/v1 is allowed, so the provider's /calls (what the tests read back) is out of the gateway's reach.
 # env, because a variable whose name holds dots (the host of a managed key) cannot be exported from bash.

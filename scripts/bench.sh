@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # scripts/bench.sh — the benchmark suite (issue 7). One command, writes docs/BENCHMARKS.md.
 #
-# Starts its own PostgreSQL (fsync on: durability-honest numbers) on port 55642 with its data under /tmp, builds and
+# Starts its own PostgreSQL (fsync on: durability-honest numbers) on port 25642 with its data under /tmp, builds and
 # starts the service in Release on a free loopback port, seeds merchants, customers and a meter with psql, and loads
 # it from a second process: wrk (Debian's package, installed when missing) with the Lua scripts in bench/wrk/, and
 # pgbench with the scripts bench/pgbench/reports.sh generates. The gateway scenarios add a stub provider
@@ -11,7 +11,7 @@
 # Raw output lands in bench/results/<UTC time>/.
 # All traffic goes to 127.0.0.1; every loop is bounded; the whole run stops itself after BENCH_MAX_SECONDS.
 #
-# Env (optional): BENCH_SECONDS=10 BENCH_RUNS=3 BENCH_WARMUP_SECONDS=3 BENCH_PG_PORT=55642 BENCH_MAX_SECONDS=1800
+# Env (optional): BENCH_SECONDS=10 BENCH_RUNS=3 BENCH_WARMUP_SECONDS=3 BENCH_PG_PORT=25642 BENCH_MAX_SECONDS=1800
 #                 BENCH_OUT=docs/BENCHMARKS.md BENCH_KEEP=1 (keep the cluster's data directory afterwards)
 #                 BENCH_ONLY=REGEX (run only the scenarios whose name matches, e.g. '^single-1000' or 'gateway|export';
 #                 for trying things)
@@ -25,7 +25,7 @@ require_dotnet
 RUN_SECONDS="${BENCH_SECONDS:-10}"
 RUNS="${BENCH_RUNS:-3}"
 WARMUP_SECONDS="${BENCH_WARMUP_SECONDS:-3}"
-PG_PORT="${BENCH_PG_PORT:-55642}"
+PG_PORT="${BENCH_PG_PORT:-25642}"
 MAX_SECONDS="${BENCH_MAX_SECONDS:-1800}"
 OUT="${BENCH_OUT:-docs/BENCHMARKS.md}"
 [[ "$RUN_SECONDS" =~ ^[0-9]+$ && "$RUNS" =~ ^[0-9]+$ && "$WARMUP_SECONDS" =~ ^[0-9]+$ && "$MAX_SECONDS" =~ ^[0-9]+$ ]] \
@@ -116,7 +116,7 @@ log "seeding $CUSTOMERS customers for $merchant and $GC_CUSTOMERS for $gc_mercha
 psql_app -v merchant="$merchant" -v customers="$CUSTOMERS" -f bench/seed.sql
 psql_app -v merchant="$gc_merchant" -v customers="$GC_CUSTOMERS" -f bench/seed.sql
 
-svc_port="$(free_port 55643)" || die "no free port for the service"
+svc_port="$(free_port 25643)" || die "no free port for the service"
 url="http://127.0.0.1:$svc_port"
 
 # The gateway's upstream: a stub provider in its own process, allowed (and the only upstream allowed) at start-up.

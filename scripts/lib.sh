@@ -4,7 +4,8 @@ die() { log "ERROR: $*"; exit 1; }
 
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-# First free TCP port on 127.0.0.1 at or after $1.
+# First free TCP port on 127.0.0.1 at or after $1. Callers start below the kernel's ephemeral range (32768-60999 here):
+# a port in it can look free and still fail to bind, taken meanwhile as the source port of an outgoing connection.
 free_port() {
   local p="$1"
   for ((; p < $1 + 500; p++)); do port_free "$p" && { echo "$p"; return 0; }; done

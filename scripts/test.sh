@@ -8,7 +8,7 @@ cd "$root"
 source scripts/lib.sh
 require_dotnet
 
-port="$(free_port 55500)" || die "no free port for PostgreSQL"
+port="$(free_port 25500)" || die "no free port for PostgreSQL"
 work="$(mktemp -d "${TMPDIR:-/tmp}/lava-test.XXXXXX")"
 chmod 755 "$work"
 datadir="$work/pg"
