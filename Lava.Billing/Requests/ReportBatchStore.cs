@@ -142,11 +142,6 @@ public sealed class ReportBatchStore(NpgsqlDataSource db)
             // A row held elsewhere for this long fails the batch, which then posts its reports one by one, so one
             // contended customer cannot stall the others for the whole command timeout.
             batch.BatchCommands.Add(new NpgsqlBatchCommand($"SET LOCAL lock_timeout = '{LockTimeoutMs}ms'"));
-            // Every statement here takes its keys as arrays. PostgreSQL's default (plan_cache_mode = auto) compares a
-            // generic plan with plans made for the array sizes it sees, prefers the latter, and so plans every prepared
-            // statement again at every execution: about 1.5 ms of planning per transaction in the statement log. The
-            // generic plans of these reads are the same index lookups (checked with EXPLAIN). CommitAsync sets it back.
-            batch.BatchCommands.Add(new NpgsqlBatchCommand("SET LOCAL plan_cache_mode = force_generic_plan"));
             batch.BatchCommands.Add(Command(LockUsage, Texts(usage, k => k.MerchantId), Texts(usage, k => k.MeterId),
                 Texts(usage, k => k.CustomerKey), usage.Select(k => k.CalendarPeriod.UtcDateTime).ToArray()));
             batch.BatchCommands.Add(Command(SelectUsage, Texts(usage, k => k.MerchantId), Texts(usage, k => k.MeterId),
@@ -264,9 +259,6 @@ public sealed class ReportBatchStore(NpgsqlDataSource db)
         var u = w.Usage;
         var h = w.Holds;
         await using var batch = new NpgsqlBatch(connection);
-        // The write's generic plan would update usage totals by a hash join over the whole (small, often-updated) table
-        // rather than by primary key; planned for the real array sizes it does the lookups.
-        batch.BatchCommands.Add(new NpgsqlBatchCommand("SET LOCAL plan_cache_mode = auto"));
         batch.BatchCommands.Add(Command(InsertAll,
             Texts(r, x => x.MerchantId), Texts(r, x => x.RequestId), r.Select(x => x.Fingerprint).ToArray(), Texts(r, x => x.Mode),
             Texts(r, x => x.CustomerId), Texts(r, x => x.MeterId), r.Select(x => x.PriceVersion).ToArray(),
