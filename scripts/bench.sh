@@ -247,6 +247,17 @@ run_ttfb() { # $1 = output file, $2 = seconds, $3 = connections, $4 = URL, $5 = 
 
 declare -A R            # R[name] = "tput p50 p99 errors svc_ms pg_ms gen_ms busy_ms wall_ms load1 [extra]" (medians per column)
 declare -A SKIPPED
+# record_medians NAME ROW...: the median of each column over the runs' rows goes to R[NAME].
+record_medians() {
+  local name="$1" columns col medians=()
+  shift
+  columns="$(awk '{ print NF; exit }' <<<"$1")"
+  for ((col = 1; col <= columns; col++)); do
+    medians+=("$(median $(printf '%s\n' "$@" | awk -v c="$col" '{ print $c }'))")
+  done
+  R[$name]="${medians[*]}"
+  log "$name: ${R[$name]}"
+}
 # scenario NAME RUNNER ARGS...: a warm-up (not recorded), then RUNS runs; medians per column go to R[NAME].
 scenario() {
   local name="$1" runner="$2" i col
@@ -268,13 +279,7 @@ scenario() {
     row="$("$runner" "$results/$name.run$i" "$RUN_SECONDS" "$@")" || die "$name run $i failed"
     rows+=("$row")
   done
-  local medians=() columns
-  columns="$(awk '{ print NF; exit }' <<<"${rows[0]}")"
-  for ((col = 1; col <= columns; col++)); do
-    medians+=("$(median $(printf '%s\n' "${rows[@]}" | awk -v c="$col" '{ print $c }'))")
-  done
-  R[$name]="${medians[*]}"
-  log "$name: ${R[$name]}"
+  record_medians "$name" "${rows[@]}"
 }
 
 # ---------- scenarios ----------
@@ -369,7 +374,7 @@ run_export() { # $1 = output file, $2 = the export merchant's secret key
 export_seed_s="-"
 export_sequence_s="-"
 export_scenario() {
-  local name="export-1m" json m k t0 first last numbered run col columns rows=() medians=()
+  local name="export-1m" json m k t0 first last numbered run rows=()
   if ! selected "$name"; then SKIPPED[$name]="not selected"; return 0; fi
   # Here seeding and numbering took 40-100 s, and a run (restart, warm-up, export) about 15 s.
   if (( $(elapsed) + 120 + RUNS * 30 > MAX_SECONDS )); then
@@ -406,12 +411,7 @@ export_scenario() {
     run_export "$results/$name.run$run" "$k" >/dev/null
     rows+=("$(cat "$results/$name.run$run.result")")
   done
-  columns="$(awk '{ print NF; exit }' <<<"${rows[0]}")"
-  for ((col = 1; col <= columns; col++)); do
-    medians+=("$(median $(printf '%s\n' "${rows[@]}" | awk -v c="$col" '{ print $c }'))")
-  done
-  R[$name]="${medians[*]}"
-  log "$name: ${R[$name]}"
+  record_medians "$name" "${rows[@]}"
 }
 export_scenario
 load_end="$(cut -d' ' -f1-3 /proc/loadavg)"
