@@ -88,7 +88,7 @@ public sealed class UsageReporter(ReportBatchStore store, MeterStore meters, Tim
     {
         try
         {
-            return await ReportAsync(item.MerchantId, item.Body, ct);
+            return (await ReportManyAsync([item], ct))[0];
         }
         catch (Exception e) when (e is NpgsqlException or BatchRaceException)
         {
