@@ -62,15 +62,11 @@ public sealed class UsageReporter(ReportBatchStore store, MeterStore meters, Tim
                 // A concurrent report took one of these request ids between the lock and the insert: the next attempt
                 // sees it committed and answers it as a replay.
             }
-            catch (PostgresException e) when (e.SqlState == PostgresErrorCodes.ForeignKeyViolation && attempt < MaxAttempts)
+            catch (Exception e) when (attempt < MaxAttempts &&
+                                      e is BatchRaceException or PostgresException { SqlState: PostgresErrorCodes.ForeignKeyViolation })
             {
-                // A meter never used (so deleted for good, not soft-deleted) went away between the lock step and the
-                // insert: start over from the database, which now answers 404 for it.
-                resolved = await ResolveMetersAsync(items, fresh: true, ct);
-            }
-            catch (BatchRaceException) when (attempt < MaxAttempts)
-            {
-                // The billing state or a meter moved: read the meters again too, not from the cache.
+                // The billing state or a meter moved, or a meter never used (so deleted for good) went away between the
+                // lock step and the insert: start over with the meters read from the database, not the cache.
                 resolved = await ResolveMetersAsync(items, fresh: true, ct);
             }
             catch (Exception e) when (items.Count > 1 && e is NpgsqlException or BatchRaceException)
@@ -122,12 +118,8 @@ public sealed class UsageReporter(ReportBatchStore store, MeterStore meters, Tim
     /// <summary>Whether a slug now names another meter or price version than the one these reports were priced with.</summary>
     private static bool MetersMoved(Dictionary<(string MerchantId, string MeterSlug), MeterPrice> resolved,
         IEnumerable<(string MerchantId, string MeterSlug)> slugs, ReportBatchStore.Locked state) =>
-        slugs.Any(key => (resolved.GetValueOrDefault(key), state.LiveMeters.TryGetValue(key, out var live) ? live : default((string, int)?)) switch
-        {
-            (null, null) => false,
-            ({ } priced, { } now) => priced.MeterId != now.Item1 || priced.Version != now.Item2,
-            _ => true,
-        });
+        slugs.Any(key => resolved.TryGetValue(key, out var priced) != state.LiveMeters.TryGetValue(key, out var live)
+                         || (priced is not null && (priced.MeterId, priced.Version) != live));
 
     private sealed class BatchRaceException() : Exception("the billing state moved between the lock and the plan");
 
@@ -152,13 +144,13 @@ public sealed class UsageReporter(ReportBatchStore store, MeterStore meters, Tim
         var slugs = items.Select(i => (i.MerchantId, i.Body.MeterSlug!)).Distinct().ToList();
 
         var (connection, state) = await store.LockAsync(new(usageKeys, accounts, holds, requestIds, customers, keys, slugs), ct);
-        await using var _ = connection;
+        await using var held = connection;
         var committed = false;
         try
         {
             if (MetersMoved(resolvedMeters, slugs, state))
             {
-                foreach (var slug in slugs) _meters.TryRemove(slug, out MeterPrice? _);
+                foreach (var slug in slugs) _meters.TryRemove(slug, out _);
                 throw new BatchRaceException();
             }
             var plan = new BatchPlan(state, options);
