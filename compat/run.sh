@@ -102,13 +102,15 @@ secret="$(printf '%s' "$merchant" | sed -n 's/.*"secret_key":"\([^"]*\)".*/\1/p'
 [[ "$secret" == aks_* ]] || die "merchants create printed no secret key: $merchant"
 
 # The provider first: the service reads its allow-list at start-up, and the provider's port (0: the OS picks one)
-# is known only once it listens and prints its URL.
+# is known only once it listens and prints its URL. The output file exists before the child starts: the child's
+# redirection opens it only after the fork, and the first poll below can come sooner (a CI run failed on that).
+: >"$work/fake-provider.out"
 node compat/fake-provider.mjs >"$work/fake-provider.out" 2>&1 &
 fake_pid=$!
 fake_url=""
 for _ in {1..100}; do
   kill -0 "$fake_pid" 2>/dev/null || { cat "$work/fake-provider.out" >&2; die "the fake provider exited during start-up"; }
-  fake_url="$(head -n1 "$work/fake-provider.out")"
+  fake_url="$(head -n1 "$work/fake-provider.out" 2>/dev/null || true)"
   [[ "$fake_url" == http://127.0.0.1:*[0-9] ]] && break
   fake_url=""
   sleep 0.1
@@ -120,6 +122,7 @@ port="$(free_port 25600)" || die "no free port for the service"
 log "starting the service on 127.0.0.1:$port (log: $work/service.log)"
 # Only $fake_url/v1 is allowed, so the provider's /calls (what the tests read back) is out of the gateway's reach.
 # env, because a variable whose name holds dots (the host of a managed key) cannot be exported from bash.
+: >"$work/service.log"
 env "Forward__AllowedUpstreams__0=$fake_url/v1" "Forward__ManagedKeys__127.0.0.1=sk-managed" \
   dotnet "$dll" --urls "http://127.0.0.1:$port" >"$work/service.log" 2>&1 &
 svc_pid=$!
