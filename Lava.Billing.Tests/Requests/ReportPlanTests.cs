@@ -1,0 +1,98 @@
+using Dapper;
+using Lava.Billing.Ledger;
+using Lava.Billing.Requests;
+using Lava.Billing.Tests.Infrastructure;
+using Microsoft.Extensions.DependencyInjection;
+using Npgsql;
+
+namespace Lava.Billing.Tests.Requests;
+
+/// <summary>
+/// Every statement of the posting transaction finds its rows by key, for one report and for a batch of 1,000, on tables
+/// with statistics: no scan of a whole table or index, no hash or merge join, nothing materialised. EXPLAIN runs the
+/// statements exactly as <see cref="ReportBatchStore"/> builds them, after its plan settings. Without those settings
+/// PostgreSQL plans the batch's lookups as hash joins over whole tables (this test then fails), whose cost grows with the
+/// ledger rather than with the batch.
+/// </summary>
+public class ReportPlanTests(LavaApp app) : ApiTest(app)
+{
+    private const int Customers = 1_200;
+
+    private static readonly string[] LockStatements =
+    [
+        "lock usage totals", "read usage totals", "lock balances", "lock holds", "read replays", "read customers",
+        "read plan meters", "read live keys", "read live meters",
+    ];
+
+    private static readonly string[] WholeReads = ["Seq Scan", "Hash Join", "Merge Join", "Bitmap Heap Scan", "Materialize"];
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(1_000)]
+    public async Task EveryStatementOfThePostingFindsItsRowsByKey(int reports)
+    {
+        var m = await App.NewMerchantAsync();
+        var meterId = await App.MeterAsync(m.MerchantId, "tokens", "fixed", "tokens_1m", (0, 1));
+        await using (var c = new NpgsqlConnection(App.ConnectionString))
+        {
+            await c.ExecuteAsync("""
+                INSERT INTO customers (merchant_id, customer_id) SELECT @m, 'cus_plan_' || i FROM generate_series(1, @n) AS i;
+                WITH created AS (
+                    INSERT INTO accounts (merchant_id, account_id, kind, type, customer_id, currency, cached)
+                    SELECT c.merchant_id, c.customer_id || ':' || a.kind, a.kind, a.type, c.customer_id, 'USD', true
+                      FROM customers c
+                     CROSS JOIN (VALUES ('credits_cycle', 'liability'), ('credits_bundle', 'liability'), ('receivable', 'asset')) AS a(kind, type)
+                     WHERE c.merchant_id = @m
+                    RETURNING merchant_id, account_id)
+                INSERT INTO account_balances (merchant_id, account_id) SELECT merchant_id, account_id FROM created;
+                ANALYZE;
+                """, new { m = m.MerchantId, n = Customers });
+        }
+        var keyId = await App.QueryAsync<string>("SELECT secret_key_id FROM secret_keys WHERE merchant_id = @m", new { m = m.MerchantId });
+        var customers = Enumerable.Range(1, reports).Select(i => $"cus_plan_{i}").ToList();
+        var period = new DateTimeOffset(2026, 11, 1, 0, 0, 0, TimeSpan.Zero);
+        var now = DateTimeOffset.UtcNow;
+
+        var lockRequest = new ReportBatchStore.LockRequest(
+            customers.Select(c => new ReportBatchStore.UsageKey(m.MerchantId, meterId, c, period)).ToList(),
+            customers.SelectMany(c => new[] { LedgerAccounts.CreditsCycle(c), LedgerAccounts.CreditsBundle(c), LedgerAccounts.Receivable(c) })
+                .Select(a => (m.MerchantId, a)).ToList(),
+            customers.Select(c => (m.MerchantId, "hld_" + c)).ToList(),
+            customers.Select(c => (m.MerchantId, "req_" + c)).ToList(),
+            customers.Select(c => (m.MerchantId, c)).ToList(),
+            [(m.MerchantId, keyId)],
+            [(m.MerchantId, "tokens")]);
+        var writes = new ReportBatchStore.Writes(
+            customers.Select(c => new ReportBatchStore.NewRequest(m.MerchantId, "req_" + c, new byte[32], "customer", c, meterId, 1,
+                100, 10, 0, 0, 0, 0, null, 0.01m, "{}", now, now, "txn_" + c, 201, "{}", "hld_" + c)).ToList(),
+            customers.Select(c => new ReportBatchStore.LedgerTransaction(m.MerchantId, "txn_" + c, "usage", "req_" + c, c, meterId, 1, "{}",
+                now, now)).ToList(),
+            customers.SelectMany(c => new[]
+            {
+                new ReportBatchStore.Entry(m.MerchantId, "txn_" + c, LedgerAccounts.CreditsCycle(c), 0.01m),
+                new ReportBatchStore.Entry(m.MerchantId, "txn_" + c, "usage_revenue", -0.01m),
+            }).ToList(),
+            customers.Select(c => new ReportBatchStore.UsageIncrement(m.MerchantId, meterId, c, period, 110)).ToList(),
+            customers.Select(c => new ReportBatchStore.HoldCapture(m.MerchantId, "hld_" + c, 0.01m, "req_" + c, now)).ToList());
+
+        var db = App.Services.GetRequiredService<NpgsqlDataSource>();
+        await using var connection = await db.OpenConnectionAsync();
+        await using var tx = await connection.BeginTransactionAsync();
+        foreach (var setting in ReportBatchStore.PlanSettings) await connection.ExecuteAsync(setting, transaction: tx);
+        var statements = LockStatements.Zip(ReportBatchStore.LockCommands(lockRequest))
+            .Append(("write", ReportBatchStore.WriteCommand(writes)));
+        var wholeReads = new List<string>();
+        foreach (var (name, statement) in statements)
+        {
+            await using var explain = new NpgsqlCommand("EXPLAIN " + statement.CommandText, connection, tx);
+            foreach (NpgsqlParameter parameter in statement.Parameters) explain.Parameters.Add(parameter.Clone());
+            var plan = new List<string>();
+            await using (var reader = await explain.ExecuteReaderAsync())
+                while (await reader.ReadAsync()) plan.Add(reader.GetString(0));
+            var text = string.Join("\n", plan);
+            if (WholeReads.Any(text.Contains) || (name == "read replays" && !text.Contains("requests_pkey")))
+                wholeReads.Add($"{name}, {reports} report(s):\n{text}");
+        }
+        Assert.True(wholeReads.Count == 0, string.Join("\n\n", wholeReads));
+    }
+}
