@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prints a pgbench script that posts K usage reports (default 1) in one database transaction with the SQL the service
 # runs for them (Requests/ReportBatchStore.cs: set-based, so the statement count does not grow with K), in the same
-# two round trips. Pipeline 1: BEGIN, SET LOCAL lock_timeout, lock the usage totals, read them, lock the customers'
+# two round trips. Pipeline 1: BEGIN, SET LOCAL lock_timeout and the plan settings (index lookups only), lock the usage totals, read them, lock the customers'
 # balances, lock holds (none here), replay check, billing contexts, plan meters, the reporting key's re-check, the
 # meter's current version (the service prices with a cached copy and checks it here). Pipeline 2: the one INSERT ... CTE (requests,
 # ledger transactions, entries, usage totals, hold captures), COMMIT. K = 1 is one report alone; K > 1 is what the
@@ -80,14 +80,20 @@ cat <<SQL
 \\startpipeline
 BEGIN;
 SET LOCAL lock_timeout = '5000ms';
+SET LOCAL enable_seqscan = off;
+SET LOCAL enable_hashjoin = off;
+SET LOCAL enable_mergejoin = off;
+SET LOCAL enable_bitmapscan = off;
 INSERT INTO usage_totals (merchant_id, meter_id, customer_id, period_start, quantity)
 SELECT merchant_id, meter_id, customer_id, period_start, 0::numeric FROM ($USAGE_KEYS) AS k
  ORDER BY 1, 2, 3, 4
 ON CONFLICT (merchant_id, meter_id, customer_id, period_start) DO UPDATE SET quantity = usage_totals.quantity WHERE false;
 SELECT u.merchant_id, u.meter_id, u.customer_id, u.period_start, u.quantity
   FROM ($USAGE_KEYS) AS k
-  JOIN usage_totals u ON u.merchant_id = k.merchant_id AND u.meter_id = k.meter_id AND u.customer_id = k.customer_id
-                     AND u.period_start = k.period_start;
+ CROSS JOIN LATERAL (SELECT * FROM usage_totals t
+                      WHERE t.merchant_id = k.merchant_id AND t.meter_id = k.meter_id AND t.customer_id = k.customer_id
+                        AND t.period_start = k.period_start
+                      LIMIT 1) AS u;
 SELECT b.merchant_id, b.account_id, b.balance
   FROM account_balances b
   JOIN unnest($(fill :m::text $((3 * K))),
@@ -110,8 +116,12 @@ SELECT c.merchant_id, c.customer_id, s.cycle_start_at, s.plan_id, b.cost, b.cred
            AND t.created_at >= s.cycle_start_at)
   FROM unnest($(fill :m::text), $(per "$CUSTOMER")) AS k(merchant_id, customer_id)
   JOIN customers c ON c.merchant_id = k.merchant_id AND c.customer_id = k.customer_id AND c.deleted_at IS NULL
-  LEFT JOIN subscriptions s ON s.merchant_id = c.merchant_id AND s.customer_id = c.customer_id AND s.status = 'active'
-  LEFT JOIN credit_bundles b ON b.merchant_id = s.merchant_id AND b.credit_bundle_id = s.auto_top_up_bundle_id AND b.deleted_at IS NULL;
+  LEFT JOIN LATERAL (SELECT * FROM subscriptions s
+                      WHERE s.merchant_id = c.merchant_id AND s.customer_id = c.customer_id AND s.status = 'active'
+                      LIMIT 1) AS s ON true
+  LEFT JOIN LATERAL (SELECT * FROM credit_bundles b
+                      WHERE b.merchant_id = s.merchant_id AND b.credit_bundle_id = s.auto_top_up_bundle_id AND b.deleted_at IS NULL
+                      LIMIT 1) AS b ON true;
 SELECT pm.merchant_id, pm.plan_id, pm.meter_id
   FROM plan_meters pm
   JOIN subscriptions s ON s.merchant_id = pm.merchant_id AND s.plan_id = pm.plan_id AND s.status = 'active'
