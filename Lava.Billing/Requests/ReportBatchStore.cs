@@ -131,13 +131,13 @@ public sealed class ReportBatchStore(NpgsqlDataSource db)
 
     // Every statement of the posting transaction looks rows up by key from arrays of keys. Planned for those arrays,
     // PostgreSQL turns the lookups into hash joins over whole tables: every account, balance, customer and usage total
-    // read per transaction for a batch on a ledger of 1,200 customers (ReportPlanTests, with these settings off). With
-    // scans and hash/merge joins off, what is left is nested loops of index lookups, which cost what the batch touches,
-    // not what the ledger holds. Measured with scripts/bench.sh:
-    // single reports at 64 connections 2,096 -> 3,334/s, batches of 1,000 3,942 -> 5,019 reports/s. SET LOCAL: this
-    // transaction only. Plans stay custom (planned at each execution): a generic plan is made once per connection, on a
-    // fresh database before any statistics, and then read replays through requests_by_occurred_at (every request of the
-    // merchant) until autovacuum analysed the table.
+    // read per transaction for a batch on a ledger of 1,200 customers (ReportPlanTests, run without these settings).
+    // With scans and hash/merge joins off, what is left is nested loops of index lookups, which cost what the batch
+    // touches, not what the ledger holds: single reports at 64 connections 2,096 -> 3,334/s, batches of 1,000 3,942 ->
+    // 5,019 reports/s (scripts/bench.sh, two short runs). SET LOCAL: this transaction only (and the triggers it fires).
+    // Plans stay custom (made at each execution): a generic plan is made once per connection, and on a fresh database,
+    // where every table looks empty, the replay read's plan went through requests_by_occurred_at (every request of the
+    // merchant per lookup) until autovacuum analysed the table.
     internal static readonly string[] PlanSettings =
     [
         "SET LOCAL enable_seqscan = off",

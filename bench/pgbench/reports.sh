@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Prints a pgbench script that posts K usage reports (default 1) in one database transaction with the SQL the service
 # runs for them (Requests/ReportBatchStore.cs: set-based, so the statement count does not grow with K), in the same
-# two round trips. Pipeline 1: BEGIN, SET LOCAL lock_timeout and the plan settings (index lookups only), lock the usage totals, read them, lock the customers'
-# balances, lock holds (none here), replay check, billing contexts, plan meters, the reporting key's re-check, the
-# meter's current version (the service prices with a cached copy and checks it here). Pipeline 2: the one INSERT ... CTE (requests,
-# ledger transactions, entries, usage totals, hold captures), COMMIT. K = 1 is one report alone; K > 1 is what the
+# two round trips. Pipeline 1: BEGIN, SET LOCAL lock_timeout and the four plan settings (index lookups only), lock
+# the usage totals, read them, lock the customers' balances, lock holds (none here), replay check, billing contexts,
+# plan meters, the reporting key's re-check, the meter's current version (the service prices with a cached copy and
+# checks it here). Pipeline 2: the one INSERT ... CTE (requests, ledger transactions, entries, usage totals, hold
+# captures), COMMIT. K = 1 is one report alone; K > 1 is what the
 # service's group commit writer sends when K reports queued together (customers in ascending order, as it locks them).
 # --lookups adds the two reads the service made before the transaction until it kept their results in memory, each its
 # own round trip: the secret-key lookup (auth) and the meters' live prices.
