@@ -95,4 +95,46 @@ public class ReportPlanTests(LavaApp app) : ApiTest(app)
         }
         Assert.True(wholeReads.Count == 0, string.Join("\n\n", wholeReads));
     }
+
+    /// <summary>
+    /// A prepared statement runs unprepared when a call's parameter types differ from those it was prepared with, so the
+    /// types PostgreSQL receives must not depend on the values: a batch without holds (empty arrays) and one with them.
+    /// </summary>
+    [Fact]
+    public async Task ParameterTypesDoNotDependOnTheValues()
+    {
+        var now = DateTimeOffset.UtcNow;
+        var none = new ReportBatchStore.LockRequest([], [], [], [], [], [], []);
+        var one = new ReportBatchStore.LockRequest([new("m", "mtr", "c", now)], [("m", "a")], [("m", "h")], [("m", "r")], [("m", "c")],
+            [("m", "k")], [("m", "s")]);
+        var nothing = new ReportBatchStore.Writes([], [], [], [], []);
+        var something = new ReportBatchStore.Writes(
+            [new("m", "r", new byte[32], "customer", "c", "mtr", 1, 1, 1, 0, 0, 0.5m, 0, 0.1m, 0.2m, "{}", now, now, "t", 201, "{}", "h")],
+            [new("m", "t", "usage", "r", "c", "mtr", 1, "{}", now, now)],
+            [new("m", "t", "a", 0.2m)],
+            [new("m", "mtr", "c", now, 2)],
+            [new("m", "h", 0.2m, "r", now)]);
+
+        await using var connection = new NpgsqlConnection(App.ConnectionString);
+        await connection.OpenAsync();
+        async Task<List<string>> TypesAsync(IEnumerable<NpgsqlBatchCommand> commands)
+        {
+            var types = new List<string>();
+            foreach (var command in commands)
+            {
+                foreach (NpgsqlParameter parameter in command.Parameters)
+                {
+                    await using var probe = new NpgsqlCommand("SELECT pg_typeof($1)::text", connection);
+                    probe.Parameters.Add(parameter.Clone());
+                    types.Add((string)(await probe.ExecuteScalarAsync())!);
+                }
+            }
+            return types;
+        }
+
+        var empty = await TypesAsync(ReportBatchStore.LockCommands(none).Append(ReportBatchStore.WriteCommand(nothing)));
+        var filled = await TypesAsync(ReportBatchStore.LockCommands(one).Append(ReportBatchStore.WriteCommand(something)));
+        Assert.Equal(filled, empty);
+        Assert.Contains("timestamp with time zone[]", empty);
+    }
 }

@@ -326,18 +326,27 @@ public sealed class ReportBatchStore(NpgsqlDataSource db)
 
     private static string?[] Texts<T>(IEnumerable<T> items, Func<T, string?> text) => items.Select(text).ToArray();
 
+    // Every parameter's type is stated, never inferred from its value: Npgsql types an empty DateTime[] as timestamp[]
+    // and a non-empty one as timestamptz[], and runs a prepared statement unprepared whenever a call's parameter types
+    // differ from those it was prepared with (the write of a report with a hold and of one without alternated, and the
+    // statement log showed the write parsed again at half of the gateway's calls).
     private static NpgsqlBatchCommand Command(string sql, params object[] args)
     {
         var command = new NpgsqlBatchCommand(sql);
         foreach (var arg in args)
         {
-            command.Parameters.Add(arg switch
+            var element = arg switch
             {
-                string?[] texts => new NpgsqlParameter { Value = texts, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text },
-                decimal?[] numbers => new NpgsqlParameter { Value = numbers, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Numeric },
-                int?[] ints => new NpgsqlParameter { Value = ints, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Integer },
-                _ => new NpgsqlParameter { Value = arg },
-            });
+                string?[] => NpgsqlDbType.Text,
+                decimal?[] or decimal[] => NpgsqlDbType.Numeric,
+                int?[] or int[] => NpgsqlDbType.Integer,
+                long[] => NpgsqlDbType.Bigint,
+                short[] => NpgsqlDbType.Smallint,
+                DateTime[] => NpgsqlDbType.TimestampTz,
+                byte[][] => NpgsqlDbType.Bytea,
+                _ => throw new ArgumentException($"no PostgreSQL type stated for a {arg.GetType().Name} parameter"),
+            };
+            command.Parameters.Add(new NpgsqlParameter { Value = arg, NpgsqlDbType = NpgsqlDbType.Array | element });
         }
         return command;
     }
