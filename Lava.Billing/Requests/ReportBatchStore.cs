@@ -157,10 +157,11 @@ public sealed class ReportBatchStore(NpgsqlDataSource db)
     internal static IEnumerable<NpgsqlBatchCommand> LockCommands(LockRequest request)
     {
         var (usage, accounts, holds, requests, customers, keys, meters) = request;
-        yield return Command(LockUsage, Texts(usage, k => k.MerchantId), Texts(usage, k => k.MeterId),
-            Texts(usage, k => k.CustomerKey), usage.Select(k => k.CalendarPeriod.UtcDateTime).ToArray());
-        yield return Command(SelectUsage, Texts(usage, k => k.MerchantId), Texts(usage, k => k.MeterId),
-            Texts(usage, k => k.CustomerKey), usage.Select(k => k.CalendarPeriod.UtcDateTime).ToArray());
+        // The usage lock and the usage read take the same keys: the arrays are built once.
+        object[] usageKeys = [Texts(usage, k => k.MerchantId), Texts(usage, k => k.MeterId), Texts(usage, k => k.CustomerKey),
+            usage.Select(k => k.CalendarPeriod.UtcDateTime).ToArray()];
+        yield return Command(LockUsage, usageKeys);
+        yield return Command(SelectUsage, usageKeys);
         yield return Command(LockBalances, Texts(accounts, a => a.Merchant), Texts(accounts, a => a.Account));
         yield return Command(LockHolds, Texts(holds, h => h.Merchant), Texts(holds, h => h.Hold));
         yield return Command(SelectExisting, Texts(requests, r => r.Merchant), Texts(requests, r => r.Request));
