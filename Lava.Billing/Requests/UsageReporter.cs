@@ -82,7 +82,14 @@ public sealed class UsageReporter(ReportBatchStore store, MeterStore meters, Tim
                 // among them, when group commit batched them together).
                 log.LogWarning(e, "A batch of {Count} reports failed as a whole; posting them one by one", items.Count);
                 var outcomes = new List<ReportOutcome>(items.Count);
-                foreach (var item in items) outcomes.Add((await ReportManyAsync([item], ct))[0]);
+                foreach (var item in items)
+                {
+                    // The database out of reach is nobody's item: the rest get the same answer at once rather than each
+                    // waiting out its own connection timeout.
+                    outcomes.Add(outcomes is [.., ReportOutcome.Refused { Problem.StatusCode: StatusCodes.Status503ServiceUnavailable } down]
+                        ? down
+                        : (await ReportManyAsync([item], ct))[0]);
+                }
                 return outcomes;
             }
         }
@@ -90,13 +97,21 @@ public sealed class UsageReporter(ReportBatchStore store, MeterStore meters, Tim
 
     private static bool CallerCancelled(Exception e, CancellationToken ct) => e is OperationCanceledException && ct.IsCancellationRequested;
 
-    /// <summary>The answer to a report that failed on its own: a bound it would cross is the caller's 422, anything else a bug.</summary>
+    /// <summary>
+    /// The answer to a report that failed on its own: a bound it would cross is the caller's 422, the database out of
+    /// reach (a connection or I/O failure, not a statement it refused) a 503 to retry, anything else a bug.
+    /// </summary>
     private ReportOutcome Failed(ReportItem item, Exception e)
     {
         if (AmountBounds.IsCrossing(e))
         {
             return new ReportOutcome.Refused(Problems.AmountOutOfRange(
                 $"Report '{item.Body.RequestId}' would take {AmountBounds.Describe(e)} past its bound; nothing was posted."));
+        }
+        if (e is NpgsqlException { IsTransient: true } and not PostgresException)
+        {
+            log.LogWarning(e, "Report {RequestId} of merchant {MerchantId} could not reach the database", item.Body.RequestId, item.MerchantId);
+            return new ReportOutcome.Refused(Problems.Unavailable("The database could not be reached; nothing was posted. Retry the report."));
         }
         var errorId = Ids.New("err");
         log.LogError(e, "Report {RequestId} of merchant {MerchantId} could not be posted ({ErrorId})", item.Body.RequestId, item.MerchantId, errorId);
