@@ -112,4 +112,43 @@ public class AmountBoundsTests(LavaApp app) : ApiTest(app)
             .AssertProblem(HttpStatusCode.UnprocessableEntity, "amount_out_of_range");
         Assert.Equal(nearBound, await App.BalanceAsync(m.MerchantId, LedgerAccounts.Receivable(indebted)));
     }
+
+    [Fact]
+    public async Task MerchantWideSumsPastWhatADecimalHoldsStillRead()
+    {
+        var m = await App.NewMerchantAsync();
+        // Nine customers, each owing just under the receivable bound: every balance within its bound, but usage revenue
+        // (no cached row, no bound) sums to about 9e18, past the 7.9e18 a decimal holds at 10 places.
+        var owed = Money.MaxBalance - 0.0000000001m;
+        await using var c = new NpgsqlConnection(App.ConnectionString);
+        for (var i = 0; i < 9; i++)
+        {
+            var customer = await App.CustomerAsync(m.MerchantId);
+            await c.ExecuteAsync("""
+                BEGIN;
+                INSERT INTO ledger_transactions (merchant_id, transaction_id, kind, reference, customer_id, effective_at)
+                VALUES (@m, @t, 'test_overage', @t, @c, now());
+                INSERT INTO entries (merchant_id, transaction_id, account_id, currency, amount) VALUES
+                    (@m, @t, @receivable, 'USD', @amount), (@m, @t, 'usage_revenue', 'USD', -@amount);
+                COMMIT;
+                """, new { m = m.MerchantId, t = Ids.New("txn"), c = customer, receivable = LedgerAccounts.Receivable(customer), amount = owed });
+        }
+
+        var byKind = await m.Client.GetJsonAsync("/v1/ledger/trial-balance?group_by=kind");
+        Assert.Equal(HttpStatusCode.OK, byKind.Status);
+        var revenue = byKind.Body!["lines"]!.AsArray().Single(l => (string)l!["kind"]! == "usage_revenue")!;
+        Assert.Equal("8999999999999999999.9999999991", (string)revenue["credits"]!);
+        Assert.Equal("-8999999999999999999.9999999991", (string)revenue["balance"]!);
+        var receivables = byKind.Body["lines"]!.AsArray().Single(l => (string)l!["kind"]! == "receivable")!;
+        Assert.Equal("8999999999999999999.9999999991", (string)receivables["debits"]!);
+        var total = byKind.Body["totals"]![0]!;
+        Assert.Equal(("8999999999999999999.9999999991", "8999999999999999999.9999999991", "0.0000000000"),
+            ((string)total["debits"]!, (string)total["credits"]!, (string)total["balance"]!));
+
+        var accounts = await m.Client.GetJsonAsync("/v1/ledger/accounts?limit=100");
+        Assert.Equal(HttpStatusCode.OK, accounts.Status);
+        Assert.Equal("-8999999999999999999.9999999991",
+            (string)accounts.Body!["data"]!.AsArray().Single(a => (string)a!["account_id"]! == LedgerAccounts.UsageRevenue)!["balance"]!);
+        Assert.True((bool)(await m.Client.GetJsonAsync("/v1/ledger/verify")).Body!["ok"]!);
+    }
 }
