@@ -16,7 +16,6 @@ public static class AmountBounds
         ["usage_totals_quantity_bound"] = "the usage total of its period",
         ["requests_charge_amount_bound"] = "the charge",
         ["requests_cost_bound"] = "the provider cost",
-        ["requests_seconds_bound"] = "the seconds",
         ["customers_credit_limit_bound"] = "the credit limit",
         ["plans_amounts_bound"] = "the plan's amounts",
         ["credit_bundles_amounts_bound"] = "the bundle's amounts",
