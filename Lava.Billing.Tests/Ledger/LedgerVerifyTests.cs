@@ -49,6 +49,47 @@ public class LedgerVerifyTests(LavaApp app) : ApiTest(app)
     }
 
     [Fact]
+    public async Task VerificationFindsAnAmountPastItsBound()
+    {
+        var (m, customer) = await ArrangeAsync();
+        var receivable = LedgerAccounts.Receivable(customer);
+        var hugeAmount = 5_000_000_000_000_000_000m;
+        await using var owner = new NpgsqlConnection(App.ConnectionString);
+        // With the bounds dropped (as a restore of an old dump, or a hand on the schema, could leave them), a balanced
+        // posting no reader could load: 5e18 at 10 places is past what a decimal holds.
+        await owner.ExecuteAsync("""
+            ALTER TABLE entries DROP CONSTRAINT entries_amount_bound;
+            ALTER TABLE account_balances DROP CONSTRAINT account_balances_balance_bound;
+            BEGIN;
+            INSERT INTO ledger_transactions (merchant_id, transaction_id, kind, reference, customer_id, effective_at)
+            VALUES (@m, 'txn_huge', 'test_overage', 'txn_huge', @c, now());
+            INSERT INTO entries (merchant_id, transaction_id, account_id, currency, amount) VALUES
+                (@m, 'txn_huge', @receivable, 'USD', @amount), (@m, 'txn_huge', 'usage_revenue', 'USD', -@amount);
+            COMMIT;
+            """, new { m = m.MerchantId, c = customer, receivable, amount = hugeAmount });
+        try
+        {
+            var report = (await m.Client.GetJsonAsync("/v1/ledger/verify")).Body!;
+
+            Assert.False((bool)report["ok"]!);
+            var found = Problems(report, "amounts_in_bounds");
+            Assert.Contains(found, p => (string?)p["account_id"] == receivable);
+            Assert.Equal(2, found.Count(p => (string?)p["transaction_id"] == "txn_huge"));
+            Assert.Empty(Problems(report, "cached_balances"));
+        }
+        finally
+        {
+            // Back as they were for this class's other tests (NOT VALID: the reset empties the tables before the next).
+            await owner.ExecuteAsync("""
+                ALTER TABLE entries ADD CONSTRAINT entries_amount_bound
+                    CHECK (amount BETWEEN -1000000000000000000 AND 1000000000000000000) NOT VALID;
+                ALTER TABLE account_balances ADD CONSTRAINT account_balances_balance_bound
+                    CHECK (balance BETWEEN -1000000000000000000 AND 1000000000000000000) NOT VALID;
+                """);
+        }
+    }
+
+    [Fact]
     public async Task VerificationFindsACorruptedCachedBalance()
     {
         var (m, customer) = await ArrangeAsync();

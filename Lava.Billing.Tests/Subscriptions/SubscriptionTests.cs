@@ -289,6 +289,45 @@ public class SubscriptionTests(ClockedLavaApp app) : ClockedApiTest(app)
         (await w.M.Client.GetJsonAsync("/v1/subscriptions?status=paused")).AssertProblem(HttpStatusCode.BadRequest, "validation_failed");
         Assert.Equal(0, await App.QueryAsync<long>("SELECT count(*) FROM subscriptions"));
     }
+
+    [Fact]
+    public async Task ASubscriptionThatFailsToRenewDoesNotStopAnotherFromRenewing()
+    {
+        var poisoned = await ArrangeAsync();
+        var poisonedId = await SubscribeAsync(poisoned);
+        // Due first, so a run that stopped at the first failure would renew nothing.
+        App.Clock.Advance(TimeSpan.FromHours(1));
+        var healthy = await ArrangeAsync();
+        var healthyId = await SubscribeAsync(healthy);
+        await using var owner = new Npgsql.NpgsqlConnection(App.ConnectionString);
+        await Dapper.SqlMapper.ExecuteAsync(owner, $"""
+            CREATE FUNCTION refuse_one_renewal() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF NEW.subscription_id = '{poisonedId}' THEN RAISE EXCEPTION 'this subscription cannot renew'; END IF;
+                RETURN NEW;
+            END $$;
+            CREATE TRIGGER refuse_one_renewal BEFORE UPDATE ON subscriptions FOR EACH ROW EXECUTE FUNCTION refuse_one_renewal();
+            """);
+        try
+        {
+            App.Clock.Set(new DateTimeOffset(2026, 2, 16, 0, 0, 0, TimeSpan.Zero));
+            await RunCyclesAsync();
+
+            int CycleOf(string id) => App.QueryAsync<int>("SELECT cycle_number FROM subscriptions WHERE subscription_id = @id", new { id }).Result;
+            Assert.Equal(2, CycleOf(healthyId));
+            Assert.Equal(1, CycleOf(poisonedId));
+            Assert.Equal(("8.0000000000", "8.0000000000", "0.0000000000"), await CreditsAsync(healthy));
+
+            // Retried on the next run, once whatever stopped it is gone.
+            await Dapper.SqlMapper.ExecuteAsync(owner, "DROP TRIGGER refuse_one_renewal ON subscriptions; DROP FUNCTION refuse_one_renewal();");
+            await RunCyclesAsync();
+            Assert.Equal(2, CycleOf(poisonedId));
+        }
+        finally
+        {
+            await Dapper.SqlMapper.ExecuteAsync(owner, "DROP TRIGGER IF EXISTS refuse_one_renewal ON subscriptions; DROP FUNCTION IF EXISTS refuse_one_renewal();");
+        }
+    }
 }
 
 /// <summary>A JSON body with an Idempotency-Key header.</summary>

@@ -163,10 +163,20 @@ public sealed class CreditStore(NpgsqlDataSource db)
                     "bundle_not_on_plan", $"Credit bundle '{bundle.CreditBundleId}' belongs to a plan the customer is not subscribed to."), ct);
             }
             var transactionId = Ids.New("txn", now);
-            var posted = await LedgerWriter.PostAsync(c, tx, merchantId, new LedgerWriter.Transaction(transactionId, "bundle_purchase",
-                idempotencyKey, customerId, now,
-                UsagePosting.BundlePurchase(customerId, LedgerAccounts.PaymentsClearing, bundle.Cost, bundle.CreditAmount),
-                JsonSerializer.Serialize(new { credit_bundle_id = bundle.CreditBundleId, cost = bundle.Cost, credit_amount = bundle.CreditAmount })), ct);
+            bool posted;
+            try
+            {
+                posted = await LedgerWriter.PostAsync(c, tx, merchantId, new LedgerWriter.Transaction(transactionId, "bundle_purchase",
+                    idempotencyKey, customerId, now,
+                    UsagePosting.BundlePurchase(customerId, LedgerAccounts.PaymentsClearing, bundle.Cost, bundle.CreditAmount),
+                    JsonSerializer.Serialize(new { credit_bundle_id = bundle.CreditBundleId, cost = bundle.Cost, credit_amount = bundle.CreditAmount })), ct);
+            }
+            catch (PostgresException e) when (AmountBounds.IsCrossing(e))
+            {
+                // The database refused the balance this pack would leave; the transaction rolls back, nothing is posted.
+                return new PurchaseOutcome.Refused(Problems.AmountOutOfRange(
+                    $"Buying credit bundle '{bundle.CreditBundleId}' would take {AmountBounds.Describe(e)} past its bound; nothing was posted."));
+            }
             if (posted)
             {
                 var purchaseId = Ids.New("pur", now);

@@ -50,7 +50,7 @@ public static class UsageApi
     {
         var items = new List<UsageItem>();
         long requests = 0, tokens = 0;
-        decimal cost = 0, charge = 0;
+        var zero = Money.Format(0m);
         for (var day = DateOnly.FromDateTime(from.DateTime); ; day = day.AddDays(1))
         {
             var midnight = new DateTimeOffset(day.ToDateTime(TimeOnly.MinValue), from.Offset);
@@ -59,13 +59,12 @@ public static class UsageApi
             var d = days.GetValueOrDefault(day);
             items.Add(new UsageItem(day.ToString("yyyy-MM-dd", CultureInfo.InvariantCulture),
                 midnight < from ? from : midnight, next > to ? to : next,
-                d?.TotalRequests ?? 0, d?.TotalUsageTokens ?? 0, Money.Format(d?.TotalCost ?? 0), Money.Format(d?.TotalCharge ?? 0)));
+                d?.TotalRequests ?? 0, d?.TotalUsageTokens ?? 0, d?.TotalCost ?? zero, d?.TotalCharge ?? zero));
             requests += d?.TotalRequests ?? 0;
             tokens += d?.TotalUsageTokens ?? 0;
-            cost += d?.TotalCost ?? 0;
-            charge += d?.TotalCharge ?? 0;
         }
-        return new RestUsage(items, new UsageTotals(requests, tokens, Money.Format(cost), Money.Format(charge)));
+        var any = days.Values.FirstOrDefault();
+        return new RestUsage(items, new UsageTotals(requests, tokens, any?.RangeCost ?? zero, any?.RangeCharge ?? zero));
     }
 
     private static string? NullIfEmpty(string? s) => string.IsNullOrEmpty(s) ? null : s;

@@ -7,8 +7,14 @@ public static class Money
 {
     public const int Scale = 10;
 
-    /// <summary>Largest amount a money column (numeric(38,10)) or field accepts.</summary>
+    /// <summary>Largest single amount a money column or field accepts (a price, a charge, a bundle, a hold, a limit).</summary>
     public const decimal Max = 1_000_000_000_000_000m;
+
+    /// <summary>
+    /// Largest balance, ledger entry or usage total the database stores (either sign; migration 0040). A decimal read
+    /// back with 10 places fits only below about 7.9e18, and three balances added together stay below it.
+    /// </summary>
+    public const decimal MaxBalance = 1_000_000_000_000_000_000m;
 
     public static string Format(decimal amount) =>
         decimal.Round(amount, Scale, MidpointRounding.AwayFromZero).ToString("F10", CultureInfo.InvariantCulture);

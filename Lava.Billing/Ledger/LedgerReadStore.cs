@@ -14,17 +14,18 @@ public sealed class LedgerReadStore(ReadDataSource db)
 {
     public sealed record AccountFilter(string? CustomerId, string? Kind, DateTimeOffset? AsOf);
 
-    private sealed record AccountRow(string AccountId, string Kind, string Type, string? CustomerId, string Currency, decimal Balance, DateTime CreatedAt);
+    private sealed record AccountRow(string AccountId, string Kind, string Type, string? CustomerId, string Currency, string Balance, DateTime CreatedAt);
 
     // Customer accounts answer from their cached balance; merchant-wide accounts (and any account as of a past
-    // instant) are summed from entries, which only the accounts on this page pay for.
+    // instant) are summed from entries, which only the accounts on this page pay for. As text with 10 places, never a
+    // decimal: a merchant-wide sum has no bound (docs/ledger.md, "Bounds") and may not fit one.
     private const string SelectAccounts = """
         SELECT a.account_id, a.kind, a.type, a.customer_id, a.currency::text AS currency,
-               CASE WHEN a.cached AND @AsOf::timestamptz IS NULL THEN b.balance
-                    ELSE (SELECT coalesce(sum(e.amount), 0) FROM entries e
-                           WHERE e.merchant_id = a.merchant_id AND e.account_id = a.account_id
-                             AND (@AsOf::timestamptz IS NULL OR e.created_at <= @AsOf))
-               END AS balance,
+               round(CASE WHEN a.cached AND @AsOf::timestamptz IS NULL THEN b.balance
+                          ELSE (SELECT coalesce(sum(e.amount), 0) FROM entries e
+                                 WHERE e.merchant_id = a.merchant_id AND e.account_id = a.account_id
+                                   AND (@AsOf::timestamptz IS NULL OR e.created_at <= @AsOf))
+                     END, 10)::text AS balance,
                a.created_at
           FROM accounts a
           LEFT JOIN account_balances b ON b.merchant_id = a.merchant_id AND b.account_id = a.account_id
@@ -43,7 +44,7 @@ public sealed class LedgerReadStore(ReadDataSource db)
         {
             MerchantId = merchantId, After = after ?? "", filter.CustomerId, filter.Kind, AsOf = filter.AsOf?.UtcDateTime, Take = take,
         }, cancellationToken: ct));
-        return rows.Select(r => new LedgerAccountResponse(r.AccountId, r.Kind, r.Type, r.CustomerId, r.Currency, Money.Format(r.Balance), r.CreatedAt)).ToList();
+        return rows.Select(r => new LedgerAccountResponse(r.AccountId, r.Kind, r.Type, r.CustomerId, r.Currency, r.Balance, r.CreatedAt)).ToList();
     }
 
     private sealed record TransactionRow(string TransactionId, string Kind, string Reference, string? CustomerId, string? MeterId,
@@ -139,10 +140,13 @@ public sealed class LedgerReadStore(ReadDataSource db)
     public IResult ExportEntries(string merchantId, EntryFilter filter, long afterSeq, ExportFormat format) =>
         Exports.Stream(db, format, "ledger-entries", EntryColumns, SelectEntries, EntryArgs(merchantId, filter, afterSeq, null));
 
-    private sealed record TrialBalanceRow(string? AccountId, string Kind, string Type, string? CustomerId, string Currency, decimal Debits, decimal Credits);
+    private sealed record TrialBalanceRow(string? AccountId, string Kind, string Type, string? CustomerId, string Currency,
+        string Debits, string Credits, string Balance, string TotalDebits, string TotalCredits, string TotalBalance);
 
     // Summed from entries (debits and credits separately), then labelled with the account; by kind, the accounts of a
-    // kind (every customer's receivable, say) add up to one line.
+    // kind (every customer's receivable, say) add up to one line. The per-currency totals are window sums of the lines,
+    // in the same statement and snapshot. Every amount is summed in numeric and read as text with 10 places, never as a
+    // decimal: merchant-wide sums have no bound (docs/ledger.md, "Bounds") and may not fit one.
     private const string SelectTrialBalance = """
         WITH sums AS (
             SELECT account_id,
@@ -152,14 +156,21 @@ public sealed class LedgerReadStore(ReadDataSource db)
              WHERE merchant_id = @MerchantId
                AND (@AsOf::timestamptz IS NULL OR created_at <= @AsOf)
              GROUP BY account_id
+        ), lines AS (
+            SELECT CASE WHEN @ByKind THEN NULL ELSE a.account_id END AS account_id, a.kind, a.type,
+                   CASE WHEN @ByKind THEN NULL ELSE a.customer_id END AS customer_id, a.currency::text AS currency,
+                   sum(s.debits) AS debits, sum(s.credits) AS credits
+              FROM sums s
+              JOIN accounts a ON a.merchant_id = @MerchantId AND a.account_id = s.account_id
+             GROUP BY 1, 2, 3, 4, 5
         )
-        SELECT CASE WHEN @ByKind THEN NULL ELSE a.account_id END AS account_id, a.kind, a.type,
-               CASE WHEN @ByKind THEN NULL ELSE a.customer_id END AS customer_id, a.currency::text AS currency,
-               sum(s.debits) AS debits, sum(s.credits) AS credits
-          FROM sums s
-          JOIN accounts a ON a.merchant_id = @MerchantId AND a.account_id = s.account_id
-         GROUP BY 1, 2, 3, 4, 5
-         ORDER BY array_position(ARRAY['asset', 'liability', 'revenue', 'expense'], a.type), 2, 1
+        SELECT account_id, kind, type, customer_id, currency,
+               round(debits, 10)::text AS debits, round(credits, 10)::text AS credits, round(debits - credits, 10)::text AS balance,
+               round(sum(debits) OVER w, 10)::text AS total_debits, round(sum(credits) OVER w, 10)::text AS total_credits,
+               round(sum(debits - credits) OVER w, 10)::text AS total_balance
+          FROM lines
+        WINDOW w AS (PARTITION BY currency)
+         ORDER BY array_position(ARRAY['asset', 'liability', 'revenue', 'expense'], type), kind, account_id
         """;
 
     public async Task<TrialBalanceResponse> TrialBalanceAsync(string merchantId, DateTimeOffset? asOf, bool byKind, CancellationToken ct)
@@ -167,14 +178,9 @@ public sealed class LedgerReadStore(ReadDataSource db)
         await using var connection = await db.Source.OpenConnectionAsync(ct);
         var rows = (await connection.QueryAsync<TrialBalanceRow>(new CommandDefinition(SelectTrialBalance,
             new { MerchantId = merchantId, AsOf = asOf?.UtcDateTime, ByKind = byKind }, cancellationToken: ct))).AsList();
-        var lines = rows.Select(r => new TrialBalanceLine(r.AccountId, r.Kind, r.Type, r.CustomerId, r.Currency,
-            Money.Format(r.Debits), Money.Format(r.Credits), Money.Format(r.Debits - r.Credits))).ToList();
-        var totals = rows.GroupBy(r => r.Currency).OrderBy(g => g.Key, StringComparer.Ordinal).Select(g =>
-        {
-            var debits = g.Sum(r => r.Debits);
-            var credits = g.Sum(r => r.Credits);
-            return new TrialBalanceTotal(g.Key, Money.Format(debits), Money.Format(credits), Money.Format(debits - credits));
-        }).ToList();
+        var lines = rows.Select(r => new TrialBalanceLine(r.AccountId, r.Kind, r.Type, r.CustomerId, r.Currency, r.Debits, r.Credits, r.Balance)).ToList();
+        var totals = rows.GroupBy(r => r.Currency).OrderBy(g => g.Key, StringComparer.Ordinal)
+            .Select(g => new TrialBalanceTotal(g.Key, g.First().TotalDebits, g.First().TotalCredits, g.First().TotalBalance)).ToList();
         return new TrialBalanceResponse(asOf?.UtcDateTime, byKind ? "kind" : "account", lines, totals);
     }
 }

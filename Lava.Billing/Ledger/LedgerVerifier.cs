@@ -15,10 +15,11 @@ public sealed class LedgerVerifier(NpgsqlDataSource db, LedgerSequencer sequence
     public const int MaxProblemsPerCheck = 100;
 
     public static readonly IReadOnlyList<string> Checks =
-        ["transactions_balanced", "cached_balances", "sequence_gap_free", "entries_sequenced", "requests_priced", "charges_posted"];
+        ["transactions_balanced", "cached_balances", "sequence_gap_free", "entries_sequenced", "requests_priced", "charges_posted",
+         "amounts_in_bounds"];
 
     private const string SelectUnbalanced = """
-        SELECT transaction_id, currency::text AS currency, sum(amount) AS total
+        SELECT transaction_id, currency::text AS currency, sum(amount)::text AS total
           FROM entries
          WHERE merchant_id = @MerchantId
          GROUP BY transaction_id, currency
@@ -29,7 +30,7 @@ public sealed class LedgerVerifier(NpgsqlDataSource db, LedgerSequencer sequence
 
     // A cached account without its balance row is as wrong as a row that disagrees with the entries.
     private const string SelectDriftedBalances = """
-        SELECT a.account_id, b.balance AS cached, coalesce(s.total, 0) AS total
+        SELECT a.account_id, b.balance::text AS cached, coalesce(s.total, 0::numeric(38,10))::text AS total
           FROM accounts a
           LEFT JOIN account_balances b ON b.merchant_id = a.merchant_id AND b.account_id = a.account_id
           LEFT JOIN (SELECT account_id, sum(amount) AS total FROM entries WHERE merchant_id = @MerchantId GROUP BY account_id) s
@@ -101,6 +102,35 @@ public sealed class LedgerVerifier(NpgsqlDataSource db, LedgerSequencer sequence
          LIMIT @Max
         """;
 
+    // Rows past the bounds the database enforces (migration 0040): only a dropped constraint or a superuser lets one in,
+    // and no reader could load it. Amounts are read as text, so whatever is there is reported, never an overflow.
+    private const string SelectOutOfBounds = """
+        SELECT 'entry' AS what, transaction_id AS id, amount::text AS amount FROM entries
+         WHERE merchant_id = @MerchantId AND NOT amount BETWEEN -@MaxBalance AND @MaxBalance
+        UNION ALL
+        SELECT 'balance', account_id, balance::text FROM account_balances
+         WHERE merchant_id = @MerchantId AND NOT balance BETWEEN -@MaxBalance AND @MaxBalance
+        UNION ALL
+        SELECT 'usage total', meter_id || ' ' || customer_id || ' ' || period_start::text, quantity::text FROM usage_totals
+         WHERE merchant_id = @MerchantId AND quantity > @MaxBalance
+        UNION ALL
+        SELECT 'request charge or cost', request_id, greatest(charge_amount, cost)::text FROM requests
+         WHERE merchant_id = @MerchantId AND (charge_amount > @Max OR cost > @Max)
+        UNION ALL
+        SELECT 'credit limit', customer_id, credit_limit::text FROM customers
+         WHERE merchant_id = @MerchantId AND credit_limit > @Max
+        UNION ALL
+        SELECT 'plan amount', plan_id, period_amount::text FROM plans
+         WHERE merchant_id = @MerchantId AND period_amount > @Max
+        UNION ALL
+        SELECT 'bundle amount', credit_bundle_id, greatest(cost, credit_amount)::text FROM credit_bundles
+         WHERE merchant_id = @MerchantId AND (cost > @Max OR credit_amount > @Max)
+        UNION ALL
+        SELECT 'hold amount', hold_id, greatest(amount, captured_amount)::text FROM holds
+         WHERE merchant_id = @MerchantId AND (amount > @Max OR captured_amount > @Max)
+        LIMIT @MaxProblems
+        """;
+
     public async Task<VerifyResponse> VerifyAsync(string merchantId, CancellationToken ct)
     {
         await sequencer.RunOnceAsync(merchantId, ct);
@@ -111,17 +141,17 @@ public sealed class LedgerVerifier(NpgsqlDataSource db, LedgerSequencer sequence
         CommandDefinition Command(string sql) => new(sql, args, tx, cancellationToken: ct);
         var problems = new List<VerifyProblem>();
 
-        foreach (var r in await connection.QueryAsync<(string TransactionId, string Currency, decimal Total)>(Command(SelectUnbalanced)))
+        foreach (var r in await connection.QueryAsync<(string TransactionId, string Currency, string Total)>(Command(SelectUnbalanced)))
         {
-            problems.Add(new("transactions_balanced", $"transaction {r.TransactionId} leaves {Money.Format(r.Total)} {r.Currency} unbalanced",
-                TransactionId: r.TransactionId, Expected: Money.Format(0m), Actual: Money.Format(r.Total)));
+            problems.Add(new("transactions_balanced", $"transaction {r.TransactionId} leaves {r.Total} {r.Currency} unbalanced",
+                TransactionId: r.TransactionId, Expected: Money.Format(0m), Actual: r.Total));
         }
-        foreach (var r in await connection.QueryAsync<(string AccountId, decimal? Cached, decimal Total)>(Command(SelectDriftedBalances)))
+        foreach (var r in await connection.QueryAsync<(string AccountId, string? Cached, string Total)>(Command(SelectDriftedBalances)))
         {
             problems.Add(new("cached_balances", r.Cached is null
                     ? $"account {r.AccountId} has no cached balance row"
-                    : $"account {r.AccountId} caches {Money.Format(r.Cached)} but its entries sum to {Money.Format(r.Total)}",
-                AccountId: r.AccountId, Expected: Money.Format(r.Total), Actual: Money.Format(r.Cached)));
+                    : $"account {r.AccountId} caches {r.Cached} but its entries sum to {r.Total}",
+                AccountId: r.AccountId, Expected: r.Total, Actual: r.Cached));
         }
         foreach (var r in await connection.QueryAsync<(long From, long To)>(Command(SelectSequenceGaps)))
         {
@@ -156,6 +186,12 @@ public sealed class LedgerVerifier(NpgsqlDataSource db, LedgerSequencer sequence
                     TransactionId: r.TransactionId, RequestId: r.RequestId, Expected: Money.Format(r.ExpectedRevenue), Actual: Money.Format(r.Revenue))
                 : new("charges_posted", $"request {r.RequestId} cost {Money.Format(r.ExpectedCost)} but posted {Money.Format(r.Cost)} provider cost",
                     TransactionId: r.TransactionId, RequestId: r.RequestId, Expected: Money.Format(r.ExpectedCost), Actual: Money.Format(r.Cost)));
+        }
+        foreach (var r in await connection.QueryAsync<(string What, string Id, string Amount)>(new CommandDefinition(SelectOutOfBounds,
+                     new { MerchantId = merchantId, Money.Max, Money.MaxBalance, MaxProblems = MaxProblemsPerCheck }, tx, cancellationToken: ct)))
+        {
+            problems.Add(new("amounts_in_bounds", $"{r.What} {r.Id} is {r.Amount}, past its bound (docs/ledger.md, \"Bounds\")",
+                TransactionId: r.What == "entry" ? r.Id : null, AccountId: r.What == "balance" ? r.Id : null, Actual: r.Amount));
         }
         await tx.CommitAsync(ct);
         return new VerifyResponse(problems.Count == 0, clock.GetUtcNow().UtcDateTime, Checks, problems);

@@ -1,5 +1,3 @@
-using System.Threading.Channels;
-
 namespace Lava.Billing.Requests;
 
 /// <summary>Group commit settings (configuration section <c>Requests:GroupCommit</c>).</summary>
@@ -11,8 +9,10 @@ public sealed class GroupCommitOptions
     public int Writers { get; init; } = 4;
     /// <summary>At most this many reports share a transaction.</summary>
     public int MaxBatch { get; init; } = 128;
-    /// <summary>Reports waiting at most; a full queue makes callers wait (backpressure), it never drops one.</summary>
+    /// <summary>Reports waiting at most, all merchants together; a full queue makes callers wait (backpressure), it never drops one.</summary>
     public int QueueCapacity { get; init; } = 10_000;
+    /// <summary>Reports of one merchant waiting at most; beyond it only that merchant's callers wait.</summary>
+    public int MerchantQueueCapacity { get; init; } = 1_000;
 }
 
 /// <summary>
@@ -21,36 +21,92 @@ public sealed class GroupCommitOptions
 /// many reports share one commit, and alone a report is posted at once (no added wait). Each caller is answered only
 /// after the commit that holds its report. Posting goes through <see cref="UsageReporter.ReportManyAsync"/>, so a
 /// refused or failing item never takes its neighbours down and idempotency is exactly that of one-by-one posting.
+/// <para>
+/// Fair between merchants: each merchant has its own queue, and a batch takes one report from each merchant with
+/// reports waiting in turn (round robin), so a merchant flooding the service gets its share of every batch and no more;
+/// another merchant's report goes into the next batch whatever the flood's length. A merchant's queue is bounded
+/// (<see cref="GroupCommitOptions.MerchantQueueCapacity"/>): beyond it that merchant's callers wait for room
+/// (backpressure, as the global bound does), while other merchants' reports still enter.
+/// </para>
 /// </summary>
 public sealed class GroupCommit : BackgroundService
 {
-    private sealed record Pending(ReportItem Item, TaskCompletionSource<ReportOutcome> Done);
+    private sealed record Pending(ReportItem Item, TaskCompletionSource<ReportOutcome> Done, SemaphoreSlim MerchantRoom);
 
-    private readonly Channel<Pending> _queue;
     private readonly UsageReporter _reporter;
     private readonly GroupCommitOptions _options;
     private readonly ILogger<GroupCommit> _log;
+
+    // Guarded by _lock: each merchant's waiting reports, and the merchants that have any, in turn order.
+    private readonly Lock _lock = new();
+    private readonly Dictionary<string, Queue<Pending>> _queues = new(StringComparer.Ordinal);
+    private readonly Queue<string> _turns = new();
+
+    private readonly SemaphoreSlim _room;
+    private readonly SemaphoreSlim _waiting = new(0);
+    // One per merchant that ever reported through here: a few hundred bytes each, and merchants are made by operators.
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, SemaphoreSlim> _merchantRoom = new(StringComparer.Ordinal);
 
     public GroupCommit(UsageReporter reporter, GroupCommitOptions options, ILogger<GroupCommit> log)
     {
         _reporter = reporter;
         _options = options;
         _log = log;
-        _queue = Channel.CreateBounded<Pending>(new BoundedChannelOptions(Math.Max(options.QueueCapacity, 1))
-        {
-            FullMode = BoundedChannelFullMode.Wait,
-            SingleWriter = false,
-            SingleReader = false,
-        });
+        _room = new SemaphoreSlim(Math.Max(options.QueueCapacity, 1));
     }
 
     public async Task<ReportOutcome> ReportAsync(ReportItem item, CancellationToken ct)
     {
         if (!_options.Enabled) return (await _reporter.ReportManyAsync([item], ct))[0];
+        // Backpressure rather than 429: a usage report describes work that already ran, and a refusal would have to be
+        // retried by the caller or be lost; waiting keeps it, and only the flooding merchant's callers wait.
+        var merchantRoom = _merchantRoom.GetOrAdd(item.MerchantId, _ => new SemaphoreSlim(Math.Max(_options.MerchantQueueCapacity, 1)));
+        await merchantRoom.WaitAsync(ct);
+        try
+        {
+            await _room.WaitAsync(ct);
+        }
+        catch
+        {
+            merchantRoom.Release();
+            throw;
+        }
         var done = new TaskCompletionSource<ReportOutcome>(TaskCreationOptions.RunContinuationsAsynchronously);
-        await _queue.Writer.WriteAsync(new Pending(item, done), ct);
+        lock (_lock)
+        {
+            if (!_queues.TryGetValue(item.MerchantId, out var queue))
+            {
+                queue = new Queue<Pending>();
+                _queues[item.MerchantId] = queue;
+            }
+            if (queue.Count == 0) _turns.Enqueue(item.MerchantId);
+            queue.Enqueue(new Pending(item, done, merchantRoom));
+        }
+        _waiting.Release();
         // The report is posted even if this caller goes away: the work it describes already ran.
         return await done.Task;
+    }
+
+    /// <summary>Up to <paramref name="max"/> waiting reports, one per merchant in turn; their queue places are freed.</summary>
+    private List<Pending> Take(int max)
+    {
+        var batch = new List<Pending>(Math.Min(max, 64));
+        lock (_lock)
+        {
+            while (batch.Count < max && _turns.TryDequeue(out var merchantId))
+            {
+                var queue = _queues[merchantId];
+                batch.Add(queue.Dequeue());
+                if (queue.Count > 0) _turns.Enqueue(merchantId);
+                else _queues.Remove(merchantId);
+            }
+        }
+        foreach (var pending in batch)
+        {
+            pending.MerchantRoom.Release();
+            _room.Release();
+        }
+        return batch;
     }
 
     protected override Task ExecuteAsync(CancellationToken stoppingToken) =>
@@ -58,24 +114,17 @@ public sealed class GroupCommit : BackgroundService
 
     private async Task WriteAsync(CancellationToken stoppingToken)
     {
-        var batch = new List<Pending>(_options.MaxBatch);
         try
         {
-            while (await _queue.Reader.WaitToReadAsync(stoppingToken))
+            while (true)
             {
-                while (batch.Count < _options.MaxBatch && _queue.Reader.TryRead(out var pending)) batch.Add(pending);
+                await _waiting.WaitAsync(stoppingToken);
+                var batch = Take(Math.Max(_options.MaxBatch, 1));
+                // The first report was counted by the wait; the others' counts are taken now (a count whose report another
+                // writer took wakes a writer that finds nothing, which is harmless).
+                for (var i = 1; i < batch.Count; i++) _waiting.Wait(0, CancellationToken.None);
                 if (batch.Count == 0) continue;
-                try
-                {
-                    var outcomes = await _reporter.ReportManyAsync(batch.Select(p => p.Item).ToList(), CancellationToken.None);
-                    for (var i = 0; i < batch.Count; i++) batch[i].Done.TrySetResult(outcomes[i]);
-                }
-                catch (Exception e)
-                {
-                    _log.LogError(e, "A group commit of {Count} reports failed", batch.Count);
-                    foreach (var pending in batch) pending.Done.TrySetException(e);
-                }
-                batch.Clear();
+                await PostAsync(batch);
             }
         }
         catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
@@ -84,18 +133,22 @@ public sealed class GroupCommit : BackgroundService
         finally
         {
             // Shutting down: whatever is still queued is posted here rather than lost.
-            while (_queue.Reader.TryRead(out var pending)) batch.Add(pending);
-            foreach (var pending in batch)
-            {
-                try
-                {
-                    pending.Done.TrySetResult((await _reporter.ReportManyAsync([pending.Item], CancellationToken.None))[0]);
-                }
-                catch (Exception e)
-                {
-                    pending.Done.TrySetException(e);
-                }
-            }
+            for (var batch = Take(1); batch.Count > 0; batch = Take(1)) await PostAsync(batch);
+        }
+    }
+
+    private async Task PostAsync(List<Pending> batch)
+    {
+        try
+        {
+            // Never throws for one report's failure (each gets its own outcome); only a failure of the service itself lands here.
+            var outcomes = await _reporter.ReportManyAsync(batch.Select(p => p.Item).ToList(), CancellationToken.None);
+            for (var i = 0; i < batch.Count; i++) batch[i].Done.TrySetResult(outcomes[i]);
+        }
+        catch (Exception e)
+        {
+            _log.LogError(e, "A group commit of {Count} reports failed", batch.Count);
+            foreach (var pending in batch) pending.Done.TrySetException(e);
         }
     }
 }

@@ -50,11 +50,15 @@ public sealed class UsageReporter(ReportBatchStore store, MeterStore meters, Tim
 
     public async Task<IReadOnlyList<ReportOutcome>> ReportManyAsync(IReadOnlyList<ReportItem> items, CancellationToken ct)
     {
-        var resolved = await ResolveMetersAsync(items, fresh: false, ct);
+        Dictionary<(string MerchantId, string MeterSlug), MeterPrice>? resolved = null;
+        var fresh = false;
         for (var attempt = 1; ; attempt++)
         {
             try
             {
+                // Inside the try: a meter lookup the database refuses (a slug it cannot even compare) is one item's
+                // failure like any other, so it falls back to one by one rather than failing the whole batch.
+                resolved ??= await ResolveMetersAsync(items, fresh, ct);
                 return await PostOnceAsync(items, resolved, ct);
             }
             catch (PostgresException e) when (e.SqlState == PostgresErrorCodes.UniqueViolation && attempt < MaxAttempts)
@@ -67,31 +71,51 @@ public sealed class UsageReporter(ReportBatchStore store, MeterStore meters, Tim
             {
                 // The billing state or a meter moved, or a meter never used (so deleted for good) went away between the
                 // lock step and the insert: start over with the meters read from the database, not the cache.
-                resolved = await ResolveMetersAsync(items, fresh: true, ct);
+                resolved = null;
+                fresh = true;
             }
-            catch (Exception e) when (items.Count > 1 && e is NpgsqlException or BatchRaceException)
+            catch (Exception e) when (!CallerCancelled(e, ct))
             {
-                // One bad item must not take its neighbours down: post them one by one.
+                if (items.Count == 1) return [Failed(items[0], e)];
+                // Whatever went wrong (the database refused a row, a bound was crossed, a bug threw), it may be one item's
+                // doing: post them one by one, so it fails only its own report and never its neighbours (other merchants'
+                // among them, when group commit batched them together).
                 log.LogWarning(e, "A batch of {Count} reports failed as a whole; posting them one by one", items.Count);
                 var outcomes = new List<ReportOutcome>(items.Count);
-                foreach (var item in items) outcomes.Add(await ReportAloneAsync(item, ct));
+                foreach (var item in items)
+                {
+                    // The database out of reach is nobody's item: the rest get the same answer at once rather than each
+                    // waiting out its own connection timeout.
+                    outcomes.Add(outcomes is [.., ReportOutcome.Refused { Problem.StatusCode: StatusCodes.Status503ServiceUnavailable } down]
+                        ? down
+                        : (await ReportManyAsync([item], ct))[0]);
+                }
                 return outcomes;
             }
         }
     }
 
-    private async Task<ReportOutcome> ReportAloneAsync(ReportItem item, CancellationToken ct)
+    private static bool CallerCancelled(Exception e, CancellationToken ct) => e is OperationCanceledException && ct.IsCancellationRequested;
+
+    /// <summary>
+    /// The answer to a report that failed on its own: a bound it would cross is the caller's 422, the database out of
+    /// reach (a connection or I/O failure, not a statement it refused) a 503 to retry, anything else a bug.
+    /// </summary>
+    private ReportOutcome Failed(ReportItem item, Exception e)
     {
-        try
+        if (AmountBounds.IsCrossing(e))
         {
-            return (await ReportManyAsync([item], ct))[0];
+            return new ReportOutcome.Refused(Problems.AmountOutOfRange(
+                $"Report '{item.Body.RequestId}' would take {AmountBounds.Describe(e)} past its bound; nothing was posted."));
         }
-        catch (Exception e) when (e is NpgsqlException or BatchRaceException)
+        if (e is NpgsqlException { IsTransient: true } and not PostgresException)
         {
-            var errorId = Ids.New("err");
-            log.LogError(e, "Report {RequestId} of merchant {MerchantId} could not be posted ({ErrorId})", item.Body.RequestId, item.MerchantId, errorId);
-            return new ReportOutcome.Refused(Problems.Internal(errorId));
+            log.LogWarning(e, "Report {RequestId} of merchant {MerchantId} could not reach the database", item.Body.RequestId, item.MerchantId);
+            return new ReportOutcome.Refused(Problems.Unavailable("The database could not be reached; nothing was posted. Retry the report."));
         }
+        var errorId = Ids.New("err");
+        log.LogError(e, "Report {RequestId} of merchant {MerchantId} could not be posted ({ErrorId})", item.Body.RequestId, item.MerchantId, errorId);
+        return new ReportOutcome.Refused(Problems.Internal(errorId));
     }
 
     private async Task<Dictionary<(string MerchantId, string MeterSlug), MeterPrice>> ResolveMetersAsync(

@@ -16,35 +16,51 @@ public sealed class CycleProcessor(NpgsqlDataSource db, ILogger<CycleProcessor> 
     private const int BatchSize = 100;
 
     // Across merchants on purpose: the worker serves them all. On a sharded cluster this is the one all-shard query,
-    // made cheap by the partial index on due cycles.
+    // made cheap by the partial index on due cycles. Keyset-paged within a run, so a subscription that failed is passed
+    // over (and retried next run) instead of being read again before the ones behind it.
     private const string SelectDue = """
-        SELECT merchant_id, subscription_id FROM subscriptions
+        SELECT merchant_id, subscription_id, cycle_end_at FROM subscriptions
          WHERE status = 'active' AND cycle_end_at <= @Now
-         ORDER BY cycle_end_at
+           AND (cycle_end_at, merchant_id, subscription_id) > (@AfterEnd, @AfterMerchant, @AfterId)
+         ORDER BY cycle_end_at, merchant_id, subscription_id
          LIMIT @Take
         """;
 
-    /// <summary>Processes every cycle due at <paramref name="now"/>; returns how many cycles it closed.</summary>
+    /// <summary>
+    /// Processes every cycle due at <paramref name="now"/>; returns how many cycles it closed. Each subscription is
+    /// settled on its own, in its own transactions: one that fails is logged with its ids and skipped, and the others
+    /// are still renewed.
+    /// </summary>
     public async Task<int> RunDueAsync(DateTimeOffset now, CancellationToken ct)
     {
         var closed = 0;
+        var after = (End: DateTime.MinValue, MerchantId: "", SubscriptionId: "");
         while (true)
         {
-            List<(string MerchantId, string SubscriptionId)> due;
+            List<(string MerchantId, string SubscriptionId, DateTime CycleEndAt)> due;
             await using (var c = await db.OpenConnectionAsync(ct))
             {
-                due = (await c.QueryAsync<(string, string)>(new CommandDefinition(SelectDue,
-                    new { Now = now.UtcDateTime, Take = BatchSize }, cancellationToken: ct))).AsList();
+                due = (await c.QueryAsync<(string, string, DateTime)>(new CommandDefinition(SelectDue, new
+                {
+                    Now = now.UtcDateTime, AfterEnd = DateTime.SpecifyKind(after.End, DateTimeKind.Utc), AfterMerchant = after.MerchantId,
+                    AfterId = after.SubscriptionId, Take = BatchSize,
+                }, cancellationToken: ct))).AsList();
             }
-            var progressed = 0;
-            foreach (var (merchantId, subscriptionId) in due)
+            foreach (var (merchantId, subscriptionId, cycleEndAt) in due)
             {
-                var n = await CloseDueCyclesAsync(merchantId, subscriptionId, now, ct);
-                closed += n;
-                progressed += n;
+                after = (cycleEndAt, merchantId, subscriptionId);
+                try
+                {
+                    closed += await CloseDueCyclesAsync(merchantId, subscriptionId, now, ct);
+                }
+                catch (Exception e) when (!(e is OperationCanceledException && ct.IsCancellationRequested))
+                {
+                    var errorId = Ids.New("err");
+                    log.LogError(e, "Cycle of subscription {SubscriptionId} of merchant {MerchantId} could not be closed ({ErrorId}); " +
+                                    "skipped until the next run", subscriptionId, merchantId, errorId);
+                }
             }
-            // Less than a batch, or only rows another instance holds: done for now.
-            if (due.Count < BatchSize || progressed == 0) return closed;
+            if (due.Count < BatchSize) return closed;
         }
     }
 

@@ -84,7 +84,7 @@ public sealed class SubscriptionStore(NpgsqlDataSource db)
         return rows.Select(Map).ToList();
     }
 
-    public enum CreateOutcome { Created, CustomerNotFound, PlanNotFound, AlreadyActive }
+    public enum CreateOutcome { Created, CustomerNotFound, PlanNotFound, AlreadyActive, AmountOutOfRange }
 
     private const string Insert = """
         INSERT INTO subscriptions (merchant_id, subscription_id, customer_id, plan_id, status, auto_top_up_bundle_id, started_at,
@@ -114,7 +114,15 @@ public sealed class SubscriptionStore(NpgsqlDataSource db)
             AutoTopUpBundleId = plan.DefaultAutoTopUpBundleId, Start = now.UtcDateTime, End = end.UtcDateTime,
         }, tx, cancellationToken: ct));
         if (inserted is null) return (CreateOutcome.AlreadyActive, null);
-        await LedgerWriter.PostAsync(c, tx, merchantId, CycleGrantTransaction(subscriptionId, 1, customerId, plan.PeriodAmount, plan.IncludedCredit, now), ct);
+        try
+        {
+            await LedgerWriter.PostAsync(c, tx, merchantId, CycleGrantTransaction(subscriptionId, 1, customerId, plan.PeriodAmount, plan.IncludedCredit, now), ct);
+        }
+        catch (PostgresException e) when (AmountBounds.IsCrossing(e))
+        {
+            // The grant would take the customer's credits past their bound (credits kept from an earlier subscription).
+            return (CreateOutcome.AmountOutOfRange, null);
+        }
         await tx.CommitAsync(ct);
         return (CreateOutcome.Created, subscriptionId);
     }

@@ -30,6 +30,8 @@ public static class SubscriptionsApi
             SubscriptionStore.CreateOutcome.PlanNotFound => Problems.NotFound("plan", body.PlanId!),
             SubscriptionStore.CreateOutcome.AlreadyActive => Problems.Conflict("subscription_exists",
                 "The customer already has an active subscription; cancel it before subscribing to another plan."),
+            SubscriptionStore.CreateOutcome.AmountOutOfRange => Problems.AmountOutOfRange(
+                "The first cycle's credit would take the customer's credit balance past its bound; nothing was posted."),
             _ => TypedResults.Created($"/v1/subscriptions/{id}",
                 new SubscriptionEnvelope(await subscriptions.FindAsync(caller.MerchantId, id!, ct))),
         };

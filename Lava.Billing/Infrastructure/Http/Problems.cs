@@ -54,6 +54,8 @@ public static class Problems
     public static ProblemResult Unprocessable(string code, string detail) =>
         new(422, code, "Unprocessable request", detail);
 
+    public static ProblemResult AmountOutOfRange(string detail) => Unprocessable("amount_out_of_range", detail);
+
     public static ProblemResult UpstreamNotAllowed(string detail) => new(400, "upstream_not_allowed", "Bad request", detail);
 
     public static ProblemResult UpstreamUnavailable(string detail) => new(502, "upstream_unavailable", "Bad gateway", detail);

@@ -1,0 +1,107 @@
+using System.Text.Json;
+using Lava.Billing.Ledger;
+using Lava.Billing.Requests;
+using Lava.Billing.Tests.Infrastructure;
+using Microsoft.Extensions.DependencyInjection;
+
+namespace Lava.Billing.Tests.Requests;
+
+/// <summary>A report that cannot be posted fails alone: never its batch neighbours, never another merchant's reports.</summary>
+public class BlastRadiusTests(LavaApp app) : ApiTest(app)
+{
+    private UsageReporter Reporter => App.Services.GetRequiredService<UsageReporter>();
+
+    private static CreateRequestBody Body(string id, string? customer, string meter, long tokens = 0, decimal? seconds = null) =>
+        JsonSerializer.Deserialize<CreateRequestBody>(JsonSerializer.Serialize(new
+        {
+            request_id = id, customer_id = customer, meter_slug = meter, input_tokens = tokens, input_seconds = seconds,
+        }), Lava.Billing.Infrastructure.Http.LavaJson.Options)!;
+
+    private async Task<(LavaApp.Merchant M, string Customer)> MerchantWithMeterAsync()
+    {
+        var m = await App.NewMerchantAsync();
+        var customer = await App.CustomerAsync(m.MerchantId);
+        await App.MeterAsync(m.MerchantId, "gpt", "fixed", "requests", (0, 1));
+        return (m, customer);
+    }
+
+    [Fact]
+    public async Task AMeterSlugTheDatabaseCannotReadFailsOnlyItsOwnReport()
+    {
+        var (victim, victimCustomer) = await MerchantWithMeterAsync();
+        var (hostile, hostileCustomer) = await MerchantWithMeterAsync();
+        // Past the HTTP edge's checks (called directly): PostgreSQL refuses a NUL in text (22021) in the meter lookup itself.
+        var items = new List<ReportItem>
+        {
+            new(victim.MerchantId, Body("v1", victimCustomer, "gpt")),
+            new(hostile.MerchantId, Body("h1", hostileCustomer, "x\u0000")),
+            new(victim.MerchantId, Body("v2", victimCustomer, "gpt")),
+            new(hostile.MerchantId, Body("h2", hostileCustomer, "gpt")),
+        };
+
+        var outcomes = await Reporter.ReportManyAsync(items, CancellationToken.None);
+
+        Assert.IsType<ReportOutcome.Created>(outcomes[0]);
+        var refused = Assert.IsType<ReportOutcome.Refused>(outcomes[1]);
+        Assert.Equal(500, refused.Problem.StatusCode);
+        Assert.Equal("internal_error", refused.Problem.Code);
+        Assert.IsType<ReportOutcome.Created>(outcomes[2]);
+        Assert.IsType<ReportOutcome.Created>(outcomes[3]);
+        Assert.Equal(2m, await App.BalanceAsync(victim.MerchantId, LedgerAccounts.Receivable(victimCustomer)));
+        Assert.Equal(1m, await App.BalanceAsync(hostile.MerchantId, LedgerAccounts.Receivable(hostileCustomer)));
+    }
+
+    [Fact]
+    public async Task AReportThatThrowsOutsideTheDatabaseFailsOnlyItsOwnReport()
+    {
+        var (victim, victimCustomer) = await MerchantWithMeterAsync();
+        var hostile = await App.NewMerchantAsync();
+        var hostileCustomer = await App.CustomerAsync(hostile.MerchantId);
+        // A rate the API would refuse, within what the database holds, and seconds no validator let through: pricing
+        // overflows decimal (an OverflowException, not an NpgsqlException) while the batch is planned.
+        await App.MeterAsync(hostile.MerchantId, "slow", "fixed", "minutes", (0, 1_000_000_000_000_000m));
+        var items = new List<ReportItem>
+        {
+            new(victim.MerchantId, Body("v1", victimCustomer, "gpt")),
+            new(hostile.MerchantId, Body("h1", hostileCustomer, "slow", seconds: 10_000_000_000_000_000_000m)),
+            new(victim.MerchantId, Body("v2", victimCustomer, "gpt")),
+        };
+
+        var outcomes = await Reporter.ReportManyAsync(items, CancellationToken.None);
+
+        Assert.IsType<ReportOutcome.Created>(outcomes[0]);
+        Assert.Equal("internal_error", Assert.IsType<ReportOutcome.Refused>(outcomes[1]).Problem.Code);
+        Assert.IsType<ReportOutcome.Created>(outcomes[2]);
+        Assert.Equal(2m, await App.BalanceAsync(victim.MerchantId, LedgerAccounts.Receivable(victimCustomer)));
+        Assert.Equal(0, await App.QueryAsync<int>("SELECT count(*)::int FROM requests WHERE merchant_id = @m", new { m = hostile.MerchantId }));
+    }
+
+    [Fact]
+    public async Task AMerchantFloodingGroupCommitDoesNotHoldBackAnotherMerchantsReports()
+    {
+        var (flooder, flooderCustomer) = await MerchantWithMeterAsync();
+        var (other, otherCustomer) = await MerchantWithMeterAsync();
+        var groupCommit = App.Services.GetRequiredService<GroupCommit>();
+        var finished = 0;
+        async Task<int> Report(LavaApp.Merchant m, string customer, string id)
+        {
+            var outcome = await groupCommit.ReportAsync(new ReportItem(m.MerchantId, Body(id, customer, "gpt")), CancellationToken.None);
+            Assert.IsType<ReportOutcome.Created>(outcome);
+            return Interlocked.Increment(ref finished);
+        }
+
+        const int flood = 3_000;
+        var flooded = Enumerable.Range(0, flood).Select(i => Report(flooder, flooderCustomer, $"f{i}")).ToList();
+        var others = Enumerable.Range(0, 5).Select(i => Report(other, otherCustomer, $"o{i}")).ToList();
+        var otherPlaces = await Task.WhenAll(others);
+        var floodPlaces = await Task.WhenAll(flooded);
+
+        // Queued behind 3,000 reports, the other merchant's five still go into the next batches: most of the flood
+        // completes after them. First come, first served, all 3,000 would complete first.
+        var lastOther = otherPlaces.Max();
+        Assert.True(floodPlaces.Count(p => p > lastOther) >= flood / 2,
+            $"the other merchant's last report finished {lastOther}th of {flood + 5}");
+        Assert.Equal(flood, await App.BalanceAsync(flooder.MerchantId, LedgerAccounts.Receivable(flooderCustomer)));
+        Assert.Equal(5m, await App.BalanceAsync(other.MerchantId, LedgerAccounts.Receivable(otherCustomer)));
+    }
+}
