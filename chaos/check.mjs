@@ -64,7 +64,6 @@ const stored = new Map((await db.query(
      FROM requests WHERE merchant_id = $1`, [merchant])).rows.map((r) => [r.request_id, r]));
 const lost = acked.filter((id) => !stored.has(id));
 const refusedButStored = refused.filter((id) => stored.has(id));
-const lostGateway = gatewayAcks.filter((c) => !c.request_id || !stored.has(c.request_id)).map((c) => c.call);
 
 const doubledTransactions = (await db.query(`
   SELECT reference, count(*)::int AS n, string_agg(kind, ',') AS kinds FROM ledger_transactions
@@ -127,6 +126,9 @@ for (;;) {
   await sleep(1000);
 }
 const settledIn = Date.now() - settleStart;
+// A gateway call is billed after its answer went out (perhaps by a settle worker): read the requests again.
+const billedIds = new Set((await db.query('SELECT request_id FROM requests WHERE merchant_id = $1', [merchant])).rows.map((r) => r.request_id));
+const lostGateway = gatewayAcks.filter((c) => !billed.has(c.call) && !(c.request_id && billedIds.has(c.request_id))).map((c) => c.call);
 const doubledGateway = [...billed].filter(([, n]) => n > 1).map(([c, n]) => `${c}×${n}`);
 const billedNotServed = [...billed.keys()].filter((c) => !served.has(c));
 const unbilledCut = unbilled.filter((c) => cutCalls.has(c));

@@ -69,6 +69,14 @@ async function objects(merchant, tag) {
 }
 const own = await objects(F, 'fuzz');
 const theirs = await objects(O, 'other');
+// Path ids point at spare objects, so a DELETE or PATCH of the fuzz merchant's own ids (a valid request the fuzzer
+// may well send) cannot take away the customer and meter its report bodies name.
+const spareMeter = await api(F, 'POST', '/v1/meters', { name: 'fuzz spare', meter_slug: 'fuzz-spare', rate_type: 'fixed', tier_type: 'requests', tiers: [{ start: '0', rate: '1' }] });
+const spareSubscription = (await api(F, 'GET', `/v1/customers/${F.customers[1]}/subscription`))?.subscription;
+const spare = { ...own, customer_id: F.customers[1], meter_id: spareMeter.meter_id,
+  subscription_id: spareSubscription?.subscription_id ?? own.subscription_id,
+  plan_id: (await api(F, 'POST', '/v1/plans', { name: 'fuzz spare plan', period_amount: '1', included_credit: '0', billing_interval: 'month',
+    rollover_type: 'none', bundle_rollover_type: 'none', meter_ids: [], credit_bundles: [], default_auto_top_up_bundle_index: null })).plan_id };
 const theirIds = Object.entries(theirs).filter(([k]) => k !== 'meter_slug' && k !== 'credit_bundle_id').map(([, v]) => v);
 const idFor = (name, ids) => ids[name] ?? (name.endsWith('_id') ? ids[name] : undefined) ?? 'x';
 
@@ -155,7 +163,20 @@ const AUTHS = [
 const CLASSES = [
   ['wrong-type', 10], ['huge-number', 10], ['deep-nesting', 4], ['nul', 8], ['invalid-utf8', 8], ['lone-surrogate', 8],
   ['duplicate-key', 8], ['other-merchant', 10], ['bad-auth', 8], ['oversize', 2], ['timestamp', 5], ['content-type', 4],
-  ['query', 8], ['path', 6], ['truncated', 4], ['method', 2],
+  ['query', 8], ['path', 6], ['truncated', 4], ['method', 2], ['money-bounds', 6],
+];
+// Values that pass the JSON reader and the validators' types but not the arithmetic or the database's columns
+// (bigint token counts whose sum overflows, seconds and costs past numeric(20,6) / numeric(38,10)): a report carrying
+// one must be refused alone, never take down the reports it shares a database transaction with.
+// As JSON text: a JavaScript number cannot hold 2^63 - 1 exactly.
+const BOUNDS = [
+  { input_tokens: '9223372036854775807', output_tokens: '9223372036854775807' }, { input_tokens: '9223372036854775807' },
+  { input_seconds: '"100000000000000"' }, { output_seconds: '1e15' }, { cost: '"79228162514264337593543950335"' },
+  { cost: '"10000000000000000000000000000"' }, { input_characters: '9223372036854775807', output_characters: '1' },
+  { input_tokens: '4611686018427387904', output_tokens: '4611686018427387904' },
+  // At the validators' own limits: accepted or refused, never a 5xx, and never another report's failure.
+  { input_tokens: '1000000000000', output_tokens: '1000000000000' }, { cost: '"1000000000"', input_tokens: '1000000000000' },
+  { input_seconds: '"99999999999999.999999"' }, { input_characters: '1000000000000', output_characters: '1000000000000' },
 ];
 const BODY_CLASSES = new Set(['wrong-type', 'huge-number', 'deep-nesting', 'nul', 'invalid-utf8', 'lone-surrogate', 'duplicate-key', 'oversize', 'timestamp', 'content-type', 'truncated']);
 const WEIGHT = CLASSES.reduce((s, [, w]) => s + w, 0);
@@ -163,16 +184,17 @@ const WEIGHT = CLASSES.reduce((s, [, w]) => s + w, 0);
 /** Case i: which route, what is wrong with it, and what must come back. Depends on (SEED, i) only. */
 function makeCase(i) {
   const rand = prng((SEED * 2654435761 + i * 40503) >>> 0);
-  const route = routes[i % routes.length];
-  const bodyRoute = route.takesBody;
+  let route = routes[i % routes.length];
   let cls;
   do {
     let roll = rand.next() * WEIGHT;
     cls = CLASSES.find(([, w]) => (roll -= w) < 0)[0];
-  } while (BODY_CLASSES.has(cls) && !bodyRoute && cls !== 'content-type' && cls !== 'deep-nesting');
+  } while (BODY_CLASSES.has(cls) && !route.takesBody && cls !== 'content-type' && cls !== 'deep-nesting');
+  if (cls === 'money-bounds' || cls === 'timestamp') route = routes.find((r) => r.method === 'POST' && r.path === (rand.chance(0.7) ? '/v1/requests' : '/v1/requests/batch')) ?? route;
+  const bodyRoute = route.takesBody;
   const c = { i, cls, route: `${route.method} ${route.path}`, method: route.method, expect: 'any', why: '' };
   const headers = bearer(F.key);
-  const pathIds = { ...own };
+  const pathIds = { ...spare };
   let path = route.path;
   const query = new URLSearchParams();
   if (route.path.startsWith('/v1/forward')) {
@@ -228,10 +250,13 @@ function makeCase(i) {
         const [p, k] = rand.pick(candidates);
         p[k] = `${p[k].slice(0, 3)}\u0000${p[k].slice(3)}`;
         c.why = `\\u0000 in ${k}`;
+      } else if (body.metadata && typeof body.metadata === 'object') {
+        body.metadata['fu\u0000zz'] = 'x';
+        c.why = '\\u0000 in a metadata key';
       } else {
-        const target = body.metadata && typeof body.metadata === 'object' ? body.metadata : body;
-        target['fu\u0000zz'] = 'x';
-        c.why = '\\u0000 in a key';
+        const [p, k] = rand.pick(candidates);
+        p[k] = `\u0000${p[k]}`;
+        c.why = `\\u0000 in ${k}`;
       }
       c.expect = 'refuse';
       break;
@@ -251,10 +276,18 @@ function makeCase(i) {
         p[k] = RAW;
         raw.push(`"${escape}"`);
         c.why = `${k} = "${escape}"`;
-      } else {
-        (body.metadata && typeof body.metadata === 'object' ? body.metadata : body)[RAW] = 'x';
+      } else if (body?.metadata && typeof body.metadata === 'object') {
+        body.metadata[RAW] = 'x';
         raw.push(`"${escape}"`);
-        c.why = `key "${escape}"`;
+        c.why = `metadata key "${escape}"`;
+      } else if (candidates.length) {
+        const [p, k] = rand.pick(candidates);
+        p[k] = RAW;
+        raw.push(`"${escape}"`);
+        c.why = `${k} = "${escape}"`;
+      } else {
+        text = `"${escape}"`;
+        c.why = `body "${escape}"`;
       }
       c.expect = 'refuse';
       break;
@@ -290,7 +323,7 @@ function makeCase(i) {
       }
       if (!c.why) {
         headers.authorization = `Bearer ${O.key}`;
-        for (const p of pathParams) pathIds[p.name] = idFor(p.name, own);
+        for (const p of pathParams) pathIds[p.name] = idFor(p.name, spare);
         c.why = 'another merchant\'s key on this merchant\'s ids';
         if (pathParams.length) c.expect = 'refuse';
       }
@@ -357,6 +390,19 @@ function makeCase(i) {
       if (bodyRoute) c.expect = 'refuse';
       break;
     }
+    case 'money-bounds': {
+      const fields = rand.pick(BOUNDS);
+      const target = body?.requests?.[0] ?? body;
+      if (target && typeof target === 'object' && !Array.isArray(target)) {
+        // One placeholder per field, replaced in order by its literal.
+        for (const [k, v] of Object.entries(fields)) {
+          target[k] = RAW;
+          raw.push(v);
+        }
+      }
+      c.why = Object.entries(fields).map(([k, v]) => `${k}: ${v}`).join(', ');
+      break;
+    }
     case 'method': {
       c.method = rand.pick(['PUT', 'PATCH', 'DELETE', 'OPTIONS', 'TRACE', 'PROPFIND', 'HEAD']);
       c.why = `method ${c.method}`;
@@ -366,7 +412,7 @@ function makeCase(i) {
       break;
   }
   // Other merchants' ids only count as "must refuse" on /v1 routes that look their objects up.
-  path = path.replace(/\{([^}]+)\}/g, (_, name) => (cls === 'path' ? pathIds[name] : encodeURIComponent(pathIds[name] ?? idFor(name, own))));
+  path = path.replace(/\{([^}]+)\}/g, (_, name) => (cls === 'path' ? pathIds[name] : encodeURIComponent(pathIds[name] ?? idFor(name, spare))));
   const qs = [...query].map(([k, v]) => `${encodeURIComponent(k)}=${k === 'u' ? v : encodeURIComponent(v)}`).join('&');
   c.path = qs ? `${path}?${qs}` : path;
   if (text === undefined && body !== undefined) text = toText(body, raw);
@@ -438,6 +484,7 @@ function newLog() {
 const findings = [];
 const byClass = {};
 const byStatus = {};
+const classStatus = {};
 const routeReached = new Map(routes.map((r) => [`${r.method} ${r.path}`, 0]));
 let refusedCount = 0;
 let acceptedCount = 0;
@@ -456,6 +503,8 @@ for (const i of cases) {
   const response = await call(url, { method: c.method, path: c.path, headers: c.headers, body: c.body, timeoutMs: 30_000 });
   const status = response.status ?? response.error;
   byStatus[status] = (byStatus[status] ?? 0) + 1;
+  classStatus[c.cls] ??= {};
+  classStatus[c.cls][status] = (classStatus[c.cls][status] ?? 0) + 1;
   const text = response.body?.toString('utf8') ?? '';
   if (response.error) {
     // A server may close the connection on a body past its limit before reading it; that is a refusal.
@@ -556,6 +605,7 @@ console.log('');
 console.log(`fuzz: ${cases.length} cases (seed ${SEED}) in ${elapsed.toFixed(1)} s over ${routes.length} routes; ${acceptedCount} accepted, ${refusedCount} refused`);
 console.log(`  cases by class: ${Object.entries(byClass).sort().map(([k, v]) => `${k} ${v}`).join(', ')}`);
 console.log(`  answers by status: ${Object.entries(byStatus).sort().map(([k, v]) => `${k}×${v}`).join(', ')}`);
+for (const [k, v] of Object.entries(classStatus).sort()) console.log(`    ${k}: ${Object.entries(v).sort().map(([st, n]) => `${st}×${n}`).join(', ')}`);
 console.log(`  findings by kind: ${Object.keys(kinds).length ? Object.entries(kinds).map(([k, v]) => `${k} ${v}`).join(', ') : 'none'}`);
 const findingsByClass = {};
 for (const f of findings) if (f.c) findingsByClass[`${f.kind} / ${f.c.cls}`] = (findingsByClass[`${f.kind} / ${f.c.cls}`] ?? 0) + 1;
