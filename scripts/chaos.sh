@@ -18,6 +18,7 @@
 #   CHAOS_PG_DOWN_SECONDS=3  CHAOS_SETTLE_SECONDS=60 (the service's window to bill interrupted calls and release
 #   their holds)  CHAOS_DRAIN_SECONDS=90 (retrying open work after the faults)  CHAOS_STREAM_GAP_MS=1000
 #   CHAOS_PG_PORT (default: free from 25700)  CHAOS_SERVICE_PORT (default: free from 25720)
+#   CHAOS_SERVICE_ENV='Name=value ...' (more service settings)
 #   CHAOS_CONFIGURATION=Release|Debug  CHAOS_NO_BUILD=1 (use the existing build)  CHAOS_OUT=DIR (default
 #   chaos/results/<UTC time>)  CHAOS_KEEP=1 (keep the cluster's data)
 set -Eeuo pipefail
@@ -36,7 +37,7 @@ case "$mode" in
   fuzz)
     fuzz_cases="${2:-5000}"
     [[ "$fuzz_cases" =~ ^[0-9]+$ && "$fuzz_cases" -ge 1 && "$fuzz_cases" -le 1000000 ]] || die "fuzz N: N must be 1-1000000" ;;
-  -h | --help) sed -n '2,24p' "$0"; exit 0 ;;
+  -h | --help) sed -n '2,/^set -E/p' "$0" | sed '$d'; exit 0 ;;
   *) die "unknown mode '$mode' (crash, fuzz [N], ci, ha)" ;;
 esac
 if [[ "$mode" == ci ]]; then
@@ -138,7 +139,12 @@ for ((i = 0; i < 100; i++)); do
   sleep 0.1
 done
 [[ -n "$stub_url" ]] || die "the stub provider did not start within 10 s"
-svc_env+=(Forward__AllowedUpstreams__0="$stub_url/v1" Forward__ManagedKeys__127.0.0.1=sk-chaos)
+# The gateway's windows, shortened to fit a test run: the provider timeout (the stub answers at once and streams with
+# CHAOS_STREAM_GAP_MS pauses), and how long a call may stay silent before recovery treats it as cut by a crash and
+# settles it (settings a service without such recovery ignores). CHAOS_SERVICE_ENV adds or overrides settings.
+svc_env+=(Forward__AllowedUpstreams__0="$stub_url/v1" Forward__ManagedKeys__127.0.0.1=sk-chaos
+          Forward__TimeoutMs=5000 Forward__RecoveryMarginMs=5000 Forward__SettleIntervalMs=1000)
+if [[ -n "${CHAOS_SERVICE_ENV:-}" ]]; then read -ra extra_env <<<"$CHAOS_SERVICE_ENV"; svc_env+=("${extra_env[@]}"); fi
 
 start_service() {
   "${svc_env[@]}" dotnet "$dll" --urls "$url" >>"$out/service.log" 2>&1 &
