@@ -185,6 +185,9 @@ check('every report resolved', unresolved.length === 0,
   (unresolvedPoison.length ? ` (${unresolvedPoison.length} of them meant to be refused)` : '') + sample(unresolved));
 check('valid reports accepted', refusedValid.length === 0,
   `${refusedValid.length} valid reports refused${sample(refusedValid.map(([id, r]) => `${id} ${r.status} ${r.code}`))}`);
+const gatewayRefused = load.gateway_calls.filter((c) => c.state === 'refused');
+check('valid gateway calls accepted', gatewayRefused.length === 0,
+  `${gatewayRefused.length} gateway calls refused${sample(gatewayRefused.map((c) => `${c.call} ${c.status}`))}`);
 check('invalid reports refused', poisonAccepted.length === 0,
   `${poisonAccepted.length} reports meant to be refused were accepted${sample(poisonAccepted)}`);
 check('refused reports not stored', refusedButStored.length === 0,

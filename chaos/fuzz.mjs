@@ -365,7 +365,7 @@ function makeCase(i) {
     case 'query': {
       const names = [...queryParams.map((p) => p.name), 'limit', 'cursor', 'format'];
       const name = rand.pick(names);
-      const value = rand.pick(['-1', '0', '101', '1e99', '99999999999999999999', 'abc', '', '%00', '\u00ff\u00fe', '[[[[', '{"a":', 'eyJ9', 'x'.repeat(20_000), '[["a","\\ud800"]]', 'csv', 'xlsx']);
+      const value = rand.pick(['-1', '0', '101', '1e99', '99999999999999999999', 'abc', '', '%00', '\u00ff\u00fe', '[[[[', '{"a":', 'eyJ9', 'x'.repeat(20_000), '[["a","\\ud800"]]', 'csv', 'xlsx', '9999-12-31T23:59:59Z', '0001-01-01T00:00:00Z', '2026-13-45', '-1e9']);
       if (route.path.startsWith('/v1/forward') && rand.chance(0.5)) {
         query.set('u', rand.pick(['http://127.0.0.1:1/v1/chat/completions', 'file:///etc/passwd', 'https://example.invalid/', '%00', '', `${providerUrl}/../calls`, `${providerUrl}/v1/%2e%2e/calls`, 'http://[::1]:1/', `${'http://a'.repeat(2000)}`]));
         c.why = `u=${escapeBytes(Buffer.from(query.get('u'), 'latin1'), 80)}`;
