@@ -70,10 +70,11 @@ async function objects(merchant, tag) {
 const own = await objects(F, 'fuzz');
 const theirs = await objects(O, 'other');
 // Path ids point at spare objects, so a DELETE or PATCH of the fuzz merchant's own ids (a valid request the fuzzer
-// may well send) cannot take away the customer and meter its report bodies name.
+// may well send) cannot take away the customer and meter its report bodies name, or revoke the key it sends.
 const spareMeter = await api(F, 'POST', '/v1/meters', { name: 'fuzz spare', meter_slug: 'fuzz-spare', rate_type: 'fixed', tier_type: 'requests', tiers: [{ start: '0', rate: '1' }] });
 const spareSubscription = (await api(F, 'GET', `/v1/customers/${F.customers[1]}/subscription`))?.subscription;
-const spare = { ...own, customer_id: F.customers[1], meter_id: spareMeter.meter_id,
+const spareKey = await api(F, 'POST', '/v1/secret_keys', { name: 'fuzz spare' });
+const spare = { ...own, customer_id: F.customers[1], meter_id: spareMeter.meter_id, secret_key_id: spareKey.secret_key_id,
   subscription_id: spareSubscription?.subscription_id ?? own.subscription_id,
   plan_id: (await api(F, 'POST', '/v1/plans', { name: 'fuzz spare plan', period_amount: '1', included_credit: '0', billing_interval: 'month',
     rollover_type: 'none', bundle_rollover_type: 'none', meter_ids: [], credit_bundles: [], default_auto_top_up_bundle_index: null })).plan_id };
