@@ -11,11 +11,11 @@ export const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
  * {error: 'timeout' | 'network' | 'cut', detail} when the outcome is unknown: no answer, or an answer that broke off.
  * headers may hold latin1 strings (bytes 0x80-0xFF go out as they are); body is a Buffer or string.
  */
-export function call(url, { method = 'GET', path = '/', headers = {}, body, timeoutMs = 20_000, rawPath = false } = {}) {
+export function call(url, { method = 'GET', path = '/', headers = {}, body, timeoutMs = 20_000, via = agent } = {}) {
   return new Promise((resolve) => {
     const target = new URL(url);
     const options = {
-      host: target.hostname, port: target.port, method, path: rawPath ? path : path, headers: { ...headers }, agent,
+      host: target.hostname, port: target.port, method, path, headers: { ...headers }, agent: via,
       insecureHTTPParser: true,
     };
     if (body !== undefined && options.headers['content-length'] === undefined && !options.headers['transfer-encoding'])
@@ -49,6 +49,9 @@ export function call(url, { method = 'GET', path = '/', headers = {}, body, time
       request.destroy();
     }, timeoutMs);
     request.on('error', (e) => done({ error: 'network', detail: e.code || e.message }));
+    // A server that answered early (413) and closed may fail the rest of the body's write after the request settled:
+    // the socket's error is then nobody's to throw.
+    request.on('socket', (socket) => socket.on('error', () => {}));
     if (body !== undefined) request.end(body);
     else request.end();
   });
