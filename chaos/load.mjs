@@ -63,12 +63,14 @@ const open = () => !stopping || Date.now() < drainDeadline;
 
 // ---------- reports ----------
 const POISONS = [
-  // [what, item fields, expected]: every one must get a definitive answer, and must not take other reports down with it.
+  // [what, item fields, expected]: every one must get a definitive answer, and must not take other reports down with
+  // it; 'refuse' ones must be refused.
   ['no such customer', { customer_id: 'cus_chaos_missing' }, 'refuse'],
   ['negative tokens', { input_tokens: -1 }, 'refuse'],
   ['no such meter', { meter_slug: 'chaos-no-such-meter' }, 'refuse'],
-  ['tokens past a long', { input_tokens: 9223372036854775807, output_tokens: 9223372036854775807 }, 'definitive'],
-  ['timestamp in year 1', { timestamp: '0001-01-01T00:00:00Z' }, 'definitive'],
+  // 2^62 each (exact in a JavaScript number): each fits a long, their sum does not.
+  ['token sum past a long', { input_tokens: 2 ** 62, output_tokens: 2 ** 62 }, 'definitive'],
+  ['timestamp in year 1', { timestamp: '0001-01-01T00:00:00Z' }, 'refuse'],
 ];
 
 function report(rand, id, customer) {
