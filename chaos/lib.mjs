@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs';
 import pg from 'pg';
 
 export const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
+const QUIET = Symbol('quiet');
 
 /**
  * One HTTP request. Resolves {status, headers, body (Buffer), complete} when a whole response arrived, or
@@ -51,7 +52,11 @@ export function call(url, { method = 'GET', path = '/', headers = {}, body, time
     request.on('error', (e) => done({ error: 'network', detail: e.code || e.message }));
     // A server that answered early (413) and closed may fail the rest of the body's write after the request settled:
     // the socket's error is then nobody's to throw.
-    request.on('socket', (socket) => socket.on('error', () => {}));
+    request.on('socket', (socket) => {
+      if (socket[QUIET]) return;
+      socket[QUIET] = true;
+      socket.on('error', () => {});
+    });
     if (body !== undefined) request.end(body);
     else request.end();
   });
