@@ -3,19 +3,24 @@
 // difference between calling it directly and through /v1/forward. (compat/fake-provider.mjs records every call for
 // the SDK tests, which would grow without bound under load, and does not stream.)
 //
-//   node bench/stub-provider.mjs [PORT] [STREAM_GAP_MS]
+//   node bench/stub-provider.mjs [PORT] [STREAM_GAP_MS] [SERVED_LOG]
 //
 // Prints its base URL (http://127.0.0.1:PORT) as the first line on stdout once it listens. A body with "stream": true
 // gets a server-sent event stream in OpenAI's shape: the first chunk at once, then, STREAM_GAP_MS (default 10) later,
 // the rest (content, finish, the usage chunk, data: [DONE]), so time to first byte and time to the last differ as
 // they do with a real model. Anything else gets a chat.completion JSON with a usage object. Both bodies are built once.
+// With SERVED_LOG (scripts/chaos.sh), every completion it accepts is appended to that file as one JSON line before the
+// answer starts ({"event":"served","call":<x-chaos-call header>,"stream":bool,"t":ms}), and another when the answer
+// ended whole or was cut ("done" / "cut"): a provider bills the work it accepted, so that is what the gateway must bill.
+import { appendFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 
 const MAX_BODY_BYTES = 1 << 20;
 const port = Number(process.argv[2] ?? 0);
 const streamGapMs = Number(process.argv[3] ?? 10);
-if (!Number.isInteger(port) || port < 0 || port > 65535 || !Number.isInteger(streamGapMs) || streamGapMs < 0 || streamGapMs > 1000) {
-  process.stderr.write('usage: node bench/stub-provider.mjs [PORT] [STREAM_GAP_MS (0-1000)]\n');
+const servedLog = process.argv[4];
+if (!Number.isInteger(port) || port < 0 || port > 65535 || !Number.isInteger(streamGapMs) || streamGapMs < 0 || streamGapMs > 5000) {
+  process.stderr.write('usage: node bench/stub-provider.mjs [PORT] [STREAM_GAP_MS (0-5000)] [SERVED_LOG]\n');
   process.exit(2);
 }
 
@@ -55,6 +60,11 @@ function fail(response, status, message) {
   response.end(text);
 }
 
+// Synchronous, so the line is on disk before the first byte of the answer leaves.
+function logServed(event, call, stream) {
+  if (servedLog) appendFileSync(servedLog, `${JSON.stringify({ event, call, stream, t: Date.now() })}\n`);
+}
+
 const server = createServer((request, response) => {
   if (request.method !== 'POST' || request.url !== '/v1/chat/completions') {
     request.resume();
@@ -74,6 +84,12 @@ const server = createServer((request, response) => {
       body = JSON.parse(Buffer.concat(chunks).toString('utf8'));
     } catch {
       return fail(response, 400, 'the body is not JSON');
+    }
+    if (servedLog) {
+      const call = String(request.headers['x-chaos-call'] ?? '');
+      const stream = body?.stream === true;
+      logServed('served', call, stream);
+      response.on('close', () => logServed(response.writableFinished ? 'done' : 'cut', call, stream));
     }
     if (body?.stream !== true) {
       response.writeHead(200, jsonHeaders);

@@ -76,5 +76,31 @@ else
   if [[ $compat_rc -ne 0 && $(( ${cf:-0} + ${cc:-0} )) -eq 0 ]]; then failed=$((failed + 1)); fi
 fi
 
+# The bounded fault suite: 2,000 fuzz cases and one crash cycle (a service SIGKILL mid-stream, a PostgreSQL immediate
+# stop) on a cluster of its own, against the Debug build made above. Each of its checks counts as one test.
+# LAVA_TEST_CHAOS=0 leaves it out (a quick local run); CI always runs it.
+if [[ "${LAVA_TEST_CHAOS:-1}" == 0 && "${CI:-}" != true ]]; then
+  log "LAVA_TEST_CHAOS=0: skipping the fault suite (scripts/chaos.sh ci)"
+elif ! command -v node >/dev/null 2>&1; then
+  log "node not found: the fault suite (scripts/chaos.sh ci) cannot run"
+  failed=$((failed + 1))
+else
+  log "running the bounded fault suite (scripts/chaos.sh ci)"
+  set +e
+  chaos_out="$(CHAOS_CONFIGURATION=Debug CHAOS_NO_BUILD=1 CHAOS_OUT="$work/chaos" bash scripts/chaos.sh ci 2>&1)"
+  chaos_rc=$?
+  set -e
+  printf '%s\n' "$chaos_out"
+  chaos_pass="$(printf '%s\n' "$chaos_out" | grep -c '^PASS ' || true)"
+  chaos_fail="$(printf '%s\n' "$chaos_out" | grep -c '^FAIL ' || true)"
+  passed=$((passed + chaos_pass)); failed=$((failed + chaos_fail))
+  # a run that failed without a failing check (start-up, a crash of the harness) counts as one failure
+  if [[ $chaos_rc -ne 0 && $chaos_fail -eq 0 ]]; then failed=$((failed + 1)); fi
+  if [[ $chaos_rc -ne 0 && -f "$work/chaos/fuzz-failures.txt" ]]; then
+    log "first failing fuzz cases:"
+    head -n 40 "$work/chaos/fuzz-failures.txt" >&2
+  fi
+fi
+
 echo "$passed passed, $failed failed"
 (( passed > 0 && failed == 0 ))
