@@ -1,4 +1,5 @@
 using System.Threading.Channels;
+using Lava.Billing.Infrastructure.Observability;
 
 namespace Lava.Billing.Requests;
 
@@ -49,6 +50,7 @@ public sealed class GroupCommit : BackgroundService
         if (!_options.Enabled) return (await _reporter.ReportManyAsync([item], ct))[0];
         var done = new TaskCompletionSource<ReportOutcome>(TaskCreationOptions.RunContinuationsAsynchronously);
         await _queue.Writer.WriteAsync(new Pending(item, done), ct);
+        LavaMetrics.GroupCommitQueued(1);
         // The report is posted even if this caller goes away: the work it describes already ran.
         return await done.Task;
     }
@@ -65,6 +67,7 @@ public sealed class GroupCommit : BackgroundService
             {
                 while (batch.Count < _options.MaxBatch && _queue.Reader.TryRead(out var pending)) batch.Add(pending);
                 if (batch.Count == 0) continue;
+                LavaMetrics.GroupCommitTaken(batch.Count);
                 try
                 {
                     var outcomes = await _reporter.ReportManyAsync(batch.Select(p => p.Item).ToList(), CancellationToken.None);

@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using System.Text.Json;
 using Lava.Billing.Infrastructure;
 using Lava.Billing.Infrastructure.Http;
+using Lava.Billing.Infrastructure.Observability;
 using Lava.Billing.Ledger;
 using Lava.Billing.Meters;
 using MeterPrice = Lava.Billing.Meters.MeterPrice;
@@ -90,7 +91,9 @@ public sealed class UsageReporter(ReportBatchStore store, MeterStore meters, Tim
         {
             var errorId = Ids.New("err");
             log.LogError(e, "Report {RequestId} of merchant {MerchantId} could not be posted ({ErrorId})", item.Body.RequestId, item.MerchantId, errorId);
-            return new ReportOutcome.Refused(Problems.Internal(errorId));
+            var refused = new ReportOutcome.Refused(Problems.Internal(errorId));
+            ReportMetrics.Count([refused]);
+            return refused;
         }
     }
 
@@ -126,6 +129,7 @@ public sealed class UsageReporter(ReportBatchStore store, MeterStore meters, Tim
     private async Task<IReadOnlyList<ReportOutcome>> PostOnceAsync(IReadOnlyList<ReportItem> items,
         Dictionary<(string MerchantId, string MeterSlug), MeterPrice> resolvedMeters, CancellationToken ct)
     {
+        using var timer = LavaMetrics.Posting();
         var now = clock.GetUtcNow();
         var prepared = items.Select(i => Prepare(i, resolvedMeters.GetValueOrDefault((i.MerchantId, i.Body.MeterSlug!)), now)).ToList();
 
@@ -158,6 +162,7 @@ public sealed class UsageReporter(ReportBatchStore store, MeterStore meters, Tim
             if (plan.Writes.Requests.Count > 0) await ReportBatchStore.CommitAsync(connection, plan.Finish(), ct);
             else await ReportBatchStore.RollbackAsync(connection);
             committed = true;
+            ReportMetrics.Count(outcomes);
             return outcomes;
         }
         finally
