@@ -28,11 +28,11 @@ await app.MigrateOnStartAsync();
 
 app.UseLavaRequestLog();
 app.UseLavaErrorHandling();
-app.UseLavaMetrics();
 app.UseLavaBodyLimit(builder.Configuration.GetValue("Limits:MaxRequestBodyBytes", BodyLimit.DefaultBytes));
 app.UseLavaApiDocs();
 app.UseLavaAuth();
 app.MapHealth();
+app.MapLavaMetrics();
 app.MapSecretKeysApi();
 app.MapMetersApi();
 app.MapCustomersApi();

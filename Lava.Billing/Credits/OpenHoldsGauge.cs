@@ -8,7 +8,7 @@ namespace Lava.Billing.Credits;
 /// <c>lava_holds_open</c>: read from the database at each scrape rather than counted in memory, because holds also close
 /// by expiring, which no code path sees, and because every instance serving the database reports the same number.
 /// </summary>
-public sealed class OpenHoldsGauge
+public sealed class OpenHoldsGauge : IDisposable
 {
     private const int TimeoutSeconds = 5;
 
@@ -16,8 +16,12 @@ public sealed class OpenHoldsGauge
         SELECT count(*) FROM holds WHERE status = 'active' AND expires_at > now()
         """;
 
-    public OpenHoldsGauge(NpgsqlDataSource db, IMeterFactory meters, ILogger<OpenHoldsGauge> log) =>
-        LavaMetrics.ObserveOpenHolds(meters, () => Count(db, log));
+    private readonly IDisposable _registration;
+
+    public OpenHoldsGauge(NpgsqlDataSource db, ILogger<OpenHoldsGauge> log) =>
+        _registration = LavaMetrics.ObserveOpenHolds(() => Count(db, log));
+
+    public void Dispose() => _registration.Dispose();
 
     // Synchronous: the exporter collects gauges synchronously. A database that does not answer costs the scrape this one
     // series, not the whole page.
@@ -30,7 +34,7 @@ public sealed class OpenHoldsGauge
             var database = new NpgsqlConnectionStringBuilder(db.ConnectionString).Database;
             return [new Measurement<long>((long)command.ExecuteScalar()!, new KeyValuePair<string, object?>("db.namespace", database))];
         }
-        catch (NpgsqlException e)
+        catch (Exception e) when (e is NpgsqlException or ObjectDisposedException)
         {
             log.LogWarning("Open holds could not be counted for /metrics: {Failure}", e.Message);
             return [];

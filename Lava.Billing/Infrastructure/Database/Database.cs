@@ -21,8 +21,8 @@ public static class Database
                 "ConnectionStrings__Billing is not set. Start the service with scripts/run.sh, which sets up a local PostgreSQL.");
         }
         // Registers NpgsqlDataSource (and NpgsqlConnection, DbDataSource) with the host's logger factory, so Npgsql's own
-        // warnings reach the service's log.
-        services.AddNpgsqlDataSource(WithDefaults(primary, "lava-billing"));
+        // warnings reach the service's log. The name labels its pool in /metrics (instead of the connection string).
+        services.AddNpgsqlDataSource(WithDefaults(primary, "lava-billing"), b => b.Name = "lava-billing");
         services.AddSingleton(sp =>
         {
             var readOnly = sp.GetRequiredService<IConfiguration>().GetConnectionString("BillingReadOnly");
@@ -35,7 +35,7 @@ public static class Database
     }
 
     private static NpgsqlDataSource Build(string connectionString, string applicationName) =>
-        new NpgsqlDataSourceBuilder(WithDefaults(connectionString, applicationName)).Build();
+        new NpgsqlDataSourceBuilder(WithDefaults(connectionString, applicationName)) { Name = applicationName }.Build();
 
     private static string WithDefaults(string connectionString, string applicationName)
     {

@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Diagnostics.Metrics;
 
@@ -41,6 +42,12 @@ public static class LavaMetrics
         "Time the gateway adds to a provider call: before (checks, price, hold) and after (billing) the provider's answer.",
         advice: SecondsBuckets);
 
+    private static readonly ConcurrentDictionary<Registration, Func<IEnumerable<Measurement<long>>>> OpenHoldsObservers = new();
+
+    private static readonly ObservableGauge<long> OpenHolds = Meter.CreateObservableGauge("lava.holds.open",
+        () => OpenHoldsObservers.Values.SelectMany(observe => observe()), "{hold}",
+        "Holds open now (active and not expired), across all merchants of the database.");
+
     private static readonly Counter<long> ExportRows = Meter.CreateCounter<long>("lava.export.rows", "{row}",
         "Rows written by finance exports, by format.");
 
@@ -58,13 +65,21 @@ public static class LavaMetrics
     }
 
     /// <summary>
-    /// Holds still open (active and not expired), counted by <paramref name="observe"/> at each collection, tagged with the
-    /// database (<c>db.namespace</c>) they were counted in. Created on the host's meter factory, so the gauge and its
-    /// database callback live and die with that host.
+    /// Holds still open (active and not expired), counted by <paramref name="observe"/> at each collection until the
+    /// returned registration is disposed. One gauge whatever the number of hosts in the process (tests run many), each
+    /// host's count tagged with the database (<c>db.namespace</c>) it was counted in.
     /// </summary>
-    public static ObservableGauge<long> ObserveOpenHolds(IMeterFactory meters, Func<IEnumerable<Measurement<long>>> observe) =>
-        meters.Create(MeterName).CreateObservableGauge("lava.holds.open", observe, "{hold}",
-            "Holds open now (active and not expired), across all merchants of the database.");
+    public static IDisposable ObserveOpenHolds(Func<IEnumerable<Measurement<long>>> observe)
+    {
+        var registration = new Registration();
+        OpenHoldsObservers[registration] = observe;
+        return registration;
+    }
+
+    private sealed class Registration : IDisposable
+    {
+        public void Dispose() => OpenHoldsObservers.TryRemove(this, out _);
+    }
 
     /// <summary>Times one posting transaction: <c>using var _ = LavaMetrics.Posting();</c>.</summary>
     public static Timer Posting() => new(PostDuration, default);

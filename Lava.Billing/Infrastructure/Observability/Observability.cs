@@ -1,3 +1,4 @@
+using Lava.Billing.Infrastructure.Http;
 using Npgsql;
 using OpenTelemetry.Metrics;
 
@@ -48,15 +49,23 @@ public static class Observability
         return builder;
     }
 
-    /// <summary>Serves <see cref="Path"/>, on the metrics ports only when <see cref="MetricsOptions.Urls"/> names some.</summary>
-    public static WebApplication UseLavaMetrics(this WebApplication app)
+    /// <summary>Maps <see cref="Path"/>, answered on the metrics ports only when <see cref="MetricsOptions.Urls"/> names some.</summary>
+    public static WebApplication MapLavaMetrics(this WebApplication app)
     {
         var options = app.Services.GetRequiredService<MetricsOptions>();
         if (!options.Enabled) return app;
         var ports = options.Ports();
-        // The local port the connection came in on, not the Host header, which the caller chooses.
-        app.UseOpenTelemetryPrometheusScrapingEndpoint(context =>
-            context.Request.Path == Path && (ports.Count == 0 || ports.Contains(context.Connection.LocalPort)));
+        var endpoint = app.MapPrometheusScrapingEndpoint(Path);
+        if (ports.Count == 0) return app;
+        // By the local port the connection came in on, not the Host header, which the caller chooses. Elsewhere the
+        // path does not exist.
+        endpoint.Add(e =>
+        {
+            var scrape = e.RequestDelegate!;
+            e.RequestDelegate = context => ports.Contains(context.Connection.LocalPort)
+                ? scrape(context)
+                : Problems.RouteNotFound().ExecuteAsync(context);
+        });
         return app;
     }
 }
