@@ -64,8 +64,8 @@ public class LavaApp : WebApplicationFactory<Program>, IAsyncLifetime
         SchemasToInclude = ["public"],
         TablesToIgnore = ["schema_migrations"],
         // DELETE rather than Respawn's default TRUNCATE … CASCADE: the tables hold a handful of rows between tests, and
-        // truncating ~30 tables (new files for each, plus their indexes) costs several times more (docs/BENCHMARKS.md,
-        // "Test database reset"). DELETE also keeps the seeded rows.
+        // truncating every table (new files for each table and index) costs several times more (README, "Test database
+        // reset"). DELETE also keeps the seeded rows.
         FormatDeleteStatement = table => $"DELETE FROM \"{table.Name}\"" +
             (SeededRows.TryGetValue(table.Name, out var seeded) ? $" WHERE NOT ({seeded});" : ";"),
     };
