@@ -4,6 +4,7 @@ using Lava.Billing.Finance;
 using Lava.Billing.Infrastructure;
 using Lava.Billing.Infrastructure.Database;
 using Lava.Billing.Infrastructure.Http;
+using Lava.Billing.Infrastructure.Observability;
 using Lava.Billing.Ledger;
 using Lava.Billing.Merchants;
 using Lava.Billing.Plans;
@@ -15,7 +16,9 @@ using Lava.Billing.Meters;
 var builder = WebApplication.CreateBuilder(args);
 // Operator commands log to stderr so their stdout stays machine-readable.
 builder.Logging.AddConsole(o => o.LogToStandardErrorThreshold = LogLevel.Trace);
-builder.Services.AddLavaDatabase();
+builder.AddLavaLoggingDefaults();
+builder.AddLavaMetrics();
+builder.Services.AddLavaDatabase(builder.Configuration);
 builder.Services.AddLavaHttp(builder.Configuration);
 builder.Services.AddLavaFeatures();
 
@@ -23,11 +26,13 @@ var app = builder.Build();
 if (Cli.IsCommand(args)) return await Cli.RunAsync(app, args);
 await app.MigrateOnStartAsync();
 
+app.UseLavaRequestLog();
 app.UseLavaErrorHandling();
 app.UseLavaBodyLimit(builder.Configuration.GetValue("Limits:MaxRequestBodyBytes", BodyLimit.DefaultBytes));
 app.UseLavaApiDocs();
 app.UseLavaAuth();
 app.MapHealth();
+app.MapLavaMetrics();
 app.MapSecretKeysApi();
 app.MapMetersApi();
 app.MapCustomersApi();

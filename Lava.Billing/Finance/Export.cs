@@ -10,6 +10,7 @@ using Dapper;
 using Lava.Billing.Infrastructure;
 using Lava.Billing.Infrastructure.Database;
 using Lava.Billing.Infrastructure.Http;
+using Lava.Billing.Infrastructure.Observability;
 using Microsoft.Net.Http.Headers;
 
 namespace Lava.Billing.Finance;
@@ -118,6 +119,7 @@ public static class Exports
                 await csv.NextRecordAsync();
                 if (++rows % FlushEveryRows == 0) await csv.FlushAsync();
             }
+            LavaMetrics.Exported("csv", rows);
             await csv.FlushAsync();
         }
 
@@ -140,6 +142,7 @@ public static class Exports
                 json.Reset();
                 if (++rows % FlushEveryRows == 0) await pipe.FlushAsync(ct);
             }
+            LavaMetrics.Exported("ndjson", rows);
             await pipe.FlushAsync(ct);
         }
     }

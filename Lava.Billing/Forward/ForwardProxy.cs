@@ -3,6 +3,7 @@ using System.Text.Json;
 using FluentValidation;
 using Lava.Billing.Infrastructure;
 using Lava.Billing.Infrastructure.Http;
+using Lava.Billing.Infrastructure.Observability;
 using Lava.Billing.Requests;
 using Microsoft.AspNetCore.Http.Features;
 using Microsoft.Extensions.Primitives;
@@ -26,6 +27,7 @@ public sealed class ForwardProxy(ForwardOptions options, UpstreamClient upstream
     public async Task<IResult> ForwardAsync(HttpContext http, Caller caller)
     {
         var ct = http.RequestAborted;
+        var startedAt = System.Diagnostics.Stopwatch.GetTimestamp();
         if (ForwardToken.From(http) is not { } token) return Problems.Unauthorized();
         // A GET through the gateway still spends money, so the read-only rule is about the call, not the method.
         if (!caller.CanWrite) return Problems.ReadOnlyKey();
@@ -51,6 +53,7 @@ public sealed class ForwardProxy(ForwardOptions options, UpstreamClient upstream
         var providerKey = token.ProviderKey ?? options.ManagedKeyFor(target!.IdnHost);
         var keyStyle = ProviderKeyStyles.For(target!, format);
         HttpResponseMessage response;
+        LavaMetrics.GatewayBefore(startedAt);
         try
         {
             response = await upstream.SendAsync(target!, () => BuildRequest(http.Request, target!, inspected, providerKey, keyStyle), ct);
@@ -63,6 +66,7 @@ public sealed class ForwardProxy(ForwardOptions options, UpstreamClient upstream
         }
         catch (Exception e) when (e is TimeoutRejectedException or BrokenCircuitException or HttpRequestException)
         {
+            LavaMetrics.GatewayFailed(target!.IdnHost, e);
             log.LogWarning("Gateway request {RequestId}: upstream {Upstream} failed: {Failure}",
                 requestId, target!.GetLeftPart(UriPartial.Authority), e.GetType().Name);
             await AfterAsync(call, null);
@@ -82,6 +86,7 @@ public sealed class ForwardProxy(ForwardOptions options, UpstreamClient upstream
     private async Task RelayAsync(HttpContext http, HttpResponseMessage response, ForwardCall call, InspectedRequest inspected, CancellationToken ct)
     {
         http.Response.StatusCode = (int)response.StatusCode;
+        LavaMetrics.GatewayCalled(call.Upstream.IdnHost, (int)response.StatusCode);
         ForwardHeaders.CopyResponse(response, http.Response);
         http.Response.Headers[RequestIdHeader] = call.RequestId;
         http.Features.Get<IHttpResponseBodyFeature>()?.DisableBuffering();
@@ -154,6 +159,7 @@ public sealed class ForwardProxy(ForwardOptions options, UpstreamClient upstream
     // The response is already on its way (or the client gone): a failure here can only be logged, loudly.
     private async Task AfterAsync(ForwardCall call, BilledUsage? usage)
     {
+        using var timer = LavaMetrics.GatewayAfter();
         try
         {
             await billing.AfterAsync(call, usage, CancellationToken.None);

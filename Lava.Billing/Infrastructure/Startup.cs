@@ -1,5 +1,6 @@
 using System.Text.Json;
 using FluentValidation;
+using OpenTelemetry.Metrics;
 using Lava.Billing.Customers;
 using Lava.Billing.Infrastructure.Database;
 using Lava.Billing.Infrastructure.Http;
@@ -41,6 +42,8 @@ public static class Startup
         services.AddSingleton<Subscriptions.CycleProcessor>();
         services.AddHostedService<Subscriptions.CycleWorker>();
         services.AddSingleton<Credits.CreditStore>();
+        services.AddSingleton<Credits.OpenHoldsGauge>();
+        services.ConfigureOpenTelemetryMeterProvider(m => m.AddInstrumentation(sp => sp.GetRequiredService<Credits.OpenHoldsGauge>()));
         services.AddSingleton(sp => sp.GetRequiredService<IConfiguration>().GetSection("Billing").Get<Requests.BillingOptions>() ?? new Requests.BillingOptions());
         services.AddForward();
         services.AddSingleton<Requests.RequestExport>();
@@ -54,7 +57,6 @@ public static class Startup
         return services;
     }
 
-    // FluentValidation's DI package is not available here; validators are stateless, so one instance each.
     private static void AddValidators(IServiceCollection services)
     {
         // Field errors are keyed by the wire name ("meter_slug"), as the JSON binding errors already are.
@@ -64,11 +66,8 @@ public static class Startup
             var name = string.IsNullOrEmpty(chain) ? member?.Name : chain;
             return name is null ? null : string.Join('.', name.Split('.').Select(JsonNamingPolicy.SnakeCaseLower.ConvertName));
         };
-        foreach (var type in typeof(Startup).Assembly.GetTypes().Where(t => t is { IsAbstract: false, IsGenericTypeDefinition: false }))
-        {
-            foreach (var contract in type.GetInterfaces().Where(i => i.IsGenericType && i.GetGenericTypeDefinition() == typeof(IValidator<>)))
-                services.AddSingleton(contract, type);
-        }
+        // Validators are stateless: one instance each.
+        services.AddValidatorsFromAssembly(typeof(Startup).Assembly, ServiceLifetime.Singleton);
     }
 
     public static async Task MigrateOnStartAsync(this WebApplication app)

@@ -1,3 +1,5 @@
+using Lava.Billing.Infrastructure.Observability;
+
 namespace Lava.Billing.Requests;
 
 /// <summary>Group commit settings (configuration section <c>Requests:GroupCommit</c>).</summary>
@@ -83,6 +85,7 @@ public sealed class GroupCommit : BackgroundService
             queue.Enqueue(new Pending(item, done, merchantRoom));
         }
         _waiting.Release();
+        LavaMetrics.GroupCommitQueued(1);
         // The report is posted even if this caller goes away: the work it describes already ran.
         return await done.Task;
     }
@@ -124,6 +127,7 @@ public sealed class GroupCommit : BackgroundService
                 // writer took wakes a writer that finds nothing, which is harmless).
                 for (var i = 1; i < batch.Count; i++) _waiting.Wait(0, CancellationToken.None);
                 if (batch.Count == 0) continue;
+                LavaMetrics.GroupCommitTaken(batch.Count);
                 await PostAsync(batch);
             }
         }

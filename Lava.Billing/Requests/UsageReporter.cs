@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using System.Text.Json;
 using Lava.Billing.Infrastructure;
 using Lava.Billing.Infrastructure.Http;
+using Lava.Billing.Infrastructure.Observability;
 using Lava.Billing.Ledger;
 using Lava.Billing.Meters;
 using MeterPrice = Lava.Billing.Meters.MeterPrice;
@@ -76,7 +77,12 @@ public sealed class UsageReporter(ReportBatchStore store, MeterStore meters, Tim
             }
             catch (Exception e) when (!CallerCancelled(e, ct))
             {
-                if (items.Count == 1) return [Failed(items[0], e)];
+                if (items.Count == 1)
+                {
+                    var failed = Failed(items[0], e);
+                    ReportMetrics.Count([failed]);
+                    return [failed];
+                }
                 // Whatever went wrong (the database refused a row, a bound was crossed, a bug threw), it may be one item's
                 // doing: post them one by one, so it fails only its own report and never its neighbours (other merchants'
                 // among them, when group commit batched them together).
@@ -150,6 +156,7 @@ public sealed class UsageReporter(ReportBatchStore store, MeterStore meters, Tim
     private async Task<IReadOnlyList<ReportOutcome>> PostOnceAsync(IReadOnlyList<ReportItem> items,
         Dictionary<(string MerchantId, string MeterSlug), MeterPrice> resolvedMeters, CancellationToken ct)
     {
+        using var timer = LavaMetrics.Posting();
         var now = clock.GetUtcNow();
         var prepared = items.Select(i => Prepare(i, resolvedMeters.GetValueOrDefault((i.MerchantId, i.Body.MeterSlug!)), now)).ToList();
 
@@ -182,6 +189,7 @@ public sealed class UsageReporter(ReportBatchStore store, MeterStore meters, Tim
             if (plan.Writes.Requests.Count > 0) await ReportBatchStore.CommitAsync(connection, plan.Finish(), ct);
             else await ReportBatchStore.RollbackAsync(connection);
             committed = true;
+            ReportMetrics.Count(outcomes);
             return outcomes;
         }
         finally

@@ -11,20 +11,18 @@ public sealed class ReadDataSource(NpgsqlDataSource source)
 
 public static class Database
 {
-    public static IServiceCollection AddLavaDatabase(this IServiceCollection services)
+    public static IServiceCollection AddLavaDatabase(this IServiceCollection services, IConfiguration configuration)
     {
         DefaultTypeMap.MatchNamesWithUnderscores = true;
-        // Resolved lazily so configuration added by a host (tests, scripts) after registration still applies.
-        services.AddSingleton(sp =>
+        var primary = configuration.GetConnectionString("Billing");
+        if (string.IsNullOrWhiteSpace(primary))
         {
-            var primary = sp.GetRequiredService<IConfiguration>().GetConnectionString("Billing");
-            if (string.IsNullOrWhiteSpace(primary))
-            {
-                throw new InvalidOperationException(
-                    "ConnectionStrings__Billing is not set. Start the service with scripts/run.sh, which sets up a local PostgreSQL.");
-            }
-            return Build(primary, "lava-billing");
-        });
+            throw new InvalidOperationException(
+                "ConnectionStrings__Billing is not set. Start the service with scripts/run.sh, which sets up a local PostgreSQL.");
+        }
+        // Registers NpgsqlDataSource (and NpgsqlConnection, DbDataSource) with the host's logger factory, so Npgsql's own
+        // warnings reach the service's log. The name labels its pool in /metrics (instead of the connection string).
+        services.AddNpgsqlDataSource(WithDefaults(primary, "lava-billing"), b => b.Name = "lava-billing");
         services.AddSingleton(sp =>
         {
             var readOnly = sp.GetRequiredService<IConfiguration>().GetConnectionString("BillingReadOnly");
@@ -36,7 +34,10 @@ public static class Database
         return services;
     }
 
-    private static NpgsqlDataSource Build(string connectionString, string applicationName)
+    private static NpgsqlDataSource Build(string connectionString, string applicationName) =>
+        new NpgsqlDataSourceBuilder(WithDefaults(connectionString, applicationName)) { Name = applicationName }.Build();
+
+    private static string WithDefaults(string connectionString, string applicationName)
     {
         var csb = new NpgsqlConnectionStringBuilder(connectionString);
         csb.ApplicationName ??= applicationName;
@@ -51,6 +52,6 @@ public static class Database
         // settings are SET LOCAL and its advisory locks transaction-scoped; the one session lock (Migrator) is
         // released in a finally, and a connection that broke is not returned to the pool.
         if (!connectionString.Contains("Reset On Close", StringComparison.OrdinalIgnoreCase)) csb.NoResetOnClose = true;
-        return new NpgsqlDataSourceBuilder(csb.ConnectionString).Build();
+        return csb.ConnectionString;
     }
 }
