@@ -22,6 +22,16 @@ public static class ForwardHeaders
         "Host", "Content-Length", "Authorization", "Accept-Encoding", "Expect",
     };
 
+    /// <summary>The longest provider key accepted; real ones are a few hundred characters at most.</summary>
+    public const int MaxProviderKeyChars = 4096;
+
+    /// <summary>
+    /// Whether a value built from input may go into a header as it is: 1 to <paramref name="maxChars"/> visible ASCII
+    /// characters. Control characters (CR and LF above all) would split the header; spaces have no place in a key.
+    /// </summary>
+    public static bool IsValidValue(string value, int maxChars) =>
+        value.Length >= 1 && value.Length <= maxChars && value.All(c => c is > ' ' and <= '~');
+
     public static void CopyRequest(IHeaderDictionary incoming, HttpRequestMessage outgoing)
     {
         var named = ConnectionListed(incoming.Connection);
