@@ -1,17 +1,116 @@
 using System.Net;
+using System.Net.Sockets;
 using System.Text;
 using Dapper;
+using Lava.Billing.Forward;
 using Lava.Billing.Infrastructure;
 using Lava.Billing.Tests.Infrastructure;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.Extensions.DependencyInjection;
 using Npgsql;
 
 namespace Lava.Billing.Tests.Forward;
 
 /// <summary>A served gateway call is always billed: through a failing database, a crash, bad keys and absurd provider usage.</summary>
-/// <summary>The gateway with a provider timeout long enough that a test can look at a stream while it waits.</summary>
+/// <summary>
+/// The gateway with a provider timeout long enough that a test can look at a stream while it waits, a raw provider
+/// that answers bytes no HTTP server library would write, and billing that can be made to fail once, as a bug would.
+/// </summary>
 public sealed class SettlementGatewayApp : GatewayApp
 {
-    protected override IEnumerable<(string Key, string Value)> Settings() => [.. base.Settings(), ("Forward:TimeoutsMs:127.0.0.1", "10000")];
+    public RawProvider Raw { get; } = new();
+    public FailingOnce Failing { get; } = new();
+
+    protected override IEnumerable<(string Key, string Value)> Settings() =>
+        [.. base.Settings(), ("Forward:TimeoutsMs:127.0.0.1", "10000"), ("Forward:AllowedUpstreams:3", Raw.BaseUrl + "/v1")];
+
+    protected override void ConfigureTestServices(IWebHostBuilder builder)
+    {
+        base.ConfigureTestServices(builder);
+        builder.ConfigureServices(services => services.AddSingleton<IForwardBilling>(sp =>
+            Failing.Wrap(sp.GetRequiredService<ForwardBilling>())));
+    }
+
+    public override async ValueTask DisposeAsync()
+    {
+        await base.DisposeAsync();
+        Raw.Dispose();
+    }
+}
+
+/// <summary>Gateway billing whose next <see cref="IForwardBilling.ServeAsync"/> throws when armed: an unforeseen failure after the provider answered.</summary>
+public sealed class FailingOnce
+{
+    private int _armed;
+
+    public void Arm() => Interlocked.Exchange(ref _armed, 1);
+
+    public IForwardBilling Wrap(IForwardBilling inner) => new Billing(this, inner);
+
+    private sealed class Billing(FailingOnce owner, IForwardBilling inner) : IForwardBilling
+    {
+        public Task<ForwardAdmission> BeforeAsync(ForwardCall call, UsageEstimate estimate, BilledUsage initial, CancellationToken ct) =>
+            inner.BeforeAsync(call, estimate, initial, ct);
+        public Task ProgressAsync(ForwardCall call, BilledUsage seen, CancellationToken ct) => inner.ProgressAsync(call, seen, ct);
+        public Task<ForwardCallRecord?> ServeAsync(ForwardCall call, BilledUsage usage, string? anomaly, CancellationToken ct) =>
+            Interlocked.Exchange(ref owner._armed, 0) == 1 ? throw new InvalidOperationException("injected bug") : inner.ServeAsync(call, usage, anomaly, ct);
+        public Task SettleAsync(ForwardCallRecord call, CancellationToken ct) => inner.SettleAsync(call, ct);
+        public Task ReleaseAsync(ForwardCall call, CancellationToken ct) => inner.ReleaseAsync(call, ct);
+    }
+}
+
+/// <summary>A provider on a loopback port that answers every request with the bytes it was given.</summary>
+public sealed class RawProvider : IDisposable
+{
+    private readonly TcpListener _listener = new(IPAddress.Loopback, 0);
+
+    public byte[] Answer { get; set; } = [];
+    public string BaseUrl { get; }
+
+    public RawProvider()
+    {
+        _listener.Start();
+        BaseUrl = "http://127.0.0.1:" + ((IPEndPoint)_listener.LocalEndpoint).Port;
+        _ = AcceptAsync();
+    }
+
+    private async Task AcceptAsync()
+    {
+        while (true)
+        {
+            TcpClient client;
+            try
+            {
+                client = await _listener.AcceptTcpClientAsync();
+            }
+            catch (Exception)
+            {
+                return;
+            }
+            using (client)
+            {
+                var stream = client.GetStream();
+                var request = new List<byte>();
+                var buffer = new byte[4096];
+                // Headers, then the body its Content-Length announces.
+                while (true)
+                {
+                    var read = await stream.ReadAsync(buffer);
+                    if (read == 0) break;
+                    request.AddRange(buffer.AsSpan(0, read).ToArray());
+                    var text = Encoding.ASCII.GetString(request.ToArray());
+                    var end = text.IndexOf("\r\n\r\n", StringComparison.Ordinal);
+                    if (end < 0) continue;
+                    var length = text.Split("\r\n").Select(l => l.Split(':', 2)).Where(p => p.Length == 2 && p[0].Equals("Content-Length", StringComparison.OrdinalIgnoreCase))
+                        .Select(p => int.Parse(p[1].Trim(), System.Globalization.CultureInfo.InvariantCulture)).FirstOrDefault();
+                    if (request.Count >= end + 4 + length) break;
+                }
+                await stream.WriteAsync(Answer);
+            }
+        }
+    }
+
+    public void Dispose() => _listener.Stop();
 }
 
 public class GatewaySettlementTests(SettlementGatewayApp app) : GatewayTest<SettlementGatewayApp>(app)
@@ -217,6 +316,44 @@ public class GatewaySettlementTests(SettlementGatewayApp app) : GatewayTest<Sett
                 "SELECT state = 'pending', input_uncached + cache_read + cache_write, output_tokens FROM forward_calls WHERE merchant_id = @m AND request_id = @r",
                 args));
         }
+    }
+
+    [Fact]
+    public async Task AnUnforeseenFailureAfterTheProviderAnsweredStillBillsTheCallAndCapturesItsHold()
+    {
+        var (m, customer) = await CustomerWithCreditsAsync();
+        App.Failing.Arm();
+        var request = new HttpRequestMessage(HttpMethod.Post, App.Forward("/v1/chat/completions")) { Content = Chat(stream: true) };
+
+        var r = await App.ClientWithToken(m.SecretKey, customer, "chat").SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
+        // The failure breaks the stream off: the client must not take it for a whole answer.
+        await Assert.ThrowsAnyAsync<Exception>(() => r.Content.ReadAsStringAsync());
+
+        var args = new { m = m.MerchantId, r = r.Headers.GetValues("x-lava-request-id").Single() };
+        await WaitForAsync("SELECT EXISTS (SELECT 1 FROM forward_calls WHERE merchant_id = @m AND request_id = @r AND state = 'posted')", args,
+            "the call was never posted");
+        Assert.Equal("captured", await App.QueryAsync<string>("SELECT status FROM holds WHERE merchant_id = @m", args));
+        Assert.Equal(1, await App.QueryAsync<long>("SELECT count(*) FROM requests WHERE merchant_id = @m", args));
+    }
+
+    [Fact]
+    public async Task AProviderHeaderOurServerCannotSendIsDroppedAndTheCallIsBilledAsUsual()
+    {
+        var (m, customer) = await CustomerWithCreditsAsync();
+        var body = """{"id":"c1","object":"chat.completion","model":"gpt-4o","choices":[],"usage":{"prompt_tokens":1200,"completion_tokens":300}}""";
+        App.Raw.Answer = [.. Encoding.ASCII.GetBytes("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Note: caf"), 0xE9,
+            .. Encoding.ASCII.GetBytes($"\r\nContent-Length: {body.Length}\r\nConnection: close\r\n\r\n{body}")];
+
+        var r = await App.ClientWithToken(m.SecretKey, customer, "chat")
+            .PostAsync("/v1/forward?u=" + Uri.EscapeDataString(App.Raw.BaseUrl + "/v1/chat/completions"), Chat());
+
+        Assert.Equal(HttpStatusCode.OK, r.StatusCode);
+        Assert.Equal(body, await r.Content.ReadAsStringAsync());
+        Assert.False(r.Headers.Contains("X-Note"));
+        var args = new { m = m.MerchantId, r = r.Headers.GetValues("x-lava-request-id").Single() };
+        Assert.Equal((1200L, 300L), await App.QueryAsync<(long, long)>(
+            "SELECT input_tokens, output_tokens FROM requests WHERE merchant_id = @m AND request_id = @r", args));
+        Assert.Equal("captured", await App.QueryAsync<string>("SELECT status FROM holds WHERE merchant_id = @m", args));
     }
 
     public static TheoryData<string> BadProviderKeys => new() { "sk-abc\r\nx-injected: 1", "sk-abc\nx", "sk-abc\r", "sk abc", "sk-\u00e9", "" };

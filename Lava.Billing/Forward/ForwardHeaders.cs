@@ -72,12 +72,15 @@ public static class ForwardHeaders
         foreach (var (name, values) in upstream.Headers.Concat(upstream.Content.Headers))
         {
             // Alt-Svc describes the provider's own origin; repeated here it would point clients at ports we never opened.
+            // A value our server could not send (non-ASCII, control characters) is dropped rather than failing the answer.
             if (HopByHop.Contains(name) || named.Contains(name) || name.Equals("Alt-Svc", StringComparison.OrdinalIgnoreCase) ||
-                name.StartsWith("Proxy-", StringComparison.OrdinalIgnoreCase))
+                name.StartsWith("Proxy-", StringComparison.OrdinalIgnoreCase) || !values.All(Relayable))
                 continue;
             response.Headers[name] = values.ToArray();
         }
     }
+
+    private static bool Relayable(string value) => value.All(c => c is '\t' or (>= ' ' and <= '~'));
 
     private static HashSet<string> ConnectionListed(StringValues connection)
     {

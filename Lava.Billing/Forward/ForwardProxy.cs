@@ -65,12 +65,23 @@ public sealed class ForwardProxy(ForwardOptions options, UpstreamClient upstream
         }
         finally
         {
-            if (!progress.Settled)
-            {
-                // Something unforeseen broke the call: bill what the client received, or release what nobody received.
-                if (progress.Relayed) await ServeAndSettleAsync(call, Bounded(call, inspected, progress.Usage, cut: true));
-                else await ReleaseAsync(call);
-            }
+            if (!progress.Settled) await SettleUnforeseenAsync(call, inspected, progress);
+        }
+    }
+
+    // Something unforeseen broke the call: bill what the client received, or release what nobody received. Never
+    // throws, so the exception that got here is the one the error handler sees.
+    private async Task SettleUnforeseenAsync(ForwardCall call, InspectedRequest inspected, CallProgress progress)
+    {
+        try
+        {
+            if (progress.Relayed) await ServeAndSettleAsync(call, Bounded(call, inspected, progress.Usage, cut: true));
+            else await ReleaseAsync(call);
+        }
+        catch (Exception e)
+        {
+            log.LogError("Gateway request {RequestId} of merchant {MerchantId} failed and could not be settled ({Failure}); the settle worker bills it by the crash rule",
+                call.RequestId, call.Caller.MerchantId, e.GetType().Name);
         }
     }
 
@@ -169,6 +180,8 @@ public sealed class ForwardProxy(ForwardOptions options, UpstreamClient upstream
                             var (final, anomaly) = Bounded(call, inspected, usage, cut: false);
                             served = await billing.ServeAsync(call, final, anomaly, CancellationToken.None);
                             isServed = true;
+                            // Whatever breaks from here, this usage is what the call is billed (by the worker at worst).
+                            progress.Settled = true;
                         }
                         else if (eventStream && !isServed && clock.GetElapsedTime(lastProgress) >= options.ProgressInterval)
                         {
