@@ -300,6 +300,46 @@ public class GatewaySettlementTests(SettlementGatewayApp app) : GatewayTest<Sett
     }
 
     [Fact]
+    public async Task AStreamsFinalUsageIsOnRecordBeforeTheClientSeesTheEndOfTheStream()
+    {
+        var (m, customer) = await CustomerWithCreditsAsync();
+        // Posting takes a second for this merchant, so the client reaches [DONE] while its report is still being written.
+        var name = "slow_" + m.MerchantId.ToLowerInvariant();
+        await ExecuteAsAdminAsync($"""
+            CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF NEW.merchant_id = '{m.MerchantId}' THEN PERFORM pg_sleep(1); END IF;
+                RETURN NEW;
+            END $$;
+            CREATE TRIGGER {name} BEFORE INSERT ON requests FOR EACH ROW EXECUTE FUNCTION {name}();
+            """);
+        try
+        {
+            var request = new HttpRequestMessage(HttpMethod.Post, App.Forward("/v1/chat/completions")) { Content = Chat(stream: true) };
+            var r = await App.ClientWithToken(m.SecretKey, customer, "chat").SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
+            var args = new { m = m.MerchantId, r = r.Headers.GetValues("x-lava-request-id").Single() };
+            var body = await r.Content.ReadAsStreamAsync();
+            var seen = new StringBuilder();
+            var buffer = new byte[1024];
+            while (!seen.ToString().Contains("[DONE]"))
+            {
+                var read = await body.ReadAsync(buffer).AsTask().WaitAsync(TimeSpan.FromSeconds(10));
+                Assert.True(read > 0, "the stream ended without [DONE]");
+                seen.Append(Encoding.UTF8.GetString(buffer, 0, read));
+            }
+
+            // Killed now, the process would leave a call whose exact usage is on disk, posted by the settle worker.
+            Assert.Equal(("served", 1200L, 300L, false), await App.QueryAsync<(string, long, long, bool)>(
+                "SELECT state, input_uncached + cache_read, output_tokens, estimated FROM forward_calls WHERE merchant_id = @m AND request_id = @r", args));
+            await body.CopyToAsync(Stream.Null);
+        }
+        finally
+        {
+            await ExecuteAsAdminAsync($"DROP TRIGGER {name} ON requests; DROP FUNCTION {name}();");
+        }
+    }
+
+    [Fact]
     public async Task TheUsageIsOnRecordBeforeTheClientHasTheWholeAnswer()
     {
         var (m, customer) = await CustomerWithCreditsAsync();

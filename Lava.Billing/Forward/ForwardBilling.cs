@@ -86,6 +86,12 @@ public sealed class ForwardBilling(MeterStore meters, ForwardStore store, Forwar
     /// <summary>A hold outlives any call the gateway lets run (timeouts cut stalls, not streams that keep flowing).</summary>
     private static readonly TimeSpan HoldLifetime = TimeSpan.FromHours(1);
 
+    /// <summary>
+    /// How long a served call is left to the posting that follows it before the settle worker may post it too. A
+    /// posting takes milliseconds (seconds under load); a crash in between delays its posting by this much.
+    /// </summary>
+    private static readonly TimeSpan PostingLease = TimeSpan.FromSeconds(30);
+
     /// <summary>The anomaly of a call that was still pending when its process died, billed by the crash rule.</summary>
     public const string Recovered = "recovered_after_crash";
 
@@ -155,7 +161,7 @@ public sealed class ForwardBilling(MeterStore meters, ForwardStore store, Forwar
         try
         {
             // Posting follows at once; the settle worker takes over only if that posting never closes the call.
-            if (await calls.ServeAsync(record, now + options.SettleRetryBase, now, ct)) return record;
+            if (await calls.ServeAsync(record, now + PostingLease, now, ct)) return record;
             log.LogWarning("Gateway request {RequestId} of merchant {MerchantId} was settled by the crash rule before its usage arrived",
                 call.RequestId, call.Caller.MerchantId);
             return null;
@@ -178,7 +184,7 @@ public sealed class ForwardBilling(MeterStore meters, ForwardStore store, Forwar
         while (_deferred.TryPeek(out var record))
         {
             var now = clock.GetUtcNow();
-            var mine = await calls.ServeAsync(record, now + options.SettleRetryBase, now, ct);
+            var mine = await calls.ServeAsync(record, now + PostingLease, now, ct);
             _deferred.TryDequeue(out _);
             if (mine) await SettleAsync(record, ct);
             else log.LogWarning("Gateway request {RequestId} of merchant {MerchantId} was settled by the crash rule before its usage was written",
