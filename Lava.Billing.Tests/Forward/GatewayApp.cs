@@ -29,6 +29,10 @@ public class GatewayApp : LavaApp
         ("Forward:TimeoutsMs:127.0.0.1", "1000"),
         // Failures in one test must not open the breaker for the next; BreakerGatewayApp tests the breaker.
         ("Forward:CircuitBreaker:MinimumThroughput", "100000"),
+        // The settle worker and a stream's progress notes at test speed.
+        ("Forward:SettleIntervalMs", "100"),
+        ("Forward:SettleRetryBaseMs", "100"),
+        ("Forward:ProgressMs", "100"),
     ];
 
     protected override void ConfigureTestServices(IWebHostBuilder builder)

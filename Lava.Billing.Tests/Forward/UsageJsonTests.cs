@@ -127,4 +127,40 @@ public class UsageJsonTests
         var uri = new Uri(url);
         Assert.Equal(style, ProviderKeyStyles.For(uri, ApiFormats.Detect(uri)));
     }
+
+    [Theory]
+    [InlineData("9223372036854775807")]
+    [InlineData("100000000000000000000000000000000")]
+    [InlineData("1e40")]
+    [InlineData("1000000000001")]
+    public void ACountPastTheReportLimitSaturatesOnePastItSoSumsNeverWrap(string count)
+    {
+        var usage = Read(ApiFormat.AnthropicMessages,
+            $$$"""{"usage":{"input_tokens":{{{count}}},"cache_read_input_tokens":{{{count}}},"cache_creation_input_tokens":{{{count}}},"output_tokens":{{{count}}}}}""")!.Value;
+
+        Assert.Equal(3 * UsageBounds.Ceiling, usage.InputTokens);
+        Assert.Equal(UsageBounds.Ceiling, usage.Output);
+        Assert.False(UsageBounds.Within(usage, null));
+    }
+
+    [Theory]
+    [InlineData("-5", 0)]
+    [InlineData("-1e40", 0)]
+    [InlineData("12.9", 12)]
+    [InlineData("1000000000000", 1_000_000_000_000)]
+    public void ACountInRangeIsKeptAndANegativeOneIsZero(string count, long expected)
+    {
+        var usage = Read(ApiFormat.AnthropicMessages, $$$"""{"usage":{"input_tokens":{{{count}}},"output_tokens":1}}""")!.Value;
+
+        Assert.Equal(expected, usage.InputTokens);
+        Assert.True(UsageBounds.Within(usage, null));
+    }
+
+    [Fact]
+    public void AProviderCostPastTheReportLimitIsOutOfRange()
+    {
+        Assert.True(UsageBounds.Within(new NormalizedUsage(1, 0, 0, 1), 1_000_000_000m));
+        Assert.False(UsageBounds.Within(new NormalizedUsage(1, 0, 0, 1), 1_000_000_000.0000000001m));
+        Assert.False(UsageBounds.Within(NormalizedUsage.None with { InputSeconds = 1_000_000_001m }, null));
+    }
 }

@@ -70,6 +70,15 @@ public sealed class CreditStore(NpgsqlDataSource db)
     {
         await using var c = await db.OpenConnectionAsync(ct);
         await using var tx = await c.BeginTransactionAsync(ct);
+        var outcome = await CreateHoldAsync(c, tx, merchantId, customerId, meterId, amount, expiresIn, now, ct);
+        if (outcome is HoldOutcome.Created) await tx.CommitAsync(ct);
+        return outcome;
+    }
+
+    /// <summary>The same inside the caller's transaction, so the hold commits with what it was taken for (a gateway call's record).</summary>
+    public static async Task<HoldOutcome> CreateHoldAsync(NpgsqlConnection c, NpgsqlTransaction tx, string merchantId, string customerId,
+        string? meterId, decimal amount, TimeSpan expiresIn, DateTimeOffset now, CancellationToken ct)
+    {
         var balance = await BalanceAsync(c, tx, merchantId, customerId, meterId, now, locking: true, ct);
         if (balance is null) return new HoldOutcome.CustomerNotFound();
         if (amount > decimal.Parse(balance.Available, System.Globalization.CultureInfo.InvariantCulture))
@@ -80,7 +89,6 @@ public sealed class CreditStore(NpgsqlDataSource db)
             MerchantId = merchantId, hold.HoldId, CustomerId = customerId, Amount = amount,
             ExpiresAt = hold.ExpiresAt.UtcDateTime, Now = now.UtcDateTime,
         }, tx, cancellationToken: ct));
-        await tx.CommitAsync(ct);
         return new HoldOutcome.Created(hold);
     }
 
@@ -117,8 +125,15 @@ public sealed class CreditStore(NpgsqlDataSource db)
     public async Task<HoldResponse?> VoidHoldAsync(string merchantId, string holdId, DateTimeOffset now, CancellationToken ct)
     {
         await using var c = await db.OpenConnectionAsync(ct);
+        return await VoidHoldAsync(c, null, merchantId, holdId, now, ct);
+    }
+
+    /// <summary>The same inside the caller's transaction (a gateway call released with its record).</summary>
+    public static async Task<HoldResponse?> VoidHoldAsync(NpgsqlConnection c, NpgsqlTransaction? tx, string merchantId, string holdId,
+        DateTimeOffset now, CancellationToken ct)
+    {
         var row = await c.QuerySingleOrDefaultAsync<HoldRow>(new CommandDefinition(VoidHold,
-            new { MerchantId = merchantId, HoldId = holdId, Now = now.UtcDateTime }, cancellationToken: ct));
+            new { MerchantId = merchantId, HoldId = holdId, Now = now.UtcDateTime }, tx, cancellationToken: ct));
         return row is null ? null : Map(row, now);
     }
 

@@ -7,6 +7,7 @@ using Lava.Billing.Pricing;
 using Lava.Billing.Requests;
 using Lava.Billing.Credits;
 using Lava.Billing.Subscriptions;
+using System.Collections.Concurrent;
 
 namespace Lava.Billing.Forward;
 
@@ -37,35 +38,79 @@ public sealed record UsageEstimate(NormalizedUsage Input, long? MaxOutputTokens)
 /// <summary>What is billed after the call. <see cref="Estimated"/>: the provider's own count never arrived.</summary>
 public sealed record BilledUsage(NormalizedUsage Usage, decimal? ProviderCost, bool Estimated);
 
+/// <summary>What became of one attempt to post a served call.</summary>
+internal enum PostResult { Posted, Refused, Failed }
+
 /// <summary>
-/// The billing seam of the gateway: asked once before the provider is called (it may refuse), told once after.
+/// The billing seam of the gateway. Before the provider is called, the call is admitted (or refused) and its durable
+/// record written with its hold; while it streams, the usage seen so far is recorded; once its usage is known it is
+/// recorded as served and then posted; a call with nothing billable is released. docs/gateway.md has the guarantees.
 /// </summary>
 public interface IForwardBilling
 {
-    /// <summary>Go ahead (perhaps holding funds), or the problem to answer without the provider being called.</summary>
-    Task<ForwardAdmission> BeforeAsync(ForwardCall call, UsageEstimate estimate, CancellationToken ct);
+    /// <summary>
+    /// Go ahead (the call's record written, with funds held for a customer), or the problem to answer without the
+    /// provider being called. <paramref name="initial"/> is what the call is billed if it is cut by a crash before
+    /// anything better is known.
+    /// </summary>
+    Task<ForwardAdmission> BeforeAsync(ForwardCall call, UsageEstimate estimate, BilledUsage initial, CancellationToken ct);
 
-    /// <summary><paramref name="usage"/> is null when nothing is billable: the provider failed, timed out or was never reached.</summary>
-    Task AfterAsync(ForwardCall call, BilledUsage? usage, CancellationToken ct);
+    /// <summary>The usage seen so far in a streaming answer; also tells the settle worker this call is still alive.</summary>
+    Task ProgressAsync(ForwardCall call, BilledUsage seen, CancellationToken ct);
+
+    /// <summary>
+    /// Makes the usage to bill durable and returns the record to post; null when it is not this caller's to post: it
+    /// could not be written now (it is kept, and written and posted by the settle worker), or the worker already
+    /// settled the call. Never throws.
+    /// </summary>
+    Task<ForwardCallRecord?> ServeAsync(ForwardCall call, BilledUsage usage, string? anomaly, CancellationToken ct);
+
+    /// <summary>Posts a served call; a failure leaves it to the settle worker (the hold stays). Never throws.</summary>
+    Task SettleAsync(ForwardCallRecord call, CancellationToken ct);
+
+    /// <summary>Nothing is billable (the provider failed or was never reached): the record and its hold are closed.</summary>
+    Task ReleaseAsync(ForwardCall call, CancellationToken ct);
 }
 
 /// <summary>
 /// Gateway billing. A customer call first holds the worst case it could cost (402 insufficient_credits, and the
-/// provider is never called, when the customer cannot cover it); afterwards the usage is reported through
-/// <see cref="UsageReporter"/>, the one posting routine behind <c>POST /v1/requests</c>, capturing that hold. A
-/// billing-disabled call must be entitled (the meter on the customer's active plan) and is reported at zero charge.
-/// Gateway calls charge nobody and are recorded as provider cost only.
+/// provider is never called, when the customer cannot cover it), in the same transaction as the call's record;
+/// afterwards the usage is written to that record and reported through <see cref="GroupCommit"/>, the one posting
+/// routine behind <c>POST /v1/requests</c>, capturing that hold. A billing-disabled call must be entitled (the meter on
+/// the customer's active plan) and is reported at zero charge. Gateway calls charge nobody and are recorded as
+/// provider cost only. A posting that fails is retried by <see cref="ForwardSettler"/>; the hold is never voided for it.
 /// </summary>
-public sealed class ForwardBilling(MeterStore meters, ForwardStore store, Customers.CustomerStore customers, GroupCommit reporter, CreditStore credits,
-    SubscriptionStore subscriptions, TimeProvider clock, IConfiguration configuration, ILogger<ForwardBilling> log) : IForwardBilling
+public sealed class ForwardBilling(MeterStore meters, ForwardStore store, ForwardCallStore calls, Customers.CustomerStore customers,
+    GroupCommit reporter, SubscriptionStore subscriptions, ForwardOptions options, TimeProvider clock, ILogger<ForwardBilling> log) : IForwardBilling
 {
     /// <summary>A hold outlives any call the gateway lets run (timeouts cut stalls, not streams that keep flowing).</summary>
     private static readonly TimeSpan HoldLifetime = TimeSpan.FromHours(1);
 
-    public async Task<ForwardAdmission> BeforeAsync(ForwardCall call, UsageEstimate estimate, CancellationToken ct)
+    /// <summary>
+    /// How long a served call is left to the posting that follows it before the settle worker may post it too. A
+    /// posting takes milliseconds (seconds under load); a crash in between delays its posting by this much.
+    /// </summary>
+    private static readonly TimeSpan PostingLease = TimeSpan.FromSeconds(30);
+
+    /// <summary>The anomaly of a call that was still pending when its process died, billed by the crash rule.</summary>
+    public const string Recovered = "recovered_after_crash";
+
+    // Served usage that could not be written (the database was away), waiting for the settle worker. Bounded: past it,
+    // a call falls back to the crash rule, which bills its last recorded usage.
+    private const int MaxDeferred = 100_000;
+    private readonly ConcurrentQueue<ForwardCallRecord> _deferred = new();
+
+    public async Task<ForwardAdmission> BeforeAsync(ForwardCall call, UsageEstimate estimate, BilledUsage initial, CancellationToken ct)
     {
-        if (call.Mode == ForwardMode.Gateway) return ForwardAdmission.Go;
         var merchantId = call.Caller.MerchantId;
+        var now = clock.GetUtcNow();
+        var record = RecordOf(call, initial, null, null);
+        var due = now + options.PendingLease(call.Upstream.IdnHost);
+        if (call.Mode == ForwardMode.Gateway)
+        {
+            await calls.BeginAsync(record, due, now, null, ct);
+            return ForwardAdmission.Go;
+        }
         var meter = await meters.FindLivePriceAsync(merchantId, call.Token.MeterSlug!, ct);
         if (meter is null) return ForwardAdmission.Refuse(Problems.NotFound("meter", call.Token.MeterSlug!));
         if (call.Token.CustomerId is { } customerId && call.Mode != ForwardMode.MeterOnly &&
@@ -78,125 +123,209 @@ public sealed class ForwardBilling(MeterStore meters, ForwardStore store, Custom
                 ? $"Meter '{meter.MeterSlug}' charges a percentage of the provider cost, and this request names no model."
                 : $"Meter '{meter.MeterSlug}' charges a percentage of the provider cost, and model '{call.Model}' has no price (POST /v1/model_prices)."));
         }
-        switch (call.Mode)
+        if (call.Mode == ForwardMode.BillingDisabled &&
+            !await subscriptions.IsMeterOnActivePlanAsync(merchantId, call.Token.CustomerId!, meter.MeterId, ct))
         {
-            case ForwardMode.BillingDisabled:
-                return await subscriptions.IsMeterOnActivePlanAsync(merchantId, call.Token.CustomerId!, meter.MeterId, ct)
-                    ? ForwardAdmission.Go
-                    : ForwardAdmission.Refuse(Problems.Forbidden("meter_not_on_plan",
-                        $"Meter '{meter.MeterSlug}' is not linked to the customer's active plan."));
-            case ForwardMode.Customer:
-                var worst = ForwardWorstCase.Charge(meter.Price, estimate, call.Price, DefaultMaxOutputTokens, DefaultSeconds);
-                if (worst <= 0) return ForwardAdmission.Go;
-                return await credits.CreateHoldAsync(merchantId, call.Token.CustomerId!, meter.MeterId, worst, HoldLifetime, clock.GetUtcNow(), ct) switch
-                {
-                    CreditStore.HoldOutcome.Created created => new ForwardAdmission(null, created.Hold.HoldId),
-                    CreditStore.HoldOutcome.Insufficient insufficient => ForwardAdmission.Refuse(Problems.InsufficientCredits(
-                        $"This call could cost up to {Money.Format(worst)}; the customer can spend {insufficient.Available}. The provider was not called.")),
-                    _ => ForwardAdmission.Refuse(Problems.NotFound("customer", call.Token.CustomerId!)),
-                };
-            default:
-                return ForwardAdmission.Go;
+            return ForwardAdmission.Refuse(Problems.Forbidden("meter_not_on_plan",
+                $"Meter '{meter.MeterSlug}' is not linked to the customer's active plan."));
+        }
+        var worst = call.Mode == ForwardMode.Customer
+            ? ForwardWorstCase.Charge(meter.Price, estimate, call.Price, options.DefaultMaxOutputTokens, options.DefaultHoldSeconds)
+            : 0;
+        if (worst <= 0)
+        {
+            await calls.BeginAsync(record, due, now, null, ct);
+            return ForwardAdmission.Go;
+        }
+        var outcome = await calls.BeginAsync(record, due, now, (c, tx) =>
+            CreditStore.CreateHoldAsync(c, tx, merchantId, call.Token.CustomerId!, meter.MeterId, worst, HoldLifetime, now, ct), ct);
+        return outcome switch
+        {
+            CreditStore.HoldOutcome.Created created => new ForwardAdmission(null, created.Hold.HoldId),
+            CreditStore.HoldOutcome.Insufficient insufficient => ForwardAdmission.Refuse(Problems.InsufficientCredits(
+                $"This call could cost up to {Money.Format(worst)}; the customer can spend {insufficient.Available}. The provider was not called.")),
+            _ => ForwardAdmission.Refuse(Problems.NotFound("customer", call.Token.CustomerId!)),
+        };
+    }
+
+    public async Task ProgressAsync(ForwardCall call, BilledUsage seen, CancellationToken ct)
+    {
+        var now = clock.GetUtcNow();
+        await calls.ProgressAsync(RecordOf(call, seen, null, null), now + options.PendingLease(call.Upstream.IdnHost), now, ct);
+    }
+
+    public async Task<ForwardCallRecord?> ServeAsync(ForwardCall call, BilledUsage usage, string? anomaly, CancellationToken ct)
+    {
+        var now = clock.GetUtcNow();
+        var record = RecordOf(call, usage, anomaly, Microseconds(now));
+        try
+        {
+            // Posting follows at once; the settle worker takes over only if that posting never closes the call.
+            if (await calls.ServeAsync(record, now + PostingLease, now, ct)) return record;
+            log.LogWarning("Gateway request {RequestId} of merchant {MerchantId} was settled by the crash rule before its usage arrived",
+                call.RequestId, call.Caller.MerchantId);
+            return null;
+        }
+        catch (Exception e)
+        {
+            if (_deferred.Count < MaxDeferred) _deferred.Enqueue(record);
+            log.LogError("Gateway request {RequestId} of merchant {MerchantId}: its usage could not be recorded ({Failure}); the settle worker retries",
+                call.RequestId, call.Caller.MerchantId, e.GetType().Name);
+            return null;
         }
     }
 
-    private long DefaultMaxOutputTokens => configuration.GetValue("Forward:DefaultMaxOutputTokens", 4096L);
-
-    private decimal DefaultSeconds => configuration.GetValue("Forward:DefaultHoldSeconds", 600m);
-
-    public async Task AfterAsync(ForwardCall call, BilledUsage? usage, CancellationToken ct)
+    /// <summary>
+    /// Writes the served usage that could not be written when its call ended, oldest first, and posts it; stops at the
+    /// first failure (the database is still away) and leaves the rest for the next round.
+    /// </summary>
+    internal async Task FlushDeferredAsync(CancellationToken ct)
     {
-        if (usage is null)
+        while (_deferred.TryPeek(out var record))
         {
-            // Nothing billable: release what was held.
-            if (call.HoldId is { } holdId) await credits.VoidHoldAsync(call.Caller.MerchantId, holdId, clock.GetUtcNow(), ct);
-            return;
-        }
-        switch (call.Mode)
-        {
-            case ForwardMode.MeterOnly or ForwardMode.Customer or ForwardMode.BillingDisabled:
-                await ReportAsync(call, usage, ct);
-                break;
-            default:
-                await RecordAsync(call, usage, ct);
-                break;
+            var now = clock.GetUtcNow();
+            var mine = await calls.ServeAsync(record, now + PostingLease, now, ct);
+            _deferred.TryDequeue(out _);
+            if (mine) await SettleAsync(record, ct);
+            else log.LogWarning("Gateway request {RequestId} of merchant {MerchantId} was settled by the crash rule before its usage was written",
+                record.RequestId, record.MerchantId);
         }
     }
 
-    private async Task ReportAsync(ForwardCall call, BilledUsage billed, CancellationToken ct)
+    public async Task ReleaseAsync(ForwardCall call, CancellationToken ct) =>
+        await calls.ReleaseAsync(RecordOf(call, new BilledUsage(NormalizedUsage.None, null, true), null, null), clock.GetUtcNow(), ct);
+
+    public async Task SettleAsync(ForwardCallRecord call, CancellationToken ct)
     {
-        var metadata = new Dictionary<string, string>(call.Metadata);
-        if (billed.Estimated) metadata["estimated"] = "true";
+        try
+        {
+            var (result, voidHold, error) = call.Mode == ForwardMode.Gateway ? await RecordAsync(call, ct) : await ReportAsync(call, ct);
+            var now = clock.GetUtcNow();
+            switch (result)
+            {
+                case PostResult.Posted:
+                    await calls.CloseAsync(call, posted: true, null, voidHold, now, ct);
+                    break;
+                case PostResult.Refused:
+                    // The provider already ran: the meter or customer vanished after the check. Loud, so finance can follow up.
+                    log.LogError("Gateway request {RequestId} of merchant {MerchantId} was served but its usage report was refused: {Code}",
+                        call.RequestId, call.MerchantId, error);
+                    await calls.CloseAsync(call, posted: false, error, voidHold: true, now, ct);
+                    break;
+                default:
+                    await RetryLaterAsync(call, error ?? "posting failed", ct);
+                    break;
+            }
+        }
+        catch (Exception e)
+        {
+            // The database (or the posting routine) failed: the call stays served and its hold active until a retry posts it.
+            await RetryLaterAsync(call, e.GetType().Name, ct);
+        }
+    }
+
+    private async Task RetryLaterAsync(ForwardCallRecord call, string error, CancellationToken ct)
+    {
+        var now = clock.GetUtcNow();
+        var delay = options.RetryDelay(call.Attempts + 1);
+        log.LogWarning("Gateway request {RequestId} of merchant {MerchantId}: posting its usage failed ({Failure}); retrying in {DelayMs} ms",
+            call.RequestId, call.MerchantId, error, (long)delay.TotalMilliseconds);
+        try
+        {
+            await calls.RetryLaterAsync(call, error, now + delay, now, ct);
+        }
+        catch (Exception)
+        {
+            // Not even that could be written: the lease already set on the record brings the call back to the worker.
+        }
+    }
+
+    private async Task<(PostResult Result, bool VoidHold, string? Error)> ReportAsync(ForwardCallRecord call, CancellationToken ct)
+    {
+        var metadata = new Dictionary<string, string>(call.Details.Metadata);
+        if (call.Usage.Estimated) metadata["estimated"] = "true";
+        if (call.Anomaly is { } anomaly) metadata["gateway_anomaly"] = anomaly;
+        var usage = call.Usage.Usage;
         var body = new CreateRequestBody
         {
             RequestId = call.RequestId,
-            CustomerId = call.Mode == ForwardMode.MeterOnly ? null : call.Token.CustomerId,
-            MeterSlug = call.Token.MeterSlug,
+            CustomerId = call.Mode == ForwardMode.MeterOnly ? null : call.CustomerId,
+            MeterSlug = call.MeterSlug,
             Metadata = metadata,
-            InputTokens = billed.Usage.InputTokens,
-            OutputTokens = billed.Usage.Output,
-            InputCharacters = billed.Usage.InputCharacters,
-            InputSeconds = billed.Usage.InputSeconds,
-            Cost = billed.ProviderCost,
+            InputTokens = usage.InputTokens,
+            OutputTokens = usage.Output,
+            InputCharacters = usage.InputCharacters,
+            InputSeconds = usage.InputSeconds,
+            Cost = call.Usage.ProviderCost,
+            // When the call was served, not when its report was posted: a retry an hour later stays in the same period.
+            Timestamp = call.ServedAt,
             DisableBilling = call.Mode == ForwardMode.BillingDisabled ? true : null,
             HoldId = call.HoldId,
-            // The key is never recorded, only whose it was: the caller's own (BYOK) or the merchant's managed key.
-            Source = new ReportSource(call.Upstream.Host, call.Token.ProviderKey is null ? "managed" : "unmanaged", call.Model,
-                call.Upstream.AbsolutePath),
+            Source = new ReportSource(call.Details.Provider, call.Details.ProviderKeyType, call.Details.Model, call.Details.Endpoint),
         };
-        ReportOutcome outcome;
-        try
+        // Through group commit, as single reports: concurrent gateway calls share the posting transaction.
+        var outcome = await reporter.ReportAsync(new ReportItem(call.MerchantId, body), ct);
+        var voidHold = false;
+        if (outcome is ReportOutcome.Refused { Problem.Code: "hold_not_active" } && call.HoldId is not null)
         {
-            // Through group commit, as single reports: concurrent gateway calls share the posting transaction.
-            outcome = await reporter.ReportAsync(new ReportItem(call.Caller.MerchantId, body), ct);
-            if (outcome is ReportOutcome.Refused { Problem.Code: "hold_not_active" } && call.HoldId is not null)
-            {
-                // The hold lapsed while the call ran: the usage is still owed, so it is reported without it.
-                outcome = await reporter.ReportAsync(new ReportItem(call.Caller.MerchantId, body with { HoldId = null }), ct);
-            }
+            // The hold lapsed while the call ran (or its posting was retried past its hour): the usage is still owed, so
+            // it is reported without it, and the lapsed hold is closed.
+            outcome = await reporter.ReportAsync(new ReportItem(call.MerchantId, body with { HoldId = null }), ct);
+            voidHold = true;
         }
-        catch when (call.HoldId is not null)
+        return outcome switch
         {
-            // Posting failed: the reservation must not outlive the call and block the customer's next ones.
-            await credits.VoidHoldAsync(call.Caller.MerchantId, call.HoldId, clock.GetUtcNow(), CancellationToken.None);
-            throw;
-        }
-        if (outcome is ReportOutcome.Refused refused)
-        {
-            if (call.HoldId is { } holdId) await credits.VoidHoldAsync(call.Caller.MerchantId, holdId, clock.GetUtcNow(), ct);
-            // The provider already ran: the meter or customer vanished after the check. Loud, so finance can follow up.
-            log.LogError("Gateway request {RequestId} of merchant {MerchantId} was served but its usage report was refused: {Code}",
-                call.RequestId, call.Caller.MerchantId, refused.Problem.Code);
-        }
+            ReportOutcome.Created or ReportOutcome.Replayed => (PostResult.Posted, voidHold, null),
+            // A 5xx is the posting routine failing (the database), not a refusal of this report: try again.
+            ReportOutcome.Refused { Problem.StatusCode: >= 500 } refused => (PostResult.Failed, false, refused.Problem.Code),
+            ReportOutcome.Refused refused => (PostResult.Refused, true, refused.Problem.Code),
+            _ => (PostResult.Failed, false, outcome.GetType().Name),
+        };
     }
-    private Task RecordAsync(ForwardCall call, BilledUsage billed, CancellationToken ct)
+
+    private async Task<(PostResult Result, bool VoidHold, string? Error)> RecordAsync(ForwardCallRecord call, CancellationToken ct)
     {
         var now = clock.GetUtcNow();
-        var postings = UsagePosting.For(null, 0, billed.ProviderCost, 0, 0);
+        var served = call.ServedAt ?? now;
+        var postings = UsagePosting.For(null, 0, call.Usage.ProviderCost, 0, 0);
+        var usage = call.Usage.Usage;
         var lineage = JsonSerializer.Serialize(new
         {
             request_id = call.RequestId,
             mode = ForwardModes.Name(call.Mode),
-            customer_id = call.Token.CustomerId,
-            meter_slug = call.Token.MeterSlug,
-            upstream = call.Upstream.GetLeftPart(UriPartial.Path),
-            model = call.Model,
-            model_price_version = call.Price?.Version,
+            customer_id = call.CustomerId,
+            meter_slug = call.MeterSlug,
+            upstream = call.Details.Upstream,
+            model = call.Details.Model,
+            model_price_version = call.Details.ModelPriceVersion,
             usage = new
             {
-                input_uncached = billed.Usage.InputUncached,
-                cache_read = billed.Usage.CacheRead,
-                cache_write = billed.Usage.CacheWrite,
-                output = billed.Usage.Output,
-                input_characters = billed.Usage.InputCharacters,
-                input_seconds = billed.Usage.InputSeconds,
+                input_uncached = usage.InputUncached,
+                cache_read = usage.CacheRead,
+                cache_write = usage.CacheWrite,
+                output = usage.Output,
+                input_characters = usage.InputCharacters,
+                input_seconds = usage.InputSeconds,
             },
-            provider_cost = Money.Format(billed.ProviderCost),
-            estimated = billed.Estimated,
-            metadata = call.Metadata,
+            provider_cost = Money.Format(call.Usage.ProviderCost),
+            estimated = call.Usage.Estimated,
+            anomaly = call.Anomaly,
+            metadata = call.Details.Metadata,
         }, LavaJson.Options);
-        return store.RecordGatewayCallAsync(new ForwardStore.GatewayCall(
-            call.Caller.MerchantId, call.RequestId, Ids.New("txn", now), call.Token.CustomerId, lineage, now,
+        await store.RecordGatewayCallAsync(new ForwardStore.GatewayCall(
+            call.MerchantId, call.RequestId, Ids.New("txn", now), call.CustomerId, lineage, served,
             postings.Select(p => p.AccountId).ToArray(), postings.Select(p => p.Amount).ToArray()), ct);
+        return (PostResult.Posted, false, null);
     }
+
+    private static ForwardCallRecord RecordOf(ForwardCall call, BilledUsage usage, string? anomaly, DateTimeOffset? servedAt) => new(
+        call.Caller.MerchantId, call.RequestId, call.Mode, call.Token.CustomerId, call.Token.MeterSlug, call.HoldId,
+        new ForwardCallDetails(call.Upstream.Host, call.Token.ProviderKey is null ? "managed" : "unmanaged", call.Model,
+            call.Upstream.AbsolutePath, call.Upstream.GetLeftPart(UriPartial.Path), call.Price?.Version,
+            new Dictionary<string, string>(call.Metadata)),
+        usage, anomaly, servedAt, 0);
+
+    // PostgreSQL keeps microseconds: the time written to the record must be the one a retry reads back, or the retry's
+    // report would differ from the first (another fingerprint, a 409 instead of a replay).
+    private static DateTimeOffset Microseconds(DateTimeOffset at) => new(at.UtcTicks - at.UtcTicks % 10, TimeSpan.Zero);
 }

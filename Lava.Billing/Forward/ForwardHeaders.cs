@@ -22,6 +22,16 @@ public static class ForwardHeaders
         "Host", "Content-Length", "Authorization", "Accept-Encoding", "Expect",
     };
 
+    /// <summary>The longest provider key accepted; real ones are a few hundred characters at most.</summary>
+    public const int MaxProviderKeyChars = 4096;
+
+    /// <summary>
+    /// Whether a value built from input may go into a header as it is: 1 to <paramref name="maxChars"/> visible ASCII
+    /// characters. Control characters (CR and LF above all) would split the header; spaces have no place in a key.
+    /// </summary>
+    public static bool IsValidValue(string value, int maxChars) =>
+        value.Length >= 1 && value.Length <= maxChars && value.All(c => c is > ' ' and <= '~');
+
     public static void CopyRequest(IHeaderDictionary incoming, HttpRequestMessage outgoing)
     {
         var named = ConnectionListed(incoming.Connection);
@@ -62,12 +72,15 @@ public static class ForwardHeaders
         foreach (var (name, values) in upstream.Headers.Concat(upstream.Content.Headers))
         {
             // Alt-Svc describes the provider's own origin; repeated here it would point clients at ports we never opened.
+            // A value our server could not send (non-ASCII, control characters) is dropped rather than failing the answer.
             if (HopByHop.Contains(name) || named.Contains(name) || name.Equals("Alt-Svc", StringComparison.OrdinalIgnoreCase) ||
-                name.StartsWith("Proxy-", StringComparison.OrdinalIgnoreCase))
+                name.StartsWith("Proxy-", StringComparison.OrdinalIgnoreCase) || !values.All(Relayable))
                 continue;
             response.Headers[name] = values.ToArray();
         }
     }
+
+    private static bool Relayable(string value) => value.All(c => c is '\t' or (>= ' ' and <= '~'));
 
     private static HashSet<string> ConnectionListed(StringValues connection)
     {

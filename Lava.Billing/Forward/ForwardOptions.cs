@@ -31,12 +31,47 @@ public sealed class ForwardOptions
     public required TimeSpan BreakerSamplingDuration { get; init; }
     public required TimeSpan BreakerBreakDuration { get; init; }
 
+    /// <summary>Output tokens assumed for the hold when a call names no max_tokens.</summary>
+    public long DefaultMaxOutputTokens { get; init; } = 4096;
+    /// <summary>Audio seconds assumed for the hold of a per-minute meter when a call's length is unknown.</summary>
+    public decimal DefaultHoldSeconds { get; init; } = 600;
+    /// <summary>How often a streaming call records the usage seen so far (and that it is alive).</summary>
+    public TimeSpan ProgressInterval { get; init; } = TimeSpan.FromSeconds(1);
+    /// <summary>Added to the longest silence a live call may have before the settle worker treats it as cut by a crash.</summary>
+    public TimeSpan RecoveryMargin { get; init; } = TimeSpan.FromSeconds(60);
+    /// <summary>How often the settle worker looks for calls to settle.</summary>
+    public TimeSpan SettleInterval { get; init; } = TimeSpan.FromSeconds(5);
+    /// <summary>The first wait before a failed posting is tried again; it doubles per attempt up to <see cref="SettleRetryMax"/>.</summary>
+    public TimeSpan SettleRetryBase { get; init; } = TimeSpan.FromSeconds(1);
+    public TimeSpan SettleRetryMax { get; init; } = TimeSpan.FromMinutes(5);
+
+    /// <summary>
+    /// How long a pending call may go without news before it counts as cut by a crash: the provider's answer may take
+    /// three attempts of the host's timeout (plus short Retry-After waits), and a stream may pause that long between
+    /// two reads; the margin covers the rest.
+    /// </summary>
+    public TimeSpan PendingLease(string host) => 3 * TimeoutFor(host) + 2 * MaxRetryAfter + RecoveryMargin;
+
+    /// <summary>Exponential backoff with jitter (±20 %) for the <paramref name="attempt"/>-th retry of a posting.</summary>
+    public TimeSpan RetryDelay(int attempt)
+    {
+        var exponential = SettleRetryBase.TotalMilliseconds * Math.Pow(2, Math.Clamp(attempt - 1, 0, 30));
+        var capped = Math.Min(exponential, SettleRetryMax.TotalMilliseconds);
+        return TimeSpan.FromMilliseconds(capped * (0.8 + 0.4 * Random.Shared.NextDouble()));
+    }
+
     public bool IsAllowed(Uri upstream) => AllowedUpstreams.Any(a => a.Allows(upstream));
 
     /// <summary>Time to wait for the upstream's response headers (and between two body reads) for one host.</summary>
     public TimeSpan TimeoutFor(string host) => HostTimeouts.TryGetValue(host, out var t) ? t : Timeout;
 
     public string? ManagedKeyFor(string host) => ManagedKeys.TryGetValue(host, out var key) && key.Length > 0 ? key : null;
+
+    // A key that could not be sent as a header value is a configuration mistake, told (without the key) at once.
+    private static string ManagedKey(string host, string key) =>
+        key.Length == 0 || ForwardHeaders.IsValidValue(key, ForwardHeaders.MaxProviderKeyChars)
+            ? key
+            : throw new InvalidOperationException($"Forward:ManagedKeys:{host} must be visible ASCII characters (no spaces, tabs, CR or LF).");
 
     /// <summary>
     /// Explicit <c>Forward:AllowedUpstreams</c> entries replace the defaults and may be http (a loopback test
@@ -51,7 +86,7 @@ public sealed class ForwardOptions
         {
             AllowedUpstreams = (configured.Count > 0 ? configured : DefaultUpstreams.AsEnumerable()).Select(AllowedUpstream.Parse).ToList(),
             ManagedKeys = section.GetSection("ManagedKeys").GetChildren()
-                .ToDictionary(c => c.Key, c => c.Value ?? "", StringComparer.OrdinalIgnoreCase),
+                .ToDictionary(c => c.Key, c => ManagedKey(c.Key, c.Value ?? ""), StringComparer.OrdinalIgnoreCase),
             Timeout = TimeSpan.FromMilliseconds(section.GetValue("TimeoutMs", 120_000)),
             HostTimeouts = section.GetSection("TimeoutsMs").GetChildren()
                 .ToDictionary(c => c.Key, c => TimeSpan.FromMilliseconds(int.Parse(c.Value ?? "", System.Globalization.CultureInfo.InvariantCulture)),
@@ -60,6 +95,13 @@ public sealed class ForwardOptions
             BreakerMinimumThroughput = section.GetValue("CircuitBreaker:MinimumThroughput", 10),
             BreakerSamplingDuration = TimeSpan.FromMilliseconds(section.GetValue("CircuitBreaker:SamplingMs", 30_000)),
             BreakerBreakDuration = TimeSpan.FromMilliseconds(section.GetValue("CircuitBreaker:BreakMs", 30_000)),
+            DefaultMaxOutputTokens = section.GetValue("DefaultMaxOutputTokens", 4096L),
+            DefaultHoldSeconds = section.GetValue("DefaultHoldSeconds", 600m),
+            ProgressInterval = TimeSpan.FromMilliseconds(section.GetValue("ProgressMs", 1_000)),
+            RecoveryMargin = TimeSpan.FromMilliseconds(section.GetValue("RecoveryMarginMs", 60_000)),
+            SettleInterval = TimeSpan.FromMilliseconds(section.GetValue("SettleIntervalMs", 5_000)),
+            SettleRetryBase = TimeSpan.FromMilliseconds(section.GetValue("SettleRetryBaseMs", 1_000)),
+            SettleRetryMax = TimeSpan.FromMilliseconds(section.GetValue("SettleRetryMaxMs", 300_000)),
         };
     }
 }

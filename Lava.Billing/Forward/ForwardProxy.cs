@@ -17,7 +17,7 @@ namespace Lava.Billing.Forward;
 /// billing), forward the buffered request, stream the answer back as it arrives while reading its usage, then bill.
 /// </summary>
 public sealed class ForwardProxy(ForwardOptions options, UpstreamClient upstream, IForwardBilling billing, ModelPriceStore prices,
-    IValidator<CreateRequestBody> reportValidator, ILogger<ForwardProxy> log)
+    IValidator<CreateRequestBody> reportValidator, TimeProvider clock, ILogger<ForwardProxy> log)
 {
     public const string RequestIdHeader = "x-lava-request-id";
     public const string MetadataHeader = "x-lava-metadata";
@@ -32,6 +32,13 @@ public sealed class ForwardProxy(ForwardOptions options, UpstreamClient upstream
         // A GET through the gateway still spends money, so the read-only rule is about the call, not the method.
         if (!caller.CanWrite) return Problems.ReadOnlyKey();
         if (ForwardModes.Of(token, out var tokenError) is not { } mode) return Problems.BadRequest("invalid_forward_token", tokenError!);
+        // It becomes a header value: a CR or LF would end the header (or the request) early, so it is refused before
+        // anything is held or sent.
+        if (token.ProviderKey is { } key && !ForwardHeaders.IsValidValue(key, ForwardHeaders.MaxProviderKeyChars))
+        {
+            return Problems.BadRequest("invalid_provider_key",
+                $"provider_key must be 1 to {ForwardHeaders.MaxProviderKeyChars} visible ASCII characters (no spaces, tabs, CR or LF).");
+        }
         if (!ForwardTarget.TryParse(http.Request.QueryString.Value, out var target, out var targetError))
             return Problems.UpstreamNotAllowed(targetError!);
         if (!options.IsAllowed(target!))
@@ -46,30 +53,75 @@ public sealed class ForwardProxy(ForwardOptions options, UpstreamClient upstream
         http.Response.Headers[RequestIdHeader] = requestId;
         var call = new ForwardCall(caller, token, mode, requestId, target!, format, inspected.Model, price, metadata);
         var prompt = new NormalizedUsage(inspected.InputTokensEstimate, 0, 0, 0, inspected.InputCharacters);
-        var admission = await billing.BeforeAsync(call, new UsageEstimate(prompt, inspected.MaxOutputTokens), ct);
+        // Billed if the process dies before anything better is known (docs/gateway.md, the crash rule).
+        var initial = Bill(call, Initial(call, inspected), estimated: true);
+        var admission = await billing.BeforeAsync(call, new UsageEstimate(prompt, inspected.MaxOutputTokens), initial, ct);
         if (admission.Refusal is { } refusal) return refusal;
         call = call with { HoldId = admission.HoldId };
 
-        var providerKey = token.ProviderKey ?? options.ManagedKeyFor(target!.IdnHost);
-        var keyStyle = ProviderKeyStyles.For(target!, format);
+        // From here the call has a record (and maybe a hold): every way out bills it or releases it.
+        var progress = new CallProgress();
+        try
+        {
+            return await CallAsync(http, call, inspected, progress, ct);
+        }
+        finally
+        {
+            if (!progress.Settled) await SettleUnforeseenAsync(call, inspected, progress);
+        }
+    }
+
+    // Something unforeseen broke the call: bill what the client received, or release what nobody received. Never
+    // throws, so the exception that got here is the one the error handler sees.
+    private async Task SettleUnforeseenAsync(ForwardCall call, InspectedRequest inspected, CallProgress progress)
+    {
+        try
+        {
+            if (progress.Relayed) await ServeAndSettleAsync(call, Bounded(call, inspected, progress.Usage, cut: true));
+            else await ReleaseAsync(call);
+        }
+        catch (Exception e)
+        {
+            log.LogError("Gateway request {RequestId} of merchant {MerchantId} failed and could not be settled ({Failure}); the settle worker bills it by the crash rule",
+                call.RequestId, call.Caller.MerchantId, e.GetType().Name);
+        }
+    }
+
+    /// <summary>How far a call got, so the way out knows whether to bill or release.</summary>
+    private sealed class CallProgress
+    {
+        /// <summary>Billed or released: nothing left to do.</summary>
+        public bool Settled;
+        /// <summary>Some of the provider's answer went to the client.</summary>
+        public bool Relayed;
+        public UsageReader? Usage;
+    }
+
+    private async Task<IResult> CallAsync(HttpContext http, ForwardCall call, InspectedRequest inspected, CallProgress progress, CancellationToken ct)
+    {
+        var target = call.Upstream;
+        var providerKey = call.Token.ProviderKey ?? options.ManagedKeyFor(target.IdnHost);
+        var keyStyle = ProviderKeyStyles.For(target, call.Format);
         HttpResponseMessage response;
         LavaMetrics.GatewayBefore(startedAt);
         try
         {
-            response = await upstream.SendAsync(target!, () => BuildRequest(http.Request, target!, inspected, providerKey, keyStyle), ct);
+            response = await upstream.SendAsync(target, () => BuildRequest(http.Request, target, inspected, providerKey, keyStyle), ct);
         }
         catch (OperationCanceledException) when (ct.IsCancellationRequested)
         {
             // The client left before the provider answered. The provider may already be working: bill the prompt, flagged.
-            await AfterAsync(call, Bill(call, Estimate(null, inspected, 0), estimated: true));
+            progress.Settled = true;
+            await ServeAndSettleAsync(call, (Bill(call, Initial(call, inspected), estimated: true), null));
             return Results.Empty;
         }
         catch (Exception e) when (e is TimeoutRejectedException or BrokenCircuitException or HttpRequestException)
         {
             LavaMetrics.GatewayFailed(target!.IdnHost, e);
             log.LogWarning("Gateway request {RequestId}: upstream {Upstream} failed: {Failure}",
-                requestId, target!.GetLeftPart(UriPartial.Authority), e.GetType().Name);
-            await AfterAsync(call, null);
+                call.RequestId, target.GetLeftPart(UriPartial.Authority), e.GetType().Name);
+            progress.Settled = true;
+            await ReleaseAsync(call);
             return e switch
             {
                 TimeoutRejectedException => Problems.UpstreamTimeout("The provider did not answer in time; nothing was charged."),
@@ -79,11 +131,19 @@ public sealed class ForwardProxy(ForwardOptions options, UpstreamClient upstream
             };
         }
         using (response)
-            await RelayAsync(http, response, call, inspected, ct);
+            await RelayAsync(http, response, call, inspected, progress, ct);
         return Results.Empty;
     }
 
-    private async Task RelayAsync(HttpContext http, HttpResponseMessage response, ForwardCall call, InspectedRequest inspected, CancellationToken ct)
+    /// <summary>
+    /// Streams the answer to the client while reading its usage. The usage is made durable before the client has the
+    /// end of the answer: in an event stream, as soon as the provider's final count passes by (before that event is
+    /// relayed); in any other body, by holding its last chunk back until the usage is written. While a stream runs,
+    /// the usage seen so far is recorded every <see cref="ForwardOptions.ProgressInterval"/>, which is what a crash
+    /// bills.
+    /// </summary>
+    private async Task RelayAsync(HttpContext http, HttpResponseMessage response, ForwardCall call, InspectedRequest inspected,
+        CallProgress progress, CancellationToken ct)
     {
         http.Response.StatusCode = (int)response.StatusCode;
         LavaMetrics.GatewayCalled(call.Upstream.IdnHost, (int)response.StatusCode);
@@ -93,54 +153,133 @@ public sealed class ForwardProxy(ForwardOptions options, UpstreamClient upstream
         var succeeded = response.IsSuccessStatusCode;
         var eventStream = string.Equals(response.Content.Headers.ContentType?.MediaType, "text/event-stream", StringComparison.OrdinalIgnoreCase);
         var usage = new UsageReader(call.Format, eventStream);
+        progress.Usage = succeeded ? usage : null;
         var stallLimit = options.TimeoutFor(call.Upstream.IdnHost);
         var cut = false;
+        ForwardCallRecord? served = null;
+        var isServed = false;
+        var lastProgress = clock.GetTimestamp();
         var buffer = ArrayPool<byte>.Shared.Rent(CopyBufferBytes);
+        var held = succeeded && !eventStream ? ArrayPool<byte>.Shared.Rent(CopyBufferBytes) : null;
+        var heldLength = 0;
         try
         {
-            await using var source = await response.Content.ReadAsStreamAsync(ct);
-            while (true)
+            try
             {
-                int read;
-                using (var stall = CancellationTokenSource.CreateLinkedTokenSource(ct))
+                await using var source = await response.Content.ReadAsStreamAsync(ct);
+                while (true)
                 {
-                    stall.CancelAfter(stallLimit);
-                    read = await source.ReadAsync(buffer, stall.Token);
+                    int read;
+                    using (var stall = CancellationTokenSource.CreateLinkedTokenSource(ct))
+                    {
+                        stall.CancelAfter(stallLimit);
+                        read = await source.ReadAsync(buffer, stall.Token);
+                    }
+                    if (read == 0) break;
+                    if (succeeded)
+                    {
+                        usage.Feed(buffer.AsSpan(0, read));
+                        if (eventStream && !isServed && usage.Complete)
+                        {
+                            // The provider's final count: on disk before the client sees the end of the answer.
+                            var (final, anomaly) = Bounded(call, inspected, usage, cut: false);
+                            served = await billing.ServeAsync(call, final, anomaly, CancellationToken.None);
+                            isServed = true;
+                            // Whatever breaks from here, this usage is what the call is billed (by the worker at worst).
+                            progress.Settled = true;
+                        }
+                        else if (eventStream && !isServed && clock.GetElapsedTime(lastProgress) >= options.ProgressInterval)
+                        {
+                            await ProgressAsync(call, Bounded(call, inspected, usage, cut: true).Usage);
+                            lastProgress = clock.GetTimestamp();
+                        }
+                    }
+                    if (held is null)
+                    {
+                        await http.Response.Body.WriteAsync(buffer.AsMemory(0, read), ct);
+                        await http.Response.Body.FlushAsync(ct);
+                    }
+                    else
+                    {
+                        if (heldLength > 0) await http.Response.Body.WriteAsync(held.AsMemory(0, heldLength), ct);
+                        buffer.AsSpan(0, read).CopyTo(held);
+                        heldLength = read;
+                    }
+                    progress.Relayed = true;
                 }
-                if (read == 0) break;
-                if (succeeded) usage.Feed(buffer.AsSpan(0, read));
-                await http.Response.Body.WriteAsync(buffer.AsMemory(0, read), ct);
-                await http.Response.Body.FlushAsync(ct);
             }
-        }
-        catch (Exception e) when (e is OperationCanceledException or IOException or HttpRequestException)
-        {
-            // The client left, or the provider stalled or broke off. Either way the upstream call ends here (the
-            // response is disposed), and the client must not take a cut body for a whole one.
-            cut = true;
-            http.Abort();
+            catch (Exception e) when (e is OperationCanceledException or IOException or HttpRequestException)
+            {
+                // The client left, or the provider stalled or broke off. Either way the upstream call ends here (the
+                // response is disposed), and the client must not take a cut body for a whole one.
+                cut = true;
+                http.Abort();
+            }
+
+            if (!succeeded)
+            {
+                progress.Settled = true;
+                await ReleaseAsync(call);
+                return;
+            }
+            if (!isServed)
+            {
+                if (!cut) usage.Finish();
+                var (billed, anomaly) = Bounded(call, inspected, usage, cut);
+                served = await billing.ServeAsync(call, billed, anomaly, CancellationToken.None);
+            }
+            progress.Settled = true;
+            if (held is not null && heldLength > 0 && !cut)
+            {
+                try
+                {
+                    await http.Response.Body.WriteAsync(held.AsMemory(0, heldLength), ct);
+                    await http.Response.Body.FlushAsync(ct);
+                }
+                catch (Exception e) when (e is OperationCanceledException or IOException)
+                {
+                    // The client left at the last moment; what the provider served is billed all the same.
+                    http.Abort();
+                }
+            }
+            if (served is not null) await billing.SettleAsync(served, CancellationToken.None);
         }
         finally
         {
             ArrayPool<byte>.Shared.Return(buffer);
+            if (held is not null) ArrayPool<byte>.Shared.Return(held);
         }
+    }
 
-        if (!succeeded)
-        {
-            await AfterAsync(call, null);
-            return;
-        }
-        if (!cut) usage.Finish();
+    /// <summary>
+    /// The usage to bill once the answer ended (or was cut): the provider's own count when it arrived whole and within
+    /// the report limits; otherwise the gateway's estimate, flagged. A count out of range is never billed: the call is
+    /// billed from the estimate and marked <see cref="UsageBounds.OutOfRange"/> for finance.
+    /// </summary>
+    private static (BilledUsage Usage, string? Anomaly) Bounded(ForwardCall call, InspectedRequest inspected, UsageReader? usage, bool cut)
+    {
         var billed = call.Format switch
         {
             // Speech is billed by the characters it was asked to speak, known before the call.
             ApiFormat.Speech => Bill(call, NormalizedUsage.None with { InputCharacters = inspected.InputCharacters }, estimated: false),
             _ when usage is { Complete: true, Usage: { } exact } => Bill(call, exact, estimated: false),
             _ when !ApiFormats.ReportsUsage(call.Format) => Bill(call, NormalizedUsage.None, estimated: false),
-            _ => Bill(call, Estimate(usage.Usage, inspected, usage.OutputCharacters), estimated: true),
+            _ => Bill(call, Estimate(usage?.Usage, inspected, usage?.OutputCharacters ?? 0), estimated: true),
         };
-        await AfterAsync(call, billed);
+        if (UsageBounds.Within(billed.Usage, billed.ProviderCost)) return (billed, null);
+        var fallback = Bill(call, Estimate(null, inspected, usage?.OutputCharacters ?? 0), estimated: true);
+        return UsageBounds.Within(fallback.Usage, fallback.ProviderCost)
+            ? (fallback, UsageBounds.OutOfRange)
+            : (Bill(call, NormalizedUsage.None, estimated: true), UsageBounds.OutOfRange);
     }
+
+    /// <summary>What a call is billed before its answer is seen: the prompt, as far as the request shows it.</summary>
+    private static NormalizedUsage Initial(ForwardCall call, InspectedRequest inspected) => call.Format switch
+    {
+        ApiFormat.Speech => NormalizedUsage.None with { InputCharacters = inspected.InputCharacters },
+        _ when !ApiFormats.ReportsUsage(call.Format) => NormalizedUsage.None,
+        _ => Estimate(null, inspected, 0),
+    };
 
     /// <summary>
     /// What a call used when the provider's final count never arrived: the input the provider reported (Anthropic
@@ -156,18 +295,39 @@ public sealed class ForwardProxy(ForwardOptions options, UpstreamClient upstream
     private static BilledUsage Bill(ForwardCall call, NormalizedUsage usage, bool estimated) =>
         new(usage, call.Price is { } price ? ProviderCost.Compute(usage, price) : null, estimated);
 
-    // The response is already on its way (or the client gone): a failure here can only be logged, loudly.
-    private async Task AfterAsync(ForwardCall call, BilledUsage? usage)
+    // The answer is already on its way (or the client gone): billing never fails the call; what cannot be written
+    // now is left to the settle worker (ForwardBilling says how).
+    private async Task ServeAndSettleAsync(ForwardCall call, (BilledUsage Usage, string? Anomaly) billed)
+    {
+        if (await billing.ServeAsync(call, billed.Usage, billed.Anomaly, CancellationToken.None) is { } served)
+            await billing.SettleAsync(served, CancellationToken.None);
+    }
+
+    private async Task ProgressAsync(ForwardCall call, BilledUsage seen)
     {
         using var timer = LavaMetrics.GatewayAfter();
         try
         {
-            await billing.AfterAsync(call, usage, CancellationToken.None);
+            await billing.ProgressAsync(call, seen, CancellationToken.None);
         }
         catch (Exception e)
         {
-            log.LogError(e, "Gateway request {RequestId} of merchant {MerchantId}: its usage could not be recorded",
-                call.RequestId, call.Caller.MerchantId);
+            // A missed progress note only makes a crash bill less of this call; the stream goes on.
+            log.LogWarning("Gateway request {RequestId}: its progress could not be recorded ({Failure})", call.RequestId, e.GetType().Name);
+        }
+    }
+
+    private async Task ReleaseAsync(ForwardCall call)
+    {
+        try
+        {
+            await billing.ReleaseAsync(call, CancellationToken.None);
+        }
+        catch (Exception e)
+        {
+            // The record stays pending: after its lease the crash rule bills its prompt estimate (docs/gateway.md).
+            log.LogError("Gateway request {RequestId} of merchant {MerchantId}: its hold could not be released ({Failure})",
+                call.RequestId, call.Caller.MerchantId, e.GetType().Name);
         }
     }
 

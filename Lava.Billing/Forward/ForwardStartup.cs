@@ -9,7 +9,10 @@ public static class ForwardStartup
         services.AddSingleton<UpstreamClient>();
         services.AddSingleton<ForwardStore>();
         services.AddSingleton<ModelPriceStore>();
-        services.AddSingleton<IForwardBilling, ForwardBilling>();
+        services.AddSingleton<ForwardCallStore>();
+        services.AddSingleton<ForwardBilling>();
+        services.AddSingleton<IForwardBilling>(sp => sp.GetRequiredService<ForwardBilling>());
+        services.AddHostedService<ForwardSettler>();
         services.AddSingleton<ForwardProxy>();
         return services;
     }

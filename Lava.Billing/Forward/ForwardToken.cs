@@ -80,6 +80,16 @@ public static class ForwardModes
         _ => throw new ArgumentOutOfRangeException(nameof(mode), mode, "unknown mode"),
     };
 
+    /// <summary>The mode a name from <see cref="Name"/> stands for (read back from a stored call).</summary>
+    public static ForwardMode Parse(string name) => name switch
+    {
+        "gateway" => ForwardMode.Gateway,
+        "meter_only" => ForwardMode.MeterOnly,
+        "customer" => ForwardMode.Customer,
+        "billing_disabled" => ForwardMode.BillingDisabled,
+        _ => throw new ArgumentOutOfRangeException(nameof(name), name, "unknown mode"),
+    };
+
     /// <summary>
     /// The mode a token asks for, or an error: the SDK refuses a customer without a meter, and an empty string is a
     /// caller's bug that must not silently turn customer billing into a free call.

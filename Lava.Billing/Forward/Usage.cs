@@ -16,7 +16,7 @@ public readonly record struct NormalizedUsage(
     public static readonly NormalizedUsage None = new(0, 0, 0, 0);
 
     /// <summary>Every input token, whatever it cost: what a report's <c>input_tokens</c> carries.</summary>
-    public long InputTokens => InputUncached + CacheRead + CacheWrite;
+    public long InputTokens => checked(InputUncached + CacheRead + CacheWrite);
 }
 
 /// <summary>The wire format of an upstream endpoint, which decides where its usage is and what its numbers mean.</summary>

@@ -74,9 +74,19 @@ public static class UsageJson
     internal static JsonElement? Member(JsonElement element, string name) =>
         element.ValueKind == JsonValueKind.Object && element.TryGetProperty(name, out var v) && v.ValueKind != JsonValueKind.Null ? v : null;
 
-    /// <summary>A token count: a non-negative integer, anything else (missing, null, junk) is zero.</summary>
-    internal static long Count(JsonElement element, string name) =>
-        Member(element, name) is { ValueKind: JsonValueKind.Number } n && n.TryGetInt64(out var v) && v > 0 ? v : 0;
+    /// <summary>
+    /// A token count: a non-negative integer; missing, null, junk or negative is zero. A count past the report limits
+    /// (however large, even beyond a long) saturates at <see cref="UsageBounds.Ceiling"/>, so the sums built from it
+    /// cannot wrap and <see cref="UsageBounds"/> sees it is out of range.
+    /// </summary>
+    internal static long Count(JsonElement element, string name)
+    {
+        if (Member(element, name) is not { ValueKind: JsonValueKind.Number } n) return 0;
+        if (n.TryGetInt64(out var v)) return Math.Clamp(v, 0, UsageBounds.Ceiling);
+        if (n.TryGetDecimal(out var d)) return d <= 0 ? 0 : d >= UsageBounds.Ceiling ? UsageBounds.Ceiling : (long)decimal.Truncate(d);
+        // Too large even for a decimal: only its sign matters.
+        return n.GetRawText().StartsWith('-') ? 0 : UsageBounds.Ceiling;
+    }
 
     // Audio seconds arrive as floats; they are kept to the microsecond, the precision a report accepts.
     private static decimal? Seconds(JsonElement value) =>

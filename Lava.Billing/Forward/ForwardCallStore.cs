@@ -1,0 +1,196 @@
+using System.Text.Json;
+using Dapper;
+using Lava.Billing.Credits;
+using Lava.Billing.Infrastructure.Http;
+using Npgsql;
+
+namespace Lava.Billing.Forward;
+
+/// <summary>What a gateway call carried, kept on its record so its report can be built again by any instance.</summary>
+public sealed record ForwardCallDetails(
+    string Provider, string ProviderKeyType, string? Model, string Endpoint, string Upstream, int? ModelPriceVersion,
+    Dictionary<string, string> Metadata);
+
+/// <summary>
+/// The durable record of one gateway call (table <c>forward_calls</c>, docs/gateway.md): who is billed, what was held,
+/// and the usage to bill (the best known so far while pending).
+/// </summary>
+public sealed record ForwardCallRecord(
+    string MerchantId, string RequestId, ForwardMode Mode, string? CustomerId, string? MeterSlug, string? HoldId,
+    ForwardCallDetails Details, BilledUsage Usage, string? Anomaly, DateTimeOffset? ServedAt, int Attempts);
+
+/// <summary>The rows of <c>forward_calls</c>; each method is one unit of SQL (one transaction where it writes two tables).</summary>
+public sealed class ForwardCallStore(NpgsqlDataSource db)
+{
+    private const string InsertPending = """
+        INSERT INTO forward_calls (merchant_id, request_id, state, mode, customer_id, meter_slug, hold_id, call,
+                                   input_uncached, cache_read, cache_write, output_tokens, input_characters, input_seconds,
+                                   provider_cost, estimated, next_attempt_at, created_at, updated_at)
+        VALUES (@MerchantId, @RequestId, 'pending', @Mode, @CustomerId, @MeterSlug, @HoldId, @Call::jsonb,
+                @InputUncached, @CacheRead, @CacheWrite, @Output, @InputCharacters, @InputSeconds,
+                @ProviderCost, true, @Due, @Now, @Now)
+        """;
+
+    /// <summary>
+    /// Writes the call's record (pending, with the prompt's estimate) before the provider is called; with
+    /// <paramref name="hold"/>, the hold is taken in the same transaction, and nothing commits unless it was granted.
+    /// </summary>
+    public async Task<CreditStore.HoldOutcome?> BeginAsync(ForwardCallRecord call, DateTimeOffset due, DateTimeOffset now,
+        Func<NpgsqlConnection, NpgsqlTransaction, Task<CreditStore.HoldOutcome>>? hold, CancellationToken ct)
+    {
+        await using var c = await db.OpenConnectionAsync(ct);
+        await using var tx = await c.BeginTransactionAsync(ct);
+        CreditStore.HoldOutcome? outcome = null;
+        if (hold is not null)
+        {
+            outcome = await hold(c, tx);
+            if (outcome is not CreditStore.HoldOutcome.Created created) return outcome;
+            call = call with { HoldId = created.Hold.HoldId };
+        }
+        await c.ExecuteAsync(new CommandDefinition(InsertPending, Parameters(call, due, now), tx, cancellationToken: ct));
+        await tx.CommitAsync(ct);
+        return outcome;
+    }
+
+    private const string UpdateProgress = """
+        UPDATE forward_calls
+           SET input_uncached = @InputUncached, cache_read = @CacheRead, cache_write = @CacheWrite, output_tokens = @Output,
+               input_characters = @InputCharacters, input_seconds = @InputSeconds, provider_cost = @ProviderCost,
+               next_attempt_at = @Due, updated_at = @Now
+         WHERE merchant_id = @MerchantId AND request_id = @RequestId AND state = 'pending'
+        """;
+
+    /// <summary>
+    /// While an answer streams: the usage seen so far, and a later deadline before the settle worker may take the call
+    /// for one whose process died. Returns false when the call is no longer pending.
+    /// </summary>
+    public async Task<bool> ProgressAsync(ForwardCallRecord call, DateTimeOffset due, DateTimeOffset now, CancellationToken ct)
+    {
+        await using var c = await db.OpenConnectionAsync(ct);
+        return await c.ExecuteAsync(new CommandDefinition(UpdateProgress, Parameters(call, due, now), cancellationToken: ct)) == 1;
+    }
+
+    private const string UpdateServed = """
+        UPDATE forward_calls
+           SET state = 'served', input_uncached = @InputUncached, cache_read = @CacheRead, cache_write = @CacheWrite,
+               output_tokens = @Output, input_characters = @InputCharacters, input_seconds = @InputSeconds,
+               provider_cost = @ProviderCost, estimated = @Estimated, anomaly = @Anomaly, served_at = @ServedAt,
+               next_attempt_at = @Due, updated_at = @Now
+         WHERE merchant_id = @MerchantId AND request_id = @RequestId AND state = 'pending'
+        """;
+
+    /// <summary>
+    /// The usage to bill is final: written before it is posted, so a failed posting is retried from here. False when
+    /// the call was no longer pending (the settle worker already billed it by the crash rule).
+    /// </summary>
+    public async Task<bool> ServeAsync(ForwardCallRecord call, DateTimeOffset due, DateTimeOffset now, CancellationToken ct)
+    {
+        await using var c = await db.OpenConnectionAsync(ct);
+        return await c.ExecuteAsync(new CommandDefinition(UpdateServed, Parameters(call, due, now), cancellationToken: ct)) == 1;
+    }
+
+    private const string UpdateReleased = """
+        UPDATE forward_calls SET state = 'released', updated_at = @Now
+         WHERE merchant_id = @MerchantId AND request_id = @RequestId AND state = 'pending'
+        """;
+
+    /// <summary>Nothing was billable: the record and its hold are closed together.</summary>
+    public async Task ReleaseAsync(ForwardCallRecord call, DateTimeOffset now, CancellationToken ct)
+    {
+        await using var c = await db.OpenConnectionAsync(ct);
+        await using var tx = await c.BeginTransactionAsync(ct);
+        var released = await c.ExecuteAsync(new CommandDefinition(UpdateReleased,
+            new { call.MerchantId, call.RequestId, Now = now.UtcDateTime }, tx, cancellationToken: ct));
+        // Not pending any more: the settle worker took it and its report captures the hold.
+        if (released == 1 && call.HoldId is { } holdId) await CreditStore.VoidHoldAsync(c, tx, call.MerchantId, holdId, now, ct);
+        await tx.CommitAsync(ct);
+    }
+
+    private const string UpdateClosed = """
+        UPDATE forward_calls SET state = @State, last_error = @Error, updated_at = @Now
+         WHERE merchant_id = @MerchantId AND request_id = @RequestId AND state = 'served'
+        """;
+
+    /// <summary>Posted, or refused for good (then the hold, if still active, is voided in the same transaction).</summary>
+    public async Task CloseAsync(ForwardCallRecord call, bool posted, string? error, bool voidHold, DateTimeOffset now, CancellationToken ct)
+    {
+        await using var c = await db.OpenConnectionAsync(ct);
+        await using var tx = await c.BeginTransactionAsync(ct);
+        await c.ExecuteAsync(new CommandDefinition(UpdateClosed, new
+        {
+            call.MerchantId, call.RequestId, State = posted ? "posted" : "refused", Error = error, Now = now.UtcDateTime,
+        }, tx, cancellationToken: ct));
+        if (voidHold && call.HoldId is { } holdId) await CreditStore.VoidHoldAsync(c, tx, call.MerchantId, holdId, now, ct);
+        await tx.CommitAsync(ct);
+    }
+
+    private const string UpdateRetry = """
+        UPDATE forward_calls SET next_attempt_at = @Due, last_error = @Error, updated_at = @Now
+         WHERE merchant_id = @MerchantId AND request_id = @RequestId AND state = 'served'
+        """;
+
+    /// <summary>Posting failed: when to try again, and why it failed (for operators).</summary>
+    public async Task RetryLaterAsync(ForwardCallRecord call, string error, DateTimeOffset due, DateTimeOffset now, CancellationToken ct)
+    {
+        await using var c = await db.OpenConnectionAsync(ct);
+        await c.ExecuteAsync(new CommandDefinition(UpdateRetry, new
+        {
+            call.MerchantId, call.RequestId, Error = error, Due = due.UtcDateTime, Now = now.UtcDateTime,
+        }, cancellationToken: ct));
+    }
+
+    // A pending call past its deadline was cut by a crash: it becomes served with the usage last recorded, estimated and
+    // flagged (docs/gateway.md). Each claimed call is leased (next_attempt_at moves on) so no other instance takes it
+    // while this one posts; SKIP LOCKED lets instances claim side by side without waiting on each other.
+    private const string ClaimDue = """
+        WITH due AS (
+            SELECT merchant_id, request_id
+              FROM forward_calls
+             WHERE state IN ('pending', 'served') AND next_attempt_at <= @Now
+             ORDER BY next_attempt_at
+             LIMIT @Limit
+               FOR UPDATE SKIP LOCKED
+        )
+        UPDATE forward_calls f
+           SET state           = 'served',
+               served_at       = coalesce(f.served_at, @Now),
+               estimated       = f.estimated OR f.state = 'pending',
+               anomaly         = CASE WHEN f.state = 'pending' THEN @Recovered ELSE f.anomaly END,
+               attempts        = f.attempts + 1,
+               next_attempt_at = @Lease,
+               updated_at      = @Now
+          FROM due
+         WHERE f.merchant_id = due.merchant_id AND f.request_id = due.request_id
+        RETURNING f.merchant_id, f.request_id, f.mode, f.customer_id, f.meter_slug, f.hold_id, f.call::text AS call,
+                  f.input_uncached, f.cache_read, f.cache_write, f.output_tokens, f.input_characters, f.input_seconds,
+                  f.provider_cost, f.estimated, f.anomaly, f.served_at, f.attempts
+        """;
+
+    private sealed record Row(string MerchantId, string RequestId, string Mode, string? CustomerId, string? MeterSlug, string? HoldId,
+        string Call, long InputUncached, long CacheRead, long CacheWrite, long OutputTokens, long InputCharacters, decimal InputSeconds,
+        decimal? ProviderCost, bool Estimated, string? Anomaly, DateTime ServedAt, int Attempts);
+
+    /// <summary>Up to <paramref name="limit"/> calls due for settling, each leased until <paramref name="lease"/>.</summary>
+    public async Task<IReadOnlyList<ForwardCallRecord>> ClaimDueAsync(int limit, DateTimeOffset lease, DateTimeOffset now, CancellationToken ct)
+    {
+        await using var c = await db.OpenConnectionAsync(ct);
+        var rows = await c.QueryAsync<Row>(new CommandDefinition(ClaimDue, new
+        {
+            Limit = limit, Lease = lease.UtcDateTime, Now = now.UtcDateTime, Recovered = ForwardBilling.Recovered,
+        }, cancellationToken: ct));
+        return rows.Select(r => new ForwardCallRecord(r.MerchantId, r.RequestId, ForwardModes.Parse(r.Mode), r.CustomerId, r.MeterSlug,
+            r.HoldId, JsonSerializer.Deserialize<ForwardCallDetails>(r.Call, LavaJson.Options)!,
+            new BilledUsage(new NormalizedUsage(r.InputUncached, r.CacheRead, r.CacheWrite, r.OutputTokens, r.InputCharacters, r.InputSeconds),
+                r.ProviderCost, r.Estimated),
+            r.Anomaly, new DateTimeOffset(DateTime.SpecifyKind(r.ServedAt, DateTimeKind.Utc)), r.Attempts)).ToList();
+    }
+
+    private static object Parameters(ForwardCallRecord call, DateTimeOffset due, DateTimeOffset now) => new
+    {
+        call.MerchantId, call.RequestId, Mode = ForwardModes.Name(call.Mode), call.CustomerId, call.MeterSlug, call.HoldId,
+        Call = JsonSerializer.Serialize(call.Details, LavaJson.Options),
+        call.Usage.Usage.InputUncached, call.Usage.Usage.CacheRead, call.Usage.Usage.CacheWrite, call.Usage.Usage.Output,
+        call.Usage.Usage.InputCharacters, call.Usage.Usage.InputSeconds, call.Usage.ProviderCost, call.Usage.Estimated, call.Anomaly,
+        ServedAt = call.ServedAt?.UtcDateTime, Due = due.UtcDateTime, Now = now.UtcDateTime,
+    };
+}
