@@ -4,6 +4,7 @@ using Lava.Billing.Finance;
 using Lava.Billing.Infrastructure;
 using Lava.Billing.Infrastructure.Database;
 using Lava.Billing.Infrastructure.Http;
+using Lava.Billing.Infrastructure.Resilience;
 using Lava.Billing.Ledger;
 using Lava.Billing.Merchants;
 using Lava.Billing.Plans;
@@ -16,6 +17,7 @@ var builder = WebApplication.CreateBuilder(args);
 // Operator commands log to stderr so their stdout stays machine-readable.
 builder.Logging.AddConsole(o => o.LogToStandardErrorThreshold = LogLevel.Trace);
 builder.Services.AddLavaDatabase();
+builder.Services.AddLavaResilience();
 builder.Services.AddLavaHttp(builder.Configuration);
 builder.Services.AddLavaFeatures();
 

@@ -1,4 +1,5 @@
 using System.Threading.Channels;
+using Lava.Billing.Infrastructure.Resilience;
 
 namespace Lava.Billing.Requests;
 
@@ -30,10 +31,12 @@ public sealed class GroupCommit : BackgroundService
     private readonly UsageReporter _reporter;
     private readonly GroupCommitOptions _options;
     private readonly ILogger<GroupCommit> _log;
+    private readonly DatabaseRetry _retry;
 
-    public GroupCommit(UsageReporter reporter, GroupCommitOptions options, ILogger<GroupCommit> log)
+    public GroupCommit(UsageReporter reporter, GroupCommitOptions options, ILogger<GroupCommit> log, DatabaseRetry retry)
     {
         _reporter = reporter;
+        _retry = retry;
         _options = options;
         _log = log;
         _queue = Channel.CreateBounded<Pending>(new BoundedChannelOptions(Math.Max(options.QueueCapacity, 1))
@@ -46,12 +49,16 @@ public sealed class GroupCommit : BackgroundService
 
     public async Task<ReportOutcome> ReportAsync(ReportItem item, CancellationToken ct)
     {
-        if (!_options.Enabled) return (await _reporter.ReportManyAsync([item], ct))[0];
+        if (!_options.Enabled) return (await PostAsync([item], ct))[0];
         var done = new TaskCompletionSource<ReportOutcome>(TaskCreationOptions.RunContinuationsAsynchronously);
         await _queue.Writer.WriteAsync(new Pending(item, done), ct);
         // The report is posted even if this caller goes away: the work it describes already ran.
         return await done.Task;
     }
+
+    // Reposting after a lost connection is safe: a report that did commit is found by its request id and answered as a replay.
+    private async Task<IReadOnlyList<ReportOutcome>> PostAsync(IReadOnlyList<ReportItem> items, CancellationToken ct) =>
+        await _retry.ExecuteAsync(async token => await _reporter.ReportManyAsync(items, token), ct);
 
     protected override Task ExecuteAsync(CancellationToken stoppingToken) =>
         Task.WhenAll(Enumerable.Range(0, Math.Max(_options.Writers, 1)).Select(_ => WriteAsync(stoppingToken)));
@@ -67,7 +74,7 @@ public sealed class GroupCommit : BackgroundService
                 if (batch.Count == 0) continue;
                 try
                 {
-                    var outcomes = await _reporter.ReportManyAsync(batch.Select(p => p.Item).ToList(), CancellationToken.None);
+                    var outcomes = await PostAsync(batch.Select(p => p.Item).ToList(), CancellationToken.None);
                     for (var i = 0; i < batch.Count; i++) batch[i].Done.TrySetResult(outcomes[i]);
                 }
                 catch (Exception e)

@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using System.Text.Json;
 using Lava.Billing.Infrastructure;
 using Lava.Billing.Infrastructure.Http;
+using Lava.Billing.Infrastructure.Resilience;
 using Lava.Billing.Ledger;
 using Lava.Billing.Meters;
 using MeterPrice = Lava.Billing.Meters.MeterPrice;
@@ -69,7 +70,7 @@ public sealed class UsageReporter(ReportBatchStore store, MeterStore meters, Tim
                 // lock step and the insert: start over with the meters read from the database, not the cache.
                 resolved = await ResolveMetersAsync(items, fresh: true, ct);
             }
-            catch (Exception e) when (items.Count > 1 && e is NpgsqlException or BatchRaceException)
+            catch (Exception e) when (items.Count > 1 && e is NpgsqlException or BatchRaceException && !DatabaseRetry.IsConnectionFailure(e))
             {
                 // One bad item must not take its neighbours down: post them one by one.
                 log.LogWarning(e, "A batch of {Count} reports failed as a whole; posting them one by one", items.Count);
@@ -86,7 +87,7 @@ public sealed class UsageReporter(ReportBatchStore store, MeterStore meters, Tim
         {
             return (await ReportManyAsync([item], ct))[0];
         }
-        catch (Exception e) when (e is NpgsqlException or BatchRaceException)
+        catch (Exception e) when (e is NpgsqlException or BatchRaceException && !DatabaseRetry.IsConnectionFailure(e))
         {
             var errorId = Ids.New("err");
             log.LogError(e, "Report {RequestId} of merchant {MerchantId} could not be posted ({ErrorId})", item.Body.RequestId, item.MerchantId, errorId);
