@@ -59,7 +59,7 @@ passed=0 failed=0
 check() { if "$@"; then passed=$((passed + 1)); log "ok: $label"; else failed=$((failed + 1)); log "FAILED: $label"; fi; }
 for path in "/v1/ledger/entries?format=csv" "/v1/requests?format=ndjson" "/v1/ledger/trial-balance"; do
   curl "${auth[@]}" "$a$path" > "$work/primary.out"; curl "${auth[@]}" "$b$path" > "$work/replica.out"
-  label="$path from the replica equals the primary's ($(wc -l < "$work/primary.out") lines)"
+  label="$path from the replica equals the primary's ($(wc -c < "$work/primary.out") bytes)"
   check cmp -s "$work/primary.out" "$work/replica.out"
 done
 label="the ledger export had every posting (60 reports, 4 entries or more each)"

@@ -8,7 +8,7 @@ namespace Lava.Billing.Infrastructure.Resilience;
 /// <summary>Database retry settings (configuration section <c>Database:Retry</c>).</summary>
 public sealed class DatabaseRetryOptions
 {
-    /// <summary>Attempts after the first; with the delays below they span about 20 s, longer than a Patroni failover.</summary>
+    /// <summary>Attempts after the first (0: none); with the delays below they span about 20 s, longer than a Patroni failover.</summary>
     public int MaxRetries { get; init; } = 12;
     public int FirstDelayMs { get; init; } = 100;
     public int MaxDelayMs { get; init; } = 2_000;
@@ -25,10 +25,11 @@ public sealed class DatabaseRetry
 
     public DatabaseRetry(NpgsqlDataSource db, DatabaseRetryOptions options, ILogger<DatabaseRetry> log)
     {
-        _pipeline = new ResiliencePipelineBuilder().AddRetry(new RetryStrategyOptions
+        // 0 turns retrying off (Polly's retry needs at least one attempt).
+        _pipeline = options.MaxRetries <= 0 ? ResiliencePipeline.Empty : new ResiliencePipelineBuilder().AddRetry(new RetryStrategyOptions
         {
             ShouldHandle = new PredicateBuilder().Handle<Exception>(IsConnectionFailure),
-            MaxRetryAttempts = Math.Max(options.MaxRetries, 0),
+            MaxRetryAttempts = options.MaxRetries,
             Delay = TimeSpan.FromMilliseconds(Math.Max(options.FirstDelayMs, 1)),
             MaxDelay = TimeSpan.FromMilliseconds(Math.Max(options.MaxDelayMs, 1)),
             BackoffType = DelayBackoffType.Exponential,
