@@ -72,7 +72,8 @@ public sealed class UsageReporter(ReportBatchStore store, MeterStore meters, Tim
             }
             catch (Exception e) when (items.Count > 1 && e is NpgsqlException or BatchRaceException && !DatabaseRetry.IsConnectionFailure(e))
             {
-                // One bad item must not take its neighbours down: post them one by one.
+                // One bad item must not take its neighbours down: post them one by one. A lost database is not a bad item:
+                // that goes to the caller, which retries (DatabaseRetry) or answers that the outcome is unknown.
                 log.LogWarning(e, "A batch of {Count} reports failed as a whole; posting them one by one", items.Count);
                 var outcomes = new List<ReportOutcome>(items.Count);
                 foreach (var item in items) outcomes.Add(await ReportAloneAsync(item, ct));
