@@ -122,6 +122,7 @@ if [[ -n "${CHAOS_WRITE_DOCS:-}" ]]; then
 \`Host=…:${HA_PORT_BASE:+$((HA_PORT_BASE + 2))},…:$((HA_PORT_BASE + 3));Target Session Attributes=primary\`,
 $WORKERS client workers reporting usage for ${run_seconds} s and retrying every unknown outcome with the same
 \`request_id\`; the primary's postmaster was killed with SIGKILL $KILLS times, ${INTERVAL} s apart.
+Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg) (other processes on the machine count too).
 
 | figure | value |
 |---|---|
