@@ -5,6 +5,7 @@ using Lava.Billing.Infrastructure;
 using Lava.Billing.Infrastructure.Database;
 using Lava.Billing.Infrastructure.Http;
 using Lava.Billing.Infrastructure.Observability;
+using Lava.Billing.Infrastructure.Resilience;
 using Lava.Billing.Ledger;
 using Lava.Billing.Merchants;
 using Lava.Billing.Plans;
@@ -19,6 +20,7 @@ builder.Logging.AddConsole(o => o.LogToStandardErrorThreshold = LogLevel.Trace);
 builder.AddLavaLoggingDefaults();
 builder.AddLavaMetrics();
 builder.Services.AddLavaDatabase(builder.Configuration);
+builder.Services.AddLavaResilience();
 builder.Services.AddLavaHttp(builder.Configuration);
 builder.Services.AddLavaFeatures();
 

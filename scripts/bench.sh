@@ -76,9 +76,11 @@ datadir="${TMPDIR:-/tmp}/lava-bench-pg-$PG_PORT"
 admin_pw="admin_$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
 svc_pid=""
 stub_pid=""
+second_pid=""
 cleanup() {
   local rc=$?
   if [[ -n "$stub_pid" ]]; then kill "$stub_pid" 2>/dev/null || true; fi
+  if [[ -n "$second_pid" ]]; then kill "$second_pid" 2>/dev/null || true; fi
   if [[ -n "$svc_pid" ]] && kill -0 "$svc_pid" 2>/dev/null; then
     kill "$svc_pid" 2>/dev/null || true
     for ((i = 0; i < 50; i++)); do kill -0 "$svc_pid" 2>/dev/null || break; sleep 0.1; done
@@ -298,6 +300,39 @@ for c in 16 64; do scenario "replay20-c$c" run_wrk "$c" 1 bench/wrk/report.lua /
 for n in 100 1000; do scenario "batch-$n" run_wrk "$BATCH_CONNECTIONS" "$n" bench/wrk/batch.lua /v1/requests/batch "$key" "$CUSTOMERS" "$n"; done
 scenario "healthz-c64" run_wrk 64 1 bench/wrk/healthz.lua /healthz
 
+# Two instances on the one database, the connections split between them (half each), against single-1000-c64.
+run_wrk_split() { # $1 = output file, $2 = seconds, $3 = connections in all, rest = report.lua's arguments
+  local out="$1" seconds="$2" connections="$3" before
+  shift 3
+  before="$(snapshot)"
+  /usr/bin/time -f '%U %S' -o "$out.a.cpu" wrk -t1 -c"$(( connections / 2 ))" -d"${seconds}s" --timeout 30s --latency -s bench/wrk/report.lua "$url/v1/requests" -- "$@" "${out##*/}-a-$(date +%s%N)" >"$out.a" 2>&1 &
+  local a=$!
+  /usr/bin/time -f '%U %S' -o "$out.b.cpu" wrk -t1 -c"$(( connections / 2 ))" -d"${seconds}s" --timeout 30s --latency -s bench/wrk/report.lua "$second_url/v1/requests" -- "$@" "${out##*/}-b-$(date +%s%N)" >"$out.b" 2>&1 &
+  local b=$!
+  wait "$a" || die "wrk failed; see $out.a"
+  wait "$b" || die "wrk failed; see $out.b"
+  cat "$out.a.cpu" "$out.b.cpu" | awk '{ u += $1; s += $2 } END { print u, s }' > "$out.cpu"
+  local tput p50 p99 errors
+  tput="$(awk '/^Requests\/sec:/ { t += $2 } END { print t + 0 }' "$out.a" "$out.b")"
+  p50="$(printf '%s\n' "$(to_ms "$(awk '$1 == "50%" { print $2 }' "$out.a")")" "$(to_ms "$(awk '$1 == "50%" { print $2 }' "$out.b")")" | sort -g | tail -n1)"
+  p99="$(printf '%s\n' "$(to_ms "$(awk '$1 == "99%" { print $2 }' "$out.a")")" "$(to_ms "$(awk '$1 == "99%" { print $2 }' "$out.b")")" | sort -g | tail -n1)"
+  errors="$(awk '/Non-2xx or 3xx responses:/ { n += $NF } /Socket errors:/ { gsub(",", ""); n += $4 + $6 + $8 + $10 } END { print n + 0 }' "$out.a" "$out.b")"
+  # The service CPU column counts the first instance only; the machine's busy share counts both.
+  finish_run "$out" "$before" "$out.cpu" 1 "$tput" "$p50" "$p99" "$errors"
+}
+if selected "two-instances-c64"; then
+  second_port="$(free_port $((svc_port + 1)))" || die "no free port for the second instance"
+  second_url="http://127.0.0.1:$second_port"
+  log "starting a second instance on $second_url (same database)"
+  "${svc_env[@]}" Database__MigrateOnStart=false dotnet "$dll" --urls "$second_url" >>"$results/service-2.log" 2>&1 &
+  second_pid=$!
+  for ((i = 0; i < 600; i++)); do curl -fsS "$second_url/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+  curl -fsS "$second_url/healthz" >/dev/null || die "the second instance did not come up within 60 s"
+  run_wrk "$results/jit2.warmup" 5 16 1 bench/wrk/report.lua "$second_url/v1/requests" "$key" "$CUSTOMERS" 0 >/dev/null
+fi
+scenario "two-instances-c64" run_wrk_split 64 "$key" "$CUSTOMERS" 0
+if [[ -n "$second_pid" ]]; then kill "$second_pid" 2>/dev/null || true; wait "$second_pid" 2>/dev/null || true; second_pid=""; fi
+
 # Gateway overhead: one chat completion sent to the stub provider directly and through /v1/forward, either billed to a
 # customer (a hold before the call, a usage report after it) or BYOK (a token with provider_key only: nothing held,
 # nobody charged, a gateway transaction recorded). At 1 connection nothing queues, so the difference is the gateway's
@@ -488,12 +523,17 @@ $CUSTOMERS customers with 100 credits each and one graduated tokens meter (5 / 3
 |---|---|---|---|---|---|---|---|---|
 $(row_single single-1000-c16 "distinct request_ids" 1,000 0% 16)
 $(row_single single-1000-c64 "distinct request_ids" 1,000 0% 64)
+$(row_single two-instances-c64 "two instances, 32 connections each" 1,000 0% 64)
 $(row_single single-10-c16 "contention" 10 0% 16)
 $(row_single single-10-c64 "contention" 10 0% 64)
 $(row_single replay20-c16 "with replays" 1,000 20% 16)
 $(row_single replay20-c64 "with replays" 1,000 20% 64)
 
 Target: at least 3,000 reports/s at 64 connections with p99 at most 50 ms. Reached here: $(num "$(col single-1000-c64 1)") reports/s, p99 $(col single-1000-c64 3) ms.
+
+Two instances of the service on the one database, the 64 connections split between them, give $(ratio "$(col two-instances-c64 1)" "$(col single-1000-c64 1)") times the
+reports/s of one instance with all 64 (the \`two-instances-c64\` row against the first \`distinct request_ids\` row at 64): on one 2-core
+machine both instances and PostgreSQL share the cores, and commits are bound by the one primary (docs/operations.md).
 
 ## Batch reports: \`POST /v1/requests/batch\`
 

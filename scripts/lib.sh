@@ -51,3 +51,20 @@ pg_user_can_enter() {
     d="$(dirname "$d")"
   done
 }
+
+# Exports PGHOST, PGPORT, PGDATABASE, PGUSER, PGPASSWORD from an Npgsql connection string (Host=a;Port=p;…), so libpq
+# tools (pg_dump, pg_restore, psql) reach the same database. A multi-host Host list keeps only its first host.
+pg_env_from_npgsql() {
+  local part key value
+  IFS=';' read -ra parts <<< "$1"
+  for part in "${parts[@]}"; do
+    key="${part%%=*}" value="${part#*=}"
+    case "${key,,}" in
+      host|server) value="${value%%,*}"; if [[ "$value" == *:* ]]; then export PGPORT="${value##*:}"; value="${value%:*}"; fi; export PGHOST="$value" ;;
+      port) export PGPORT="$value" ;;
+      database|db) export PGDATABASE="$value" ;;
+      username|"user id"|userid|user) export PGUSER="$value" ;;
+      password) export PGPASSWORD="$value" ;;
+    esac
+  done
+}

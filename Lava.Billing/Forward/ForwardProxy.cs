@@ -60,7 +60,7 @@ public sealed class ForwardProxy(ForwardOptions options, UpstreamClient upstream
         call = call with { HoldId = admission.HoldId };
 
         // From here the call has a record (and maybe a hold): every way out bills it or releases it.
-        var progress = new CallProgress();
+        var progress = new CallProgress { StartedAt = startedAt };
         try
         {
             return await CallAsync(http, call, inspected, progress, ct);
@@ -95,6 +95,8 @@ public sealed class ForwardProxy(ForwardOptions options, UpstreamClient upstream
         /// <summary>Some of the provider's answer went to the client.</summary>
         public bool Relayed;
         public UsageReader? Usage;
+        /// <summary>When the gateway took the call (a Stopwatch timestamp), for the time it adds before the provider.</summary>
+        public long StartedAt;
     }
 
     private async Task<IResult> CallAsync(HttpContext http, ForwardCall call, InspectedRequest inspected, CallProgress progress, CancellationToken ct)
@@ -103,7 +105,7 @@ public sealed class ForwardProxy(ForwardOptions options, UpstreamClient upstream
         var providerKey = call.Token.ProviderKey ?? options.ManagedKeyFor(target.IdnHost);
         var keyStyle = ProviderKeyStyles.For(target, call.Format);
         HttpResponseMessage response;
-        LavaMetrics.GatewayBefore(startedAt);
+        LavaMetrics.GatewayBefore(progress.StartedAt);
         try
         {
             response = await upstream.SendAsync(target, () => BuildRequest(http.Request, target, inspected, providerKey, keyStyle), ct);

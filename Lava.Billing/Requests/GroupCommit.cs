@@ -1,4 +1,5 @@
 using Lava.Billing.Infrastructure.Observability;
+using Lava.Billing.Infrastructure.Resilience;
 
 namespace Lava.Billing.Requests;
 
@@ -38,6 +39,7 @@ public sealed class GroupCommit : BackgroundService
     private readonly UsageReporter _reporter;
     private readonly GroupCommitOptions _options;
     private readonly ILogger<GroupCommit> _log;
+    private readonly DatabaseRetry _retry;
 
     // Guarded by _lock: each merchant's waiting reports, and the merchants that have any, in turn order.
     private readonly Lock _lock = new();
@@ -49,9 +51,10 @@ public sealed class GroupCommit : BackgroundService
     // One per merchant that ever reported through here: a few hundred bytes each, and merchants are made by operators.
     private readonly System.Collections.Concurrent.ConcurrentDictionary<string, SemaphoreSlim> _merchantRoom = new(StringComparer.Ordinal);
 
-    public GroupCommit(UsageReporter reporter, GroupCommitOptions options, ILogger<GroupCommit> log)
+    public GroupCommit(UsageReporter reporter, GroupCommitOptions options, ILogger<GroupCommit> log, DatabaseRetry retry)
     {
         _reporter = reporter;
+        _retry = retry;
         _options = options;
         _log = log;
         _room = new SemaphoreSlim(Math.Max(options.QueueCapacity, 1));
@@ -59,7 +62,7 @@ public sealed class GroupCommit : BackgroundService
 
     public async Task<ReportOutcome> ReportAsync(ReportItem item, CancellationToken ct)
     {
-        if (!_options.Enabled) return (await _reporter.ReportManyAsync([item], ct))[0];
+        if (!_options.Enabled) return (await PostWithRetryAsync([item], ct))[0];
         // Backpressure rather than 429: a usage report describes work that already ran, and a refusal would have to be
         // retried by the caller or be lost; waiting keeps it, and only the flooding merchant's callers wait.
         var merchantRoom = _merchantRoom.GetOrAdd(item.MerchantId, _ => new SemaphoreSlim(Math.Max(_options.MerchantQueueCapacity, 1)));
@@ -141,12 +144,16 @@ public sealed class GroupCommit : BackgroundService
         }
     }
 
+    // Reposting after a lost connection is safe: a report that did commit is found by its request id and answered as a replay.
+    private async Task<IReadOnlyList<ReportOutcome>> PostWithRetryAsync(IReadOnlyList<ReportItem> items, CancellationToken ct) =>
+        await _retry.ExecuteAsync(async token => await _reporter.ReportManyAsync(items, token), ct);
+
     private async Task PostAsync(List<Pending> batch)
     {
         try
         {
             // Never throws for one report's failure (each gets its own outcome); only a failure of the service itself lands here.
-            var outcomes = await _reporter.ReportManyAsync(batch.Select(p => p.Item).ToList(), CancellationToken.None);
+            var outcomes = await PostWithRetryAsync(batch.Select(p => p.Item).ToList(), CancellationToken.None);
             for (var i = 0; i < batch.Count; i++) batch[i].Done.TrySetResult(outcomes[i]);
         }
         catch (Exception e)

@@ -3,6 +3,7 @@ using System.Text.Json;
 using Lava.Billing.Infrastructure;
 using Lava.Billing.Infrastructure.Http;
 using Lava.Billing.Infrastructure.Observability;
+using Lava.Billing.Infrastructure.Resilience;
 using Lava.Billing.Ledger;
 using Lava.Billing.Meters;
 using MeterPrice = Lava.Billing.Meters.MeterPrice;
@@ -75,8 +76,10 @@ public sealed class UsageReporter(ReportBatchStore store, MeterStore meters, Tim
                 resolved = null;
                 fresh = true;
             }
-            catch (Exception e) when (!CallerCancelled(e, ct))
+            catch (Exception e) when (!CallerCancelled(e, ct) && !DatabaseRetry.IsConnectionFailure(e))
             {
+                // A lost database is nobody's item: that goes to the caller, which retries the whole call (DatabaseRetry)
+                // or answers 503 (its outcome unknown; the same request id is safe to send again).
                 if (items.Count == 1)
                 {
                     var failed = Failed(items[0], e);
@@ -88,14 +91,7 @@ public sealed class UsageReporter(ReportBatchStore store, MeterStore meters, Tim
                 // among them, when group commit batched them together).
                 log.LogWarning(e, "A batch of {Count} reports failed as a whole; posting them one by one", items.Count);
                 var outcomes = new List<ReportOutcome>(items.Count);
-                foreach (var item in items)
-                {
-                    // The database out of reach is nobody's item: the rest get the same answer at once rather than each
-                    // waiting out its own connection timeout.
-                    outcomes.Add(outcomes is [.., ReportOutcome.Refused { Problem.StatusCode: StatusCodes.Status503ServiceUnavailable } down]
-                        ? down
-                        : (await ReportManyAsync([item], ct))[0]);
-                }
+                foreach (var item in items) outcomes.Add((await ReportManyAsync([item], ct))[0]);
                 return outcomes;
             }
         }
@@ -104,8 +100,8 @@ public sealed class UsageReporter(ReportBatchStore store, MeterStore meters, Tim
     private static bool CallerCancelled(Exception e, CancellationToken ct) => e is OperationCanceledException && ct.IsCancellationRequested;
 
     /// <summary>
-    /// The answer to a report that failed on its own: a bound it would cross is the caller's 422, the database out of
-    /// reach (a connection or I/O failure, not a statement it refused) a 503 to retry, anything else a bug.
+    /// The answer to a report that failed on its own: a bound it would cross is the caller's 422, anything else a bug. (A
+    /// database out of reach never gets here: it is thrown to the caller, see the catch filter above.)
     /// </summary>
     private ReportOutcome Failed(ReportItem item, Exception e)
     {
@@ -113,11 +109,6 @@ public sealed class UsageReporter(ReportBatchStore store, MeterStore meters, Tim
         {
             return new ReportOutcome.Refused(Problems.AmountOutOfRange(
                 $"Report '{item.Body.RequestId}' would take {AmountBounds.Describe(e)} past its bound; nothing was posted."));
-        }
-        if (e is NpgsqlException { IsTransient: true } and not PostgresException)
-        {
-            log.LogWarning(e, "Report {RequestId} of merchant {MerchantId} could not reach the database", item.Body.RequestId, item.MerchantId);
-            return new ReportOutcome.Refused(Problems.Unavailable("The database could not be reached; nothing was posted. Retry the report."));
         }
         var errorId = Ids.New("err");
         log.LogError(e, "Report {RequestId} of merchant {MerchantId} could not be posted ({ErrorId})", item.Body.RequestId, item.MerchantId, errorId);

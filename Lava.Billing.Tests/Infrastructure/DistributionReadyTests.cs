@@ -1,0 +1,121 @@
+using System.Reflection;
+using System.Text.RegularExpressions;
+using Dapper;
+using Npgsql;
+
+namespace Lava.Billing.Tests.Infrastructure;
+
+/// <summary>
+/// The schema is ready to be distributed by merchant (Citus, docs/operations.md "Past one primary"): every key of a
+/// distributed table leads with merchant_id, and every statement the service keeps as a SQL constant is routed by it.
+/// </summary>
+public partial class DistributionReadyTests(LavaApp app) : IClassFixture<LavaApp>
+{
+    /// <summary>
+    /// Tables that would be reference tables (copied to every node) rather than distributed, each with why. Citus allows
+    /// a unique key without the distribution column only there, and a reference table may reference only reference tables.
+    /// </summary>
+    private static readonly Dictionary<string, string> ReferenceTables = new()
+    {
+        ["schema_migrations"] = "the migrator's own bookkeeping",
+        ["merchants"] = "small and read by every node; secret_keys references it",
+        ["secret_keys"] = "authentication finds the merchant from the key's hash (unique on key_hash), before any merchant is known",
+    };
+
+    private sealed record Key(string Table, string Name, string Kind, string FirstColumn);
+
+    [Fact]
+    public async Task EveryPrimaryKeyAndUniqueIndexOfADistributedTableLeadsWithMerchantId()
+    {
+        await using var c = new NpgsqlConnection(app.AdminConnectionString);
+        var tables = (await c.QueryAsync<string>("""
+            SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p')
+            """)).ToList();
+        var keys = (await c.QueryAsync<(string Table, string Name, string Kind, string FirstColumn)>("""
+            SELECT t.relname AS table, i.relname AS name, CASE WHEN x.indisprimary THEN 'primary key' ELSE 'unique index' END AS kind,
+                   coalesce(a.attname, 'an expression') AS first_column
+              FROM pg_index x
+              JOIN pg_class t ON t.oid = x.indrelid
+              JOIN pg_class i ON i.oid = x.indexrelid
+              JOIN pg_namespace n ON n.oid = t.relnamespace
+              LEFT JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = x.indkey[0]
+             WHERE n.nspname = 'public' AND (x.indisprimary OR x.indisunique)
+            """)).Select(k => new Key(k.Table, k.Name, k.Kind, k.FirstColumn)).ToList();
+        var distributed = tables.Where(t => !ReferenceTables.ContainsKey(t)).ToList();
+
+        Assert.Contains("entries", distributed);
+        var withoutPrimaryKey = distributed.Where(t => !keys.Any(k => k.Table == t && k.Kind == "primary key"));
+        var notLeading = keys.Where(k => distributed.Contains(k.Table) && k.FirstColumn != "merchant_id")
+            .Select(k => $"{k.Table}: {k.Kind} {k.Name} leads with {k.FirstColumn}");
+        var problems = withoutPrimaryKey.Select(t => $"{t}: no primary key").Concat(notLeading).ToList();
+        Assert.True(problems.Count == 0, "Not distributable by merchant_id (lead the key with it, or make the table a reference table " +
+                                         "in ReferenceTables with the reason):\n  " + string.Join("\n  ", problems));
+    }
+
+    [Fact]
+    public async Task EveryForeignKeyBetweenDistributedTablesCarriesMerchantIdAndNoReferenceTableReferencesOne()
+    {
+        await using var c = new NpgsqlConnection(app.AdminConnectionString);
+        var foreignKeys = await c.QueryAsync<(string Child, string Parent, string Name, string ChildFirst, string ParentFirst)>("""
+            SELECT ch.relname, pa.relname, k.conname, ca.attname, pa_a.attname
+              FROM pg_constraint k
+              JOIN pg_class ch ON ch.oid = k.conrelid
+              JOIN pg_class pa ON pa.oid = k.confrelid
+              JOIN pg_namespace n ON n.oid = ch.relnamespace
+              JOIN pg_attribute ca ON ca.attrelid = k.conrelid AND ca.attnum = k.conkey[1]
+              JOIN pg_attribute pa_a ON pa_a.attrelid = k.confrelid AND pa_a.attnum = k.confkey[1]
+             WHERE k.contype = 'f' AND n.nspname = 'public'
+            """);
+        var problems = new List<string>();
+        foreach (var fk in foreignKeys)
+        {
+            var childIsReference = ReferenceTables.ContainsKey(fk.Child);
+            var parentIsReference = ReferenceTables.ContainsKey(fk.Parent);
+            if (childIsReference && !parentIsReference) problems.Add($"{fk.Name}: reference table {fk.Child} references distributed {fk.Parent}");
+            if (!childIsReference && !parentIsReference && (fk.ChildFirst, fk.ParentFirst) != ("merchant_id", "merchant_id"))
+                problems.Add($"{fk.Name}: {fk.Child}({fk.ChildFirst}, …) → {fk.Parent}({fk.ParentFirst}, …) is not co-located by merchant_id");
+        }
+        Assert.True(problems.Count == 0, string.Join("\n", problems));
+    }
+
+    /// <summary>
+    /// Statements that are not routed to one merchant's shard, each with why. Everything else must filter by merchant_id,
+    /// insert it, or bind @MerchantId (e.g. an advisory lock keyed by it).
+    /// </summary>
+    private static readonly Dictionary<string, string> NotRoutedByMerchant = new()
+    {
+        ["Migrator.SelectApplied"] = "schema_migrations is a reference table",
+        ["Migrator.InsertApplied"] = "schema_migrations is a reference table",
+        ["SecretKeyStore.SelectByHash"] = "authentication: finds the merchant (secret_keys is a reference table)",
+        ["LedgerSequencer.SelectPendingMerchants"] = "finds which merchants have entries to number, then works merchant by merchant",
+        ["LedgerVerifier.SelectMerchants"] = "the operator's `ledger verify` walks every merchant, then checks each alone",
+        ["CycleProcessor.SelectDue"] = "finds due subscriptions across merchants, then closes each in its merchant's transaction",
+    };
+
+    [GeneratedRegex(@"^\s*(SELECT|INSERT|UPDATE|DELETE|WITH)\b", RegexOptions.IgnoreCase)]
+    private static partial Regex Statement();
+
+    [GeneratedRegex(@"merchant_id\s*(=|IN\b)|\(\s*(\w+\.)?merchant_id\s*,|USING\s*\(\s*merchant_id|INSERT\s+INTO\s+\w+\s*\(\s*merchant_id|@MerchantId\b", RegexOptions.IgnoreCase)]
+    private static partial Regex RoutedByMerchant();
+
+    [Fact]
+    public void EverySqlConstantOfTheServiceIsRoutedByMerchantIdOrSaysWhyNot()
+    {
+        var constants = typeof(Program).Assembly.GetTypes()
+            .SelectMany(t => t.GetFields(BindingFlags.Public | BindingFlags.NonPublic | BindingFlags.Static)
+                .Where(f => f is { IsLiteral: true } && f.FieldType == typeof(string))
+                .Select(f => (Name: $"{t.Name}.{f.Name}", Sql: (string)f.GetRawConstantValue()!)))
+            .Where(c => Statement().IsMatch(c.Sql))
+            .ToList();
+
+        Assert.True(constants.Count > 50, $"found only {constants.Count} SQL constants: the scan is looking in the wrong place");
+        var unrouted = constants.Where(c => !RoutedByMerchant().IsMatch(c.Sql) && !NotRoutedByMerchant.ContainsKey(c.Name))
+            .Select(c => $"{c.Name}: {string.Join(' ', c.Sql.Split((char[])[' ', '\n', '\r'], StringSplitOptions.RemoveEmptyEntries))}")
+            .ToList();
+        Assert.True(unrouted.Count == 0, "These statements do not filter by merchant_id (add the filter, or list the constant in " +
+                                         "NotRoutedByMerchant with the reason):\n  " + string.Join("\n  ", unrouted));
+        var stale = NotRoutedByMerchant.Keys.Where(k => !constants.Any(c => c.Name == k)).ToList();
+        Assert.True(stale.Count == 0, "NotRoutedByMerchant names constants that no longer exist: " + string.Join(", ", stale));
+    }
+}
