@@ -27,6 +27,7 @@ app.UseLavaErrorHandling();
 app.UseLavaBodyLimit(builder.Configuration.GetValue("Limits:MaxRequestBodyBytes", BodyLimit.DefaultBytes));
 app.UseLavaApiDocs();
 app.UseLavaAuth();
+app.UseLavaInputGuard();
 app.MapHealth();
 app.MapSecretKeysApi();
 app.MapMetersApi();
