@@ -15,6 +15,8 @@ using Lava.Billing.Meters;
 var builder = WebApplication.CreateBuilder(args);
 // Operator commands log to stderr so their stdout stays machine-readable.
 builder.Logging.AddConsole(o => o.LogToStandardErrorThreshold = LogLevel.Trace);
+// The host's "Request starting/finished" lines carry the whole URL, and a gateway URL can carry a provider key (u=…?key=).
+builder.Logging.AddFilter("Microsoft.AspNetCore.Hosting.Diagnostics", LogLevel.Warning);
 builder.Services.AddLavaDatabase();
 builder.Services.AddLavaHttp(builder.Configuration);
 builder.Services.AddLavaFeatures();

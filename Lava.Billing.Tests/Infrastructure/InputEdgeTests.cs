@@ -159,3 +159,35 @@ public class InputEdgeTests(GatewayApp app) : GatewayTest<GatewayApp>(app)
         (await m.Client.GetJsonAsync("/v1/usage?" + query)).AssertProblem(HttpStatusCode.BadRequest, "validation_failed");
     }
 }
+
+/// <summary>What a log line may carry: never a secret, and a client's mistake without a stack, below Error.</summary>
+public class LogRedactionTests(GatewayApp app) : GatewayTest<GatewayApp>(app)
+{
+    private const string QueryKey = "AIzaSy-provider-key-in-the-query-0042";
+    private const string TokenKey = "sk-provider-key-in-the-token-0042";
+
+    [Fact]
+    public async Task SecretsInTheBearerTheTokenAndTheUpstreamsQueryStringAreNeverLogged()
+    {
+        var m = await App.NewMerchantAsync();
+        var client = App.ClientWithToken(m.SecretKey, providerKey: TokenKey);
+        var url = "/v1/forward?u=" + Uri.EscapeDataString(Fake.BaseUrl + "/v1beta/models/gemini-2.5-flash:generateContent?key=" + QueryKey);
+        await client.SendAsync(HttpMethod.Post, url, Http.Json("""{"contents":[]}"""));
+        await client.SendAsync(HttpMethod.Post, url, Http.Json("""{"contents":[}"""));
+        await m.Client.SendAsync(HttpMethod.Get, "/v1/requests?meter_id=%00");
+        Assert.NotEmpty(App.Logs.Lines);
+        Assert.DoesNotContain(App.Logs.Lines, l => l.Contains(QueryKey) || l.Contains(TokenKey) || l.Contains(m.SecretKey));
+    }
+
+    [Fact]
+    public async Task UnreadableJsonIsLoggedBelowErrorWithoutAStack()
+    {
+        var m = await App.NewMerchantAsync();
+        App.Logs.Lines.Clear();
+        (await m.Client.SendAsync(HttpMethod.Post, "/v1/customers", Http.Json("""{"name":"""))).AssertProblem(HttpStatusCode.BadRequest, "invalid_json");
+        (await m.Client.SendAsync(HttpMethod.Post, "/v1/meters", Http.Json("""{"name":7}"""))).AssertProblem(HttpStatusCode.BadRequest, "invalid_json");
+        Assert.DoesNotContain(App.Logs.Lines, l => l.StartsWith("Error", StringComparison.Ordinal) || l.StartsWith("Critical", StringComparison.Ordinal));
+        Assert.DoesNotContain(App.Logs.Lines, l => l.Contains("   at ", StringComparison.Ordinal));
+        Assert.Contains(App.Logs.Lines, l => l.StartsWith("Information", StringComparison.Ordinal) && l.Contains("invalid_json"));
+    }
+}
