@@ -70,7 +70,8 @@ public static class InputGuard
         if (request.ContentLength == 0 || !HasBody(request)) return null;
         var declaredJson = request.ContentType?.Contains("json", StringComparison.OrdinalIgnoreCase) == true;
         if (request.ContentType is not null && !declaredJson) return null;
-        request.EnableBuffering();
+        // In memory up to the body limit (which bounds it anyway), never spilled to a temporary file.
+        request.EnableBuffering(bufferThreshold: (int)Math.Min(BodyLimit.Bytes(request.HttpContext), int.MaxValue));
         using var buffer = new MemoryStream();
         await request.Body.CopyToAsync(buffer, ct);
         request.Body.Position = 0;
