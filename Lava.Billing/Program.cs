@@ -18,6 +18,8 @@ var builder = WebApplication.CreateBuilder(args);
 // Operator commands log to stderr so their stdout stays machine-readable.
 builder.Logging.AddConsole(o => o.LogToStandardErrorThreshold = LogLevel.Trace);
 builder.AddLavaLoggingDefaults();
+// The host's "Request starting/finished" lines carry the whole URL, and a gateway URL can carry a provider key (u=…?key=).
+builder.Logging.AddFilter("Microsoft.AspNetCore.Hosting.Diagnostics", LogLevel.Warning);
 builder.AddLavaMetrics();
 builder.Services.AddLavaDatabase(builder.Configuration);
 builder.Services.AddLavaResilience();
@@ -33,6 +35,7 @@ app.UseLavaErrorHandling();
 app.UseLavaBodyLimit(builder.Configuration.GetValue("Limits:MaxRequestBodyBytes", BodyLimit.DefaultBytes));
 app.UseLavaApiDocs();
 app.UseLavaAuth();
+app.UseLavaInputGuard();
 app.MapHealth();
 app.MapLavaMetrics();
 app.MapSecretKeysApi();

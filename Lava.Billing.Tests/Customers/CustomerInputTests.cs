@@ -73,8 +73,8 @@ public class CustomerInputTests(LavaApp app) : ApiTest(app)
     public async Task ANulCharacterIsRefusedRatherThanFailingInTheDatabase()
     {
         var m = await App.NewMerchantAsync();
-        await CreateRefusedAsync(m, """{"name":"a\u0000b"}""", "validation_failed", "name");
-        await CreateRefusedAsync(m, """{"metadata":{"k":"a\u0000b"}}""", "validation_failed", "metadata");
+        await CreateRefusedAsync(m, """{"name":"a\u0000b"}""", "invalid_text", "name");
+        await CreateRefusedAsync(m, """{"metadata":{"k":"a\u0000b"}}""", "invalid_text", "metadata.k");
     }
 
     [Theory]

@@ -18,9 +18,6 @@ public static partial class CustomerRules
 
     public static bool IsEmail(string? email) => email is null || EmailShape().IsMatch(email);
 
-    // PostgreSQL text and jsonb cannot hold U+0000; refusing it here keeps it a 400 instead of a database error.
-    public static bool HasNoNul(string? text) => text is null || !text.Contains('\0');
-
     /// <summary>The metadata as it will be stored (compact JSON), or null when there is none.</summary>
     public static string? Serialize(JsonElement? metadata) =>
         metadata is { ValueKind: not JsonValueKind.Null } m ? JsonSerializer.Serialize(m) : null;
@@ -37,21 +34,11 @@ public static partial class CustomerRules
         if (keys > MaxMetadataKeys) yield return $"must have at most {MaxMetadataKeys} keys, got {keys}";
         var bytes = Encoding.UTF8.GetByteCount(Serialize(m)!);
         if (bytes > MaxMetadataBytes) yield return $"must be at most {MaxMetadataBytes} bytes as JSON, got {bytes}";
-        if (ContainsNul(m)) yield return "must not contain NUL characters";
     }
-
-    private static bool ContainsNul(JsonElement e) => e.ValueKind switch
-    {
-        JsonValueKind.String => e.GetString()!.Contains('\0'),
-        JsonValueKind.Array => e.EnumerateArray().Any(ContainsNul),
-        JsonValueKind.Object => e.EnumerateObject().Any(p => p.Name.Contains('\0') || ContainsNul(p.Value)),
-        _ => false,
-    };
 
     public static IRuleBuilderOptions<T, string?> ContactField<T>(this IRuleBuilder<T, string?> rule) =>
         rule.Must(s => s is null || s.Length > 0).WithMessage("must not be empty (send null to leave it unset)")
-            .MaximumLength(MaxFieldLength)
-            .Must(HasNoNul).WithMessage("must not contain NUL characters");
+            .MaximumLength(MaxFieldLength);
 
     public static IRuleBuilderOptions<T, string?> Email<T>(this IRuleBuilder<T, string?> rule) =>
         rule.ContactField().Must(IsEmail).WithMessage("must be an email address");

@@ -25,7 +25,8 @@ public sealed record ExportColumn(string Name, ColumnKind Kind);
 /// <summary>
 /// Streams a query's rows as CSV or NDJSON (docs/exports.md): one REPEATABLE READ, READ ONLY snapshot, rows read one
 /// at a time and written straight to the response body, flushed every <see cref="FlushEveryRows"/> rows, so memory
-/// stays constant whatever the size and the first bytes leave before the last row is read.
+/// stays constant whatever the size and the first bytes leave before the last row is read. Exports run on their own
+/// pool and within <see cref="ExportLimits"/>.
 /// </summary>
 public static class Exports
 {
@@ -80,7 +81,7 @@ public static class Exports
         {
             try
             {
-                await StreamAsync(http, http.RequestAborted);
+                await http.RequestServices.GetRequiredService<ExportLimits>().RunAsync(http, ct => StreamAsync(http, ct));
             }
             catch (OperationCanceledException) when (http.RequestAborted.IsCancellationRequested)
             {
@@ -90,7 +91,7 @@ public static class Exports
 
         private async Task StreamAsync(HttpContext http, CancellationToken ct)
         {
-            await using var connection = await db.Source.OpenConnectionAsync(ct);
+            await using var connection = await db.Exports.OpenConnectionAsync(ct);
             await using var tx = await connection.BeginTransactionAsync(IsolationLevel.RepeatableRead, ct);
             await connection.ExecuteAsync(new CommandDefinition("SET TRANSACTION READ ONLY", transaction: tx, cancellationToken: ct));
             await using (var reader = await connection.ExecuteReaderAsync(

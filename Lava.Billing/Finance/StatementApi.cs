@@ -33,9 +33,11 @@ public static class StatementApi
     private sealed class StatementResult(StatementStore store, string merchantId, string customerId,
         DateTimeOffset? from, DateTimeOffset? to, DateTime generatedAt) : IResult
     {
-        public async Task ExecuteAsync(HttpContext http)
+        public Task ExecuteAsync(HttpContext http) =>
+            http.RequestServices.GetRequiredService<ExportLimits>().RunAsync(http, ct => WriteAsync(http, ct));
+
+        private async Task WriteAsync(HttpContext http, CancellationToken ct)
         {
-            var ct = http.RequestAborted;
             http.Response.ContentType = "application/json; charset=utf-8";
             await store.ReadAsync(merchantId, customerId, from, to, async (accounts, movements) =>
             {

@@ -61,7 +61,8 @@ public sealed class StatementStore(ReadDataSource db)
     public async Task ReadAsync(string merchantId, string customerId, DateTimeOffset? from, DateTimeOffset? to,
         Func<IReadOnlyList<AccountSummary>, IAsyncEnumerable<Movement>, Task> write, CancellationToken ct)
     {
-        await using var connection = await db.Source.OpenConnectionAsync(ct);
+        // Held while the client reads: the export pool's connection, so a slow reader never holds one that posts.
+        await using var connection = await db.Exports.OpenConnectionAsync(ct);
         await using var tx = await connection.BeginTransactionAsync(IsolationLevel.RepeatableRead, ct);
         await connection.ExecuteAsync(new CommandDefinition("SET TRANSACTION READ ONLY", transaction: tx, cancellationToken: ct));
         var args = new { MerchantId = merchantId, CustomerId = customerId, From = from?.UtcDateTime, To = to?.UtcDateTime };

@@ -26,7 +26,7 @@ public sealed record ForwardToken(string SecretKey, string? CustomerId, string? 
         if (!Convert.TryFromBase64String(bearer, bytes, out var length)) return null;
         try
         {
-            using var document = JsonDocument.Parse(bytes.AsMemory(0, length), new JsonDocumentOptions { MaxDepth = 4 });
+            using var document = JsonDocument.Parse(bytes.AsMemory(0, length), new JsonDocumentOptions { MaxDepth = 4, AllowDuplicateProperties = false });
             var root = document.RootElement;
             if (root.ValueKind != JsonValueKind.Object) return null;
             if (!TryString(root, "secret_key", out var secretKey) || secretKey is null) return null;
@@ -45,9 +45,9 @@ public sealed record ForwardToken(string SecretKey, string? CustomerId, string? 
         {
             return null;
         }
-        catch (ArgumentException)
+        catch (Exception e) when (e is ArgumentException or InvalidOperationException)
         {
-            // Invalid UTF-8 inside the base64.
+            // Invalid UTF-8 or a lone surrogate inside the base64.
             return null;
         }
     }
@@ -58,7 +58,8 @@ public sealed record ForwardToken(string SecretKey, string? CustomerId, string? 
         if (!root.TryGetProperty(name, out var member) || member.ValueKind == JsonValueKind.Null) return true;
         if (member.ValueKind != JsonValueKind.String) return false;
         value = member.GetString();
-        return true;
+        // Every member ends up in SQL or a header; text the database cannot hold makes it no token at all.
+        return Infrastructure.Http.InputText.IsClean(value);
     }
 
     // The provider key must never reach a log line, even through a record's generated ToString.

@@ -62,7 +62,7 @@ public static class RequestInspector
         if (at < 0) return null;
         var rest = path[(at + "/models/".Length)..];
         var colon = rest.IndexOf(':');
-        return colon > 0 ? Uri.UnescapeDataString(rest[..colon]) : null;
+        return colon > 0 && Uri.UnescapeDataString(rest[..colon]) is var model && Infrastructure.Http.InputText.IsClean(model) ? model : null;
     }
 
     /// <summary>Audio uploads are multipart forms; their <c>model</c> field names the price.</summary>
@@ -79,7 +79,7 @@ public static class RequestInspector
             {
                 if (ContentDispositionHeaderValue.TryParse(section.ContentDisposition, out var disposition) &&
                     HeaderUtilities.RemoveQuotes(disposition.Name).Equals("model", StringComparison.Ordinal) && !disposition.FileName.HasValue)
-                    return new StreamReader(section.Body).ReadToEnd().Trim() is { Length: > 0 and <= 128 } model ? model : null;
+                    return new StreamReader(section.Body).ReadToEnd().Trim() is { Length: > 0 and <= 128 } model && Infrastructure.Http.InputText.IsClean(model) ? model : null;
             }
         }
         catch (Exception e) when (e is InvalidDataException or IOException)
@@ -97,7 +97,7 @@ public static class RequestInspector
     {
         try
         {
-            return JsonNode.Parse(body, documentOptions: new JsonDocumentOptions { MaxDepth = 128 });
+            return JsonNode.Parse(body, documentOptions: new JsonDocumentOptions { MaxDepth = 128, AllowDuplicateProperties = false });
         }
         catch (JsonException)
         {

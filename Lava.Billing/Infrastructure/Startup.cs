@@ -53,6 +53,7 @@ public static class Startup
         services.AddSingleton<Ledger.LedgerVerifier>();
         services.AddSingleton<Finance.UsageStore>();
         services.AddSingleton<Finance.StatementStore>();
+        services.AddSingleton<Finance.ExportLimits>();
         AddValidators(services);
         return services;
     }

@@ -37,10 +37,8 @@ public static class MeterRules
         return errors;
     }
 
-    public static bool HasNoNul(string? text) => text is null || !text.Contains('\0');
-
     public static IRuleBuilderOptions<T, string?> MeterName<T>(this IRuleBuilder<T, string?> rule) =>
-        rule.NotEmpty().MaximumLength(MaxNameLength).Must(HasNoNul).WithMessage("must not contain NUL characters");
+        rule.NotEmpty().MaximumLength(MaxNameLength);
 
     public static void Tiers<T>(this IRuleBuilder<T, IReadOnlyList<TierParams?>?> rule) =>
         rule.Custom((tiers, context) =>

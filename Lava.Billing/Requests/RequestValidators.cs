@@ -21,6 +21,12 @@ public sealed partial class CreateRequestValidator : AbstractValidator<CreateReq
 
     public static readonly TimeSpan MaxFutureSkew = TimeSpan.FromMinutes(5);
 
+    /// <summary>
+    /// How far back a report may be dated (docs/input.md): a year of catching up after an outage, and a month more, while
+    /// a mistaken date (0001-01-01, a seconds-for-milliseconds slip) is refused instead of landing in a long-closed period.
+    /// </summary>
+    public static readonly TimeSpan MaxBackdate = TimeSpan.FromDays(400);
+
     public CreateRequestValidator(TimeProvider clock)
     {
         RuleFor(r => r.RequestId).NotEmpty().Must(id => id is null || PrintableAscii().IsMatch(id))
@@ -55,6 +61,8 @@ public sealed partial class CreateRequestValidator : AbstractValidator<CreateReq
             .OverridePropertyName("customer_id").WithMessage("is required with disable_billing or hold_id");
         RuleFor(r => r.Timestamp).Must(t => t is null || t.Value <= clock.GetUtcNow() + MaxFutureSkew)
             .WithMessage("must not be more than 5 minutes in the future");
+        RuleFor(r => r.Timestamp).Must(t => t is null || t.Value >= clock.GetUtcNow() - MaxBackdate)
+            .WithMessage($"must not be more than {MaxBackdate.TotalDays:0} days in the past");
 
         RuleFor(r => r.Metadata).Must(m => m is null || m.Count <= MaxMetadataPairs)
             .WithMessage($"must have at most {MaxMetadataPairs} pairs");

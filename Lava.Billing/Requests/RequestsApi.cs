@@ -98,7 +98,8 @@ public static class MetadataFilters
         if (raw.Length > 16 * 1024) return false;
         try
         {
-            var node = JsonNode.Parse(raw);
+            if (!InputText.IsClean(raw)) return false;
+            var node = JsonNode.Parse(raw, documentOptions: new JsonDocumentOptions { AllowDuplicateProperties = false });
             var filter = new JsonObject();
             switch (node)
             {
@@ -120,11 +121,13 @@ public static class MetadataFilters
                 default:
                     return false;
             }
+            if (filter.Any(p => !InputText.IsClean(p.Key) || !InputText.IsClean((string)p.Value!))) return false;
             containmentJson = filter.Count == 0 ? null : filter.ToJsonString();
             return true;
         }
-        catch (JsonException)
+        catch (Exception e) when (e is JsonException or InvalidOperationException)
         {
+            // InvalidOperationException: a lone surrogate escape in a string.
             return false;
         }
     }

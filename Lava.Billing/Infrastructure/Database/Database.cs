@@ -3,10 +3,29 @@ using Npgsql;
 
 namespace Lava.Billing.Infrastructure.Database;
 
-/// <summary>The primary data source, and where reads that may lag (exports, analytics) are sent.</summary>
-public sealed class ReadDataSource(NpgsqlDataSource source)
+/// <summary>
+/// Where reads that may lag (analytics) are sent, and <see cref="Exports"/>: a separate, small pool for reads that hold a
+/// connection as long as their client reads (exports, statements), so slow readers can never take the connections
+/// that reports post with.
+/// </summary>
+public sealed class ReadDataSource(NpgsqlDataSource source, NpgsqlDataSource exports)
 {
     public NpgsqlDataSource Source => source;
+
+    public NpgsqlDataSource Exports => exports;
+}
+
+/// <summary>Configuration section <c>Exports</c> (docs/exports.md, "Limits").</summary>
+public sealed record ExportOptions
+{
+    /// <summary>Connections all streamed exports share (their own pool, apart from the primary's).</summary>
+    [System.ComponentModel.DataAnnotations.Range(1, 1000)] public int MaxConnections { get; init; } = 8;
+
+    /// <summary>Exports one secret key may run at once; beyond, 429 with Retry-After.</summary>
+    [System.ComponentModel.DataAnnotations.Range(1, 1000)] public int MaxPerKey { get; init; } = 2;
+
+    /// <summary>An export whose client has not taken its bytes for this long is aborted.</summary>
+    [System.ComponentModel.DataAnnotations.Range(1, 3600)] public int StallSeconds { get; init; } = 30;
 }
 
 public static class Database
@@ -23,21 +42,26 @@ public static class Database
         // Registers NpgsqlDataSource (and NpgsqlConnection, DbDataSource) with the host's logger factory, so Npgsql's own
         // warnings reach the service's log. The name labels its pool in /metrics (instead of the connection string).
         services.AddNpgsqlDataSource(WithDefaults(primary, "lava-billing"), b => b.Name = "lava-billing");
+        services.AddOptions<ExportOptions>().BindConfiguration("Exports").ValidateDataAnnotations().ValidateOnStart();
         services.AddSingleton(sp =>
         {
-            var readOnly = sp.GetRequiredService<IConfiguration>().GetConnectionString("BillingReadOnly");
+            var configuration = sp.GetRequiredService<IConfiguration>();
+            var readOnly = configuration.GetConnectionString("BillingReadOnly");
+            var exportConnections = sp.GetRequiredService<Microsoft.Extensions.Options.IOptions<ExportOptions>>().Value.MaxConnections;
+            var exportSource = string.IsNullOrWhiteSpace(readOnly) ? configuration.GetConnectionString("Billing")! : readOnly;
+            var exports = Build(exportSource, "lava-billing-export", exportConnections);
             return string.IsNullOrWhiteSpace(readOnly)
-                ? new ReadDataSource(sp.GetRequiredService<NpgsqlDataSource>())
-                : new ReadDataSource(Build(readOnly, "lava-billing-ro"));
+                ? new ReadDataSource(sp.GetRequiredService<NpgsqlDataSource>(), exports)
+                : new ReadDataSource(Build(readOnly, "lava-billing-ro"), exports);
         });
         services.AddSingleton<Migrator>();
         return services;
     }
 
-    private static NpgsqlDataSource Build(string connectionString, string applicationName) =>
-        new NpgsqlDataSourceBuilder(WithDefaults(connectionString, applicationName)) { Name = applicationName }.Build();
+    private static NpgsqlDataSource Build(string connectionString, string applicationName, int? maxPoolSize = null) =>
+        new NpgsqlDataSourceBuilder(WithDefaults(connectionString, applicationName, maxPoolSize)) { Name = applicationName }.Build();
 
-    private static string WithDefaults(string connectionString, string applicationName)
+    private static string WithDefaults(string connectionString, string applicationName, int? maxPoolSize = null)
     {
         var csb = new NpgsqlConnectionStringBuilder(connectionString);
         csb.ApplicationName ??= applicationName;
@@ -52,6 +76,8 @@ public static class Database
         // settings are SET LOCAL and its advisory locks transaction-scoped; the one session lock (Migrator) is
         // released in a finally, and a connection that broke is not returned to the pool.
         if (!connectionString.Contains("Reset On Close", StringComparison.OrdinalIgnoreCase)) csb.NoResetOnClose = true;
+        // The export pool's size is its own setting, whatever the string it shares with the primary says.
+        if (maxPoolSize is { } size) csb.MaxPoolSize = size;
         return csb.ConnectionString;
     }
 }

@@ -16,7 +16,15 @@ public static partial class Instants
     private static readonly string[] LocalFormats =
         ["yyyy-MM-dd", "yyyy-MM-dd'T'HH:mm", "yyyy-MM-dd'T'HH:mm:ss", "yyyy-MM-dd'T'HH:mm:ss.FFFFFFF"];
 
-    public const string Expected = "must be an ISO 8601 date-time with an offset, e.g. 2026-03-01T00:00:00Z or 2026-03-01T00:00:00+05:30";
+    /// <summary>
+    /// Instants a query may name (docs/input.md): wide enough for any real ledger, narrow enough that a day added or a
+    /// range walked never leaves what .NET and PostgreSQL can represent (year 9999 overflowed).
+    /// </summary>
+    public static readonly DateTimeOffset Earliest = new(1970, 1, 1, 0, 0, 0, TimeSpan.Zero);
+    public static readonly DateTimeOffset Latest = new(2200, 1, 1, 0, 0, 0, TimeSpan.Zero);
+
+    public const string Expected = "must be an ISO 8601 date-time with an offset, e.g. 2026-03-01T00:00:00Z or 2026-03-01T00:00:00+05:30, " +
+                                   "from 1970-01-01 to 2200-01-01";
 
     public static bool TryParse(string? raw, TimeSpan defaultOffset, out DateTimeOffset value)
     {
@@ -41,7 +49,7 @@ public static partial class Instants
         try
         {
             value = new DateTimeOffset(local, offset);
-            return true;
+            return value >= Earliest && value <= Latest;
         }
         catch (ArgumentOutOfRangeException)
         {

@@ -3,7 +3,7 @@ using System.Text.Json.Serialization;
 
 namespace Lava.Billing.Infrastructure.Http;
 
-/// <summary>Wire JSON: snake_case names, unknown members ignored, numbers never read from strings.</summary>
+/// <summary>Wire JSON: snake_case names, unknown members ignored, numbers never read from strings, no member named twice.</summary>
 public static class LavaJson
 {
     public static readonly JsonSerializerOptions Options = Configure(new JsonSerializerOptions(JsonSerializerDefaults.Web));
@@ -15,6 +15,7 @@ public static class LavaJson
         options.NumberHandling = JsonNumberHandling.Strict;
         options.DefaultIgnoreCondition = JsonIgnoreCondition.Never;
         options.MaxDepth = 32;
+        options.AllowDuplicateProperties = false;
         return options;
     }
 }

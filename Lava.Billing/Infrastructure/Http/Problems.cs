@@ -67,6 +67,25 @@ public static class Problems
 
     public static ProblemResult Internal(string traceId) =>
         new(500, "internal_error", "Internal server error", $"An unexpected error occurred (trace {traceId}).");
+
+    public static ProblemResult InvalidText(string field) =>
+        new(400, "invalid_text", "Invalid request", $"'{field}' {InputText.Rule}.",
+            new Dictionary<string, string[]> { [field] = [InputText.Rule] });
+
+    public static ProblemResult DuplicateJsonKey(string field) =>
+        new(400, "duplicate_json_key", "Malformed request body", $"'{field}' is given more than once in one JSON object.",
+            new Dictionary<string, string[]> { [field] = ["is given more than once"] });
+
+    /// <summary>The database cannot be reached: the caller should retry after <paramref name="retryAfterSeconds"/>.</summary>
+    public static ProblemResult DatabaseUnavailable(int retryAfterSeconds) =>
+        new(503, "database_unavailable", "Service unavailable",
+            $"The database is unreachable; retry in {retryAfterSeconds} s. Retrying a usage report with the same request_id " +
+            "is safe: it is posted at most once, and a report that was already posted answers with its original response.",
+            retryAfterSeconds: retryAfterSeconds);
+
+    public static ProblemResult TooManyExports(int limit, int retryAfterSeconds) =>
+        new(429, "too_many_exports", "Too many requests",
+            $"This key already runs {limit} exports at once; retry when one has finished.", retryAfterSeconds: retryAfterSeconds);
 }
 
 public sealed record ProblemError(string Code, string Message);
@@ -81,7 +100,7 @@ public sealed record ProblemBody(
 
 /// <summary>A problem response; also usable as a typed union member in <c>Results&lt;…&gt;</c>.</summary>
 public sealed class ProblemResult(int status, string code, string title, string detail,
-    IDictionary<string, string[]>? errors = null) : IResult, IStatusCodeHttpResult, IContentTypeHttpResult
+    IDictionary<string, string[]>? errors = null, int? retryAfterSeconds = null) : IResult, IStatusCodeHttpResult, IContentTypeHttpResult
 {
     public int StatusCode => status;
     int? IStatusCodeHttpResult.StatusCode => status;
@@ -94,6 +113,7 @@ public sealed class ProblemResult(int status, string code, string title, string 
     public Task ExecuteAsync(HttpContext httpContext)
     {
         httpContext.Response.StatusCode = status;
+        if (retryAfterSeconds is { } seconds) httpContext.Response.Headers.RetryAfter = seconds.ToString(System.Globalization.CultureInfo.InvariantCulture);
         return httpContext.Response.WriteAsJsonAsync(Body, LavaJson.Options, ContentType);
     }
 }

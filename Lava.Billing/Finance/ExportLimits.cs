@@ -1,0 +1,102 @@
+using System.Collections.Concurrent;
+using Lava.Billing.Infrastructure.Database;
+using Lava.Billing.Infrastructure.Http;
+using Microsoft.Extensions.Options;
+
+namespace Lava.Billing.Finance;
+
+/// <summary>
+/// What every streamed read (exports, statements) is held to, besides its own connection pool
+/// (<see cref="ReadDataSource.Exports"/>): a secret key runs at most <see cref="ExportOptions.MaxPerKey"/> at once (429
+/// with Retry-After beyond), and a client that takes none of the bytes for <see cref="ExportOptions.StallSeconds"/> has
+/// its export aborted, its query cancelled and its connection returned.
+/// </summary>
+public sealed class ExportLimits(IOptions<ExportOptions> options, ILogger<ExportLimits> log)
+{
+    public const int RetryAfterSeconds = 5;
+
+    private readonly ConcurrentDictionary<string, int> _running = new(StringComparer.Ordinal);
+
+    /// <summary>Runs <paramref name="export"/> with a token that a stalled client or a gone one cancels.</summary>
+    public async Task RunAsync(HttpContext http, Func<CancellationToken, Task> export)
+    {
+        var key = (http.Items[Caller.ItemKey] as Caller)?.SecretKeyId ?? "";
+        var limit = options.Value.MaxPerKey;
+        if (!TryEnter(key, limit))
+        {
+            await Problems.TooManyExports(limit, RetryAfterSeconds).ExecuteAsync(http);
+            return;
+        }
+        using var stalled = CancellationTokenSource.CreateLinkedTokenSource(http.RequestAborted);
+        var body = http.Response.Body;
+        http.Response.Body = new StallLimitedStream(body, TimeSpan.FromSeconds(options.Value.StallSeconds), stalled);
+        try
+        {
+            await export(stalled.Token);
+        }
+        catch (Exception e) when (e is OperationCanceledException or IOException && stalled.IsCancellationRequested &&
+                                  !http.RequestAborted.IsCancellationRequested)
+        {
+            log.LogInformation("{Path}: export aborted, its client took no bytes for {StallSeconds} s", http.Request.Path, options.Value.StallSeconds);
+            http.Abort();
+        }
+        finally
+        {
+            http.Response.Body = body;
+            Exit(key);
+        }
+    }
+
+    private bool TryEnter(string key, int limit)
+    {
+        while (true)
+        {
+            var running = _running.GetOrAdd(key, 0);
+            if (running >= limit) return false;
+            if (_running.TryUpdate(key, running + 1, running)) return true;
+        }
+    }
+
+    private void Exit(string key)
+    {
+        while (true)
+        {
+            var running = _running[key];
+            if (running == 1 ? _running.TryRemove(new KeyValuePair<string, int>(key, 1)) : _running.TryUpdate(key, running - 1, running)) return;
+        }
+    }
+
+    /// <summary>Each write and flush must complete within the limit, or the export's token is cancelled.</summary>
+    private sealed class StallLimitedStream(Stream inner, TimeSpan limit, CancellationTokenSource export) : Stream
+    {
+        public override bool CanRead => false;
+        public override bool CanSeek => false;
+        public override bool CanWrite => true;
+        public override long Length => throw new NotSupportedException();
+        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
+        public override void Flush() => inner.Flush();
+        public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+        public override void SetLength(long value) => throw new NotSupportedException();
+        public override void Write(byte[] buffer, int offset, int count) => inner.Write(buffer, offset, count);
+
+        public override Task WriteAsync(byte[] buffer, int offset, int count, CancellationToken ct) =>
+            WriteAsync(buffer.AsMemory(offset, count), ct).AsTask();
+
+        public override async ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken ct = default)
+        {
+            using var both = CancellationTokenSource.CreateLinkedTokenSource(ct, export.Token);
+            export.CancelAfter(limit);
+            await inner.WriteAsync(buffer, both.Token);
+            export.CancelAfter(Timeout.InfiniteTimeSpan);
+        }
+
+        public override async Task FlushAsync(CancellationToken ct)
+        {
+            using var both = CancellationTokenSource.CreateLinkedTokenSource(ct, export.Token);
+            export.CancelAfter(limit);
+            await inner.FlushAsync(both.Token);
+            export.CancelAfter(Timeout.InfiniteTimeSpan);
+        }
+    }
+}
