@@ -13,6 +13,14 @@ public sealed record ClaimedDelivery(
     string DeliveryId, string MerchantId, string WebhookId, long EventSeq, string Type, string Payload, int Attempts, string Url,
     string Secret, string? PreviousSecret, DateTime? PreviousSecretUntil);
 
+/// <summary>Settable members: Npgsql reports text[] as System.Array, which Dapper will not match to a constructor.</summary>
+internal sealed class Endpoint
+{
+    public string MerchantId { get; init; } = "";
+    public string WebhookId { get; init; } = "";
+    public string[]? EventTypes { get; init; }
+}
+
 public sealed record PendingEvent(long EventSeq, string MerchantId, string? CustomerId, string Type, string Snapshot);
 
 /// <summary>The event rendered once, and the endpoints that receive it.</summary>
@@ -70,7 +78,7 @@ public sealed class WebhookDeliveryStore(NpgsqlDataSource db)
         var events = (await connection.QueryAsync<PendingEvent>(new CommandDefinition(SelectUnfanned, new { Take = take }, tx, cancellationToken: ct))).AsList();
         if (events.Count == 0) return 0;
         var payloads = await render(connection, tx, events, ct);
-        var endpoints = (await connection.QueryAsync<(string MerchantId, string WebhookId, string[]? EventTypes)>(new CommandDefinition(SelectEndpoints,
+        var endpoints = (await connection.QueryAsync<Endpoint>(new CommandDefinition(SelectEndpoints,
             new { MerchantIds = events.Select(e => e.MerchantId).Distinct().ToArray() }, tx, cancellationToken: ct))).AsList();
 
         var rows = new List<(string MerchantId, string DeliveryId, string WebhookId, long Seq, string OrderKey)>();

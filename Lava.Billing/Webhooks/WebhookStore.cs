@@ -4,8 +4,17 @@ using Npgsql;
 
 namespace Lava.Billing.Webhooks;
 
-public sealed record WebhookRow(
-    string WebhookId, string Name, string Url, string[]? EventTypes, DateTime? DisabledAt, string? DisabledReason, DateTime CreatedAt);
+/// <summary>Settable members, not a constructor: Npgsql reports text[] as System.Array, which Dapper will not match to a parameter.</summary>
+public sealed record WebhookRow
+{
+    public required string WebhookId { get; init; }
+    public required string Name { get; init; }
+    public required string Url { get; init; }
+    public string[]? EventTypes { get; init; }
+    public DateTime? DisabledAt { get; init; }
+    public string? DisabledReason { get; init; }
+    public DateTime CreatedAt { get; init; }
+}
 
 /// <summary>Fields to set; an unset Optional leaves the column as it is. Enabled: null leaves the state, true clears a disable.</summary>
 public sealed record WebhookChanges(Optional<string> Name, Optional<string> Url, Optional<string[]?> EventTypes, bool? Enabled);
@@ -82,7 +91,7 @@ public sealed class WebhookStore(NpgsqlDataSource db)
         return await connection.QuerySingleOrDefaultAsync<WebhookRow>(new CommandDefinition(Update, new
         {
             MerchantId = merchantId, WebhookId = webhookId,
-            SetName = changes.Name.IsSet, changes.Name.Value,
+            SetName = changes.Name.IsSet, Name = changes.Name.Value,
             SetUrl = changes.Url.IsSet, Url = changes.Url.Value,
             SetEventTypes = changes.EventTypes.IsSet, EventTypes = changes.EventTypes.Value,
             changes.Enabled,
