@@ -91,6 +91,9 @@ END $$;
 CREATE TRIGGER customers_webhook_events AFTER INSERT OR UPDATE OF deleted_at ON customers
     FOR EACH ROW EXECUTE FUNCTION webhook_customer_changed();
 
+-- The balance trigger below finds a customer's accounts by customer.
+CREATE INDEX accounts_by_customer ON accounts (merchant_id, customer_id) WHERE customer_id IS NOT NULL;
+
 -- Runs at commit (deferred), once per changed balance row, so it sees the transaction's final balances. It locks the
 -- customer's balance rows in account_id order, the order every writer takes them: two transactions changing one
 -- customer's balances therefore record their events in commit order, which is the order they are delivered in.
