@@ -5,9 +5,9 @@ public sealed class WebhookOptions
 {
     /// <summary>
     /// Standard Webhooks' schedule (immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h), stretched by two more
-    /// 14-hour waits so the last try comes about 3 days after the first.
+    /// day-long waits so the last try comes about 3 days after the first.
     /// </summary>
-    public static readonly double[] DefaultRetryScheduleSeconds = [5, 300, 1800, 7200, 18000, 36000, 36000, 50400, 50400];
+    public static readonly double[] DefaultRetryScheduleSeconds = [5, 300, 1800, 7200, 18000, 36000, 36000, 86400, 86400];
 
     /// <summary>false: this instance serves the API but leaves delivering to others (or to its next start).</summary>
     public bool Dispatch { get; set; } = true;
