@@ -77,7 +77,8 @@ public sealed class WebhookDispatcher(
         _inFlight.AddOrUpdate(webhookId, 0, (_, n) => n - 1);
         _inFlight.TryRemove(new KeyValuePair<string, int>(webhookId, 0));
         Interlocked.Decrement(ref _total);
-        _wake.Release();
+        // One pending wake-up is enough: the round it starts sees every delivery that finished before it.
+        if (_wake.CurrentCount == 0) _wake.Release();
     }
 
     private async Task DeliverAsync(ClaimedDelivery d, CancellationToken ct)
