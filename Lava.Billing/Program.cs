@@ -13,6 +13,7 @@ using Lava.Billing.Requests;
 using Lava.Billing.Subscriptions;
 using Lava.Billing.Credits;
 using Lava.Billing.Meters;
+using Lava.Billing.Webhooks;
 
 var builder = WebApplication.CreateBuilder(args);
 // Operator commands log to stderr so their stdout stays machine-readable.
@@ -25,6 +26,7 @@ builder.Services.AddLavaDatabase(builder.Configuration);
 builder.Services.AddLavaResilience();
 builder.Services.AddLavaHttp(builder.Configuration);
 builder.Services.AddLavaFeatures();
+builder.Services.AddWebhooks();
 
 var app = builder.Build();
 if (Cli.IsCommand(args)) return await Cli.RunAsync(app, args);
@@ -52,6 +54,7 @@ app.MapModelPricesApi();
 app.MapUsageApi();
 app.MapLedgerApi();
 app.MapStatementApi();
+app.MapWebhooksApi();
 app.MapFinancePage();
 app.MapLavaFallback();
 

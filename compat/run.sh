@@ -123,7 +123,9 @@ log "starting the service on 127.0.0.1:$port (log: $work/service.log)"
 # Only $fake_url/v1 is allowed, so the provider's /calls (what the tests read back) is out of the gateway's reach.
 # env, because a variable whose name holds dots (the host of a managed key) cannot be exported from bash.
 : >"$work/service.log"
+# Webhooks may call loopback here: the webhook tests' receiver listens on 127.0.0.1.
 env "Forward__AllowedUpstreams__0=$fake_url/v1" "Forward__ManagedKeys__127.0.0.1=sk-managed" \
+  "Webhooks__AllowPrivateAddresses=true" "Webhooks__PollIntervalMs=100" \
   dotnet "$dll" --urls "http://127.0.0.1:$port" >"$work/service.log" 2>&1 &
 svc_pid=$!
 

@@ -86,6 +86,26 @@ public sealed class CustomerStore(NpgsqlDataSource db)
             new { MerchantId = merchantId, CustomerId = customerId }, cancellationToken: ct));
     }
 
+    // Deleted customers too: a webhook event about a customer is rendered after its change committed, and a
+    // customer.deleted event describes the customer that was deleted.
+    private const string SelectMany = $"""
+        SELECT c.merchant_id, {Columns}
+          FROM customers c
+        {SubscriptionJoin}
+         WHERE (c.merchant_id, c.customer_id) IN (SELECT * FROM unnest(@MerchantIds, @CustomerIds))
+        """;
+
+    /// <summary>Customers by (merchant, customer) pairs, deleted ones included.</summary>
+    public static async Task<Dictionary<(string MerchantId, string CustomerId), CustomerRow>> FindManyAsync(
+        NpgsqlConnection connection, NpgsqlTransaction? tx, IReadOnlyList<(string MerchantId, string CustomerId)> keys, CancellationToken ct)
+    {
+        var rows = await connection.QueryAsync<string, CustomerRow, (string MerchantId, CustomerRow Row)>(new CommandDefinition(SelectMany, new
+        {
+            MerchantIds = keys.Select(k => k.MerchantId).ToArray(), CustomerIds = keys.Select(k => k.CustomerId).ToArray(),
+        }, tx, cancellationToken: ct), (merchantId, row) => (merchantId, row), splitOn: "customer_id");
+        return rows.ToDictionary(r => (r.MerchantId, r.Row.CustomerId), r => r.Row);
+    }
+
     private const string SelectExists = """
         SELECT EXISTS (SELECT 1 FROM customers WHERE merchant_id = @MerchantId AND customer_id = @CustomerId AND deleted_at IS NULL)
         """;
