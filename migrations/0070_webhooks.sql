@@ -25,8 +25,8 @@ CREATE TABLE webhooks (
 );
 
 CREATE TABLE webhook_events (
-    event_seq   bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     merchant_id text        NOT NULL,
+    event_seq   bigint      GENERATED ALWAYS AS IDENTITY,
     customer_id text,
     type        text        NOT NULL,
     -- What the trigger knew at commit (balances, the subscription row); the delivered body is built from it.
@@ -36,17 +36,18 @@ CREATE TABLE webhook_events (
     payload     text,
     xact_id     xid8        NOT NULL DEFAULT pg_current_xact_id(),
     created_at  timestamptz NOT NULL DEFAULT now(),
-    fanned_out_at timestamptz
+    fanned_out_at timestamptz,
+    PRIMARY KEY (merchant_id, event_seq)
 );
 -- At most one event of a type per customer per transaction: a batch of reports is one balance event per customer.
-CREATE UNIQUE INDEX webhook_events_once_per_transaction ON webhook_events (xact_id, merchant_id, customer_id, type);
+CREATE UNIQUE INDEX webhook_events_once_per_transaction ON webhook_events (merchant_id, xact_id, customer_id, type);
 CREATE INDEX webhook_events_to_fan_out ON webhook_events (event_seq) WHERE fanned_out_at IS NULL;
 
 CREATE TABLE webhook_deliveries (
     merchant_id      text        NOT NULL,
-    delivery_id      text        NOT NULL PRIMARY KEY,
+    delivery_id      text        NOT NULL,
     webhook_id       text        NOT NULL,
-    event_seq        bigint      NOT NULL REFERENCES webhook_events,
+    event_seq        bigint      NOT NULL,
     -- Deliveries of one endpoint with the same order key go out one at a time, in event_seq order.
     order_key        text        NOT NULL,
     status           text        NOT NULL CHECK (status IN ('pending', 'delivered', 'failed')),
@@ -59,10 +60,12 @@ CREATE TABLE webhook_deliveries (
     last_error       text,
     delivered_at     timestamptz,
     created_at       timestamptz NOT NULL DEFAULT now(),
-    FOREIGN KEY (merchant_id, webhook_id) REFERENCES webhooks
+    PRIMARY KEY (merchant_id, delivery_id),
+    FOREIGN KEY (merchant_id, webhook_id) REFERENCES webhooks,
+    FOREIGN KEY (merchant_id, event_seq) REFERENCES webhook_events
 );
 CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at) WHERE status = 'pending';
-CREATE INDEX webhook_deliveries_line ON webhook_deliveries (webhook_id, order_key, event_seq) WHERE status = 'pending';
+CREATE INDEX webhook_deliveries_line ON webhook_deliveries (merchant_id, webhook_id, order_key, event_seq) WHERE status = 'pending';
 CREATE INDEX webhook_deliveries_log ON webhook_deliveries (merchant_id, webhook_id, delivery_id);
 
 -- Records an event when the merchant has a live endpoint; a second one of the same type for the same customer in
@@ -75,7 +78,7 @@ BEGIN
     END IF;
     INSERT INTO webhook_events (merchant_id, customer_id, type, snapshot)
     VALUES (p_merchant, p_customer, p_type, p_snapshot)
-    ON CONFLICT (xact_id, merchant_id, customer_id, type) DO NOTHING;
+    ON CONFLICT (merchant_id, xact_id, customer_id, type) DO NOTHING;
 END $$;
 
 CREATE FUNCTION webhook_customer_changed() RETURNS trigger LANGUAGE plpgsql AS $$

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # chaos-ha.sh — failover under load, measured. Starts the HA cluster (scripts/ha-up.sh: etcd + two Patroni-managed
 # PostgreSQL nodes, synchronous replication) and the service (Release) on its multi-host connection string, runs a
-# client that reports usage and retries every unknown outcome with the same request_id (bench/chaos/report-client.mjs),
+# client that reports usage and retries every unknown outcome with the same request_id (scripts/chaos/report-client.mjs),
 # and SIGKILLs the current primary's postmaster CHAOS_KILLS times. Then checks on the new primary: every acknowledged
 # report exists exactly once (one request row, one ledger transaction), and `ledger verify` passes. Prints the figures
 # and, with CHAOS_WRITE_DOCS=1, rewrites the "Failover" section of docs/RELIABILITY.md between its markers.
@@ -14,7 +14,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 source scripts/lib.sh
 require_dotnet
-command -v node >/dev/null || die "node is needed for the client (bench/chaos/report-client.mjs)"
+command -v node >/dev/null || die "node is needed for the client (scripts/chaos/report-client.mjs)"
 
 export HA_PORT_BASE="${HA_PORT_BASE:-25710}"
 KILLS="${CHAOS_KILLS:-3}" INTERVAL="${CHAOS_INTERVAL:-15}" WORKERS="${CHAOS_WORKERS:-4}"
@@ -58,7 +58,7 @@ node_of_rest() { [[ "$1" == "$rest1" ]] && echo node1 || echo node2; }
 
 run_seconds=$(( (KILLS + 1) * INTERVAL ))
 log "load: $WORKERS workers for ${run_seconds}s; $KILLS kills of the primary's postmaster, one every ${INTERVAL}s"
-node bench/chaos/report-client.mjs "$url" "$key" "$customer" "$run_seconds" "$WORKERS" "$work" >"$work/client.out" &
+node scripts/chaos/report-client.mjs "$url" "$key" "$customer" "$run_seconds" "$WORKERS" "$work" >"$work/client.out" &
 client_pid=$!
 failovers=()
 for ((k = 1; k <= KILLS; k++)); do

@@ -10,7 +10,7 @@
 #
 # Starts its own PostgreSQL (fsync on, data under /tmp, purged afterwards), a stub provider (bench/stub-provider.mjs,
 # streaming its answers over CHAOS_STREAM_GAP_MS so kills land mid-stream, logging every call it serves) and the
-# service, built in Release. The load client, fuzzer and checks are node programs in chaos/ (npm ci installs their
+# service, built in Release. The load client, fuzzer and checks are node programs in scripts/chaos/ (npm ci installs their
 # two packages, pg and yaml). Prints "PASS name: ..." / "FAIL name: ..." per check and ends with one verdict line;
 # exits non-zero when any check failed. Everything goes to 127.0.0.1; every loop is bounded.
 #
@@ -20,7 +20,7 @@
 #   CHAOS_PG_PORT (default: free from 25700)  CHAOS_SERVICE_PORT (default: free from 25720)
 #   CHAOS_SERVICE_ENV='Name=value ...' (more service settings)
 #   CHAOS_CONFIGURATION=Release|Debug  CHAOS_NO_BUILD=1 (use the existing build)  CHAOS_OUT=DIR (default
-#   chaos/results/<UTC time>)  CHAOS_KEEP=1 (keep the cluster's data)
+#   scripts/chaos/results/<UTC time>)  CHAOS_KEEP=1 (keep the cluster's data)
 set -Eeuo pipefail
 LAVA_SCRIPT=chaos
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -60,7 +60,7 @@ command -v node >/dev/null 2>&1 || die "node is not on PATH (Node.js >= 20 is ne
 command -v npm >/dev/null 2>&1 || die "npm is not on PATH"
 command -v curl >/dev/null 2>&1 || die "curl is missing"
 
-out="${CHAOS_OUT:-chaos/results/$(date -u +%Y%m%dT%H%M%SZ)-$mode}"
+out="${CHAOS_OUT:-scripts/chaos/results/$(date -u +%Y%m%dT%H%M%SZ)-$mode}"
 mkdir -p "$out"
 out="$(cd "$out" && pwd)"
 pg_port="${CHAOS_PG_PORT:-$(free_port 25700)}" || die "no free port for PostgreSQL"
@@ -89,8 +89,8 @@ trap 'exit 143' TERM
 trap 'log "failed at line $LINENO: $BASH_COMMAND"' ERR
 
 # ---------- tools, build ----------
-log "installing the harness's packages (npm ci in chaos/)"
-(cd chaos && npm ci --no-audit --no-fund --loglevel=error) >"$out/npm.log" 2>&1 || { cat "$out/npm.log" >&2; die "npm ci failed in chaos/"; }
+log "installing the harness's packages (npm ci in scripts/chaos/)"
+(cd scripts/chaos && npm ci --no-audit --no-fund --loglevel=error) >"$out/npm.log" 2>&1 || { cat "$out/npm.log" >&2; die "npm ci failed in chaos/"; }
 if [[ "${CHAOS_NO_BUILD:-0}" != 1 ]]; then
   log "building the service ($configuration)"
   dotnet build Lava.Billing/Lava.Billing.csproj -c "$configuration" -nologo -clp:ErrorsOnly >&2
@@ -167,20 +167,20 @@ run_fuzz() {
   log "fuzz: $fuzz_cases cases, seed $seed"
   local fuzz_json victim_json other_json
   fuzz_json="$(create_merchant "chaos fuzz")"; victim_json="$(create_merchant "chaos victim")"; other_json="$(create_merchant "chaos other")"
-  node chaos/setup.mjs "$url" "$(json_field secret_key <<<"$fuzz_json")" "$(json_field merchant_id <<<"$fuzz_json")" 2 fuzz >"$out/fuzz-setup.json"
-  node chaos/setup.mjs "$url" "$(json_field secret_key <<<"$victim_json")" "$(json_field merchant_id <<<"$victim_json")" 4 victim >"$out/victim-setup.json"
-  node chaos/setup.mjs "$url" "$(json_field secret_key <<<"$other_json")" "$(json_field merchant_id <<<"$other_json")" 2 other >"$out/other-setup.json"
-  CHAOS_DLL="$dll" node chaos/fuzz.mjs "$url" "$conn" "$fuzz_cases" "$seed" "$out" "$stub_url" | tee "$out/fuzz-verdict.txt" || verdicts=1
+  node scripts/chaos/setup.mjs "$url" "$(json_field secret_key <<<"$fuzz_json")" "$(json_field merchant_id <<<"$fuzz_json")" 2 fuzz >"$out/fuzz-setup.json"
+  node scripts/chaos/setup.mjs "$url" "$(json_field secret_key <<<"$victim_json")" "$(json_field merchant_id <<<"$victim_json")" 4 victim >"$out/victim-setup.json"
+  node scripts/chaos/setup.mjs "$url" "$(json_field secret_key <<<"$other_json")" "$(json_field merchant_id <<<"$other_json")" 2 other >"$out/other-setup.json"
+  CHAOS_DLL="$dll" node scripts/chaos/fuzz.mjs "$url" "$conn" "$fuzz_cases" "$seed" "$out" "$stub_url" | tee "$out/fuzz-verdict.txt" || verdicts=1
 }
 
 run_crash() {
   local total=$((CHAOS_KILLS + CHAOS_PG_STOPS)) chaos_json faults=() n fault every mid t
   log "crash: $CHAOS_KILLS service kills and $CHAOS_PG_STOPS PostgreSQL stops, ${interval} s of load between faults"
   chaos_json="$(create_merchant "chaos crash")"
-  node chaos/setup.mjs "$url" "$(json_field secret_key <<<"$chaos_json")" "$(json_field merchant_id <<<"$chaos_json")" 12 chaos >"$out/crash-setup.json"
-  node chaos/check.mjs baseline "$conn" "$out/crash-setup.json" "$out/crash-baseline.json"
+  node scripts/chaos/setup.mjs "$url" "$(json_field secret_key <<<"$chaos_json")" "$(json_field merchant_id <<<"$chaos_json")" 12 chaos >"$out/crash-setup.json"
+  node scripts/chaos/check.mjs baseline "$conn" "$out/crash-setup.json" "$out/crash-baseline.json"
   : >"$out/events.log"
-  node chaos/load.mjs "$url" "$out/crash-setup.json" "$stub_url" "$out/load.json" "$seed" 2>"$out/load.log" &
+  node scripts/chaos/load.mjs "$url" "$out/crash-setup.json" "$stub_url" "$out/load.json" "$seed" 2>"$out/load.log" &
   load_pid=$!
 
   # The faults in order: PostgreSQL stops spread evenly among the kills.
@@ -232,7 +232,7 @@ run_crash() {
   load_pid=""
   (( load_rc == 0 )) || { tail -n 20 "$out/load.log" >&2; die "the load client failed (exit $load_rc)"; }
   log "checking the database (waiting up to ${CHAOS_SETTLE_SECONDS:-60} s for the service to settle interrupted calls)"
-  node chaos/check.mjs verdict "$conn" "$out/crash-setup.json" "$out/crash-baseline.json" "$out/load.json" \
+  node scripts/chaos/check.mjs verdict "$conn" "$out/crash-setup.json" "$out/crash-baseline.json" "$out/load.json" \
     "$out/served.log" "$out/events.log" "$dll" | tee "$out/crash-verdict.txt" || verdicts=1
 }
 

@@ -91,6 +91,9 @@ public partial class DistributionReadyTests(LavaApp app) : IClassFixture<LavaApp
         ["LedgerSequencer.SelectPendingMerchants"] = "finds which merchants have entries to number, then works merchant by merchant",
         ["LedgerVerifier.SelectMerchants"] = "the operator's `ledger verify` walks every merchant, then checks each alone",
         ["CycleProcessor.SelectDue"] = "finds due subscriptions across merchants, then closes each in its merchant's transaction",
+        ["WebhookDeliveryStore.TryLock"] = "one webhook fan-out at a time across instances (a global advisory lock, no table)",
+        ["WebhookDeliveryStore.SelectUnfanned"] = "the dispatcher finds new events across merchants, then works on each by its key",
+        ["OpenHoldsGauge.CountSql"] = "the /metrics gauge of open holds counts across merchants by design",
     };
 
     [GeneratedRegex(@"^\s*(SELECT|INSERT|UPDATE|DELETE|WITH)\b", RegexOptions.IgnoreCase)]

@@ -51,8 +51,8 @@ public sealed class WebhookDeliveryStore(NpgsqlDataSource db)
     private const string MarkFannedOut = """
         UPDATE webhook_events e
            SET payload = u.payload, fanned_out_at = now()
-          FROM unnest(@Seqs, @Payloads) AS u(seq, payload)
-         WHERE e.event_seq = u.seq
+          FROM unnest(@MerchantIds, @Seqs, @Payloads) AS u(merchant_id, seq, payload)
+         WHERE e.merchant_id = u.merchant_id AND e.event_seq = u.seq
         """;
 
     private const string InsertDeliveries = """
@@ -89,7 +89,8 @@ public sealed class WebhookDeliveryStore(NpgsqlDataSource db)
         }
         await connection.ExecuteAsync(new CommandDefinition(MarkFannedOut, new
         {
-            Seqs = events.Select(e => e.EventSeq).ToArray(), Payloads = payloads.ToArray(),
+            MerchantIds = events.Select(e => e.MerchantId).ToArray(), Seqs = events.Select(e => e.EventSeq).ToArray(),
+            Payloads = payloads.ToArray(),
         }, tx, cancellationToken: ct));
         await connection.ExecuteAsync(new CommandDefinition(InsertDeliveries, new
         {
@@ -105,7 +106,7 @@ public sealed class WebhookDeliveryStore(NpgsqlDataSource db)
     // still pending (delivered or given up both free the line).
     private const string Claim = """
         WITH due AS (
-            SELECT d.delivery_id
+            SELECT d.merchant_id, d.delivery_id
               FROM webhook_deliveries d
               JOIN webhooks w ON w.merchant_id = d.merchant_id AND w.webhook_id = d.webhook_id
              WHERE d.status = 'pending'
@@ -115,7 +116,7 @@ public sealed class WebhookDeliveryStore(NpgsqlDataSource db)
                AND d.webhook_id <> ALL(@Busy)
                AND NOT EXISTS (
                    SELECT 1 FROM webhook_deliveries p
-                    WHERE p.webhook_id = d.webhook_id AND p.order_key = d.order_key
+                    WHERE p.merchant_id = d.merchant_id AND p.webhook_id = d.webhook_id AND p.order_key = d.order_key
                       AND p.status = 'pending' AND p.event_seq < d.event_seq)
              ORDER BY d.next_attempt_at
              LIMIT @Take
@@ -124,8 +125,8 @@ public sealed class WebhookDeliveryStore(NpgsqlDataSource db)
         UPDATE webhook_deliveries d
            SET lease_until = now() + @Lease
           FROM due, webhook_events e, webhooks w
-         WHERE d.delivery_id = due.delivery_id
-           AND e.event_seq = d.event_seq
+         WHERE d.merchant_id = due.merchant_id AND d.delivery_id = due.delivery_id
+           AND e.merchant_id = d.merchant_id AND e.event_seq = d.event_seq
            AND w.merchant_id = d.merchant_id AND w.webhook_id = d.webhook_id
         RETURNING d.delivery_id, d.merchant_id, d.webhook_id, d.event_seq, e.type, e.payload, d.attempts, w.url,
                   w.secret, w.previous_secret, w.previous_secret_until
@@ -139,13 +140,16 @@ public sealed class WebhookDeliveryStore(NpgsqlDataSource db)
         return rows.AsList();
     }
 
-    private const string Release = "UPDATE webhook_deliveries SET lease_until = NULL WHERE delivery_id = @DeliveryId AND status = 'pending'";
+    private const string Release = """
+        UPDATE webhook_deliveries SET lease_until = NULL
+         WHERE merchant_id = @MerchantId AND delivery_id = @DeliveryId AND status = 'pending'
+        """;
 
     /// <summary>Gives a claimed delivery back untried (no room for it here, or the service is stopping).</summary>
-    public async Task ReleaseAsync(string deliveryId, CancellationToken ct)
+    public async Task ReleaseAsync(ClaimedDelivery d, CancellationToken ct)
     {
         await using var connection = await db.OpenConnectionAsync(ct);
-        await connection.ExecuteAsync(new CommandDefinition(Release, new { DeliveryId = deliveryId }, cancellationToken: ct));
+        await connection.ExecuteAsync(new CommandDefinition(Release, new { d.MerchantId, d.DeliveryId }, cancellationToken: ct));
     }
 
     private const string RecordAttempt = """
@@ -158,7 +162,7 @@ public sealed class WebhookDeliveryStore(NpgsqlDataSource db)
                next_attempt_at  = coalesce(CAST(@NextAttemptAt AS timestamptz), next_attempt_at),
                delivered_at     = CASE WHEN @Status = 'delivered' THEN now() END,
                lease_until      = NULL
-         WHERE delivery_id = @DeliveryId AND status = 'pending'
+         WHERE merchant_id = @MerchantId AND delivery_id = @DeliveryId AND status = 'pending'
         """;
 
     private const string Disable = """
@@ -177,7 +181,7 @@ public sealed class WebhookDeliveryStore(NpgsqlDataSource db)
         await using var tx = await connection.BeginTransactionAsync(ct);
         await connection.ExecuteAsync(new CommandDefinition(RecordAttempt, new
         {
-            d.DeliveryId, Status = status, StatusCode = statusCode, Error = error, NextAttemptAt = nextAttemptAt?.UtcDateTime,
+            d.MerchantId, d.DeliveryId, Status = status, StatusCode = statusCode, Error = error, NextAttemptAt = nextAttemptAt?.UtcDateTime,
         }, tx, cancellationToken: ct));
         if (disableReason is not null)
         {
@@ -197,7 +201,7 @@ public sealed class WebhookDeliveryStore(NpgsqlDataSource db)
     private const string SelectPage = $"""
         SELECT {DeliveryColumns}
           FROM webhook_deliveries d
-          JOIN webhook_events e ON e.event_seq = d.event_seq
+          JOIN webhook_events e ON e.merchant_id = d.merchant_id AND e.event_seq = d.event_seq
          WHERE d.merchant_id = @MerchantId AND d.webhook_id = @WebhookId
            AND (@Before = '' OR d.delivery_id < @Before)
          ORDER BY d.delivery_id DESC
@@ -222,7 +226,7 @@ public sealed class WebhookDeliveryStore(NpgsqlDataSource db)
         ), rescheduled AS (
             UPDATE webhook_deliveries d SET next_attempt_at = now()
               FROM source s
-             WHERE d.delivery_id = s.delivery_id AND s.status = 'pending'
+             WHERE d.merchant_id = s.merchant_id AND d.delivery_id = s.delivery_id AND s.status = 'pending'
             RETURNING d.delivery_id
         ), copied AS (
             INSERT INTO webhook_deliveries (merchant_id, delivery_id, webhook_id, event_seq, order_key, status)
@@ -235,8 +239,8 @@ public sealed class WebhookDeliveryStore(NpgsqlDataSource db)
     private const string SelectOne = $"""
         SELECT {DeliveryColumns}
           FROM webhook_deliveries d
-          JOIN webhook_events e ON e.event_seq = d.event_seq
-         WHERE d.delivery_id = @DeliveryId
+          JOIN webhook_events e ON e.merchant_id = d.merchant_id AND e.event_seq = d.event_seq
+         WHERE d.merchant_id = @MerchantId AND d.delivery_id = @DeliveryId
         """;
 
     /// <summary>The delivery that will carry the event again, or null when the webhook or delivery is unknown.</summary>
@@ -248,6 +252,6 @@ public sealed class WebhookDeliveryStore(NpgsqlDataSource db)
             MerchantId = merchantId, WebhookId = webhookId, DeliveryId = deliveryId, NewId = Ids.New("dlv"),
         }, cancellationToken: ct));
         if (id is null) return null;
-        return await connection.QuerySingleAsync<DeliveryRow>(new CommandDefinition(SelectOne, new { DeliveryId = id }, cancellationToken: ct));
+        return await connection.QuerySingleAsync<DeliveryRow>(new CommandDefinition(SelectOne, new { MerchantId = merchantId, DeliveryId = id }, cancellationToken: ct));
     }
 }

@@ -56,7 +56,7 @@ public sealed class WebhookDispatcher(
         {
             if (!TryTakeSlot(d.WebhookId))
             {
-                await deliveries.ReleaseAsync(d.DeliveryId, ct);
+                await deliveries.ReleaseAsync(d, ct);
                 continue;
             }
             _ = Task.Run(() => DeliverAsync(d, ct), CancellationToken.None);
@@ -99,12 +99,12 @@ public sealed class WebhookDispatcher(
         catch (OperationCanceledException) when (ct.IsCancellationRequested)
         {
             // Stopping: hand the delivery back so the next instance to look need not wait out the lease.
-            await ReleaseQuietlyAsync(d.DeliveryId);
+            await ReleaseQuietlyAsync(d);
         }
         catch (Exception e)
         {
             log.LogWarning("Webhook delivery {DeliveryId} could not be attempted: {Error}", d.DeliveryId, e.Message);
-            await ReleaseQuietlyAsync(d.DeliveryId);
+            await ReleaseQuietlyAsync(d);
         }
         finally
         {
@@ -112,16 +112,16 @@ public sealed class WebhookDispatcher(
         }
     }
 
-    private async Task ReleaseQuietlyAsync(string deliveryId)
+    private async Task ReleaseQuietlyAsync(ClaimedDelivery d)
     {
         try
         {
             using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(5));
-            await deliveries.ReleaseAsync(deliveryId, timeout.Token);
+            await deliveries.ReleaseAsync(d, timeout.Token);
         }
         catch (Exception e)
         {
-            log.LogInformation("Webhook delivery {DeliveryId} keeps its lease until it lapses: {Error}", deliveryId, e.Message);
+            log.LogInformation("Webhook delivery {DeliveryId} keeps its lease until it lapses: {Error}", d.DeliveryId, e.Message);
         }
     }
 
