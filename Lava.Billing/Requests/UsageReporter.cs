@@ -217,7 +217,7 @@ public sealed class UsageReporter(ReportBatchStore store, MeterStore meters, Tim
                     ? new ReportOutcome.Replayed(existing.StatusCode, existing.Response)
                     : new ReportOutcome.Refused(Problems.IdempotencyConflict(requestId));
 
-            if (p.Meter is not { } meter) return Refuse(Problems.NotFound("meter", body.MeterSlug!));
+            if (p.Meter is not { } meter) return Refuse(Problems.NotFound("meter", body.MeterSlug!, "slug"));
             if (meter.Price.RateType == RateType.Percentage && body.Cost is null && p.Mode != ModeBillingDisabled)
             {
                 return Refuse(Problems.Validation(new Dictionary<string, string[]>
