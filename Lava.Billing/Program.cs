@@ -21,6 +21,7 @@ builder.Services.AddLavaFeatures();
 
 var app = builder.Build();
 if (Cli.IsCommand(args)) return await Cli.RunAsync(app, args);
+if (!Cli.HasDatabase(app)) return 2;
 await app.MigrateOnStartAsync();
 
 app.UseLavaErrorHandling();
