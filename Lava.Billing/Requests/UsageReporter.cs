@@ -375,7 +375,7 @@ public sealed class BillingOptions
 
 public static class UsagePeriods
 {
-    /// <summary>Without a subscription, usage accumulates per UTC calendar month (DESIGN.md §3).</summary>
+    /// <summary>Without a subscription, usage accumulates per UTC calendar month (docs/design.md, "Usage periods").</summary>
     public static DateTimeOffset CalendarMonth(DateTimeOffset at)
     {
         var utc = at.ToUniversalTime();
