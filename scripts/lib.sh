@@ -105,9 +105,14 @@ use_configured_or_local_database() {
 }
 
 # Builds the service in Release (quietly; a no-op when nothing changed) and sets dll to its path.
+# LAVA_BUILD_CONFIGURATION=Debug uses the Debug build instead (scripts/getting-started.sh, after scripts/test.sh built it).
+# LAVA_SKIP_BUILD=1 uses that build as it is when it exists (the guide's runner: one build, not one per command).
 build_release() {
-  dotnet build "$1/Lava.Billing/Lava.Billing.csproj" -c Release -nologo -v:quiet "-clp:ErrorsOnly;NoSummary" >&2 \
+  local configuration="${LAVA_BUILD_CONFIGURATION:-Release}"
+  dll="$1/Lava.Billing/bin/$configuration/net10.0/Lava.Billing.dll"
+  [[ "${LAVA_SKIP_BUILD:-}" == 1 && -f "$dll" ]] && return 0
+  dotnet build "$1/Lava.Billing/Lava.Billing.csproj" -c "$configuration" -nologo -v:quiet "-clp:ErrorsOnly;NoSummary" >&2 \
     || die "the build failed (see above)"
-  dll="$1/Lava.Billing/bin/Release/net10.0/Lava.Billing.dll"
+  dll="$1/Lava.Billing/bin/$configuration/net10.0/Lava.Billing.dll"
   [[ -f "$dll" ]] || die "the build produced no $dll"
 }
