@@ -30,6 +30,7 @@ builder.Services.AddWebhooks();
 
 var app = builder.Build();
 if (Cli.IsCommand(args)) return await Cli.RunAsync(app, args);
+if (!Cli.HasDatabase(app)) return 2;
 await app.MigrateOnStartAsync();
 
 app.UseLavaRequestLog();

@@ -1,6 +1,6 @@
 // What the SDK makes of our problem responses: it throws
 //   Error("Lava API Error: <status> <reason> - " + JSON.stringify(body.error))
-// so every error must carry the `error` member {code, message} (DESIGN.md §2).
+// so every error must carry the `error` member {code, message} (docs/design.md, "Wire conventions").
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { apiError, client, limits } from './support.mjs';

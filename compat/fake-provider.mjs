@@ -75,8 +75,9 @@ const server = createServer(async (request, response) => {
 
 // Only as a program: the test file imports USAGE from here without starting a server.
 // run.sh ends it with SIGTERM, whose default action suits: the recorded calls die with it.
+// An optional first argument is the port (docs/getting-started.md uses 5090); without it any free port.
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  server.listen(0, '127.0.0.1', () => {
+  server.listen(Number(process.argv[2] ?? 0), '127.0.0.1', () => {
     process.stdout.write(`http://127.0.0.1:${server.address().port}\n`);
   });
 }

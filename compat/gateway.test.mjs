@@ -1,4 +1,4 @@
-// lava.gateway(url, {...}) through the SDK in the four request modes of DESIGN.md §6, against the fake provider
+// lava.gateway(url, {...}) through the SDK in the four request modes of docs/design.md, against the fake provider
 // compat/run.sh starts (compat/fake-provider.mjs: OpenAI chat completions with a fixed usage). Each call carries an
 // x-compat-call header of its own, which the gateway passes on, so a test reads back exactly its calls and the
 // headers they arrived with; the provider's total call count shows a refused call never reached it.

@@ -1,5 +1,5 @@
 // lava.requests: create (usage reports), replay by request_id, retrieve, list (paging, customer and metadata filters).
-// Money is a 10-dp string everywhere (DESIGN.md §2); a fixed tokens_1m rate is credits per 1M input+output tokens.
+// Money is a 10-dp string everywhere (docs/design.md, "Wire conventions"); a fixed tokens_1m rate is credits per 1M input+output tokens.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { MONEY, apiError, assertTimestamp, client, limits, listAll, once, unique } from './support.mjs';
@@ -142,7 +142,7 @@ describe('requests', () => {
       name: 'Compat graduated', meter_slug: unique('compat-req-grad'), rate_type: 'fixed', tier_type: 'tokens_1m',
       tiers: [{ start: '0', rate: '5' }, { start: '1000000', rate: '3' }, { start: '10000000', rate: '1' }],
     });
-    // DESIGN.md §3: 5M tokens cost 5 + 12 = 17; a further 6M in the same period cost 15 + 1 = 16.
+    // docs/design.md, "Graduated tiers": 5M tokens cost 5 + 12 = 17; a further 6M in the same period cost 15 + 1 = 16.
     const first = await report(customer, meter, { input_tokens: 5_000_000 });
     assert.equal(first.charge.amount, '17.0000000000');
     assert.deepEqual(first.charge.breakdown.map((l) => [l.tier.start, l.tokens, l.cost]),

@@ -1,4 +1,4 @@
-// lava.subscriptions (plans and subscriptions), lava.creditBundles and customers.getSubscription: issue 4's "Done when"
+// lava.subscriptions (plans and subscriptions), lava.creditBundles and customers.getSubscription
 // through the SDK. A plan links a requests meter; usage draws cycle credits, then bundle credits, then goes to the
 // receivable (overage), and getSubscription's credits are checked to the 10th decimal after every step.
 // The SDK has no method for bundle purchases or the balance: those two calls use fetch with the same Bearer key.

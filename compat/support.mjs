@@ -22,7 +22,7 @@ let counter = 0;
 /** A name no other test or earlier run used (lowercase, valid as a meter slug). */
 export const unique = (prefix) => `${prefix}-${runId}-${++counter}`;
 
-/** Money on the wire: an exact decimal string with 10 places (DESIGN.md §2). */
+/** Money on the wire: an exact decimal string with 10 places (docs/design.md, "Wire conventions"). */
 export const MONEY = /^-?\d+\.\d{10}$/;
 
 export function assertTimestamp(value, what = 'timestamp') {

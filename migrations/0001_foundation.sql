@@ -1,5 +1,5 @@
 -- Foundation: merchants, their secret keys, meters with versioned prices, customers.
--- Every table's key leads with merchant_id so the schema can be distributed by merchant (DESIGN.md §4).
+-- Every table's key leads with merchant_id so the schema can be distributed by merchant (docs/design.md, "Ledger").
 
 CREATE TABLE merchants (
     merchant_id text        NOT NULL PRIMARY KEY,

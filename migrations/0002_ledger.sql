@@ -1,4 +1,4 @@
--- Double-entry ledger (DESIGN.md §4). The invariants live here, not only in C#:
+-- Double-entry ledger (docs/ledger.md). The invariants live here, not only in C#:
 --   * the entries of a ledger transaction sum to zero per currency, checked at commit;
 --   * entries and transactions are append-only (corrections are reversing transactions);
 --   * a cached balance equals the sum of its account's entries: only the entries trigger may change it.

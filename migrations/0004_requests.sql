@@ -1,4 +1,4 @@
--- Usage reports (DESIGN.md §3, §5). A report is stored with the fingerprint of its canonical payload and the exact
+-- Usage reports (docs/design.md). A report is stored with the fingerprint of its canonical payload and the exact
 -- response it got, in the same database transaction as its ledger posting, so a replay answers byte for byte.
 
 CREATE TABLE requests (

@@ -1,4 +1,4 @@
--- Plans, subscriptions, credit bundles and holds (issue 4): who can pay for what, kept in the same ledger.
+-- Plans, subscriptions, credit bundles and holds: who can pay for what, kept in the same ledger.
 
 -- Two more merchant-wide accounts: the part of a payment that is not credit (plan fees, bundle margins) and
 -- credits given beyond what was paid (bonus credit on a bundle).

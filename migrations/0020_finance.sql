@@ -1,4 +1,4 @@
--- Finance (issue 6): a gap-free, ever-increasing ledger sequence per merchant, so an export pages by a key that never
+-- Finance: a gap-free, ever-increasing ledger sequence per merchant, so an export pages by a key that never
 -- skips a row, and an index for usage by day. docs/ledger.md ("The ledger sequence") explains the design.
 
 -- Entries committed but not numbered yet. A statement trigger writes here in the posting transaction itself, so a row

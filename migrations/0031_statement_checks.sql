@@ -1,4 +1,4 @@
--- The report hot path (issue 7): the ledger's invariants checked once per statement instead of once per entry.
+-- The report hot path: the ledger's invariants checked once per statement instead of once per entry.
 --
 -- Before: every entry fired three row triggers (a deferred balance check running a query at COMMIT, and two foreign
 -- key checks, each an SPI query that also takes a FOR KEY SHARE lock on the referenced row). A report writes three

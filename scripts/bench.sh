@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# scripts/bench.sh — the benchmark suite (issue 7). One command, writes docs/BENCHMARKS.md.
+# scripts/bench.sh — the benchmark suite. One command, writes docs/BENCHMARKS.md.
 #
 # Starts its own PostgreSQL (fsync on: durability-honest numbers) on port 25642 with its data under /tmp, builds and
 # starts the service in Release on a free loopback port, seeds merchants, customers and a meter with psql, and loads

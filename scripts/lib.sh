@@ -68,3 +68,68 @@ pg_env_from_npgsql() {
     esac
   done
 }
+
+# Starts the local cluster of scripts/run.sh, or finds it running (pg-up.sh is idempotent), on
+# 127.0.0.1:${LAVA_PG_PORT:-5433}, and exports ConnectionStrings__Billing for it. $1: the repository root.
+# Sets datadir (where the cluster's data is) and fresh (1 when the cluster was created just now).
+use_local_cluster() {
+  local root="$1" state="$1/.lava" pg_port repo_dir tmp_dir pw_file conn
+  mkdir -p "$state"
+  # PostgreSQL's OS user must pass through .lava to reach .lava/pg; it cannot list it.
+  if [[ $EUID -eq 0 ]]; then chmod go+x "$state"; fi
+  pg_port="${LAVA_PG_PORT:-5433}"
+  [[ "$pg_port" =~ ^[0-9]+$ ]] || die "LAVA_PG_PORT must be a port number, not '$pg_port'"
+  repo_dir="$(local_pg_repo_dir "$root")"
+  tmp_dir="$(local_pg_tmp_dir "$root")"
+  if [[ -d "$repo_dir" && ! -r "$repo_dir" && $EUID -ne 0 ]]; then
+    die "$repo_dir belongs to $(stat -c %U "$repo_dir"), not to you: run as root, or as that user"
+  fi
+  if [[ -e "$repo_dir/PG_VERSION" ]]; then
+    datadir="$repo_dir"
+  elif [[ -e "$tmp_dir/PG_VERSION" ]]; then
+    datadir="$tmp_dir"
+    log "using the local cluster kept in $tmp_dir (the repository was not reachable by PostgreSQL when it was made)"
+  elif pg_user_can_enter "$state"; then
+    datadir="$repo_dir"
+  else
+    datadir="$tmp_dir"
+    log "PostgreSQL's OS user ($(local_pg_os_user)) cannot enter $state (a parent directory such as /root is private):"
+    log "keeping the cluster's data in $tmp_dir instead"
+  fi
+
+  pw_file="$state/pg-password"
+  if [[ ! -s "$pw_file" ]]; then
+    (umask 077 && od -An -N16 -tx1 /dev/urandom | tr -d ' \n' >"$pw_file")
+  fi
+  fresh=0
+  [[ -e "$datadir/PG_VERSION" ]] || fresh=1
+  # fsync on: unlike the test clusters, this one keeps a developer's data across restarts
+  if ! conn="$(PGUP_DB=lava PGUP_USER=lava PGUP_PASSWORD="$(cat "$pw_file")" PGUP_FSYNC=on \
+    "$root/scripts/pg-up.sh" "$datadir" "$pg_port")"; then
+    die "the local PostgreSQL did not start (see above). LAVA_PG_PORT picks another port; scripts/stop.sh --purge starts over"
+  fi
+  export ConnectionStrings__Billing="$conn"
+}
+
+# ConnectionStrings__Billing from the environment, else the local cluster's (started when it is down).
+use_configured_or_local_database() {
+  if [[ -n "${ConnectionStrings__Billing:-}" ]]; then
+    log "using ConnectionStrings__Billing from the environment"
+  else
+    use_local_cluster "$1"
+    log "using the local cluster of scripts/run.sh ($datadir, port ${LAVA_PG_PORT:-5433})"
+  fi
+}
+
+# Builds the service in Release (quietly; a no-op when nothing changed) and sets dll to its path.
+# LAVA_BUILD_CONFIGURATION=Debug uses the Debug build instead (scripts/getting-started.sh, after scripts/test.sh built it).
+# LAVA_SKIP_BUILD=1 uses that build as it is when it exists (the guide's runner: one build, not one per command).
+build_release() {
+  local configuration="${LAVA_BUILD_CONFIGURATION:-Release}"
+  dll="$1/Lava.Billing/bin/$configuration/net10.0/Lava.Billing.dll"
+  [[ "${LAVA_SKIP_BUILD:-}" == 1 && -f "$dll" ]] && return 0
+  dotnet build "$1/Lava.Billing/Lava.Billing.csproj" -c "$configuration" -nologo -v:quiet "-clp:ErrorsOnly;NoSummary" >&2 \
+    || die "the build failed (see above)"
+  dll="$1/Lava.Billing/bin/$configuration/net10.0/Lava.Billing.dll"
+  [[ -f "$dll" ]] || die "the build produced no $dll"
+}

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# pg-up.sh — start a local PostgreSQL cluster (idempotent). Adapted from shared/reference/pg-up.sh.
+# pg-up.sh — start a local PostgreSQL cluster (idempotent).
 #
 # Usage: pg-up.sh [DATADIR] [PORT]
 #   DATADIR  default: ${TMPDIR:-/tmp}/pg-ci-$PORT  (must be reachable by the OS user that runs postgres)

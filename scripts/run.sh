@@ -19,8 +19,6 @@ require_dotnet
 
 state="$root/.lava"
 mkdir -p "$state"
-# PostgreSQL's OS user must pass through .lava to reach .lava/pg; it cannot list it.
-if [[ $EUID -eq 0 ]]; then chmod go+x "$state"; fi
 
 # ---------- where to listen ----------
 listen="${LAVA_URLS:-http://127.0.0.1:5080}"
@@ -48,38 +46,8 @@ if [[ -n "${ConnectionStrings__Billing:-}" ]]; then
   target="external:$(printf '%s' "$ConnectionStrings__Billing" | tr ';' '\n' \
     | grep -viE '^[[:space:]]*(password|pwd)[[:space:]]*=' | sha256sum | cut -c1-16)"
 else
-  pg_port="${LAVA_PG_PORT:-5433}"
-  [[ "$pg_port" =~ ^[0-9]+$ ]] || die "LAVA_PG_PORT must be a port number, not '$pg_port'"
-  repo_dir="$(local_pg_repo_dir "$root")"
-  tmp_dir="$(local_pg_tmp_dir "$root")"
-  if [[ -d "$repo_dir" && ! -r "$repo_dir" && $EUID -ne 0 ]]; then
-    die "$repo_dir belongs to $(stat -c %U "$repo_dir"), not to you: run as root, or as that user"
-  fi
-  if [[ -e "$repo_dir/PG_VERSION" ]]; then
-    datadir="$repo_dir"
-  elif [[ -e "$tmp_dir/PG_VERSION" ]]; then
-    datadir="$tmp_dir"
-    log "using the local cluster kept in $tmp_dir (the repository was not reachable by PostgreSQL when it was made)"
-  elif pg_user_can_enter "$state"; then
-    datadir="$repo_dir"
-  else
-    datadir="$tmp_dir"
-    log "PostgreSQL's OS user ($(local_pg_os_user)) cannot enter $state (a parent directory such as /root is private):"
-    log "keeping the cluster's data in $tmp_dir instead"
-  fi
-
-  pw_file="$state/pg-password"
-  if [[ ! -s "$pw_file" ]]; then
-    (umask 077 && od -An -N16 -tx1 /dev/urandom | tr -d ' \n' >"$pw_file")
-  fi
-  fresh=0
-  [[ -e "$datadir/PG_VERSION" ]] || fresh=1
-  # fsync on: unlike the test clusters, this one keeps a developer's data across restarts
-  if ! conn="$(PGUP_DB=lava PGUP_USER=lava PGUP_PASSWORD="$(cat "$pw_file")" PGUP_FSYNC=on \
-    scripts/pg-up.sh "$datadir" "$pg_port")"; then
-    die "the local PostgreSQL did not start (see above). LAVA_PG_PORT picks another port; scripts/stop.sh --purge starts over"
-  fi
-  export ConnectionStrings__Billing="$conn"
+  # sets ConnectionStrings__Billing, datadir and fresh (1 when the cluster was just created)
+  use_local_cluster "$root"
   target="local:$datadir"
   # a new cluster has none of the merchants a file may remember
   if (( fresh )); then rm -f "$state/demo-merchant.json" "$state/demo-merchant.target"; fi
@@ -87,10 +55,7 @@ fi
 
 # ---------- build and migrate ----------
 log "building Lava.Billing (Release)"
-dotnet build Lava.Billing/Lava.Billing.csproj -c Release -nologo -v:quiet -clp:ErrorsOnly >&2 \
-  || die "the build failed (see above)"
-dll="$root/Lava.Billing/bin/Release/net10.0/Lava.Billing.dll"
-[[ -f "$dll" ]] || die "the build produced no $dll"
+build_release "$root"
 log "applying migrations"
 dotnet "$dll" migrate >&2 || die "migrate failed (see above)"
 

@@ -102,5 +102,19 @@ else
   fi
 fi
 
+# docs/getting-started.md, command by command, against a service it starts (each block counts as one test)
+if ! command -v node >/dev/null 2>&1; then
+  log "node not found: skipping docs/getting-started.md"
+else
+  log "running docs/getting-started.md (scripts/getting-started.sh)"
+  set +e
+  guide_out="$(scripts/getting-started.sh "$conn" 2>&1)"
+  set -e
+  printf '%s\n' "$guide_out"
+  gp="$(printf '%s\n' "$guide_out" | sed -n 's/^getting-started: \([0-9]*\) passed, \([0-9]*\) failed$/\1/p' | tail -n1)"
+  gf="$(printf '%s\n' "$guide_out" | sed -n 's/^getting-started: \([0-9]*\) passed, \([0-9]*\) failed$/\2/p' | tail -n1)"
+  if [[ -z "$gp" ]]; then failed=$((failed + 1)); else passed=$((passed + gp)); failed=$((failed + gf)); fi
+fi
+
 echo "$passed passed, $failed failed"
 (( passed > 0 && failed == 0 ))

@@ -3,7 +3,8 @@
 # transaction sums to zero, cached balances equal their entries, the ledger sequence has no gap, every request has
 # exactly one priced transaction. Prints one JSON report per merchant; exits 1 when any merchant has a problem.
 #
-# Connection: $1, else ConnectionStrings__Billing (the service's own setting).
+# Connection: $1, else ConnectionStrings__Billing (the service's own setting), else the local cluster of
+# scripts/run.sh (started when it is down).
 set -euo pipefail
 LAVA_SCRIPT=verify
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -11,9 +12,7 @@ cd "$root"
 source scripts/lib.sh
 require_dotnet
 
-conn="${1:-${ConnectionStrings__Billing:-}}"
-[[ -n "$conn" ]] || die "no connection string: pass it as the first argument or set ConnectionStrings__Billing"
-
-log "building"
-dotnet build Lava.Billing/Lava.Billing.csproj -c Release -nologo -clp:ErrorsOnly >&2
-ConnectionStrings__Billing="$conn" exec dotnet Lava.Billing/bin/Release/net10.0/Lava.Billing.dll ledger verify
+if [[ -n "${1:-}" ]]; then export ConnectionStrings__Billing="$1"; fi
+use_configured_or_local_database "$root"
+build_release "$root"
+exec dotnet "$dll" ledger verify

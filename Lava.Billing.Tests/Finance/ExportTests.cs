@@ -32,6 +32,27 @@ public class ExportTests(LavaApp app) : ApiTest(app)
         return (response, await response.Content.ReadAsStringAsync());
     }
 
+    [Theory]
+    [InlineData("/v1/requests?format=csv&limit=1000", 4)]
+    [InlineData("/v1/requests?format=ndjson&limit=500", 3)]
+    [InlineData("/v1/ledger/entries?format=csv&limit=0", 7)]
+    public async Task AnExportIgnoresLimitAndRunsToTheEnd(string path, int atLeastLines)
+    {
+        var m = await App.NewMerchantAsync();
+        var customer = await App.CustomerAsync(m.MerchantId);
+        await App.GrantAsync(m.MerchantId, customer, 100m);
+        await App.MeterAsync(m.MerchantId, "gpt", "fixed", "tokens_1m", (0, 5));
+        for (var i = 0; i < 3; i++) await m.ReportAsync($"r{i}", customer, "gpt", inputTokens: 1_000);
+
+        var (response, body) = await GetTextAsync(m.Client, path);
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        var lines = body.Split('\n', StringSplitOptions.RemoveEmptyEntries).Length;
+        Assert.True(lines >= atLeastLines, $"{path} gave only {lines} line(s):\n{body}");
+        // The same limit on a JSON page is still refused: it is out of range there.
+        (await m.Client.GetJsonAsync(path.Replace("format=", "x=", StringComparison.Ordinal))).AssertProblem(HttpStatusCode.BadRequest, "validation_failed");
+    }
+
     [Fact]
     public async Task RequestsExportAsCsvThatParsesBackToExactlyWhatTheListShows()
     {

@@ -143,6 +143,18 @@ public class MeterInputTests(LavaApp app) : ApiTest(app)
     }
 
     [Fact]
+    public async Task AnUnknownMeterIsNamedAsTheSlugOrIdThatWasGiven()
+    {
+        var m = await App.NewMerchantAsync();
+        Assert.Equal("No meter with slug 'nope'.",
+            (string)(await m.Client.GetJsonAsync("/v1/meters/nope")).AssertProblem(HttpStatusCode.NotFound, "not_found")["error"]!["message"]!);
+        Assert.Equal("No meter with id 'mtr_00000000000000000000000000'.",
+            (string)(await m.Client.DeleteJsonAsync("/v1/meters/mtr_00000000000000000000000000")).AssertProblem(HttpStatusCode.NotFound, "not_found")["error"]!["message"]!);
+        Assert.Equal("No meter with slug 'nope'.",
+            (string)(await m.Client.PostJsonAsync("/v1/requests", new { request_id = "r", meter_slug = "nope" })).AssertProblem(HttpStatusCode.NotFound, "not_found")["error"]!["message"]!);
+    }
+
+    [Fact]
     public async Task AnotherMerchantsMeterIsA404ToRetrieveUpdateOrDelete()
     {
         var a = await App.NewMerchantAsync("A");

@@ -174,18 +174,46 @@ public class MetersTests(LavaApp app) : ApiTest(app)
     }
 
     [Fact]
-    public async Task DeletingAMeterAPlanLinksSoftDeletesIt()
+    public async Task DeletingAMeterAPlanLinksIsA409NamingThePlanAndChangesNothing()
+    {
+        var m = await App.NewMerchantAsync();
+        var meter = await m.Client.CreateMeterAsync("Linked", "linked");
+        var plan = await m.Client.PostJsonAsync("/v1/plans", new { name = "P", period_amount = "1", billing_interval = "month", meter_ids = new[] { Id(meter) } });
+        Assert.Equal(HttpStatusCode.Created, plan.Status);
+        var planId = (string)plan.Body!["plan_id"]!;
+
+        var body = (await m.Client.DeleteJsonAsync("/v1/meters/linked")).AssertProblem(HttpStatusCode.Conflict, "meter_in_use");
+
+        Assert.Contains(planId, (string)body["error"]!["message"]!);
+        Assert.Contains("force=true", (string)body["error"]!["message"]!);
+        Assert.True(await App.QueryAsync<bool>("SELECT deleted_at IS NULL FROM meters WHERE meter_id = @Id", new { Id = Id(meter) }));
+        Assert.Equal([Id(meter)], (await m.Client.GetJsonAsync($"/v1/plans/{planId}")).Body!["linked_meters"]!.AsArray().Select(l => (string)l!["meter_id"]!));
+    }
+
+    [Fact]
+    public async Task DeletingALinkedMeterWithForceSoftDeletesItAndTakesItOffThePlan()
     {
         var m = await App.NewMerchantAsync();
         var meter = await m.Client.CreateMeterAsync("Linked", "linked");
         var plan = await m.Client.PostJsonAsync("/v1/plans", new { name = "P", period_amount = "1", billing_interval = "month", meter_ids = new[] { Id(meter) } });
         Assert.Equal(HttpStatusCode.Created, plan.Status);
 
-        var r = await m.Client.DeleteJsonAsync($"/v1/meters/{Id(meter)}");
+        var r = await m.Client.DeleteJsonAsync($"/v1/meters/{Id(meter)}?force=true");
 
         Assert.Equal(HttpStatusCode.OK, r.Status);
         Assert.True(await App.QueryAsync<bool>("SELECT deleted_at IS NOT NULL FROM meters WHERE meter_id = @Id", new { Id = Id(meter) }));
         Assert.Empty((await m.Client.GetJsonAsync($"/v1/plans/{plan.Body!["plan_id"]}")).Body!["linked_meters"]!.AsArray());
+    }
+
+    [Fact]
+    public async Task AMeterOnlyADeletedPlanLinkedCanBeDeletedWithoutForce()
+    {
+        var m = await App.NewMerchantAsync();
+        var meter = await m.Client.CreateMeterAsync("Linked", "linked");
+        var plan = await m.Client.PostJsonAsync("/v1/plans", new { name = "P", period_amount = "1", billing_interval = "month", meter_ids = new[] { Id(meter) } });
+        Assert.Equal(HttpStatusCode.OK, (await m.Client.DeleteJsonAsync($"/v1/plans/{plan.Body!["plan_id"]}")).Status);
+
+        Assert.Equal(HttpStatusCode.OK, (await m.Client.DeleteJsonAsync($"/v1/meters/{Id(meter)}")).Status);
     }
 
     [Fact]

@@ -85,6 +85,22 @@ public class ReportPricingTests(LavaApp app) : ApiTest(app)
     }
 
     [Fact]
+    public async Task SubscribingMidMonthStartsANewPeriodBackAtTheFirstTier()
+    {
+        var (m, customer) = await MerchantWithCustomerAsync();
+        var meterId = await App.MeterAsync(m.MerchantId, "grad", "fixed", "tokens_1m", (0, 5), (1_000_000, 3), (10_000_000, 1));
+        await m.Client.PostJsonAsync("/v1/requests", Report("before", customer, "grad", new { input_tokens = 6_000_000 }));
+        var plan = await m.Client.PostJsonAsync("/v1/plans", new { name = "Pro", period_amount = "1", billing_interval = "month", meter_ids = new[] { meterId } });
+        Assert.Equal(HttpStatusCode.Created, plan.Status);
+        Assert.Equal(HttpStatusCode.Created, (await m.Client.PostJsonAsync("/v1/subscriptions", new { customer_id = customer, plan_id = (string)plan.Body!["plan_id"]! })).Status);
+
+        var after = await m.Client.PostJsonAsync("/v1/requests", Report("after", customer, "grad", new { input_tokens = 1_000_000 }));
+
+        Assert.Equal(HttpStatusCode.Created, after.Status);
+        Assert.Equal("5.0000000000", (string)after.Body!["charge"]!["amount"]!);
+    }
+
+    [Fact]
     public async Task EachCustomerHasItsOwnTierPosition()
     {
         var m = await App.NewMerchantAsync();

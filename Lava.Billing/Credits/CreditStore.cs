@@ -217,7 +217,7 @@ public sealed class CreditStore(NpgsqlDataSource db)
     public async Task<PurchaseOutcome?> FindPurchaseAsync(string merchantId, string key, string bundleId, string customerId, CancellationToken ct)
     {
         await using var c = await db.OpenConnectionAsync(ct);
-        var outcome = await ReplayOrAsync(c, merchantId, key, bundleId, customerId, Problems.NotFound("purchase", key), ct);
+        var outcome = await ReplayOrAsync(c, merchantId, key, bundleId, customerId, Problems.NotFound("purchase", key, "Idempotency-Key"), ct);
         return outcome is PurchaseOutcome.Refused { Problem.StatusCode: 404 } ? null : outcome;
     }
 

@@ -33,7 +33,7 @@ public static partial class CreditsApi
         string? meterId = null;
         if (body.MeterSlug is { } slug)
         {
-            if (await meters.FindLivePriceAsync(caller.MerchantId, slug, ct) is not { } meter) return Problems.NotFound("meter", slug);
+            if (await meters.FindLivePriceAsync(caller.MerchantId, slug, ct) is not { } meter) return Problems.NotFound("meter", slug, "slug");
             meterId = meter.MeterId;
         }
         return await credits.CreateHoldAsync(caller.MerchantId, body.CustomerId!, meterId, body.Amount!.Value,

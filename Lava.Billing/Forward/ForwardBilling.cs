@@ -112,7 +112,7 @@ public sealed class ForwardBilling(MeterStore meters, ForwardStore store, Forwar
             return ForwardAdmission.Go;
         }
         var meter = await meters.FindLivePriceAsync(merchantId, call.Token.MeterSlug!, ct);
-        if (meter is null) return ForwardAdmission.Refuse(Problems.NotFound("meter", call.Token.MeterSlug!));
+        if (meter is null) return ForwardAdmission.Refuse(Problems.NotFound("meter", call.Token.MeterSlug!, "slug"));
         if (call.Token.CustomerId is { } customerId && call.Mode != ForwardMode.MeterOnly &&
             !await customers.ExistsAsync(merchantId, customerId, ct))
             return ForwardAdmission.Refuse(Problems.NotFound("customer", customerId));

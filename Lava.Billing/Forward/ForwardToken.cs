@@ -67,7 +67,7 @@ public sealed record ForwardToken(string SecretKey, string? CustomerId, string? 
         $"ForwardToken {{ CustomerId = {CustomerId}, MeterSlug = {MeterSlug}, ProviderKey = {(ProviderKey is null ? "none" : "set")}, DisableBilling = {DisableBilling} }}";
 }
 
-/// <summary>The four request modes of DESIGN.md §6.</summary>
+/// <summary>The four request modes (docs/design.md, "Request modes").</summary>
 public enum ForwardMode { Gateway, MeterOnly, Customer, BillingDisabled }
 
 public static class ForwardModes

@@ -2,7 +2,7 @@ using System.Globalization;
 
 namespace Lava.Billing.Infrastructure;
 
-/// <summary>Money on the wire: an exact decimal string with 10 places (DESIGN.md §2).</summary>
+/// <summary>Money on the wire: an exact decimal string with 10 places (docs/design.md, "Wire conventions").</summary>
 public static class Money
 {
     public const int Scale = 10;

@@ -60,6 +60,7 @@ public static class Startup
 
     private static void AddValidators(IServiceCollection services)
     {
+        ValidatorOptions.Global.LanguageManager = new ValidationMessages();
         // Field errors are keyed by the wire name ("meter_slug"), as the JSON binding errors already are.
         ValidatorOptions.Global.PropertyNameResolver = (_, member, expression) =>
         {

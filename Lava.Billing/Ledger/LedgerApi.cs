@@ -52,8 +52,9 @@ public static class LedgerApi
         [FromQuery(Name = "customer_id")] string? customerId, [FromQuery(Name = "meter_id")] string? meterId, string? kind,
         string? format, CancellationToken ct)
     {
-        if (!Paging.TryRead(cursor, limit, out var page, out var problem)) return problem!;
-        if (!Exports.TryNegotiate(request, format, out var exportFormat, out problem)) return problem!;
+        if (!Exports.TryNegotiate(request, format, out var exportFormat, out var problem)) return problem!;
+        // An export runs to the end whatever limit says (docs/exports.md), so a limit meant for pages is not refused.
+        if (!Paging.TryRead(cursor, exportFormat == ExportFormat.Json ? limit : null, out var page, out problem)) return problem!;
         var errors = new Dictionary<string, string[]>();
         long after = 0;
         if (page.After is not null && !TryParseSeq(page.After, out after)) errors["cursor"] = ["is not a cursor this API issued"];

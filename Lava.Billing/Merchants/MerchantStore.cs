@@ -24,4 +24,16 @@ public sealed class MerchantStore(NpgsqlDataSource db)
         await tx.CommitAsync(ct);
         return new CreatedMerchant(merchantId, secret);
     }
+
+    private const string SelectByIdOrName = """
+        SELECT merchant_id FROM merchants WHERE merchant_id = @Key OR name = @Key ORDER BY merchant_id LIMIT 10
+        """;
+
+    /// <summary>The merchant with this id, or every merchant with this name (operators name merchants, not ids).</summary>
+    public async Task<IReadOnlyList<string>> FindAsync(string idOrName, CancellationToken ct)
+    {
+        await using var connection = await db.OpenConnectionAsync(ct);
+        var ids = (await connection.QueryAsync<string>(new CommandDefinition(SelectByIdOrName, new { Key = idOrName }, cancellationToken: ct))).ToList();
+        return ids.Contains(idOrName) ? [idOrName] : ids;
+    }
 }

@@ -229,7 +229,7 @@ public sealed partial class MeterStore(NpgsqlDataSource db)
         return new MeterUpdate.Updated(updated with { UpdatedAt = updatedAt });
     }
 
-    public enum DeleteOutcome { NotFound, HardDeleted, SoftDeleted }
+    public enum DeleteOutcome { NotFound, HardDeleted, SoftDeleted, LinkedToPlans }
 
     private const string SoftDelete = """
         UPDATE meters SET deleted_at = now(), updated_at = now() WHERE merchant_id = @MerchantId AND meter_id = @MeterId
@@ -240,22 +240,40 @@ public sealed partial class MeterStore(NpgsqlDataSource db)
         DELETE FROM meters WHERE merchant_id = @MerchantId AND meter_id = @MeterId
         """;
 
+    private const string SelectLinkingPlans = """
+        SELECT pm.plan_id
+          FROM plan_meters pm
+          JOIN plans p ON p.merchant_id = pm.merchant_id AND p.plan_id = pm.plan_id
+         WHERE pm.merchant_id = @MerchantId
+           AND pm.meter_id = @MeterId
+           AND p.deleted_at IS NULL
+         ORDER BY pm.plan_id
+         LIMIT 10
+        """;
+
     /// <summary>
     /// A meter with usage is kept, soft-deleted (its prices stay for the ledger's lineage; its slug is freed); a meter
-    /// never used is removed with its prices.
+    /// never used is removed with its prices. A meter a live plan links is refused (with those plans' ids) unless
+    /// <paramref name="force"/>: deleting it would take it off the plan without the plan ever being edited.
     /// </summary>
-    public async Task<(DeleteOutcome Outcome, string? MeterId)> DeleteAsync(string merchantId, string idOrSlug, CancellationToken ct)
+    public async Task<(DeleteOutcome Outcome, string? MeterId, IReadOnlyList<string> PlanIds)> DeleteAsync(
+        string merchantId, string idOrSlug, bool force, CancellationToken ct)
     {
         await using var connection = await db.OpenConnectionAsync(ct);
         await using var tx = await connection.BeginTransactionAsync(ct);
         var meterId = await LockLiveAsync(connection, tx, merchantId, idOrSlug, ct);
-        if (meterId is null) return (DeleteOutcome.NotFound, null);
+        if (meterId is null) return (DeleteOutcome.NotFound, null, []);
 
-        var used = await HasUsageAsync(connection, tx, merchantId, meterId, ct);
         var args = new { MerchantId = merchantId, MeterId = meterId };
+        if (!force)
+        {
+            var plans = (await connection.QueryAsync<string>(new CommandDefinition(SelectLinkingPlans, args, tx, cancellationToken: ct))).ToList();
+            if (plans.Count > 0) return (DeleteOutcome.LinkedToPlans, meterId, plans);
+        }
+        var used = await HasUsageAsync(connection, tx, merchantId, meterId, ct);
         await connection.ExecuteAsync(new CommandDefinition(used ? SoftDelete : HardDelete, args, tx, cancellationToken: ct));
         await tx.CommitAsync(ct);
-        return (used ? DeleteOutcome.SoftDeleted : DeleteOutcome.HardDeleted, meterId);
+        return (used ? DeleteOutcome.SoftDeleted : DeleteOutcome.HardDeleted, meterId, []);
     }
 
     // Every priced report posts a ledger transaction carrying its meter, so the ledger is where usage shows.

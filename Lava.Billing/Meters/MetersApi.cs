@@ -18,7 +18,7 @@ public static class MetersApi
         group.MapPatch("/{meterIdOrSlug}", Update).WithValidation()
             .WithName("UpdateMeter").WithSummary("Rename a meter or give it new tiers (a new price version)");
         group.MapDelete("/{meterIdOrSlug}", Delete)
-            .WithName("DeleteMeter").WithSummary("Delete a meter (kept, soft-deleted, once it has usage)");
+            .WithName("DeleteMeter").WithSummary("Delete a meter (kept, soft-deleted, once it has usage; 409 while a plan links it, unless force=true)");
         return group;
     }
 
@@ -46,7 +46,7 @@ public static class MetersApi
         Caller caller, MeterStore meters, string meterIdOrSlug, CancellationToken ct) =>
         await meters.FindAsync(caller.MerchantId, meterIdOrSlug, ct) is { } row
             ? TypedResults.Ok(RestMeter.From(row))
-            : Problems.NotFound("meter", meterIdOrSlug);
+            : NotFound(meterIdOrSlug);
 
     public static async Task<Results<Ok<RestMeter>, ProblemResult>> Update(
         Caller caller, MeterStore meters, string meterIdOrSlug, UpdateMeterParams body, CancellationToken ct)
@@ -60,7 +60,7 @@ public static class MetersApi
         {
             MeterUpdate.Updated u => TypedResults.Ok(RestMeter.From(u.Meter)),
             MeterUpdate.ImmutableField f => Problems.ImmutableField(f.Field),
-            _ => Problems.NotFound("meter", meterIdOrSlug),
+            _ => NotFound(meterIdOrSlug),
         };
     }
 
@@ -72,10 +72,17 @@ public static class MetersApi
     }
 
     public static async Task<Results<Ok<DeletedResponse>, ProblemResult>> Delete(
-        Caller caller, MeterStore meters, string meterIdOrSlug, CancellationToken ct) =>
-        await meters.DeleteAsync(caller.MerchantId, meterIdOrSlug, ct) switch
+        Caller caller, MeterStore meters, string meterIdOrSlug, bool? force, CancellationToken ct) =>
+        await meters.DeleteAsync(caller.MerchantId, meterIdOrSlug, force == true, ct) switch
         {
-            (MeterStore.DeleteOutcome.NotFound, _) => Problems.NotFound("meter", meterIdOrSlug),
-            (_, var meterId) => TypedResults.Ok(new DeletedResponse(meterId!, true)),
+            (MeterStore.DeleteOutcome.NotFound, _, _) => NotFound(meterIdOrSlug),
+            (MeterStore.DeleteOutcome.LinkedToPlans, var meterId, var plans) => Problems.Conflict("meter_in_use",
+                $"Meter '{meterId}' is linked to plan(s) {string.Join(", ", plans)}: remove it from them first, " +
+                "or delete with ?force=true to take it off those plans too."),
+            (_, var meterId, _) => TypedResults.Ok(new DeletedResponse(meterId!, true)),
         };
+
+    // The routes take an id or a slug; the message says which one was looked for.
+    private static ProblemResult NotFound(string meterIdOrSlug) =>
+        Problems.NotFound("meter", meterIdOrSlug, meterIdOrSlug.StartsWith("mtr_", StringComparison.Ordinal) ? "id" : "slug");
 }

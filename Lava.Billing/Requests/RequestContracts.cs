@@ -3,7 +3,7 @@ using Lava.Billing.Infrastructure.Http;
 
 namespace Lava.Billing.Requests;
 
-/// <summary>SDK <c>CreateRequestParams</c> plus our <c>cost</c> and <c>timestamp</c> (issue 3).</summary>
+/// <summary>SDK <c>CreateRequestParams</c> plus our <c>cost</c> and <c>timestamp</c>.</summary>
 public sealed record CreateRequestBody
 {
     public string? RequestId { get; init; }

@@ -42,7 +42,8 @@ public sealed partial class CreateRequestValidator : AbstractValidator<CreateReq
                      ("input_characters", r => r.InputCharacters), ("output_characters", r => r.OutputCharacters),
                  })
         {
-            RuleFor(r => get(r)).InclusiveBetween(0, MaxCount).OverridePropertyName(name).WithName(name);
+            RuleFor(r => get(r)).InclusiveBetween(0, MaxCount).OverridePropertyName(name).WithName(name)
+                .WithMessage("must be between 0 and 10^12 (you sent {PropertyValue})");
         }
         foreach (var (name, get) in new (string, Func<CreateRequestBody, decimal?>)[]
                  {

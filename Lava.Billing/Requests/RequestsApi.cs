@@ -33,15 +33,16 @@ public static class RequestsApi
     public static async Task<IResult> Retrieve(Caller caller, string requestId, RequestStore store, CancellationToken ct) =>
         await store.FindAsync(caller.MerchantId, requestId, ct) is { } stored
             ? Json(StatusCodes.Status200OK, stored.Response)
-            : Problems.NotFound("request", requestId);
+            : Problems.NotFound("request", requestId, "request_id");
 
     public static async Task<IResult> List(Caller caller, RequestListStore store, string? cursor, string? limit,
         [FromQuery(Name = "customer_id")] string? customerId, [FromQuery(Name = "meter_id")] string? meterId,
         [FromQuery(Name = "metadata_filters")] string? metadataFilters, string? format, HttpRequest request,
         RequestExport export, CancellationToken ct)
     {
-        if (!Paging.TryRead(cursor, limit, out var page, out var problem)) return problem!;
-        if (!Exports.TryNegotiate(request, format, out var exportFormat, out problem)) return problem!;
+        if (!Exports.TryNegotiate(request, format, out var exportFormat, out var problem)) return problem!;
+        // An export runs to the end whatever limit says (docs/exports.md), so a limit meant for pages is not refused.
+        if (!Paging.TryRead(cursor, exportFormat == ExportFormat.Json ? limit : null, out var page, out problem)) return problem!;
         long before = long.MaxValue;
         if (page.After is not null && !long.TryParse(page.After, NumberStyles.None, CultureInfo.InvariantCulture, out before))
             return Problems.Validation(new Dictionary<string, string[]> { ["cursor"] = ["is not a cursor this API issued"] });

@@ -240,7 +240,7 @@ public sealed class UsageReporter(ReportBatchStore store, MeterStore meters, Tim
                     ? new ReportOutcome.Replayed(existing.StatusCode, existing.Response)
                     : new ReportOutcome.Refused(Problems.IdempotencyConflict(requestId));
 
-            if (p.Meter is not { } meter) return Refuse(Problems.NotFound("meter", body.MeterSlug!));
+            if (p.Meter is not { } meter) return Refuse(Problems.NotFound("meter", body.MeterSlug!, "slug"));
             if (meter.Price.RateType == RateType.Percentage && body.Cost is null && p.Mode != ModeBillingDisabled)
             {
                 return Refuse(Problems.Validation(new Dictionary<string, string[]>
@@ -398,7 +398,7 @@ public sealed class BillingOptions
 
 public static class UsagePeriods
 {
-    /// <summary>Without a subscription, usage accumulates per UTC calendar month (DESIGN.md §3).</summary>
+    /// <summary>Without a subscription, usage accumulates per UTC calendar month (docs/design.md, "Usage periods").</summary>
     public static DateTimeOffset CalendarMonth(DateTimeOffset at)
     {
         var utc = at.ToUniversalTime();

@@ -7,9 +7,15 @@ namespace Lava.Billing.Infrastructure.Database;
 
 /// <summary>
 /// Applies <c>migrations/NNNN_what.sql</c> (embedded in the assembly) in order, each in its own transaction, under a
-/// session advisory lock so a second instance waits instead of racing. Refuses to run when a file that was already
-/// applied has changed: migrations are forward only.
+/// session advisory lock so a second instance waits instead of racing. Refuses to run when the SQL of a file that was
+/// already applied has changed: migrations are forward only.
 /// </summary>
+/// <remarks>
+/// A file's checksum (<c>sql:</c> + SHA-256) covers its SQL without its whole-line <c>--</c> comments, so a comment can
+/// be corrected without breaking databases that applied the file. Databases migrated before that record a SHA-256 of
+/// the whole file; such a row is accepted when it matches the file as it is, or when it is one of
+/// <see cref="CommentOnlyRewrites"/>, and is then rewritten to the new form.
+/// </remarks>
 public sealed class Migrator(NpgsqlDataSource db, ILogger<Migrator> log)
 {
     private const long LockKey = 0x4C41_5641_4D49_47; // "LAVAMIG"
@@ -17,6 +23,21 @@ public sealed class Migrator(NpgsqlDataSource db, ILogger<Migrator> log)
     public sealed record Script(int Version, string Name, string Sql, string Checksum);
 
     public static IReadOnlyList<Script> Scripts { get; } = LoadScripts();
+
+    /// <summary>
+    /// Files whose comments were reworded after they were applied (they cited documents outside the repository). Each
+    /// holds the whole-file checksum databases recorded for the old text, and the checksum of the old text's SQL
+    /// without comments, which must equal the current file's: that proves the rewrite touched comments only.
+    /// </summary>
+    public static readonly IReadOnlyDictionary<int, (string WholeFile, string Sql)> CommentOnlyRewrites = new Dictionary<int, (string, string)>
+    {
+        [1] = ("d77aa547ee462e9381ded69d3698d2e4bc36ae621d4f2bf0963a6c8e2e98a665", "sql:7ea384bb417b8b01bed2afa0114667860044bcea32fa61fcab0f652dbda761c8"),
+        [2] = ("5b792f971215fbab61c4324fbe354b5fd4be61570e79114ee70f6f27b06bfc37", "sql:9f8664df1ffd5360fc592da43df0e90e178a34713900f729144fbae20b54ae93"),
+        [4] = ("dbbf922e22b4f1a0d802d261953754161fe65cdd1cd64d714dedb0ef0331ddaf", "sql:af337e3e132d432d3035dbf77a660d1c931e20466b2d397e8147fea38c8c777c"),
+        [5] = ("a00337d00c208c75c26336b28130e5f4615a40c75006851c8df5f5543868f032", "sql:0e8f35c2a2566a87ffdeefe03b312411bd6dcaab1233d13026feba1939cadb03"),
+        [20] = ("70be7110ee27183a96dddfc73cc9f39c34dea2b8f520b3f4bd9b661ac28afa74", "sql:b50f6b90aa778d995a3b607fd5122d8ddb7db0777f534b1ea8450142af66cd8d"),
+        [31] = ("a5fad2787a51a589b34721149b820f7db11cf96b422d8a44fc477ad3c2b1cabf", "sql:5a440c6d6c0412fe9b69c9976b1ce698fe036e59b28c3d20dce5b7a3218cfccc"),
+    };
 
     private const string CreateTable = """
         CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -31,6 +52,10 @@ public sealed class Migrator(NpgsqlDataSource db, ILogger<Migrator> log)
 
     private const string InsertApplied = """
         INSERT INTO schema_migrations (version, name, checksum) VALUES (@Version, @Name, @Checksum)
+        """;
+
+    private const string UpdateChecksum = """
+        UPDATE schema_migrations SET checksum = @Checksum WHERE version = @Version
         """;
 
     public async Task<int> MigrateAsync(CancellationToken ct)
@@ -49,7 +74,12 @@ public sealed class Migrator(NpgsqlDataSource db, ILogger<Migrator> log)
             {
                 if (applied.TryGetValue(script.Version, out var checksum))
                 {
-                    if (checksum != script.Checksum)
+                    if (checksum != script.Checksum && IsOlderChecksumOfTheSameSql(script, checksum))
+                    {
+                        await connection.ExecuteAsync(new CommandDefinition(UpdateChecksum, script, cancellationToken: ct));
+                        log.LogInformation("Recorded migration {Name} under its SQL-only checksum", script.Name);
+                    }
+                    else if (checksum != script.Checksum)
                     {
                         throw new InvalidOperationException(
                             $"Migration {script.Name} was changed after it was applied (checksum {checksum} in the database, " +
@@ -72,6 +102,22 @@ public sealed class Migrator(NpgsqlDataSource db, ILogger<Migrator> log)
         }
     }
 
+    /// <summary>A whole-file checksum (the older form) of this very file, or of its documented comment-only rewrite.</summary>
+    private static bool IsOlderChecksumOfTheSameSql(Script script, string recorded) =>
+        recorded == WholeFileChecksum(script.Sql) ||
+        (CommentOnlyRewrites.TryGetValue(script.Version, out var rewrite) && rewrite.WholeFile == recorded && rewrite.Sql == script.Checksum);
+
+    private static string Normalize(string sql) => sql.ReplaceLineEndings("\n");
+
+    public static string WholeFileChecksum(string sql) => Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(Normalize(sql))));
+
+    /// <summary>SHA-256 of the file without its whole-line comments: what the database runs, and nothing else.</summary>
+    public static string SqlChecksum(string sql)
+    {
+        var lines = Normalize(sql).Split('\n').Where(line => !line.TrimStart().StartsWith("--", StringComparison.Ordinal));
+        return "sql:" + Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(string.Join('\n', lines))));
+    }
+
     private static List<Script> LoadScripts()
     {
         var assembly = typeof(Migrator).Assembly;
@@ -83,8 +129,7 @@ public sealed class Migrator(NpgsqlDataSource db, ILogger<Migrator> log)
             using var stream = assembly.GetManifestResourceStream(resource)!;
             using var reader = new StreamReader(stream, Encoding.UTF8);
             var sql = reader.ReadToEnd();
-            var checksum = Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(sql.ReplaceLineEndings("\n"))));
-            scripts.Add(new Script(version, name, sql, checksum));
+            scripts.Add(new Script(version, name, sql, SqlChecksum(sql)));
         }
         scripts.Sort((a, b) => a.Version.CompareTo(b.Version));
         for (var i = 1; i < scripts.Count; i++)

@@ -3,7 +3,7 @@ using System.Text;
 
 namespace Lava.Billing.Infrastructure.Http;
 
-/// <summary>List envelope shared by every list route (DESIGN.md §2).</summary>
+/// <summary>List envelope shared by every list route (docs/design.md, "Wire conventions").</summary>
 public sealed record ListResponse<T>(IReadOnlyList<T> Data, bool HasMore, string? NextCursor);
 
 /// <summary>

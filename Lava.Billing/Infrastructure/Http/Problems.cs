@@ -6,7 +6,17 @@ namespace Lava.Billing.Infrastructure.Http;
 public static class Problems
 {
     public static ProblemResult Validation(IDictionary<string, string[]> errors, string? detail = null) =>
-        new(400, "validation_failed", "Invalid request", detail ?? "One or more fields are invalid.", errors);
+        new(400, "validation_failed", "Invalid request", detail ?? Describe(errors), errors);
+
+    /// <summary>
+    /// Every field message in one line ("input_tokens: must be between …; cost: is required"): SDKs show only
+    /// <c>error.message</c>, so it must say what to fix. A message that already names its field is used as it is.
+    /// </summary>
+    private static string Describe(IDictionary<string, string[]> errors) =>
+        errors.Count == 0
+            ? "The request is invalid."
+            : string.Join("; ", errors.SelectMany(field => field.Value.Select(message =>
+                message.StartsWith(field.Key, StringComparison.Ordinal) ? message : $"{field.Key}: {message}")));
 
     public static ProblemResult BadRequest(string code, string detail) => new(400, code, "Bad request", detail);
 
@@ -25,8 +35,9 @@ public static class Problems
     public static ProblemResult ReadOnlyKey() =>
         Forbidden("read_only_key", "This secret key is read-only: use a key with scope 'full' to make changes.");
 
-    public static ProblemResult NotFound(string what, string id) =>
-        new(404, "not_found", "Not found", $"No {what} with id '{id}'.");
+    /// <summary>404 naming what was looked up by what: "No meter with slug 'gpt'." when a slug was given.</summary>
+    public static ProblemResult NotFound(string what, string id, string by = "id") =>
+        new(404, "not_found", "Not found", $"No {what} with {by} '{id}'.");
 
     public static ProblemResult RouteNotFound() => new(404, "route_not_found", "Not found", "No such route.");
 
