@@ -22,6 +22,8 @@ builder.AddLavaLoggingDefaults();
 // The host's "Request starting/finished" lines carry the whole URL, and a gateway URL can carry a provider key (u=…?key=).
 builder.Logging.AddFilter("Microsoft.AspNetCore.Hosting.Diagnostics", LogLevel.Warning);
 builder.AddLavaMetrics();
+// Every command and serving need the database: without its setting, one line saying what to set, never a stack trace.
+if (!Cli.HasDatabase(builder.Configuration)) return 2;
 builder.Services.AddLavaDatabase(builder.Configuration);
 builder.Services.AddLavaResilience();
 builder.Services.AddLavaHttp(builder.Configuration);
@@ -30,7 +32,6 @@ builder.Services.AddWebhooks();
 
 var app = builder.Build();
 if (Cli.IsCommand(args)) return await Cli.RunAsync(app, args);
-if (!Cli.HasDatabase(app)) return 2;
 await app.MigrateOnStartAsync();
 
 app.UseLavaRequestLog();

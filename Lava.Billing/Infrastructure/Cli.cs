@@ -25,16 +25,15 @@ public static class Cli
     public static bool IsCommand(string[] args) => args.Length > 0 && args[0] is "migrate" or "merchants" or "ledger";
 
     /// <summary>False (with the reason on stderr) when the service cannot start for want of a database setting.</summary>
-    public static bool HasDatabase(WebApplication app)
+    public static bool HasDatabase(IConfiguration configuration)
     {
-        if (!string.IsNullOrWhiteSpace(app.Configuration.GetConnectionString("Billing"))) return true;
+        if (!string.IsNullOrWhiteSpace(configuration.GetConnectionString("Billing"))) return true;
         Console.Error.WriteLine(NoDatabase);
         return false;
     }
 
     public static async Task<int> RunAsync(WebApplication app, string[] args)
     {
-        if (!HasDatabase(app)) return 2;
         try
         {
             return await RunCommandAsync(app, args, app.Lifetime.ApplicationStopping);
