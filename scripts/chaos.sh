@@ -143,7 +143,8 @@ done
 # CHAOS_STREAM_GAP_MS pauses), and how long a call may stay silent before recovery treats it as cut by a crash and
 # settles it (settings a service without such recovery ignores). CHAOS_SERVICE_ENV adds or overrides settings.
 svc_env+=(Forward__AllowedUpstreams__0="$stub_url/v1" Forward__ManagedKeys__127.0.0.1=sk-chaos
-          Forward__TimeoutMs=5000 Forward__RecoveryMarginMs=5000 Forward__SettleIntervalMs=1000)
+          Forward__TimeoutMs=5000 Forward__RecoveryMarginMs=5000 Forward__SettleIntervalMs=1000
+          Forward__SettleLeaseMs=10000)
 if [[ -n "${CHAOS_SERVICE_ENV:-}" ]]; then read -ra extra_env <<<"$CHAOS_SERVICE_ENV"; svc_env+=("${extra_env[@]}"); fi
 
 start_service() {

@@ -104,4 +104,54 @@ public class BlastRadiusTests(LavaApp app) : ApiTest(app)
         Assert.Equal(flood, await App.BalanceAsync(flooder.MerchantId, LedgerAccounts.Receivable(flooderCustomer)));
         Assert.Equal(5m, await App.BalanceAsync(other.MerchantId, LedgerAccounts.Receivable(otherCustomer)));
     }
+
+    /// <summary>Holds the customer's balance rows locked from another transaction, as a long-running writer would.</summary>
+    private async Task<Npgsql.NpgsqlTransaction> LockBalancesAsync(string merchantId, string customer)
+    {
+        var connection = new Npgsql.NpgsqlConnection(App.ConnectionString);
+        await connection.OpenAsync();
+        var tx = await connection.BeginTransactionAsync();
+        await using var command = new Npgsql.NpgsqlCommand(
+            "SELECT 1 FROM account_balances WHERE merchant_id = @m AND account_id = ANY(@a) FOR UPDATE", connection, tx);
+        command.Parameters.AddWithValue("m", merchantId);
+        command.Parameters.AddWithValue("a", new[] { LedgerAccounts.CreditsBundle(customer), LedgerAccounts.CreditsCycle(customer), LedgerAccounts.Receivable(customer) });
+        await command.ExecuteNonQueryAsync();
+        return tx;
+    }
+
+    [Fact]
+    public async Task BalancesLockedPastTheLockTimeoutAreRetriedAndThenPosted()
+    {
+        var (m, customer) = await MerchantWithMeterAsync();
+        var tx = await LockBalancesAsync(m.MerchantId, customer);
+        // Released after the first attempt's lock timeout (5 s), before the last attempt gives up.
+        var release = Task.Delay(TimeSpan.FromSeconds(6)).ContinueWith(async _ => { await tx.RollbackAsync(); await tx.Connection!.DisposeAsync(); }).Unwrap();
+
+        var outcome = (await Reporter.ReportManyAsync([new ReportItem(m.MerchantId, Body("busy", customer, "gpt"))], CancellationToken.None))[0];
+        await release;
+
+        Assert.IsType<ReportOutcome.Created>(outcome);
+        Assert.Equal(1m, await App.BalanceAsync(m.MerchantId, LedgerAccounts.Receivable(customer)));
+    }
+
+    [Fact]
+    public async Task BalancesLockedThroughEveryAttemptAnswer503AndPostNothing()
+    {
+        var (m, customer) = await MerchantWithMeterAsync();
+        var tx = await LockBalancesAsync(m.MerchantId, customer);
+        try
+        {
+            var outcome = (await Reporter.ReportManyAsync([new ReportItem(m.MerchantId, Body("stuck", customer, "gpt"))], CancellationToken.None))[0];
+
+            var refused = Assert.IsType<ReportOutcome.Refused>(outcome);
+            Assert.Equal(503, refused.Problem.StatusCode);
+            Assert.Equal("ledger_busy", refused.Problem.Code);
+        }
+        finally
+        {
+            await tx.RollbackAsync();
+            await tx.Connection!.DisposeAsync();
+        }
+        Assert.Equal(0, await App.QueryAsync<int>("SELECT count(*)::int FROM requests WHERE merchant_id = @m", new { m = m.MerchantId }));
+    }
 }

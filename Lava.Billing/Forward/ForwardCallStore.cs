@@ -47,8 +47,10 @@ public sealed class ForwardCallStore(NpgsqlDataSource db)
             if (outcome is not CreditStore.HoldOutcome.Created created) return outcome;
             call = call with { HoldId = created.Hold.HoldId };
         }
-        await c.ExecuteAsync(new CommandDefinition(InsertPending, Parameters(call, due, now), tx, cancellationToken: ct));
-        await tx.CommitAsync(ct);
+        // Not cancelled by a client that leaves now: a commit cut short may still have happened, and the caller must know
+        // whether it did, since a committed record is billed by the crash rule unless it is released.
+        await c.ExecuteAsync(new CommandDefinition(InsertPending, Parameters(call, due, now), tx, cancellationToken: CancellationToken.None));
+        await tx.CommitAsync(CancellationToken.None);
         return outcome;
     }
 

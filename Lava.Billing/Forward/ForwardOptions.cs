@@ -44,6 +44,11 @@ public sealed class ForwardOptions
     /// <summary>The first wait before a failed posting is tried again; it doubles per attempt up to <see cref="SettleRetryMax"/>.</summary>
     public TimeSpan SettleRetryBase { get; init; } = TimeSpan.FromSeconds(1);
     public TimeSpan SettleRetryMax { get; init; } = TimeSpan.FromMinutes(5);
+    /// <summary>
+    /// How long a claimed call is one settle worker's before another may take it: after a crash, how long its claims wait.
+    /// A posting that outlasts it is harmless (posting is idempotent by request id).
+    /// </summary>
+    public TimeSpan SettleLease { get; init; } = TimeSpan.FromMinutes(2);
 
     /// <summary>
     /// How long a pending call may go without news before it counts as cut by a crash: the provider's answer may take
@@ -102,6 +107,7 @@ public sealed class ForwardOptions
             SettleInterval = TimeSpan.FromMilliseconds(section.GetValue("SettleIntervalMs", 5_000)),
             SettleRetryBase = TimeSpan.FromMilliseconds(section.GetValue("SettleRetryBaseMs", 1_000)),
             SettleRetryMax = TimeSpan.FromMilliseconds(section.GetValue("SettleRetryMaxMs", 300_000)),
+            SettleLease = TimeSpan.FromMilliseconds(section.GetValue("SettleLeaseMs", 120_000)),
         };
     }
 }

@@ -63,6 +63,8 @@ public sealed class ForwardProxy(ForwardOptions options, UpstreamClient upstream
         var progress = new CallProgress { StartedAt = startedAt };
         try
         {
+            // A client that left while the record was written never reaches the provider: the finally releases the call.
+            ct.ThrowIfCancellationRequested();
             return await CallAsync(http, call, inspected, progress, ct);
         }
         finally

@@ -12,9 +12,6 @@ public sealed class ForwardSettler(ForwardCallStore calls, ForwardBilling billin
     /// <summary>Calls claimed per round; the rest wait for the next one.</summary>
     private const int MaxClaim = 100;
 
-    /// <summary>How long a claimed call is this instance's before another may take it (a posting outlasting it is harmless: posting is idempotent).</summary>
-    private static readonly TimeSpan Lease = TimeSpan.FromMinutes(2);
-
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
         while (!stoppingToken.IsCancellationRequested)
@@ -54,7 +51,7 @@ public sealed class ForwardSettler(ForwardCallStore calls, ForwardBilling billin
     {
         await billing.FlushDeferredAsync(ct);
         var now = clock.GetUtcNow();
-        var due = await calls.ClaimDueAsync(MaxClaim, now + Lease, now, ct);
+        var due = await calls.ClaimDueAsync(MaxClaim, now + options.SettleLease, now, ct);
         foreach (var call in due)
         {
             if (call.Anomaly == ForwardBilling.Recovered && call.Attempts == 1)

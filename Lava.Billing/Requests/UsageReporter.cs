@@ -68,6 +68,11 @@ public sealed class UsageReporter(ReportBatchStore store, MeterStore meters, Tim
                 // A concurrent report took one of these request ids between the lock and the insert: the next attempt
                 // sees it committed and answers it as a replay.
             }
+            catch (PostgresException e) when (attempt < MaxAttempts && IsContention(e))
+            {
+                // Another transaction held rows this one must lock past the lock timeout, or PostgreSQL broke a deadlock:
+                // nothing was posted, and the next attempt may find them free.
+            }
             catch (Exception e) when (attempt < MaxAttempts &&
                                       e is BatchRaceException or PostgresException { SqlState: PostgresErrorCodes.ForeignKeyViolation })
             {
@@ -97,10 +102,14 @@ public sealed class UsageReporter(ReportBatchStore store, MeterStore meters, Tim
         }
     }
 
+    private static bool IsContention(PostgresException e) =>
+        e.SqlState is PostgresErrorCodes.LockNotAvailable or PostgresErrorCodes.DeadlockDetected or PostgresErrorCodes.SerializationFailure;
+
     private static bool CallerCancelled(Exception e, CancellationToken ct) => e is OperationCanceledException && ct.IsCancellationRequested;
 
     /// <summary>
-    /// The answer to a report that failed on its own: a bound it would cross is the caller's 422, anything else a bug. (A
+    /// The answer to a report that failed on its own: a bound it would cross is the caller's 422, balances that stayed
+    /// locked through every attempt a 503 to retry, anything else a bug. (A
     /// database out of reach never gets here: it is thrown to the caller, see the catch filter above.)
     /// </summary>
     private ReportOutcome Failed(ReportItem item, Exception e)
@@ -109,6 +118,12 @@ public sealed class UsageReporter(ReportBatchStore store, MeterStore meters, Tim
         {
             return new ReportOutcome.Refused(Problems.AmountOutOfRange(
                 $"Report '{item.Body.RequestId}' would take {AmountBounds.Describe(e)} past its bound; nothing was posted."));
+        }
+        if (e is PostgresException contended && IsContention(contended))
+        {
+            log.LogWarning("Report {RequestId} of merchant {MerchantId} found its balances locked through every attempt ({SqlState})",
+                item.Body.RequestId, item.MerchantId, contended.SqlState);
+            return new ReportOutcome.Refused(Problems.LedgerBusy(1));
         }
         var errorId = Ids.New("err");
         log.LogError(e, "Report {RequestId} of merchant {MerchantId} could not be posted ({ErrorId})", item.Body.RequestId, item.MerchantId, errorId);

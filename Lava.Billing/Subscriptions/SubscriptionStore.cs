@@ -114,6 +114,9 @@ public sealed class SubscriptionStore(NpgsqlDataSource db)
             AutoTopUpBundleId = plan.DefaultAutoTopUpBundleId, Start = now.UtcDateTime, End = end.UtcDateTime,
         }, tx, cancellationToken: ct));
         if (inserted is null) return (CreateOutcome.AlreadyActive, null);
+        // All of the customer's balance rows, in the order every writer takes them: the grant moves one, and the webhook
+        // outbox's commit-time trigger reads them all; taking only one here could deadlock against a concurrent report.
+        await CustomerBalances.LockAsync(c, tx, merchantId, customerId, ct);
         try
         {
             await LedgerWriter.PostAsync(c, tx, merchantId, CycleGrantTransaction(subscriptionId, 1, customerId, plan.PeriodAmount, plan.IncludedCredit, now), ct);

@@ -94,6 +94,12 @@ public static class Problems
             "is safe: it is posted at most once, and a report that was already posted answers with its original response.",
             retryAfterSeconds: retryAfterSeconds);
 
+    /// <summary>Rows the report must lock stayed busy (a lock timeout, deadlock or serialization failure) through its retries.</summary>
+    public static ProblemResult LedgerBusy(int retryAfterSeconds) =>
+        new(503, "ledger_busy", "Service unavailable",
+            $"The balances this report moves stayed locked by other work; retry in {retryAfterSeconds} s with the same request_id " +
+            "(nothing was posted).", retryAfterSeconds: retryAfterSeconds);
+
     public static ProblemResult TooManyExports(int limit, int retryAfterSeconds) =>
         new(429, "too_many_exports", "Too many requests",
             $"This key already runs {limit} exports at once; retry when one has finished.", retryAfterSeconds: retryAfterSeconds);
