@@ -11,6 +11,7 @@ using Lava.Billing.Requests;
 using Lava.Billing.Subscriptions;
 using Lava.Billing.Credits;
 using Lava.Billing.Meters;
+using Lava.Billing.SpendKeys;
 
 var builder = WebApplication.CreateBuilder(args);
 // Operator commands log to stderr so their stdout stays machine-readable.
@@ -18,6 +19,7 @@ builder.Logging.AddConsole(o => o.LogToStandardErrorThreshold = LogLevel.Trace);
 builder.Services.AddLavaDatabase();
 builder.Services.AddLavaHttp(builder.Configuration);
 builder.Services.AddLavaFeatures();
+builder.Services.AddSpendKeys();
 
 var app = builder.Build();
 if (Cli.IsCommand(args)) return await Cli.RunAsync(app, args);
@@ -39,6 +41,7 @@ app.MapCreditBundlesApi();
 app.MapRequestBatchApi();
 app.MapForwardApi();
 app.MapModelPricesApi();
+app.MapSpendKeysApi();
 app.MapUsageApi();
 app.MapLedgerApi();
 app.MapStatementApi();
