@@ -61,3 +61,13 @@ LANGUAGE sql IMMUTABLE STRICT AS $$
                ELSE '-infinity'::timestamptz
            END
 $$;
+
+-- Where that cycle ends (when a limit refused now will next allow a call); null for 'total', which never resets.
+CREATE FUNCTION spend_cycle_end(cycle text, at timestamptz) RETURNS timestamptz
+LANGUAGE sql IMMUTABLE STRICT AS $$
+    SELECT spend_cycle_start(cycle, at) + CASE cycle
+                                              WHEN 'daily'   THEN interval '1 day'
+                                              WHEN 'weekly'  THEN interval '1 week'
+                                              WHEN 'monthly' THEN interval '1 month'
+                                          END
+$$;
