@@ -28,6 +28,7 @@ await app.MigrateOnStartAsync();
 app.UseLavaErrorHandling();
 app.UseLavaBodyLimit(builder.Configuration.GetValue("Limits:MaxRequestBodyBytes", BodyLimit.DefaultBytes));
 app.UseLavaApiDocs();
+app.UseSpendKeyGateway();
 app.UseLavaAuth();
 app.MapHealth();
 app.MapSecretKeysApi();

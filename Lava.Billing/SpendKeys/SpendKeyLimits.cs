@@ -5,7 +5,7 @@ using Npgsql;
 namespace Lava.Billing.SpendKeys;
 
 /// <summary>A call allowed to go ahead: its charge holds the worst case until it is captured or released.</summary>
-public sealed record SpendKeyGrant(string MerchantId, string SpendKeyId, string ChargeId, string RequestShape);
+public sealed record SpendKeyGrant(string MerchantId, string SpendKeyId, string ChargeId, decimal HeldAmount);
 
 /// <summary>
 /// The limits of a spend key, enforced in the database: one transaction locks the key's row, reads its usage in the
@@ -77,7 +77,7 @@ public sealed class SpendKeyLimits(NpgsqlDataSource db, TimeProvider clock)
         await connection.ExecuteAsync(new CommandDefinition(Hold,
             new { k.MerchantId, ChargeId = chargeId, k.SpendKeyId, HeldAmount = worstCase, Model = model, Now = now }, tx, cancellationToken: ct));
         await tx.CommitAsync(ct);
-        return (new SpendKeyGrant(k.MerchantId, k.SpendKeyId, chargeId, k.RequestShape), null, null);
+        return (new SpendKeyGrant(k.MerchantId, k.SpendKeyId, chargeId, worstCase), null, null);
     }
 
     private const string Capture = """

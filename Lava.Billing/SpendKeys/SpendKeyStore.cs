@@ -194,4 +194,19 @@ public sealed class SpendKeyStore(NpgsqlDataSource db, TimeProvider clock)
         return await connection.ExecuteAsync(new CommandDefinition(Revoke,
             new { MerchantId = merchantId, SpendKeyId = spendKeyId, Now = clock.GetUtcNow() }, cancellationToken: ct)) == 1;
     }
+
+    private const string SelectLive = """
+        SELECT merchant_id, request_shape
+          FROM spend_keys
+         WHERE key_hash = @Hash
+           AND revoked_at IS NULL
+        """;
+
+    /// <summary>The merchant and request shape of a live key, looked up by its hash; its limits are checked later, locked.</summary>
+    public async Task<(string MerchantId, string RequestShape)?> FindLiveAsync(string key, CancellationToken ct)
+    {
+        await using var connection = await db.OpenConnectionAsync(ct);
+        return await connection.QuerySingleOrDefaultAsync<(string MerchantId, string RequestShape)?>(new CommandDefinition(SelectLive,
+            new { Hash = SpendKeySecrets.Hash(key) }, cancellationToken: ct));
+    }
 }
