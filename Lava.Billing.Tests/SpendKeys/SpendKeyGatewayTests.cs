@@ -136,4 +136,17 @@ public class SpendKeyGatewayTests(SpendKeyGatewayApp app) : GatewayTest<SpendKey
         Assert.Equal("0.0000000000", (string)read["total_spend"]!);
         Assert.Equal(HttpStatusCode.OK, (await Bearer(key).SendAsync(HttpMethod.Post, "/v1/chat/completions", Http.Json(Chat))).Status);
     }
+
+    [Fact]
+    public async Task TheModelListShowsOnlyWhatTheKeyMayCall()
+    {
+        var (_, _, openAi) = await KeyAsync(new { name = "models" });
+        var all = (await Bearer(openAi).GetJsonAsync("/v1/models")).Body!["data"]!.AsArray().Select(m => (string)m!["id"]!).ToList();
+        Assert.Contains("gpt-4o", all);
+        Assert.DoesNotContain(all, id => id.StartsWith("claude-", StringComparison.Ordinal));
+
+        var (_, _, narrow) = await KeyAsync(new { name = "narrow", allowed_models = new[] { "gpt-4o", "claude-sonnet-4-5" } });
+        var listed = (await Bearer(narrow).GetJsonAsync("/v1/models")).Body!["data"]!.AsArray().Select(m => (string)m!["id"]!).ToList();
+        Assert.Equal(["gpt-4o"], listed);
+    }
 }

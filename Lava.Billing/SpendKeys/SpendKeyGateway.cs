@@ -19,7 +19,9 @@ public static class SpendKeyGateway
 
     /// <summary>Runs ahead of secret-key authentication, and only for a spend key on one of its routes.</summary>
     public static IApplicationBuilder UseSpendKeyGateway(this IApplicationBuilder app) =>
-        app.UseWhen(c => Credential(c.Request) is not null && ShapeOf(c.Request) is not null, branch => branch.Run(HandleAsync));
+        app.UseWhen(c => Credential(c.Request) is not null && (ShapeOf(c.Request) is not null || IsModels(c.Request)), branch => branch.Run(HandleAsync));
+
+    private static bool IsModels(HttpRequest request) => HttpMethods.IsGet(request.Method) && request.Path.Equals("/v1/models");
 
     private static string? Credential(HttpRequest request)
     {
@@ -35,9 +37,29 @@ public static class SpendKeyGateway
 
     private static async Task HandleAsync(HttpContext http)
     {
-        var result = await ServeAsync(http);
+        var result = IsModels(http.Request) ? await ModelsAsync(http) : await ServeAsync(http);
         if (result is not null) await result.ExecuteAsync(http);
     }
+
+    /// <summary>
+    /// The OpenAI-style model list, cut to what this key may call: priced models whose provider in the model table
+    /// speaks the key's request shape and which both allow-lists admit.
+    /// </summary>
+    private static async Task<IResult> ModelsAsync(HttpContext http)
+    {
+        var services = http.RequestServices;
+        var routes = services.GetRequiredService<SpendKeyRoutes>();
+        if (await services.GetRequiredService<SpendKeyStore>().FindLiveAsync(Credential(http.Request)!, http.RequestAborted) is not { } k)
+            return Problems.Unauthorized("A live spend key is required: Authorization: Bearer lava_sk_… or x-api-key.");
+        var prices = await services.GetRequiredService<ModelPriceStore>().ListCurrentAsync(k.MerchantId, null, MaxModels, http.RequestAborted);
+        var allowed = prices.Where(p => routes.For(p.Model) is { } r && r.Shape == k.RequestShape &&
+                                        (k.AllowedModels is null || k.AllowedModels.Contains(p.Model, StringComparer.Ordinal)) &&
+                                        (k.AllowedProviders is null || k.AllowedProviders.Contains(r.Provider, StringComparer.Ordinal)));
+        return TypedResults.Ok(new RestModelList("list",
+            allowed.Select(p => new RestModel(p.Model, "model", p.CreatedAt.ToUnixTimeSeconds(), p.OwnedBy)).ToList()));
+    }
+
+    private const int MaxModels = 1000;
 
     /// <summary>A problem to answer, or null when the provider's response was already streamed to the caller.</summary>
     private static async Task<IResult?> ServeAsync(HttpContext http)

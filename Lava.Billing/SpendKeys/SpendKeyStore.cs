@@ -30,6 +30,14 @@ public sealed class SpendKeyRow
     public long TotalRequests { get; init; }
 }
 
+public sealed class LiveSpendKey
+{
+    public string MerchantId { get; init; } = "";
+    public string RequestShape { get; init; } = "";
+    public string[]? AllowedModels { get; init; }
+    public string[]? AllowedProviders { get; init; }
+}
+
 /// <summary>The limits a caller sets on a key, as they will be stored.</summary>
 public sealed record SpendKeySettings(
     string Name, string Status, string RequestShape, string[]? AllowedModels, string[]? AllowedProviders,
@@ -196,17 +204,17 @@ public sealed class SpendKeyStore(NpgsqlDataSource db, TimeProvider clock)
     }
 
     private const string SelectLive = """
-        SELECT merchant_id, request_shape
+        SELECT merchant_id, request_shape, allowed_models, allowed_providers
           FROM spend_keys
          WHERE key_hash = @Hash
            AND revoked_at IS NULL
         """;
 
-    /// <summary>The merchant and request shape of a live key, looked up by its hash; its limits are checked later, locked.</summary>
-    public async Task<(string MerchantId, string RequestShape)?> FindLiveAsync(string key, CancellationToken ct)
+    /// <summary>The merchant, request shape and allow-lists of a live key, by its hash; its limits are checked later, locked.</summary>
+    public async Task<LiveSpendKey?> FindLiveAsync(string key, CancellationToken ct)
     {
         await using var connection = await db.OpenConnectionAsync(ct);
-        return await connection.QuerySingleOrDefaultAsync<(string MerchantId, string RequestShape)?>(new CommandDefinition(SelectLive,
+        return await connection.QuerySingleOrDefaultAsync<LiveSpendKey>(new CommandDefinition(SelectLive,
             new { Hash = SpendKeySecrets.Hash(key) }, cancellationToken: ct));
     }
 }
