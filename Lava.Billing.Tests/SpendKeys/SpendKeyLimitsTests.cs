@@ -63,6 +63,30 @@ public class SpendKeyLimitsTests(ClockedLavaApp app) : ClockedApiTest(app)
     }
 
     [Fact]
+    public async Task AWeeklyLimitResetsOnMondayAtUtcMidnight()
+    {
+        App.Clock.Set(new DateTimeOffset(2026, 1, 18, 23, 59, 59, TimeSpan.Zero));
+        Assert.Equal(DayOfWeek.Sunday, App.Clock.GetUtcNow().DayOfWeek);
+        var (_, _, key) = await KeyAsync(new { name = "weekly", request_limit = new { count = 1, cycle = "weekly" } });
+        Assert.NotNull((await Limits.ReserveAsync(key, "gpt-4o", "openai", 0m, CancellationToken.None)).Grant);
+        var refused = await Limits.ReserveAsync(key, "gpt-4o", "openai", 0m, CancellationToken.None);
+        Assert.Equal(TimeSpan.FromSeconds(1), refused.RetryAfter);
+        App.Clock.Advance(TimeSpan.FromSeconds(1));
+        Assert.NotNull((await Limits.ReserveAsync(key, "gpt-4o", "openai", 0m, CancellationToken.None)).Grant);
+    }
+
+    [Fact]
+    public async Task ATotalLimitNeverResetsAndGivesNoRetryAfter()
+    {
+        var (_, _, key) = await KeyAsync(new { name = "total", request_limit = new { count = 1, cycle = "total" } });
+        Assert.NotNull((await Limits.ReserveAsync(key, "gpt-4o", "openai", 0m, CancellationToken.None)).Grant);
+        App.Clock.Advance(TimeSpan.FromDays(400));
+        var refused = await Limits.ReserveAsync(key, "gpt-4o", "openai", 0m, CancellationToken.None);
+        Assert.Equal(SpendKeyRefusal.RequestLimitReached, refused.Refusal);
+        Assert.Null(refused.RetryAfter);
+    }
+
+    [Fact]
     public async Task AMonthlySpendLimitCountsOnlyThisMonthsCharges()
     {
         App.Clock.Set(new DateTimeOffset(2026, 1, 31, 23, 0, 0, TimeSpan.Zero));
