@@ -14,6 +14,7 @@ using Lava.Billing.Subscriptions;
 using Lava.Billing.Credits;
 using Lava.Billing.Meters;
 using Lava.Billing.Webhooks;
+using Lava.Billing.SpendKeys;
 
 var builder = WebApplication.CreateBuilder(args);
 // Operator commands log to stderr so their stdout stays machine-readable.
@@ -29,6 +30,7 @@ builder.Services.AddLavaResilience();
 builder.Services.AddLavaHttp(builder.Configuration);
 builder.Services.AddLavaFeatures();
 builder.Services.AddWebhooks();
+builder.Services.AddSpendKeys();
 
 var app = builder.Build();
 if (Cli.IsCommand(args)) return await Cli.RunAsync(app, args);
@@ -38,6 +40,7 @@ app.UseLavaRequestLog();
 app.UseLavaErrorHandling();
 app.UseLavaBodyLimit(builder.Configuration.GetValue("Limits:MaxRequestBodyBytes", BodyLimit.DefaultBytes));
 app.UseLavaApiDocs();
+app.UseSpendKeyGateway();
 app.UseLavaAuth();
 app.UseLavaInputGuard();
 app.MapHealth();
@@ -53,6 +56,7 @@ app.MapCreditBundlesApi();
 app.MapRequestBatchApi();
 app.MapForwardApi();
 app.MapModelPricesApi();
+app.MapSpendKeysApi();
 app.MapUsageApi();
 app.MapLedgerApi();
 app.MapStatementApi();

@@ -94,6 +94,8 @@ public partial class DistributionReadyTests(LavaApp app) : IClassFixture<LavaApp
         ["CycleProcessor.SelectDue"] = "finds due subscriptions across merchants, then closes each in its merchant's transaction",
         ["WebhookDeliveryStore.TryLock"] = "one webhook fan-out at a time across instances (a global advisory lock, no table)",
         ["WebhookDeliveryStore.SelectUnfanned"] = "the dispatcher finds new events across merchants, then works on each by its key",
+        ["SpendKeyLimits.LockKey"] = "a spend key is found by its hash before its merchant is known (the gateway's authentication)",
+        ["SpendKeyStore.SelectLive"] = "a spend key is found by its hash before its merchant is known (the gateway's authentication)",
         ["OpenHoldsGauge.CountSql"] = "the /metrics gauge of open holds counts across merchants by design",
     };
 

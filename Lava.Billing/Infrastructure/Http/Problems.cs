@@ -56,6 +56,10 @@ public static class Problems
     public static ProblemResult InsufficientCredits(string detail) =>
         new(402, "insufficient_credits", "Insufficient credits", detail);
 
+    public static ProblemResult SpendLimitReached(string detail) => new(402, "spend_limit_reached", "Payment required", detail);
+
+    public static ProblemResult TooManyRequests(string code, string detail) => new(429, code, "Too many requests", detail);
+
     public static ProblemResult PayloadTooLarge(long limitBytes) =>
         new(413, "payload_too_large", "Payload too large", $"The request body is larger than {limitBytes} bytes.");
 

@@ -1,0 +1,192 @@
+using System.Globalization;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Lava.Billing.Forward;
+using Lava.Billing.Infrastructure.Http;
+
+namespace Lava.Billing.SpendKeys;
+
+/// <summary>
+/// A spend key used as a provider key: <c>POST /v1/chat/completions</c> (OpenAI shape) and <c>POST /v1/messages</c>
+/// (Anthropic shape), authenticated by <c>Authorization: Bearer lava_sk_…</c> or <c>x-api-key: lava_sk_…</c>. The key's
+/// limits are taken (<see cref="SpendKeyLimits"/>) before any connection to the provider; the provider is called with
+/// the merchant's managed key; the hold is captured at the provider's cost for the usage it reports, or released.
+/// </summary>
+public static class SpendKeyGateway
+{
+    public static IServiceCollection AddSpendKeyGateway(this IServiceCollection services) =>
+        services.AddSingleton(sp => SpendKeyRoutes.From(sp.GetRequiredService<IConfiguration>()));
+
+    /// <summary>Runs ahead of secret-key authentication, and only for a spend key on one of its routes.</summary>
+    public static IApplicationBuilder UseSpendKeyGateway(this IApplicationBuilder app) =>
+        app.UseWhen(c => Credential(c.Request) is not null && (ShapeOf(c.Request) is not null || IsModels(c.Request)), branch =>
+        {
+            // Ahead of secret-key auth, so the edge's input checks (docs/input.md) run here too.
+            branch.UseLavaInputGuard();
+            branch.Run(HandleAsync);
+        });
+
+    private static bool IsModels(HttpRequest request) => HttpMethods.IsGet(request.Method) && request.Path.Equals("/v1/models");
+
+    private static string? Credential(HttpRequest request)
+    {
+        var key = Auth.BearerToken(request.Headers.Authorization.ToString()) ?? request.Headers["x-api-key"].ToString();
+        return SpendKeySecrets.LooksLikeOne(key) ? key : null;
+    }
+
+    private static string? ShapeOf(HttpRequest request) =>
+        !HttpMethods.IsPost(request.Method) ? null
+        : request.Path.Equals("/v1/chat/completions") ? RequestShapes.OpenAi
+        : request.Path.Equals("/v1/messages") ? RequestShapes.Anthropic
+        : null;
+
+    private static async Task HandleAsync(HttpContext http)
+    {
+        var result = IsModels(http.Request) ? await ModelsAsync(http) : await ServeAsync(http);
+        if (result is not null) await result.ExecuteAsync(http);
+    }
+
+    /// <summary>
+    /// The OpenAI-style model list, cut to what this key may call: priced models whose provider in the model table
+    /// speaks the key's request shape and which both allow-lists admit.
+    /// </summary>
+    private static async Task<IResult> ModelsAsync(HttpContext http)
+    {
+        var services = http.RequestServices;
+        var routes = services.GetRequiredService<SpendKeyRoutes>();
+        if (await services.GetRequiredService<SpendKeyStore>().FindLiveAsync(Credential(http.Request)!, http.RequestAborted) is not { } k)
+            return Problems.Unauthorized("A live spend key is required: Authorization: Bearer lava_sk_… or x-api-key.");
+        var prices = await services.GetRequiredService<ModelPriceStore>().ListCurrentAsync(k.MerchantId, null, MaxModels, http.RequestAborted);
+        var allowed = prices.Where(p => routes.For(p.Model) is { } r && r.Shape == k.RequestShape &&
+                                        (k.AllowedModels is null || k.AllowedModels.Contains(p.Model, StringComparer.Ordinal)) &&
+                                        (k.AllowedProviders is null || k.AllowedProviders.Contains(r.Provider, StringComparer.Ordinal)));
+        return TypedResults.Ok(new RestModelList("list",
+            allowed.Select(p => new RestModel(p.Model, "model", p.CreatedAt.ToUnixTimeSeconds(), p.OwnedBy)).ToList()));
+    }
+
+    private const int MaxModels = 1000;
+
+    /// <summary>A problem to answer, or null when the provider's response was already streamed to the caller.</summary>
+    private static async Task<IResult?> ServeAsync(HttpContext http)
+    {
+        var services = http.RequestServices;
+        var routes = services.GetRequiredService<SpendKeyRoutes>();
+        var forward = services.GetRequiredService<ForwardOptions>();
+        var keys = services.GetRequiredService<SpendKeyStore>();
+        var limits = services.GetRequiredService<SpendKeyLimits>();
+        var ct = http.RequestAborted;
+        var key = Credential(http.Request)!;
+        var shape = ShapeOf(http.Request)!;
+
+        var owner = await keys.FindLiveAsync(key, ct);
+        if (owner is not { } o) return Problems.Unauthorized("A live spend key is required: Authorization: Bearer lava_sk_… or x-api-key.");
+        if (o.RequestShape != shape)
+            return Problems.BadRequest("wrong_request_shape", $"This spend key speaks the '{o.RequestShape}' request shape; this route takes '{shape}'.");
+
+        JsonObject body;
+        try
+        {
+            body = await JsonNode.ParseAsync(http.Request.Body, cancellationToken: ct) as JsonObject
+                ?? throw new JsonException("not an object");
+        }
+        catch (JsonException)
+        {
+            return Problems.MalformedJson("The request body must be a JSON object.");
+        }
+        var model = body["model"] is JsonValue m && m.TryGetValue<string>(out var name) ? name : null;
+        if (string.IsNullOrEmpty(model)) return Problems.Validation(new Dictionary<string, string[]> { ["model"] = ["is required"] });
+        var route = routes.For(model);
+        if (route is null || route.Shape != shape)
+            return Problems.BadRequest("unknown_model", $"No provider serves '{model}' in the '{shape}' shape here.");
+        var upstream = new Uri(route.BaseUrl + (shape == RequestShapes.OpenAi ? "/chat/completions" : "/messages"));
+        if (!forward.IsAllowed(upstream)) return Problems.UpstreamNotAllowed($"The provider for '{model}' is not on the gateway's allow-list.");
+        var managedKey = forward.ManagedKeyFor(upstream.Host);
+        if (managedKey is null) return Problems.Unavailable($"No managed provider key is configured for {upstream.Host}.");
+        var price = await services.GetRequiredService<ModelPriceStore>().FindCurrentAsync(o.MerchantId, model, ct);
+        if (price is null) return Problems.Unprocessable("model_not_priced", $"'{model}' has no price, so its worst case cannot be held.");
+
+        // The output cap is what bounds the worst case, so a request without one is sent with the default cap.
+        var capField = shape == RequestShapes.OpenAi && body["max_completion_tokens"] is not null ? "max_completion_tokens" : "max_tokens";
+        var maxOutput = body[capField] is JsonValue cap && cap.TryGetValue<long>(out var n) && n > 0 ? n : routes.DefaultMaxOutputTokens;
+        body[capField] = maxOutput;
+        var payload = JsonSerializer.SerializeToUtf8Bytes(body);
+        // A token is at least one byte, so the body's length bounds the input tokens, priced at the dearer input rate.
+        var worstCase = Math.Max(ProviderCost.Compute(new NormalizedUsage(payload.Length, 0, 0, maxOutput), price),
+                                 ProviderCost.Compute(new NormalizedUsage(0, 0, payload.Length, maxOutput), price));
+
+        var (grant, refusal, retryAfter) = await limits.ReserveAsync(key, model, route.Provider, worstCase, ct);
+        if (grant is null) return Refused(http, refusal!.Value, retryAfter);
+        return await CallAsync(http, grant, upstream, managedKey, shape, payload, price, limits);
+    }
+
+    private static async Task<IResult?> CallAsync(HttpContext http, SpendKeyGrant grant, Uri upstream, string managedKey, string shape,
+        byte[] payload, ModelPrice price, SpendKeyLimits limits)
+    {
+        var client = http.RequestServices.GetRequiredService<UpstreamClient>();
+        HttpResponseMessage response;
+        try
+        {
+            response = await client.SendAsync(upstream, () =>
+            {
+                var request = new HttpRequestMessage(HttpMethod.Post, upstream) { Content = new ByteArrayContent(payload) };
+                ForwardHeaders.CopyRequest(http.Request.Headers, request);
+                request.Headers.Remove("x-api-key");
+                request.Content.Headers.ContentType = new System.Net.Http.Headers.MediaTypeHeaderValue("application/json");
+                ForwardHeaders.SetProviderKey(request, managedKey,
+                    shape == RequestShapes.Anthropic ? ProviderKeyStyle.AnthropicApiKey : ProviderKeyStyle.Bearer);
+                return request;
+            }, http.RequestAborted);
+        }
+        catch (Exception e) when (e is HttpRequestException or Polly.Timeout.TimeoutRejectedException or Polly.CircuitBreaker.BrokenCircuitException or TaskCanceledException)
+        {
+            await limits.ReleaseAsync(grant, CancellationToken.None);
+            return Problems.UpstreamUnavailable("The provider could not be reached; nothing was charged.");
+        }
+        using (response)
+        {
+            if (!response.IsSuccessStatusCode) await limits.ReleaseAsync(grant, CancellationToken.None);
+            http.Response.StatusCode = (int)response.StatusCode;
+            ForwardHeaders.CopyResponse(response, http.Response);
+            var eventStream = response.Content.Headers.ContentType?.MediaType == "text/event-stream";
+            var reader = new UsageReader(shape == RequestShapes.Anthropic ? ApiFormat.AnthropicMessages : ApiFormat.OpenAiChat, eventStream);
+            var buffer = new byte[16 * 1024];
+            try
+            {
+                await using var stream = await response.Content.ReadAsStreamAsync(http.RequestAborted);
+                int read;
+                while ((read = await stream.ReadAsync(buffer, http.RequestAborted)) > 0)
+                {
+                    reader.Feed(buffer.AsSpan(0, read));
+                    await http.Response.Body.WriteAsync(buffer.AsMemory(0, read), http.RequestAborted);
+                }
+                reader.Finish();
+            }
+            finally
+            {
+                // Usage the provider reported is what it charges; without it (a stream cut short) the hold stands as the charge.
+                if (response.IsSuccessStatusCode)
+                    await limits.CaptureAsync(grant, reader.Usage is { } usage ? ProviderCost.Compute(usage, price) : grant.HeldAmount,
+                        CancellationToken.None);
+            }
+        }
+        return null;
+    }
+
+    private static IResult Refused(HttpContext http, SpendKeyRefusal refusal, TimeSpan? retryAfter)
+    {
+        if (retryAfter is { } wait)
+            http.Response.Headers.RetryAfter = Math.Max(1, (long)Math.Ceiling(wait.TotalSeconds)).ToString(CultureInfo.InvariantCulture);
+        return refusal switch
+        {
+            SpendKeyRefusal.Paused => Problems.Forbidden("spend_key_paused", "This spend key is paused."),
+            SpendKeyRefusal.Expired => Problems.Forbidden("spend_key_expired", "This spend key has expired."),
+            SpendKeyRefusal.ModelNotAllowed => Problems.Forbidden("model_not_allowed", "This spend key may not use this model."),
+            SpendKeyRefusal.ProviderNotAllowed => Problems.Forbidden("provider_not_allowed", "This spend key may not use this provider."),
+            SpendKeyRefusal.RateLimited => Problems.TooManyRequests("rate_limited", "This spend key's rate limit is reached; see Retry-After."),
+            SpendKeyRefusal.RequestLimitReached => Problems.TooManyRequests("request_limit_reached", "This spend key's request limit for its cycle is reached."),
+            SpendKeyRefusal.SpendLimitReached => Problems.SpendLimitReached("This call's worst case would take the spend key past its spend limit for its cycle."),
+            // UnknownKey: revoked, rotated or deleted between the first look and the locked one.
+            _ => Problems.Unauthorized("A live spend key is required: Authorization: Bearer lava_sk_… or x-api-key."),
+        };
+    }
+}
