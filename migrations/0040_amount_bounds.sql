@@ -5,7 +5,8 @@
 --   * one amount (a price, a charge, a bundle, a hold, a credit limit): 0 to 1e15 (Money.Max);
 --   * a balance, an entry, a usage total: -1e18 to 1e18 (Money.MaxBalance); three balances added stay below 7.9e18.
 -- Every constraint is named *_bound: the service maps a violation of one (23514) to 422 amount_out_of_range for the one
--- request that would cross it. NOT VALID, then VALIDATE: the scan of existing rows takes a lock that lets writes go on.
+-- request that would cross it. NOT VALID, then VALIDATE; the migrator runs a file in one transaction, so the tables stay
+-- locked while existing rows are scanned: on a large ledger, apply it at a quiet time (docs/operations.md, upgrades).
 -- Columns whose type already keeps them far below (requests' seconds, numeric(20,6)) need no bound of their own.
 
 ALTER TABLE entries ADD CONSTRAINT entries_amount_bound

@@ -129,8 +129,10 @@ public sealed class ForwardBilling(MeterStore meters, ForwardStore store, Forwar
             return ForwardAdmission.Refuse(Problems.Forbidden("meter_not_on_plan",
                 $"Meter '{meter.MeterSlug}' is not linked to the customer's active plan."));
         }
+        // A hold is one amount, bounded like every other (Money.Max): a worst case past it (an absurd max_tokens) holds
+        // the bound, which no customer's credits reach, instead of failing the hold's CHECK.
         var worst = call.Mode == ForwardMode.Customer
-            ? ForwardWorstCase.Charge(meter.Price, estimate, call.Price, options.DefaultMaxOutputTokens, options.DefaultHoldSeconds)
+            ? Math.Min(ForwardWorstCase.Charge(meter.Price, estimate, call.Price, options.DefaultMaxOutputTokens, options.DefaultHoldSeconds), Money.Max)
             : 0;
         if (worst <= 0)
         {
