@@ -221,4 +221,35 @@ public class WebhookDeliveryTests(WebhookApp app) : IClassFixture<WebhookApp>, I
         release.SetResult();
         await slow.WaitForAsync(r => r.Select(x => x.Id).Distinct().Count() >= 12);
     }
+
+    private async Task<double> DeliveriesCountedAsync(string outcome, string status)
+    {
+        var scrape = await app.CreateClient().GetStringAsync(Lava.Billing.Infrastructure.Observability.Observability.Path);
+        return scrape.Split('\n')
+            .Where(l => l.StartsWith("lava_webhooks_deliveries_total{", StringComparison.Ordinal))
+            .Where(l => l.Contains($"outcome=\"{outcome}\"", StringComparison.Ordinal) && l.Contains($"status=\"{status}\"", StringComparison.Ordinal))
+            .Sum(l => double.Parse(l.Split(' ')[^1], System.Globalization.CultureInfo.InvariantCulture));
+    }
+
+    [Fact]
+    public async Task DeliveryAttemptsMoveTheWebhookMetrics()
+    {
+        var retryingBefore = await DeliveriesCountedAsync("retrying", "500");
+        var deliveredBefore = await DeliveriesCountedAsync("delivered", "204");
+        var m = await app.NewMerchantAsync();
+        var receiver = NewReceiver();
+        receiver.Answer = (context, _, index) =>
+        {
+            context.Response.StatusCode = index < 1 ? 500 : 204;
+            return Task.CompletedTask;
+        };
+        await CreateWebhookAsync(m, receiver.Url);
+        await CreateCustomerAsync(m);
+        await receiver.WaitForAsync(r => r.Count >= 2);
+
+        // Other test classes deliver too (the instruments are process-wide), so the counters move by at least these.
+        await Task.Delay(500);
+        Assert.True(await DeliveriesCountedAsync("retrying", "500") >= retryingBefore + 1);
+        Assert.True(await DeliveriesCountedAsync("delivered", "204") >= deliveredBefore + 1);
+    }
 }

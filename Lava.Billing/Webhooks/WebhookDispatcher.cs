@@ -1,3 +1,4 @@
+using Lava.Billing.Infrastructure.Observability;
 using System.Collections.Concurrent;
 
 namespace Lava.Billing.Webhooks;
@@ -93,6 +94,8 @@ public sealed class WebhookDispatcher(
             var outcome = WebhookRetries.Decide(result, d.Attempts + 1, options, clock.GetUtcNow(), Random.Shared.NextDouble());
             await deliveries.RecordAttemptAsync(d, outcome.Status, result.StatusCode, result.Error, outcome.NextAttemptAt, outcome.DisableReason,
                 CancellationToken.None);
+            LavaMetrics.WebhookDelivered(outcome.DisableReason is not null ? "disabled" : outcome.Status == "pending" ? "retrying" : outcome.Status,
+                result.StatusCode, clock.GetUtcNow() - now);
             if (outcome.Status == "failed")
                 log.LogWarning("Webhook delivery {DeliveryId} to {WebhookId} gave up after {Attempts} attempts", d.DeliveryId, d.WebhookId, d.Attempts + 1);
         }
