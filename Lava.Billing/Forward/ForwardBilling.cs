@@ -268,10 +268,13 @@ public sealed class ForwardBilling(MeterStore meters, ForwardStore store, Forwar
         // Through group commit, as single reports: concurrent gateway calls share the posting transaction.
         var outcome = await reporter.ReportAsync(new ReportItem(call.MerchantId, body), ct);
         var voidHold = false;
-        if (outcome is ReportOutcome.Refused { Problem.Code: "hold_not_active" } && call.HoldId is not null)
+        // hold_not_active: the hold lapsed while the call ran (or its posting was retried past its hour). idempotency_conflict
+        // with a hold: an earlier attempt already posted the call without its lapsed hold (hold_id is part of the
+        // fingerprint), and this attempt, begun before that one finished, sent the version with it.
+        if (outcome is ReportOutcome.Refused { Problem.Code: "hold_not_active" or "idempotency_conflict" } && call.HoldId is not null)
         {
-            // The hold lapsed while the call ran (or its posting was retried past its hour): the usage is still owed, so
-            // it is reported without it, and the lapsed hold is closed.
+            // The usage is still owed: it is reported without the hold (a replay when that was done before), and the
+            // lapsed hold is closed.
             outcome = await reporter.ReportAsync(new ReportItem(call.MerchantId, body with { HoldId = null }), ct);
             voidHold = true;
         }
