@@ -59,6 +59,9 @@ const refused = by((r) => r.state === 'refused');
 const gatewayAcks = load.gateway_calls.filter((c) => c.state === 'ack');
 
 // ---------- the database ----------
+// One snapshot for every money check below: a settle worker may still post a call while they read, and reading the
+// requests and the customers' entries at two moments would count its charge on one side only.
+await db.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
 const stored = new Map((await db.query(
   `SELECT request_id, customer_id, charge_amount::text AS charge, metadata->>'chaos_call' AS chaos_call
      FROM requests WHERE merchant_id = $1`, [merchant])).rows.map((r) => [r.request_id, r]));
@@ -95,6 +98,7 @@ const balanceDrift = (await db.query(`
     FROM account_balances b
     LEFT JOIN (SELECT merchant_id, account_id, sum(amount) AS total FROM entries GROUP BY 1, 2) s USING (merchant_id, account_id)
    WHERE b.balance <> coalesce(s.total, 0)`)).rows;
+await db.query('COMMIT');
 
 // ---------- gateway calls: served by the provider vs billed ----------
 const served = new Map();
