@@ -225,6 +225,44 @@ public class GatewaySettlementTests(SettlementGatewayApp app) : GatewayTest<Sett
     }
 
     [Fact]
+    public async Task AFailedCallWhoseReleaseCannotBeWrittenIsReleasedLaterNotBilled()
+    {
+        var (m, customer) = await CustomerWithCreditsAsync();
+        Fake.Next.Enqueue(http => FakeProvider.Json(http, """{"error":{"message":"boom"}}""", 500));
+        // Releasing the call fails once for this merchant, as it would while the database is away.
+        var sequence = "fail_release_" + m.MerchantId.ToLowerInvariant();
+        await ExecuteAsAdminAsync($"""
+            CREATE SEQUENCE {sequence};
+            GRANT USAGE, SELECT ON SEQUENCE {sequence} TO PUBLIC;
+            CREATE FUNCTION {sequence}() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF NEW.merchant_id = '{m.MerchantId}' AND NEW.state = 'released' AND nextval('{sequence}') = 1 THEN
+                    RAISE EXCEPTION 'injected fault';
+                END IF;
+                RETURN NEW;
+            END $$;
+            CREATE TRIGGER {sequence} BEFORE UPDATE ON forward_calls FOR EACH ROW EXECUTE FUNCTION {sequence}();
+            """);
+        try
+        {
+            var r = await App.ClientWithToken(m.SecretKey, customer, "chat").PostAsync(App.Forward("/v1/chat/completions"), Chat());
+            await r.Content.ReadAsStringAsync();
+
+            Assert.Equal(HttpStatusCode.InternalServerError, r.StatusCode);
+            var args = new { m = m.MerchantId, r = r.Headers.GetValues("x-lava-request-id").Single() };
+            await WaitForAsync("SELECT EXISTS (SELECT 1 FROM forward_calls WHERE merchant_id = @m AND request_id = @r AND state = 'released')", args,
+                "the call was never released");
+            Assert.True(await App.QueryAsync<long>($"SELECT last_value FROM {sequence}") >= 2, "the fault was never injected");
+            Assert.Equal("voided", await App.QueryAsync<string>("SELECT status FROM holds WHERE merchant_id = @m", args));
+            Assert.Equal(0L, await App.QueryAsync<long>("SELECT count(*) FROM requests WHERE merchant_id = @m", args));
+        }
+        finally
+        {
+            await ExecuteAsAdminAsync($"DROP TRIGGER {sequence} ON forward_calls; DROP FUNCTION {sequence}(); DROP SEQUENCE {sequence};");
+        }
+    }
+
+    [Fact]
     public async Task ACallLeftPendingByACrashIsBilledItsLastRecordedUsageFlaggedAndItsHoldCaptured()
     {
         var (m, customer) = await CustomerWithCreditsAsync();

@@ -99,6 +99,9 @@ public sealed class ForwardBilling(MeterStore meters, ForwardStore store, Forwar
     // a call falls back to the crash rule, which bills its last recorded usage.
     private const int MaxDeferred = 100_000;
     private readonly ConcurrentQueue<ForwardCallRecord> _deferred = new();
+    // Calls the provider failed or never answered, whose release could not be written: released before the settle worker
+    // looks for crashed calls, so a brief outage never turns them into estimates billed by the crash rule.
+    private readonly ConcurrentQueue<ForwardCallRecord> _deferredReleases = new();
 
     public async Task<ForwardAdmission> BeforeAsync(ForwardCall call, UsageEstimate estimate, BilledUsage initial, CancellationToken ct)
     {
@@ -183,6 +186,12 @@ public sealed class ForwardBilling(MeterStore meters, ForwardStore store, Forwar
     /// </summary>
     internal async Task FlushDeferredAsync(CancellationToken ct)
     {
+        while (_deferredReleases.TryPeek(out var release))
+        {
+            // Releases only a call still pending: one the crash rule took meanwhile is left as it was settled.
+            await calls.ReleaseAsync(release, clock.GetUtcNow(), ct);
+            _deferredReleases.TryDequeue(out _);
+        }
         while (_deferred.TryPeek(out var record))
         {
             var now = clock.GetUtcNow();
@@ -194,8 +203,22 @@ public sealed class ForwardBilling(MeterStore meters, ForwardStore store, Forwar
         }
     }
 
-    public async Task ReleaseAsync(ForwardCall call, CancellationToken ct) =>
-        await calls.ReleaseAsync(RecordOf(call, new BilledUsage(NormalizedUsage.None, null, true), null, null), clock.GetUtcNow(), ct);
+    /// <summary>Releases a call nobody was served (its hold voided); when that cannot be written, the settle worker does it.</summary>
+    public async Task ReleaseAsync(ForwardCall call, CancellationToken ct)
+    {
+        var record = RecordOf(call, new BilledUsage(NormalizedUsage.None, null, true), null, null);
+        try
+        {
+            await calls.ReleaseAsync(record, clock.GetUtcNow(), ct);
+        }
+        catch (Exception e) when (e is not OperationCanceledException || !ct.IsCancellationRequested)
+        {
+            if (_deferredReleases.Count >= MaxDeferred) throw;
+            _deferredReleases.Enqueue(record);
+            log.LogWarning("Gateway request {RequestId} of merchant {MerchantId}: its release could not be written ({Failure}); the settle worker retries",
+                call.RequestId, call.Caller.MerchantId, e.GetType().Name);
+        }
+    }
 
     public async Task SettleAsync(ForwardCallRecord call, CancellationToken ct)
     {

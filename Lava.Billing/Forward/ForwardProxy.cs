@@ -329,7 +329,8 @@ public sealed class ForwardProxy(ForwardOptions options, UpstreamClient upstream
         }
         catch (Exception e)
         {
-            // The record stays pending: after its lease the crash rule bills its prompt estimate (docs/gateway.md).
+            // Only when even the settle worker's queue is full: the record stays pending, and after its lease the crash rule
+            // bills its prompt estimate (docs/gateway.md).
             log.LogError("Gateway request {RequestId} of merchant {MerchantId}: its hold could not be released ({Failure})",
                 call.RequestId, call.Caller.MerchantId, e.GetType().Name);
         }
