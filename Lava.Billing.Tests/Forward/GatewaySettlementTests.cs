@@ -138,6 +138,34 @@ public class GatewaySettlementTests(SettlementGatewayApp app) : GatewayTest<Sett
         }
     }
 
+    /// <summary>
+    /// Makes the first write to <paramref name="table"/> matching <paramref name="condition"/> (on NEW) fail, as it would
+    /// while the database is away; a sequence counts the matches across rolled-back transactions. Dispose to remove it.
+    /// </summary>
+    private async Task<InjectedFault> FailOnceAsync(string name, string table, string operation, string condition)
+    {
+        await ExecuteAsAdminAsync($"""
+            CREATE SEQUENCE {name};
+            GRANT USAGE, SELECT ON SEQUENCE {name} TO PUBLIC;
+            CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF {condition} AND nextval('{name}') = 1 THEN RAISE EXCEPTION 'injected fault'; END IF;
+                RETURN NEW;
+            END $$;
+            CREATE TRIGGER {name} BEFORE {operation} ON {table} FOR EACH ROW EXECUTE FUNCTION {name}();
+            """);
+        return new InjectedFault(this, name, table);
+    }
+
+    private sealed class InjectedFault(GatewaySettlementTests tests, string name, string table) : IAsyncDisposable
+    {
+        /// <summary>Whether the fault fired (the sequence counted the failing write and at least one after it).</summary>
+        public async Task<bool> FiredAsync() => await tests.App.QueryAsync<long>($"SELECT last_value FROM {name}") >= 2;
+
+        public async ValueTask DisposeAsync() =>
+            await tests.ExecuteAsAdminAsync($"DROP TRIGGER {name} ON {table}; DROP FUNCTION {name}(); DROP SEQUENCE {name};");
+    }
+
     private async Task ExecuteAsAdminAsync(string sql)
     {
         await using var admin = new NpgsqlConnection(App.AdminConnectionString);
@@ -149,40 +177,24 @@ public class GatewaySettlementTests(SettlementGatewayApp app) : GatewayTest<Sett
     {
         var (m, customer) = await CustomerWithCreditsAsync();
         // The usage report's insert fails once for this merchant (a sequence counts across rolled-back transactions).
-        var sequence = "fail_once_" + m.MerchantId.ToLowerInvariant();
-        await ExecuteAsAdminAsync($"""
-            CREATE SEQUENCE {sequence};
-            GRANT USAGE, SELECT ON SEQUENCE {sequence} TO PUBLIC;
-            CREATE FUNCTION {sequence}() RETURNS trigger LANGUAGE plpgsql AS $$
-            BEGIN
-                IF NEW.merchant_id = '{m.MerchantId}' AND nextval('{sequence}') = 1 THEN RAISE EXCEPTION 'injected fault'; END IF;
-                RETURN NEW;
-            END $$;
-            CREATE TRIGGER {sequence} BEFORE INSERT ON requests FOR EACH ROW EXECUTE FUNCTION {sequence}();
-            """);
-        try
-        {
-            var r = await App.ClientWithToken(m.SecretKey, customer, "chat").PostAsync(App.Forward("/v1/chat/completions"), Chat());
-            await r.Content.ReadAsStringAsync();
+        await using var fault = await FailOnceAsync("fail_once_" + m.MerchantId.ToLowerInvariant(), "requests", "INSERT",
+            $"NEW.merchant_id = '{m.MerchantId}'");
+        var r = await App.ClientWithToken(m.SecretKey, customer, "chat").PostAsync(App.Forward("/v1/chat/completions"), Chat());
+        await r.Content.ReadAsStringAsync();
 
-            Assert.Equal(HttpStatusCode.OK, r.StatusCode);
-            var args = new { m = m.MerchantId, r = r.Headers.GetValues("x-lava-request-id").Single() };
-            await WaitForAsync("SELECT EXISTS (SELECT 1 FROM forward_calls WHERE merchant_id = @m AND request_id = @r AND state = 'posted')", args,
-                "the call was never posted");
-            Assert.True(await App.QueryAsync<long>($"SELECT last_value FROM {sequence}") >= 2, "the fault was never injected");
-            Assert.True(await App.QueryAsync<int>("SELECT attempts FROM forward_calls WHERE merchant_id = @m AND request_id = @r", args) >= 1);
-            // The provider's own count (1,200 + 300 tokens at 5 per 1M), not an estimate, and the hold captured for it.
-            Assert.Equal((1200L, 300L, 0.0075m, "{}"), await App.QueryAsync<(long, long, decimal, string)>(
-                "SELECT input_tokens, output_tokens, charge_amount, metadata::text FROM requests WHERE merchant_id = @m AND request_id = @r", args));
-            Assert.Equal(("captured", args.r), await App.QueryAsync<(string, string)>(
-                "SELECT status, request_id FROM holds WHERE merchant_id = @m", args));
-            var balance = await m.Client.GetJsonAsync($"/v1/customers/{customer}/balance");
-            Assert.Equal("0.9925000000", (string)balance.Body!["available"]!);
-        }
-        finally
-        {
-            await ExecuteAsAdminAsync($"DROP TRIGGER {sequence} ON requests; DROP FUNCTION {sequence}(); DROP SEQUENCE {sequence};");
-        }
+        Assert.Equal(HttpStatusCode.OK, r.StatusCode);
+        var args = new { m = m.MerchantId, r = r.Headers.GetValues("x-lava-request-id").Single() };
+        await WaitForAsync("SELECT EXISTS (SELECT 1 FROM forward_calls WHERE merchant_id = @m AND request_id = @r AND state = 'posted')", args,
+            "the call was never posted");
+        Assert.True(await fault.FiredAsync(), "the fault was never injected");
+        Assert.True(await App.QueryAsync<int>("SELECT attempts FROM forward_calls WHERE merchant_id = @m AND request_id = @r", args) >= 1);
+        // The provider's own count (1,200 + 300 tokens at 5 per 1M), not an estimate, and the hold captured for it.
+        Assert.Equal((1200L, 300L, 0.0075m, "{}"), await App.QueryAsync<(long, long, decimal, string)>(
+            "SELECT input_tokens, output_tokens, charge_amount, metadata::text FROM requests WHERE merchant_id = @m AND request_id = @r", args));
+        Assert.Equal(("captured", args.r), await App.QueryAsync<(string, string)>(
+            "SELECT status, request_id FROM holds WHERE merchant_id = @m", args));
+        var balance = await m.Client.GetJsonAsync($"/v1/customers/{customer}/balance");
+        Assert.Equal("0.9925000000", (string)balance.Body!["available"]!);
     }
 
     [Fact]
@@ -190,38 +202,20 @@ public class GatewaySettlementTests(SettlementGatewayApp app) : GatewayTest<Sett
     {
         var (m, customer) = await CustomerWithCreditsAsync();
         // Writing the call's usage fails once for this merchant, as it would while the database is away.
-        var sequence = "fail_served_" + m.MerchantId.ToLowerInvariant();
-        await ExecuteAsAdminAsync($"""
-            CREATE SEQUENCE {sequence};
-            GRANT USAGE, SELECT ON SEQUENCE {sequence} TO PUBLIC;
-            CREATE FUNCTION {sequence}() RETURNS trigger LANGUAGE plpgsql AS $$
-            BEGIN
-                IF NEW.merchant_id = '{m.MerchantId}' AND NEW.state = 'served' AND nextval('{sequence}') = 1 THEN
-                    RAISE EXCEPTION 'injected fault';
-                END IF;
-                RETURN NEW;
-            END $$;
-            CREATE TRIGGER {sequence} BEFORE UPDATE ON forward_calls FOR EACH ROW EXECUTE FUNCTION {sequence}();
-            """);
-        try
-        {
-            var r = await App.ClientWithToken(m.SecretKey, customer, "chat").PostAsync(App.Forward("/v1/chat/completions"), Chat(stream: true));
-            await r.Content.ReadAsStringAsync();
+        await using var fault = await FailOnceAsync("fail_served_" + m.MerchantId.ToLowerInvariant(), "forward_calls", "UPDATE",
+            $"NEW.merchant_id = '{m.MerchantId}' AND NEW.state = 'served'");
+        var r = await App.ClientWithToken(m.SecretKey, customer, "chat").PostAsync(App.Forward("/v1/chat/completions"), Chat(stream: true));
+        await r.Content.ReadAsStringAsync();
 
-            Assert.Equal(HttpStatusCode.OK, r.StatusCode);
-            var args = new { m = m.MerchantId, r = r.Headers.GetValues("x-lava-request-id").Single() };
-            await WaitForAsync("SELECT EXISTS (SELECT 1 FROM forward_calls WHERE merchant_id = @m AND request_id = @r AND state = 'posted')", args,
-                "the call was never posted");
-            Assert.True(await App.QueryAsync<long>($"SELECT last_value FROM {sequence}") >= 2, "the fault was never injected");
-            // The provider's own count, not the crash rule's estimate.
-            Assert.Equal((1200L, 300L, "{}"), await App.QueryAsync<(long, long, string)>(
-                "SELECT input_tokens, output_tokens, metadata::text FROM requests WHERE merchant_id = @m AND request_id = @r", args));
-            Assert.Equal("captured", await App.QueryAsync<string>("SELECT status FROM holds WHERE merchant_id = @m", args));
-        }
-        finally
-        {
-            await ExecuteAsAdminAsync($"DROP TRIGGER {sequence} ON forward_calls; DROP FUNCTION {sequence}(); DROP SEQUENCE {sequence};");
-        }
+        Assert.Equal(HttpStatusCode.OK, r.StatusCode);
+        var args = new { m = m.MerchantId, r = r.Headers.GetValues("x-lava-request-id").Single() };
+        await WaitForAsync("SELECT EXISTS (SELECT 1 FROM forward_calls WHERE merchant_id = @m AND request_id = @r AND state = 'posted')", args,
+            "the call was never posted");
+        Assert.True(await fault.FiredAsync(), "the fault was never injected");
+        // The provider's own count, not the crash rule's estimate.
+        Assert.Equal((1200L, 300L, "{}"), await App.QueryAsync<(long, long, string)>(
+            "SELECT input_tokens, output_tokens, metadata::text FROM requests WHERE merchant_id = @m AND request_id = @r", args));
+        Assert.Equal("captured", await App.QueryAsync<string>("SELECT status FROM holds WHERE merchant_id = @m", args));
     }
 
     [Fact]
@@ -230,36 +224,18 @@ public class GatewaySettlementTests(SettlementGatewayApp app) : GatewayTest<Sett
         var (m, customer) = await CustomerWithCreditsAsync();
         Fake.Next.Enqueue(http => FakeProvider.Json(http, """{"error":{"message":"boom"}}""", 500));
         // Releasing the call fails once for this merchant, as it would while the database is away.
-        var sequence = "fail_release_" + m.MerchantId.ToLowerInvariant();
-        await ExecuteAsAdminAsync($"""
-            CREATE SEQUENCE {sequence};
-            GRANT USAGE, SELECT ON SEQUENCE {sequence} TO PUBLIC;
-            CREATE FUNCTION {sequence}() RETURNS trigger LANGUAGE plpgsql AS $$
-            BEGIN
-                IF NEW.merchant_id = '{m.MerchantId}' AND NEW.state = 'released' AND nextval('{sequence}') = 1 THEN
-                    RAISE EXCEPTION 'injected fault';
-                END IF;
-                RETURN NEW;
-            END $$;
-            CREATE TRIGGER {sequence} BEFORE UPDATE ON forward_calls FOR EACH ROW EXECUTE FUNCTION {sequence}();
-            """);
-        try
-        {
-            var r = await App.ClientWithToken(m.SecretKey, customer, "chat").PostAsync(App.Forward("/v1/chat/completions"), Chat());
-            await r.Content.ReadAsStringAsync();
+        await using var fault = await FailOnceAsync("fail_release_" + m.MerchantId.ToLowerInvariant(), "forward_calls", "UPDATE",
+            $"NEW.merchant_id = '{m.MerchantId}' AND NEW.state = 'released'");
+        var r = await App.ClientWithToken(m.SecretKey, customer, "chat").PostAsync(App.Forward("/v1/chat/completions"), Chat());
+        await r.Content.ReadAsStringAsync();
 
-            Assert.Equal(HttpStatusCode.InternalServerError, r.StatusCode);
-            var args = new { m = m.MerchantId, r = r.Headers.GetValues("x-lava-request-id").Single() };
-            await WaitForAsync("SELECT EXISTS (SELECT 1 FROM forward_calls WHERE merchant_id = @m AND request_id = @r AND state = 'released')", args,
-                "the call was never released");
-            Assert.True(await App.QueryAsync<long>($"SELECT last_value FROM {sequence}") >= 2, "the fault was never injected");
-            Assert.Equal("voided", await App.QueryAsync<string>("SELECT status FROM holds WHERE merchant_id = @m", args));
-            Assert.Equal(0L, await App.QueryAsync<long>("SELECT count(*) FROM requests WHERE merchant_id = @m", args));
-        }
-        finally
-        {
-            await ExecuteAsAdminAsync($"DROP TRIGGER {sequence} ON forward_calls; DROP FUNCTION {sequence}(); DROP SEQUENCE {sequence};");
-        }
+        Assert.Equal(HttpStatusCode.InternalServerError, r.StatusCode);
+        var args = new { m = m.MerchantId, r = r.Headers.GetValues("x-lava-request-id").Single() };
+        await WaitForAsync("SELECT EXISTS (SELECT 1 FROM forward_calls WHERE merchant_id = @m AND request_id = @r AND state = 'released')", args,
+            "the call was never released");
+        Assert.True(await fault.FiredAsync(), "the fault was never injected");
+        Assert.Equal("voided", await App.QueryAsync<string>("SELECT status FROM holds WHERE merchant_id = @m", args));
+        Assert.Equal(0L, await App.QueryAsync<long>("SELECT count(*) FROM requests WHERE merchant_id = @m", args));
     }
 
     [Fact]
