@@ -1,8 +1,8 @@
 // The chaos run's verdict, read from the database (the truth) against what the load client was told and what the
 // provider served. Also takes the money baseline before the load starts.
 //
-//   node chaos/check.mjs baseline CONN SETUP_JSON OUT_JSON
-//   node chaos/check.mjs verdict  CONN SETUP_JSON BASELINE_JSON LOAD_JSON SERVED_LOG EVENTS_LOG SERVICE_DLL
+//   node scripts/chaos/check.mjs baseline CONN SETUP_JSON OUT_JSON
+//   node scripts/chaos/check.mjs verdict  CONN SETUP_JSON BASELINE_JSON LOAD_JSON SERVED_LOG EVENTS_LOG SERVICE_DLL
 //
 // The verdict prints one line per check, "PASS name: detail" or "FAIL name: detail", then the figures, and exits 1
 // when any check failed. CHAOS_SETTLE_SECONDS (default 60): how long the service may take, after the load stopped,

@@ -1,7 +1,7 @@
 // The fuzzer of scripts/chaos.sh: N malformed requests over every route and method of openapi.yaml, sent one at a
 // time as the "fuzz" merchant, while the "victim" merchant's valid reports flow beside them.
 //
-//   node chaos/fuzz.mjs URL CONN N SEED OUT_DIR PROVIDER_URL
+//   node scripts/chaos/fuzz.mjs URL CONN N SEED OUT_DIR PROVIDER_URL
 //
 // Reads OUT_DIR/{fuzz,victim,other}-setup.json (chaos/setup.mjs) and appends to OUT_DIR/service.log's reader.
 // Case i is made from (SEED, i) alone, never from an earlier answer, so the same seed sends the same cases in the same

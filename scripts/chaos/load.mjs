@@ -1,7 +1,7 @@
 // The chaos load client: drives single reports, batches and billed gateway calls against the service while
 // scripts/chaos.sh kills it and its database, and keeps a record of what was acknowledged.
 //
-//   node chaos/load.mjs URL SETUP_JSON PROVIDER_URL OUT_JSON [SEED]
+//   node scripts/chaos/load.mjs URL SETUP_JSON PROVIDER_URL OUT_JSON [SEED]
 //
 // Every unknown outcome (no answer, a cut answer, a timeout, a 5xx, 429) is retried with the SAME request id until the
 // service gives a definitive answer (2xx, or a 4xx refusal). A gateway call has no client-chosen id (the service names
@@ -14,7 +14,7 @@ import { bearer, call, forwardToken, json, prng, readJson, sleep, stackTraceIn }
 
 const [url, setupPath, providerUrl, outPath, seedArg = '1'] = process.argv.slice(2);
 if (!url || !setupPath || !providerUrl || !outPath) {
-  process.stderr.write('usage: node chaos/load.mjs URL SETUP_JSON PROVIDER_URL OUT_JSON [SEED]\n');
+  process.stderr.write('usage: node scripts/chaos/load.mjs URL SETUP_JSON PROVIDER_URL OUT_JSON [SEED]\n');
   process.exit(2);
 }
 const setup = readJson(setupPath);

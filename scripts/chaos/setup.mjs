@@ -2,12 +2,12 @@
 // flat tier (so a report's charge does not depend on the order reports land in), a plan granting plenty of cycle
 // credit, and customers subscribed to it. Prints one JSON line: the ids, for the load client, fuzzer and checks.
 //
-//   node chaos/setup.mjs URL SECRET_KEY MERCHANT_ID CUSTOMERS [LABEL]
+//   node scripts/chaos/setup.mjs URL SECRET_KEY MERCHANT_ID CUSTOMERS [LABEL]
 import { bearer, call, json } from './lib.mjs';
 
 const [url, key, merchantId, customerCount = '8', label = 'chaos'] = process.argv.slice(2);
 if (!url || !key || !merchantId) {
-  process.stderr.write('usage: node chaos/setup.mjs URL SECRET_KEY MERCHANT_ID CUSTOMERS [LABEL]\n');
+  process.stderr.write('usage: node scripts/chaos/setup.mjs URL SECRET_KEY MERCHANT_ID CUSTOMERS [LABEL]\n');
   process.exit(2);
 }
 
