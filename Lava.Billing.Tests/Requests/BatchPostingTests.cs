@@ -14,10 +14,7 @@ public class BatchPostingTests(LavaApp app) : ApiTest(app)
     private UsageReporter Reporter => App.Services.GetRequiredService<UsageReporter>();
 
     private static CreateRequestBody Body(string id, string? customer, string meter, long tokens = 0, string? cost = null) =>
-        JsonSerializer.Deserialize<CreateRequestBody>(JsonSerializer.Serialize(new
-        {
-            request_id = id, customer_id = customer, meter_slug = meter, input_tokens = tokens, cost,
-        }), Lava.Billing.Infrastructure.Http.LavaJson.Options)!;
+        ReportBodies.Of(id, customer, meter, tokens, cost);
 
     [Fact]
     public async Task ARandomWorkloadPostsTheSameLedgerInOneBatchAsOneByOne()

@@ -12,10 +12,7 @@ public class BlastRadiusTests(LavaApp app) : ApiTest(app)
     private UsageReporter Reporter => App.Services.GetRequiredService<UsageReporter>();
 
     private static CreateRequestBody Body(string id, string? customer, string meter, long tokens = 0, decimal? seconds = null) =>
-        JsonSerializer.Deserialize<CreateRequestBody>(JsonSerializer.Serialize(new
-        {
-            request_id = id, customer_id = customer, meter_slug = meter, input_tokens = tokens, input_seconds = seconds,
-        }), Lava.Billing.Infrastructure.Http.LavaJson.Options)!;
+        ReportBodies.Of(id, customer, meter, tokens, seconds: seconds);
 
     private async Task<(LavaApp.Merchant M, string Customer)> MerchantWithMeterAsync()
     {
