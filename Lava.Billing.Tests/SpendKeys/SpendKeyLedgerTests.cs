@@ -4,6 +4,7 @@ using Dapper;
 using Lava.Billing.SpendKeys;
 using Lava.Billing.Tests.Infrastructure;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
 using Npgsql;
 
 namespace Lava.Billing.Tests.SpendKeys;
@@ -147,6 +148,47 @@ public class SpendKeyLedgerTests(ClockedLavaApp app) : ClockedApiTest(app)
 
         Assert.Equal(0, await HeldAsync(m.MerchantId));
         Assert.Equal([(grant.SpendKeyId + ":spend_key", 0.2m), ("provider_payable", -0.2m)], await EntriesAsync(m.MerchantId, grant.ChargeId));
+    }
+
+    [Fact]
+    public async Task ACallWhoseReleaseCouldNotBeWrittenIsReleasedByTheSettleWorkerNotBilled()
+    {
+        var (m, id, key) = await KeyAsync(new { name = "unwritten", request_limit = new { count = 1, cycle = "total" } });
+        var grant = await GrantAsync(key, 5m, estimate: 0.2m);
+        var fault = "refuse_" + grant.ChargeId.ToLowerInvariant();
+        await using (var admin = new NpgsqlConnection(App.AdminConnectionString))
+        {
+            // The database refuses this call's release, as it would while away.
+            await admin.ExecuteAsync($"""
+                CREATE FUNCTION {fault}() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN
+                    IF NEW.charge_id = '{grant.ChargeId}' AND NEW.status = 'released' THEN RAISE EXCEPTION 'injected fault'; END IF;
+                    RETURN NEW;
+                END $$;
+                CREATE TRIGGER {fault} BEFORE UPDATE ON spend_key_charges FOR EACH ROW EXECUTE FUNCTION {fault}();
+                """);
+            try
+            {
+                await Limits.EndAsync(grant, null, estimated: false);
+                Assert.Equal(1, await HeldAsync(m.MerchantId));
+            }
+            finally
+            {
+                await admin.ExecuteAsync($"DROP TRIGGER {fault} ON spend_key_charges; DROP FUNCTION {fault}();");
+            }
+        }
+
+        // Its deadline passes before the worker's round: the release kept in memory is written first.
+        App.Clock.Advance(Lease + TimeSpan.FromSeconds(1));
+        var settler = App.Services.GetServices<IHostedService>().OfType<SpendKeySettler>().Single();
+        await settler.RoundAsync(CancellationToken.None);
+
+        Assert.Equal("released", await App.QueryAsync<string>(
+            "SELECT status FROM spend_key_charges WHERE merchant_id = @MerchantId AND charge_id = @ChargeId", new { m.MerchantId, grant.ChargeId }));
+        Assert.Empty(await EntriesAsync(m.MerchantId, grant.ChargeId));
+        var read = await ReadAsync(m, id);
+        Assert.Equal(0, (long)read["current_requests"]!);
+        Assert.Equal("0.0000000000", (string)read["total_spend"]!);
     }
 
     private Task<long> HeldAsync(string merchantId) =>

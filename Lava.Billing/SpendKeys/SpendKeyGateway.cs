@@ -147,12 +147,12 @@ public static class SpendKeyGateway
         }
         catch (Exception e) when (e is HttpRequestException or Polly.Timeout.TimeoutRejectedException or Polly.CircuitBreaker.BrokenCircuitException or TaskCanceledException)
         {
-            await limits.ReleaseAsync(grant, CancellationToken.None);
+            await limits.EndAsync(grant, null, estimated: false);
             return Problems.UpstreamUnavailable("The provider could not be reached; nothing was charged.");
         }
         using (response)
         {
-            if (!response.IsSuccessStatusCode) await limits.ReleaseAsync(grant, CancellationToken.None);
+            if (!response.IsSuccessStatusCode) await limits.EndAsync(grant, null, estimated: false);
             http.Response.StatusCode = (int)response.StatusCode;
             ForwardHeaders.CopyResponse(response, http.Response);
             var eventStream = response.Content.Headers.ContentType?.MediaType == "text/event-stream";
@@ -181,8 +181,8 @@ public static class SpendKeyGateway
             {
                 // Usage the provider reported is what it charges; without it (a stream cut short) the hold stands as the charge.
                 if (response.IsSuccessStatusCode)
-                    await limits.CaptureAsync(grant, reader.Usage is { } usage ? ProviderCost.Compute(usage, price) : grant.HeldAmount,
-                        estimated: reader.Usage is null, CancellationToken.None);
+                    await limits.EndAsync(grant, reader.Usage is { } usage ? ProviderCost.Compute(usage, price) : grant.HeldAmount,
+                        estimated: reader.Usage is null);
             }
         }
         return null;

@@ -1,4 +1,5 @@
 using Dapper;
+using System.Collections.Concurrent;
 using System.Text.Json;
 using Lava.Billing.Infrastructure;
 using Lava.Billing.Ledger;
@@ -23,8 +24,13 @@ public sealed record SpendKeyGrant(string MerchantId, string SpendKeyId, string 
 /// that lock, so each sees the holds of those before it and no race lets more calls through than the limits allow.
 /// A capture posts the call's cost to the ledger in the same transaction that closes the hold (docs/spend-keys.md).
 /// </summary>
-public sealed class SpendKeyLimits(NpgsqlDataSource db, TimeProvider clock)
+public sealed class SpendKeyLimits(NpgsqlDataSource db, TimeProvider clock, ILogger<SpendKeyLimits> log)
 {
+    /// <summary>Ends of calls kept in memory while the database cannot take them; past this, the caller sees the failure.</summary>
+    public const int MaxUnwritten = 100_000;
+
+    private readonly ConcurrentQueue<(SpendKeyGrant Grant, decimal? Amount, bool Estimated)> _unwritten = new();
+
     // The usage is read by a second statement on purpose: under READ COMMITTED a statement that waited for the row
     // lock still reads with the snapshot it took before waiting, so subqueries in the locking SELECT would miss the
     // charges committed by the transaction it waited for. The next statement's snapshot sees them.
@@ -154,6 +160,38 @@ public sealed class SpendKeyLimits(NpgsqlDataSource db, TimeProvider clock)
         await using var connection = await db.OpenConnectionAsync(ct);
         return await connection.ExecuteAsync(new CommandDefinition(Release,
             new { grant.MerchantId, grant.ChargeId, Now = clock.GetUtcNow().UtcDateTime }, cancellationToken: ct)) == 1;
+    }
+
+    /// <summary>
+    /// The end of a call: captured at <paramref name="amount"/> (and posted), or released when it is null. When the
+    /// database cannot take it now, it is kept in memory and written by the settle worker before it looks for crashed
+    /// calls, so a call whose release could not be written is released, not billed by the crash rule (docs/spend-keys.md).
+    /// </summary>
+    public async Task EndAsync(SpendKeyGrant grant, decimal? amount, bool estimated)
+    {
+        try
+        {
+            await WriteEndAsync(grant, amount, estimated, CancellationToken.None);
+        }
+        catch (Exception e) when (_unwritten.Count < MaxUnwritten)
+        {
+            log.LogWarning("Spend key charge {ChargeId} of merchant {MerchantId} could not be settled now ({Failure}); the settle worker will write it",
+                grant.ChargeId, grant.MerchantId, e.GetType().Name);
+            _unwritten.Enqueue((grant, amount, estimated));
+        }
+    }
+
+    private Task<bool> WriteEndAsync(SpendKeyGrant grant, decimal? amount, bool estimated, CancellationToken ct) =>
+        amount is { } a ? CaptureAsync(grant, a, estimated, ct) : ReleaseAsync(grant, ct);
+
+    /// <summary>Writes the ends kept in memory, oldest first; stops at the first the database still refuses.</summary>
+    public async Task WriteUnwrittenAsync(CancellationToken ct)
+    {
+        while (_unwritten.TryPeek(out var end))
+        {
+            await WriteEndAsync(end.Grant, end.Amount, end.Estimated, ct);
+            _unwritten.TryDequeue(out _);
+        }
     }
 
     public const string Recovered = "recovered_after_crash";

@@ -13,6 +13,19 @@ public sealed class SpendKeySettler(SpendKeyLimits limits, ForwardOptions option
     /// <summary>Charges settled per round; the rest wait for the next one.</summary>
     private const int MaxPerRound = 100;
 
+    /// <summary>
+    /// One round: the ends of calls this instance could not write first (a release written now is not billed below),
+    /// then the held charges past their deadline. Returns how many of those were settled.
+    /// </summary>
+    internal async Task<int> RoundAsync(CancellationToken ct)
+    {
+        await limits.WriteUnwrittenAsync(ct);
+        var settled = await limits.SettleCrashedAsync(MaxPerRound, ct);
+        if (settled > 0)
+            log.LogWarning("{Count} spend-key calls were cut by a crash; each was billed its last recorded usage, flagged estimated", settled);
+        return settled;
+    }
+
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
         while (!stoppingToken.IsCancellationRequested)
@@ -20,9 +33,7 @@ public sealed class SpendKeySettler(SpendKeyLimits limits, ForwardOptions option
             var settled = 0;
             try
             {
-                settled = await limits.SettleCrashedAsync(MaxPerRound, stoppingToken);
-                if (settled > 0)
-                    log.LogWarning("{Count} spend-key calls were cut by a crash; each was billed its last recorded usage, flagged estimated", settled);
+                settled = await RoundAsync(stoppingToken);
             }
             catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
             {
