@@ -1,6 +1,6 @@
-using Dapper;
 using System.Collections.Concurrent;
 using System.Text.Json;
+using Dapper;
 using Lava.Billing.Infrastructure;
 using Lava.Billing.Ledger;
 using Npgsql;
@@ -230,10 +230,10 @@ public sealed class SpendKeyLimits(NpgsqlDataSource db, TimeProvider clock, ILog
             await using var tx = await connection.BeginTransactionAsync(ct);
             var captured = await connection.QuerySingleOrDefaultAsync<CapturedCharge>(new CommandDefinition(CaptureCrashed,
                 new { MerchantId = merchantId, ChargeId = chargeId, Anomaly = Recovered, Now = now }, tx, cancellationToken: ct));
-            if (captured is null) continue;
-            await PostAsync(connection, tx, captured, ct);
+            // Null when the call itself (or another instance) settled it meanwhile.
+            if (captured is not null) await PostAsync(connection, tx, captured, ct);
             await tx.CommitAsync(ct);
-            settled++;
+            if (captured is not null) settled++;
         }
         return settled;
     }
