@@ -1,9 +1,10 @@
-// A stand-in for an OpenAI-compatible provider, for compat/gateway.test.mjs (not a test file: node --test only runs
-// *.test.mjs). compat/run.sh starts it before the service, because the service reads its allow-list
+// A stand-in for an OpenAI-compatible provider, for compat/gateway.test.mjs and compat/openai_client.test.mjs (not a
+// test file: node --test only runs *.test.mjs). compat/run.sh starts it before the service, because the service reads its allow-list
 // (Forward__AllowedUpstreams__0) at start-up and the port is only known once this server listens.
 //
 // It prints its base URL (http://127.0.0.1:PORT) as the first line on stdout once it listens, then serves:
-//   POST /v1/chat/completions  a non-streaming chat completion with a fixed usage (USAGE below), recording the call
+//   POST /v1/chat/completions  a chat completion with a fixed usage (USAGE below), recording the call; streamed as
+//                              server-sent events when the body asks for `stream: true`
 //   GET  /calls?tag=T          {total, calls: [{method, path, headers, body}]}: every call ever received counts in
 //                              total; calls holds those whose x-compat-call header is T (a test's own calls)
 // /calls is outside /v1, and run.sh allows only $URL/v1 upstream, so the gateway itself can never reach it.
@@ -39,6 +40,23 @@ async function readBody(request) {
   return Buffer.concat(chunks).toString('utf8');
 }
 
+// A streamed chat completion as OpenAI sends it: the text in deltas, then (only when stream_options.include_usage is
+// set) a last chunk with no choices carrying the usage, then [DONE].
+function streamChat(response, body) {
+  const id = `chatcmpl-fake${calls.length}`;
+  const created = Math.floor(Date.now() / 1000);
+  const chunk = (choices, extra = {}) =>
+    `data: ${JSON.stringify({ id, object: 'chat.completion.chunk', created, model: body.model, choices, ...extra })}\n\n`;
+  response.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
+  response.write(chunk([{ index: 0, delta: { role: 'assistant', content: '' }, finish_reason: null }]));
+  for (const word of ['Hello ', 'from ', 'the ', 'fake ', 'provider.']) {
+    response.write(chunk([{ index: 0, delta: { content: word }, finish_reason: null }]));
+  }
+  response.write(chunk([{ index: 0, delta: {}, finish_reason: 'stop' }]));
+  if (body.stream_options?.include_usage === true) response.write(chunk([], { usage: USAGE }));
+  response.end('data: [DONE]\n\n');
+}
+
 const server = createServer(async (request, response) => {
   const url = new URL(request.url, 'http://127.0.0.1');
   try {
@@ -57,6 +75,10 @@ const server = createServer(async (request, response) => {
         return;
       }
       calls.push({ method: request.method, path: url.pathname + url.search, headers: request.headers, body });
+      if (body.stream === true) {
+        streamChat(response, body);
+        return;
+      }
       send(response, 200, {
         id: `chatcmpl-fake${calls.length}`,
         object: 'chat.completion',

@@ -124,7 +124,10 @@ log "starting the service on 127.0.0.1:$port (log: $work/service.log)"
 # env, because a variable whose name holds dots (the host of a managed key) cannot be exported from bash.
 : >"$work/service.log"
 # Webhooks may call loopback here: the webhook tests' receiver listens on 127.0.0.1.
+# Spend keys' model table sends gpt- models to the fake provider (compat/openai_client.test.mjs).
 env "Forward__AllowedUpstreams__0=$fake_url/v1" "Forward__ManagedKeys__127.0.0.1=sk-managed" \
+  "SpendKeys__Routes__0__Prefix=gpt-" "SpendKeys__Routes__0__Provider=openai" "SpendKeys__Routes__0__Shape=openai" \
+  "SpendKeys__Routes__0__BaseUrl=$fake_url/v1" \
   "Webhooks__AllowPrivateAddresses=true" "Webhooks__PollIntervalMs=100" \
   dotnet "$dll" --urls "http://127.0.0.1:$port" >"$work/service.log" 2>&1 &
 svc_pid=$!

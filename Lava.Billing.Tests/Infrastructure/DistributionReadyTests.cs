@@ -96,6 +96,7 @@ public partial class DistributionReadyTests(LavaApp app) : IClassFixture<LavaApp
         ["WebhookDeliveryStore.SelectUnfanned"] = "the dispatcher finds new events across merchants, then works on each by its key",
         ["SpendKeyLimits.LockKey"] = "a spend key is found by its hash before its merchant is known (the gateway's authentication)",
         ["SpendKeyStore.SelectLive"] = "a spend key is found by its hash before its merchant is known (the gateway's authentication)",
+        ["SpendKeyLimits.SelectDue"] = "the settle worker finds crashed calls across merchants, then settles each in its merchant's transaction",
         ["OpenHoldsGauge.CountSql"] = "the /metrics gauge of open holds counts across merchants by design",
     };
 

@@ -69,6 +69,48 @@ public class SpendKeyGatewayTests(SpendKeyGatewayApp app) : GatewayTest<SpendKey
     }
 
     [Fact]
+    public async Task AStreamedChatThatDoesNotAskForUsageIsStillChargedWhatTheProviderReported()
+    {
+        var (m, id, key) = await KeyAsync(new { name = "plain-stream" });
+        using var r = await Bearer(key).PostAsync("/v1/chat/completions",
+            Http.Json("""{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"hi"}]}"""));
+        Assert.Equal(HttpStatusCode.OK, r.StatusCode);
+        Assert.Contains("data: [DONE]", await r.Content.ReadAsStringAsync());
+        Assert.Contains("\"include_usage\":true", Assert.Single(Fake.Requests).Body);
+        var read = (await m.Client.GetJsonAsync($"/v1/spend_keys/{id}")).Body!;
+        Assert.Equal("0.0047500000", (string)read["total_spend"]!);
+    }
+
+    [Fact]
+    public async Task AKeyRotatedMidStreamKeepsBillingTheCallItStarted()
+    {
+        var (m, id, key) = await KeyAsync(new { name = "rotate-mid-stream" });
+        Fake.HoldAfterEvents = 2;
+        using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions")
+        {
+            Content = Http.Json("""{"model":"gpt-4o","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}"""),
+        };
+        request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", key);
+        using var response = await App.CreateClient().SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        await using var body = await response.Content.ReadAsStreamAsync();
+        var first = new byte[256];
+        Assert.True(await body.ReadAsync(first) > 0, "the stream started before the rotation");
+
+        var rotated = await m.Client.SendAsync(HttpMethod.Post, $"/v1/spend_keys/{id}/rotate");
+        Assert.Equal(HttpStatusCode.OK, rotated.Status);
+        Fake.Release.SetResult();
+        Assert.Contains("data: [DONE]", await new StreamReader(body).ReadToEndAsync());
+
+        var read = (await m.Client.GetJsonAsync($"/v1/spend_keys/{id}")).Body!;
+        Assert.Equal("0.0047500000", (string)read["total_spend"]!);
+        Assert.Equal(1, (long)read["total_requests"]!);
+        (await Bearer(key).SendAsync(HttpMethod.Post, "/v1/chat/completions", Http.Json(Chat))).AssertProblem(HttpStatusCode.Unauthorized, "unauthorized");
+        Assert.Equal(HttpStatusCode.OK, (await Bearer((string)rotated.Body!["key"]!).SendAsync(HttpMethod.Post, "/v1/chat/completions", Http.Json(Chat))).Status);
+        Assert.Equal(2, Fake.Calls);
+    }
+
+    [Fact]
     public async Task AnAnthropicKeyCallsMessagesWithItsXApiKey()
     {
         var (m, id, key) = await KeyAsync(new { name = "claude", request_shape = "anthropic" });

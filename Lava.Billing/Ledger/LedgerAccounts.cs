@@ -20,6 +20,7 @@ public static class LedgerAccounts
     public static string CreditsCycle(string customerId) => customerId + ":credits_cycle";
     public static string CreditsBundle(string customerId) => customerId + ":credits_bundle";
     public static string Receivable(string customerId) => customerId + ":receivable";
+    public static string SpendKey(string spendKeyId) => spendKeyId + ":spend_key";
 
     private const string InsertMerchantAccounts = """
         INSERT INTO accounts (merchant_id, account_id, kind, type, currency, cached)
@@ -50,4 +51,20 @@ public static class LedgerAccounts
     /// <summary>A customer's credit (cycle, bundle) and receivable accounts, each with its cached balance row.</summary>
     public static Task CreateCustomerAccountsAsync(NpgsqlConnection connection, NpgsqlTransaction tx, string merchantId, string customerId, CancellationToken ct) =>
         connection.ExecuteAsync(new CommandDefinition(InsertCustomerAccounts, new { MerchantId = merchantId, CustomerId = customerId }, tx, cancellationToken: ct));
+
+    private const string InsertSpendKeyAccount = """
+        WITH created AS (
+            INSERT INTO accounts (merchant_id, account_id, kind, type, currency, cached)
+            SELECT @MerchantId, @SpendKeyId || ':spend_key', 'spend_key', 'expense', m.currency, true
+              FROM merchants m
+             WHERE m.merchant_id = @MerchantId
+            RETURNING merchant_id, account_id
+        )
+        INSERT INTO account_balances (merchant_id, account_id)
+        SELECT merchant_id, account_id FROM created
+        """;
+
+    /// <summary>A spend key's own expense account, with a cached balance (its all-time spend, docs/spend-keys.md).</summary>
+    public static Task CreateSpendKeyAccountAsync(NpgsqlConnection connection, NpgsqlTransaction tx, string merchantId, string spendKeyId, CancellationToken ct) =>
+        connection.ExecuteAsync(new CommandDefinition(InsertSpendKeyAccount, new { MerchantId = merchantId, SpendKeyId = spendKeyId }, tx, cancellationToken: ct));
 }

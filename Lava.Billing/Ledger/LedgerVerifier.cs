@@ -16,7 +16,7 @@ public sealed class LedgerVerifier(NpgsqlDataSource db, LedgerSequencer sequence
 
     public static readonly IReadOnlyList<string> Checks =
         ["transactions_balanced", "cached_balances", "sequence_gap_free", "entries_sequenced", "requests_priced", "charges_posted",
-         "amounts_in_bounds"];
+         "amounts_in_bounds", "spend_keys_posted"];
 
     private const string SelectUnbalanced = """
         SELECT transaction_id, currency::text AS currency, sum(amount)::text AS total
@@ -131,6 +131,32 @@ public sealed class LedgerVerifier(NpgsqlDataSource db, LedgerSequencer sequence
         LIMIT @MaxProblems
         """;
 
+    // A spend key's spending is its ledger account (docs/spend-keys.md): every captured call has its one usage
+    // transaction, whose entry on the key's account is the captured amount, and no such transaction lacks its call.
+    private const string SelectUnpostedSpendKeyCharges = """
+        SELECT c.charge_id, t.transaction_id, c.amount::text AS expected, coalesce(p.posted, 0)::text AS posted
+          FROM spend_key_charges c
+          LEFT JOIN ledger_transactions t ON t.merchant_id = c.merchant_id AND t.kind = 'spend_key_usage' AND t.reference = c.charge_id
+          LEFT JOIN LATERAL (SELECT sum(e.amount) AS posted
+                               FROM entries e
+                              WHERE e.merchant_id = t.merchant_id AND e.transaction_id = t.transaction_id
+                                AND e.account_id = c.spend_key_id || ':spend_key') p ON true
+         WHERE c.merchant_id = @MerchantId
+           AND c.status = 'captured'
+           AND (t.transaction_id IS NULL OR coalesce(p.posted, 0) <> c.amount)
+         ORDER BY c.charge_id
+         LIMIT @Max;
+
+        SELECT t.transaction_id, t.reference
+          FROM ledger_transactions t
+         WHERE t.merchant_id = @MerchantId
+           AND t.kind = 'spend_key_usage'
+           AND NOT EXISTS (SELECT 1 FROM spend_key_charges c
+                            WHERE c.merchant_id = t.merchant_id AND c.charge_id = t.reference AND c.status = 'captured')
+         ORDER BY t.transaction_id
+         LIMIT @Max
+        """;
+
     public async Task<VerifyResponse> VerifyAsync(string merchantId, CancellationToken ct)
     {
         await sequencer.RunOnceAsync(merchantId, ct);
@@ -192,6 +218,21 @@ public sealed class LedgerVerifier(NpgsqlDataSource db, LedgerSequencer sequence
         {
             problems.Add(new("amounts_in_bounds", $"{r.What} {r.Id} is {r.Amount}, past its bound (docs/ledger.md, \"Bounds\")",
                 TransactionId: r.What == "entry" ? r.Id : null, AccountId: r.What == "balance" ? r.Id : null, Actual: r.Amount));
+        }
+        await using (var results = await connection.QueryMultipleAsync(Command(SelectUnpostedSpendKeyCharges)))
+        {
+            foreach (var r in await results.ReadAsync<(string ChargeId, string? TransactionId, string Expected, string Posted)>())
+            {
+                problems.Add(new("spend_keys_posted", r.TransactionId is null
+                        ? $"spend key charge {r.ChargeId} was captured but has no spend_key_usage transaction"
+                        : $"spend key charge {r.ChargeId} captured {r.Expected} but its transaction posted {r.Posted} to the key's account",
+                    TransactionId: r.TransactionId, Expected: r.Expected, Actual: r.Posted));
+            }
+            foreach (var r in await results.ReadAsync<(string TransactionId, string Reference)>())
+            {
+                problems.Add(new("spend_keys_posted", $"spend_key_usage transaction {r.TransactionId} has no captured charge '{r.Reference}'",
+                    TransactionId: r.TransactionId));
+            }
         }
         await tx.CommitAsync(ct);
         return new VerifyResponse(problems.Count == 0, clock.GetUtcNow().UtcDateTime, Checks, problems);

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
@@ -109,20 +110,27 @@ public static class SpendKeyGateway
         var capField = shape == RequestShapes.OpenAi && body["max_completion_tokens"] is not null ? "max_completion_tokens" : "max_tokens";
         var maxOutput = body[capField] is JsonValue cap && cap.TryGetValue<long>(out var n) && n > 0 ? n : routes.DefaultMaxOutputTokens;
         body[capField] = maxOutput;
-        var payload = JsonSerializer.SerializeToUtf8Bytes(body);
+        var format = shape == RequestShapes.Anthropic ? ApiFormat.AnthropicMessages : ApiFormat.OpenAiChat;
+        // The inspector asks a streamed OpenAI chat for its usage (stream_options.include_usage), which it otherwise never reports.
+        var inspected = RequestInspector.Inspect(format, upstream, "application/json", JsonSerializer.SerializeToUtf8Bytes(body));
+        var payload = inspected.Body;
         // A token is at least one byte, so the body's length bounds the input tokens, priced at the dearer input rate.
         var worstCase = Math.Max(ProviderCost.Compute(new NormalizedUsage(payload.Length, 0, 0, maxOutput), price),
                                  ProviderCost.Compute(new NormalizedUsage(0, 0, payload.Length, maxOutput), price));
+        var estimate = ProviderCost.Compute(ForwardProxy.Estimate(null, inspected, 0), price);
 
-        var (grant, refusal, retryAfter) = await limits.ReserveAsync(key, model, route.Provider, worstCase, ct);
+        var (grant, refusal, retryAfter) = await limits.ReserveAsync(key,
+            new SpendKeyCall(model, route.Provider, worstCase, estimate, forward.PendingLease(upstream.Host)), ct);
         if (grant is null) return Refused(http, refusal!.Value, retryAfter);
-        return await CallAsync(http, grant, upstream, managedKey, shape, payload, price, limits);
+        return await CallAsync(http, grant, upstream, managedKey, shape, inspected, price, limits);
     }
 
     private static async Task<IResult?> CallAsync(HttpContext http, SpendKeyGrant grant, Uri upstream, string managedKey, string shape,
-        byte[] payload, ModelPrice price, SpendKeyLimits limits)
+        InspectedRequest inspected, ModelPrice price, SpendKeyLimits limits)
     {
         var client = http.RequestServices.GetRequiredService<UpstreamClient>();
+        var progressEvery = http.RequestServices.GetRequiredService<ForwardOptions>().ProgressInterval;
+        var payload = inspected.Body;
         HttpResponseMessage response;
         try
         {
@@ -139,17 +147,18 @@ public static class SpendKeyGateway
         }
         catch (Exception e) when (e is HttpRequestException or Polly.Timeout.TimeoutRejectedException or Polly.CircuitBreaker.BrokenCircuitException or TaskCanceledException)
         {
-            await limits.ReleaseAsync(grant, CancellationToken.None);
+            await limits.EndAsync(grant, null, estimated: false);
             return Problems.UpstreamUnavailable("The provider could not be reached; nothing was charged.");
         }
         using (response)
         {
-            if (!response.IsSuccessStatusCode) await limits.ReleaseAsync(grant, CancellationToken.None);
+            if (!response.IsSuccessStatusCode) await limits.EndAsync(grant, null, estimated: false);
             http.Response.StatusCode = (int)response.StatusCode;
             ForwardHeaders.CopyResponse(response, http.Response);
             var eventStream = response.Content.Headers.ContentType?.MediaType == "text/event-stream";
             var reader = new UsageReader(shape == RequestShapes.Anthropic ? ApiFormat.AnthropicMessages : ApiFormat.OpenAiChat, eventStream);
             var buffer = new byte[16 * 1024];
+            var lastProgress = Stopwatch.GetTimestamp();
             try
             {
                 await using var stream = await response.Content.ReadAsStreamAsync(http.RequestAborted);
@@ -158,6 +167,13 @@ public static class SpendKeyGateway
                 {
                     reader.Feed(buffer.AsSpan(0, read));
                     await http.Response.Body.WriteAsync(buffer.AsMemory(0, read), http.RequestAborted);
+                    // The crash rule bills the last note, so a long stream notes what it has shown so far now and then.
+                    if (eventStream && response.IsSuccessStatusCode && Stopwatch.GetElapsedTime(lastProgress) >= progressEvery)
+                    {
+                        await NoteProgressAsync(http, limits, grant,
+                            ProviderCost.Compute(ForwardProxy.Estimate(reader.Usage, inspected, reader.OutputCharacters), price));
+                        lastProgress = Stopwatch.GetTimestamp();
+                    }
                 }
                 reader.Finish();
             }
@@ -165,11 +181,25 @@ public static class SpendKeyGateway
             {
                 // Usage the provider reported is what it charges; without it (a stream cut short) the hold stands as the charge.
                 if (response.IsSuccessStatusCode)
-                    await limits.CaptureAsync(grant, reader.Usage is { } usage ? ProviderCost.Compute(usage, price) : grant.HeldAmount,
-                        CancellationToken.None);
+                    await limits.EndAsync(grant, reader.Usage is { } usage ? ProviderCost.Compute(usage, price) : grant.HeldAmount,
+                        estimated: reader.Usage is null);
             }
         }
         return null;
+    }
+
+    private static async Task NoteProgressAsync(HttpContext http, SpendKeyLimits limits, SpendKeyGrant grant, decimal amount)
+    {
+        try
+        {
+            await limits.ProgressAsync(grant, amount, CancellationToken.None);
+        }
+        catch (Exception e)
+        {
+            // A missed note only makes a crash bill less of this call; the stream goes on.
+            http.RequestServices.GetRequiredService<ILoggerFactory>().CreateLogger(typeof(SpendKeyGateway))
+                .LogWarning("Spend key charge {ChargeId}: its progress could not be recorded ({Failure})", grant.ChargeId, e.GetType().Name);
+        }
     }
 
     private static IResult Refused(HttpContext http, SpendKeyRefusal refusal, TimeSpan? retryAfter)

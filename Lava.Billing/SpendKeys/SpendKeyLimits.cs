@@ -1,20 +1,36 @@
+using System.Collections.Concurrent;
+using System.Text.Json;
 using Dapper;
 using Lava.Billing.Infrastructure;
+using Lava.Billing.Ledger;
 using Npgsql;
 
 namespace Lava.Billing.SpendKeys;
 
+/// <summary>
+/// A call about to be let through: its worst case (held against the spend limit), the cost of the prompt alone (what
+/// the crash rule bills until the stream shows more) and how long it may run without a progress note before the settle
+/// worker takes its process for dead.
+/// </summary>
+public sealed record SpendKeyCall(string Model, string Provider, decimal WorstCase, decimal Estimate, TimeSpan Lease);
+
 /// <summary>A call allowed to go ahead: its charge holds the worst case until it is captured or released.</summary>
-public sealed record SpendKeyGrant(string MerchantId, string SpendKeyId, string ChargeId, decimal HeldAmount);
+public sealed record SpendKeyGrant(string MerchantId, string SpendKeyId, string ChargeId, decimal HeldAmount, TimeSpan Lease);
 
 /// <summary>
-/// The limits of a spend key, enforced in the database: one transaction locks the key's row, reads its usage in the
-/// current cycles from its charges, refills and draws its token bucket, and inserts a held charge for the call's worst
-/// case. Concurrent calls on one key (from any instance) queue on that lock, so each sees the holds of those before it
-/// and no race lets more calls through than the limits allow.
+/// The limits of a spend key, enforced in the database: one transaction locks the key's row, reads its spend in the
+/// current cycle (the ledger's, plus the holds of calls still running) and its requests, refills and draws its token
+/// bucket, and inserts a held charge for the call's worst case. Concurrent calls on one key (from any instance) queue on
+/// that lock, so each sees the holds of those before it and no race lets more calls through than the limits allow.
+/// A capture posts the call's cost to the ledger in the same transaction that closes the hold (docs/spend-keys.md).
 /// </summary>
-public sealed class SpendKeyLimits(NpgsqlDataSource db, TimeProvider clock)
+public sealed class SpendKeyLimits(NpgsqlDataSource db, TimeProvider clock, ILogger<SpendKeyLimits> log)
 {
+    /// <summary>Ends of calls kept in memory while the database cannot take them; past this, the caller sees the failure.</summary>
+    public const int MaxUnwritten = 100_000;
+
+    private readonly ConcurrentQueue<(SpendKeyGrant Grant, decimal? Amount, bool Estimated)> _unwritten = new();
+
     // The usage is read by a second statement on purpose: under READ COMMITTED a statement that waited for the row
     // lock still reads with the snapshot it took before waiting, so subqueries in the locking SELECT would miss the
     // charges committed by the transaction it waited for. The next statement's snapshot sees them.
@@ -32,10 +48,11 @@ public sealed class SpendKeyLimits(NpgsqlDataSource db, TimeProvider clock)
                k.rate_refilled_at, k.expires_at,
                spend_cycle_end(coalesce(k.spend_limit_cycle, 'total'), @Now)   AS spend_cycle_end,
                spend_cycle_end(coalesce(k.request_limit_cycle, 'total'), @Now) AS request_cycle_end,
-               (SELECT coalesce(sum(coalesce(c.amount, c.held_amount)), 0)
-                  FROM spend_key_charges c
-                 WHERE c.merchant_id = k.merchant_id AND c.spend_key_id = k.spend_key_id AND c.status <> 'released'
-                   AND c.created_at >= spend_cycle_start(coalesce(k.spend_limit_cycle, 'total'), @Now))   AS spend_in_cycle,
+               spend_key_spent(k.merchant_id, k.spend_key_id, spend_cycle_start(coalesce(k.spend_limit_cycle, 'total'), @Now))
+               + (SELECT coalesce(sum(c.held_amount), 0)
+                    FROM spend_key_charges c
+                   WHERE c.merchant_id = k.merchant_id AND c.spend_key_id = k.spend_key_id AND c.status = 'held'
+                     AND c.created_at >= spend_cycle_start(coalesce(k.spend_limit_cycle, 'total'), @Now)) AS spend_in_cycle,
                (SELECT count(*)
                   FROM spend_key_charges c
                  WHERE c.merchant_id = k.merchant_id AND c.spend_key_id = k.spend_key_id AND c.status <> 'released'
@@ -52,12 +69,12 @@ public sealed class SpendKeyLimits(NpgsqlDataSource db, TimeProvider clock)
         """;
 
     private const string Hold = """
-        INSERT INTO spend_key_charges (merchant_id, charge_id, spend_key_id, status, held_amount, model, created_at)
-        VALUES (@MerchantId, @ChargeId, @SpendKeyId, 'held', @HeldAmount, @Model, @Now)
+        INSERT INTO spend_key_charges (merchant_id, charge_id, spend_key_id, status, held_amount, usage_amount, due_at, model, created_at)
+        VALUES (@MerchantId, @ChargeId, @SpendKeyId, 'held', @HeldAmount, @Estimate, @Due, @Model, @Now)
         """;
 
     public async Task<(SpendKeyGrant? Grant, SpendKeyRefusal? Refusal, TimeSpan? RetryAfter)> ReserveAsync(
-        string key, string model, string provider, decimal worstCase, CancellationToken ct)
+        string key, SpendKeyCall call, CancellationToken ct)
     {
         if (!SpendKeySecrets.LooksLikeOne(key)) return (null, SpendKeyRefusal.UnknownKey, null);
         var now = clock.GetUtcNow().UtcDateTime;
@@ -68,35 +85,72 @@ public sealed class SpendKeyLimits(NpgsqlDataSource db, TimeProvider clock)
         if (locked is not { } id) return (null, SpendKeyRefusal.UnknownKey, null);
         var k = await connection.QuerySingleAsync<LockedSpendKey>(new CommandDefinition(ReadLocked,
             new { id.MerchantId, id.SpendKeyId, Now = now }, tx, cancellationToken: ct));
-        var (refusal, retryAfter) = SpendKeyPolicy.Decide(k, model, provider, worstCase, now);
+        var (refusal, retryAfter) = SpendKeyPolicy.Decide(k, call.Model, call.Provider, call.WorstCase, now);
         if (refusal is not null) return (null, refusal, retryAfter);
         decimal? tokens = k.RateLimitRpm is null ? null : SpendKeyPolicy.Tokens(k, now) - 1;
         await connection.ExecuteAsync(new CommandDefinition(Draw,
             new { Tokens = tokens, Now = now, k.MerchantId, k.SpendKeyId }, tx, cancellationToken: ct));
         var chargeId = Ids.New("skc");
-        await connection.ExecuteAsync(new CommandDefinition(Hold,
-            new { k.MerchantId, ChargeId = chargeId, k.SpendKeyId, HeldAmount = worstCase, Model = model, Now = now }, tx, cancellationToken: ct));
+        // The held charge is the call's durable record: written before the provider is called, settled by the crash
+        // rule if nothing captures or releases it before its deadline.
+        await connection.ExecuteAsync(new CommandDefinition(Hold, new
+        {
+            k.MerchantId, ChargeId = chargeId, k.SpendKeyId, HeldAmount = call.WorstCase, Estimate = Math.Min(call.Estimate, call.WorstCase),
+            Due = now + call.Lease, call.Model, Now = now,
+        }, tx, cancellationToken: ct));
         await tx.CommitAsync(ct);
-        return (new SpendKeyGrant(k.MerchantId, k.SpendKeyId, chargeId, worstCase), null, null);
+        return (new SpendKeyGrant(k.MerchantId, k.SpendKeyId, chargeId, call.WorstCase, call.Lease), null, null);
+    }
+
+    private const string UpdateProgress = """
+        UPDATE spend_key_charges
+           SET usage_amount = @Amount, due_at = @Due
+         WHERE merchant_id = @MerchantId AND charge_id = @ChargeId AND status = 'held'
+        """;
+
+    /// <summary>
+    /// While an answer streams: the cost of the usage seen so far, and a later deadline, telling the settle worker the
+    /// call is alive. False when the charge was settled meanwhile.
+    /// </summary>
+    public async Task<bool> ProgressAsync(SpendKeyGrant grant, decimal amount, CancellationToken ct)
+    {
+        var now = clock.GetUtcNow().UtcDateTime;
+        await using var connection = await db.OpenConnectionAsync(ct);
+        return await connection.ExecuteAsync(new CommandDefinition(UpdateProgress, new
+        {
+            grant.MerchantId, grant.ChargeId, Amount = Math.Clamp(amount, 0, Money.Max), Due = now + grant.Lease,
+        }, cancellationToken: ct)) == 1;
     }
 
     private const string Capture = """
         UPDATE spend_key_charges
-           SET status = 'captured', amount = @Amount, settled_at = @Now
+           SET status = 'captured', amount = @Amount, estimated = @Estimated, settled_at = @Now, due_at = NULL
          WHERE merchant_id = @MerchantId AND charge_id = @ChargeId AND status = 'held'
+        RETURNING merchant_id, charge_id, spend_key_id, model, amount, estimated, anomaly, created_at
         """;
 
-    /// <summary>The call's real cost replaces its hold. False when the charge was already settled.</summary>
-    public async Task<bool> CaptureAsync(SpendKeyGrant grant, decimal amount, CancellationToken ct)
+    /// <summary>
+    /// The call's real cost replaces its hold, and is posted to the ledger in the same transaction. False when the
+    /// charge was already settled (released, or captured by the crash rule).
+    /// </summary>
+    public async Task<bool> CaptureAsync(SpendKeyGrant grant, decimal amount, bool estimated, CancellationToken ct)
     {
         await using var connection = await db.OpenConnectionAsync(ct);
-        return await connection.ExecuteAsync(new CommandDefinition(Capture,
-            new { grant.MerchantId, grant.ChargeId, Amount = amount, Now = clock.GetUtcNow().UtcDateTime }, cancellationToken: ct)) == 1;
+        await using var tx = await connection.BeginTransactionAsync(ct);
+        var captured = await connection.QuerySingleOrDefaultAsync<CapturedCharge>(new CommandDefinition(Capture, new
+        {
+            grant.MerchantId, grant.ChargeId, Amount = Math.Clamp(amount, 0, Money.Max), Estimated = estimated,
+            Now = clock.GetUtcNow().UtcDateTime,
+        }, tx, cancellationToken: ct));
+        if (captured is null) return false;
+        await PostAsync(connection, tx, captured, ct);
+        await tx.CommitAsync(ct);
+        return true;
     }
 
     private const string Release = """
         UPDATE spend_key_charges
-           SET status = 'released', settled_at = @Now
+           SET status = 'released', settled_at = @Now, due_at = NULL
          WHERE merchant_id = @MerchantId AND charge_id = @ChargeId AND status = 'held'
         """;
 
@@ -106,5 +160,103 @@ public sealed class SpendKeyLimits(NpgsqlDataSource db, TimeProvider clock)
         await using var connection = await db.OpenConnectionAsync(ct);
         return await connection.ExecuteAsync(new CommandDefinition(Release,
             new { grant.MerchantId, grant.ChargeId, Now = clock.GetUtcNow().UtcDateTime }, cancellationToken: ct)) == 1;
+    }
+
+    /// <summary>
+    /// The end of a call: captured at <paramref name="amount"/> (and posted), or released when it is null. When the
+    /// database cannot take it now, it is kept in memory and written by the settle worker before it looks for crashed
+    /// calls, so a call whose release could not be written is released, not billed by the crash rule (docs/spend-keys.md).
+    /// </summary>
+    public async Task EndAsync(SpendKeyGrant grant, decimal? amount, bool estimated)
+    {
+        try
+        {
+            await WriteEndAsync(grant, amount, estimated, CancellationToken.None);
+        }
+        catch (Exception e) when (_unwritten.Count < MaxUnwritten)
+        {
+            log.LogWarning("Spend key charge {ChargeId} of merchant {MerchantId} could not be settled now ({Failure}); the settle worker will write it",
+                grant.ChargeId, grant.MerchantId, e.GetType().Name);
+            _unwritten.Enqueue((grant, amount, estimated));
+        }
+    }
+
+    private Task<bool> WriteEndAsync(SpendKeyGrant grant, decimal? amount, bool estimated, CancellationToken ct) =>
+        amount is { } a ? CaptureAsync(grant, a, estimated, ct) : ReleaseAsync(grant, ct);
+
+    /// <summary>Writes the ends kept in memory, oldest first; stops at the first the database still refuses.</summary>
+    public async Task WriteUnwrittenAsync(CancellationToken ct)
+    {
+        while (_unwritten.TryPeek(out var end))
+        {
+            await WriteEndAsync(end.Grant, end.Amount, end.Estimated, ct);
+            _unwritten.TryDequeue(out _);
+        }
+    }
+
+    public const string Recovered = "recovered_after_crash";
+
+    // Held charges past their deadline, across merchants: each is then settled in its own merchant's transaction.
+    private const string SelectDue = """
+        SELECT merchant_id, charge_id
+          FROM spend_key_charges
+         WHERE status = 'held' AND due_at <= @Now
+         ORDER BY due_at
+         LIMIT @Limit
+        """;
+
+    // The deadline is checked again under the row lock: a progress note that moved it on since wins, and so does a
+    // capture or release by the call itself (status).
+    private const string CaptureCrashed = """
+        UPDATE spend_key_charges
+           SET status = 'captured', amount = usage_amount, estimated = true, anomaly = @Anomaly, settled_at = @Now, due_at = NULL
+         WHERE merchant_id = @MerchantId AND charge_id = @ChargeId AND status = 'held' AND due_at <= @Now
+        RETURNING merchant_id, charge_id, spend_key_id, model, amount, estimated, anomaly, created_at
+        """;
+
+    /// <summary>
+    /// The crash rule (docs/spend-keys.md): a held charge past its deadline belongs to a call whose process died; it is
+    /// captured at its last known cost, flagged estimated, and posted like any other call. Returns how many were settled.
+    /// </summary>
+    public async Task<int> SettleCrashedAsync(int limit, CancellationToken ct)
+    {
+        var now = clock.GetUtcNow().UtcDateTime;
+        await using var connection = await db.OpenConnectionAsync(ct);
+        var due = (await connection.QueryAsync<(string MerchantId, string ChargeId)>(new CommandDefinition(SelectDue,
+            new { Now = now, Limit = limit }, cancellationToken: ct))).AsList();
+        var settled = 0;
+        foreach (var (merchantId, chargeId) in due)
+        {
+            await using var tx = await connection.BeginTransactionAsync(ct);
+            var captured = await connection.QuerySingleOrDefaultAsync<CapturedCharge>(new CommandDefinition(CaptureCrashed,
+                new { MerchantId = merchantId, ChargeId = chargeId, Anomaly = Recovered, Now = now }, tx, cancellationToken: ct));
+            // Null when the call itself (or another instance) settled it meanwhile.
+            if (captured is not null) await PostAsync(connection, tx, captured, ct);
+            await tx.CommitAsync(ct);
+            if (captured is not null) settled++;
+        }
+        return settled;
+    }
+
+    private sealed record CapturedCharge(string MerchantId, string ChargeId, string SpendKeyId, string? Model, decimal Amount,
+        bool Estimated, string? Anomaly, DateTime CreatedAt);
+
+    public const string UsageKind = "spend_key_usage";
+
+    /// <summary>
+    /// One ledger transaction per captured call (docs/ledger.md): Dr the key's own account, Cr provider payable, dated
+    /// when the call was let through, so it counts in the cycle that held it; its reference is the charge, so it is posted once.
+    /// </summary>
+    private Task PostAsync(NpgsqlConnection connection, NpgsqlTransaction tx, CapturedCharge c, CancellationToken ct)
+    {
+        var at = new DateTimeOffset(DateTime.SpecifyKind(c.CreatedAt, DateTimeKind.Utc));
+        var now = clock.GetUtcNow();
+        var lineage = JsonSerializer.Serialize(new Dictionary<string, object?>
+        {
+            ["spend_key_id"] = c.SpendKeyId, ["charge_id"] = c.ChargeId, ["model"] = c.Model, ["estimated"] = c.Estimated,
+            ["anomaly"] = c.Anomaly,
+        });
+        return LedgerWriter.PostAsync(connection, tx, c.MerchantId, new LedgerWriter.Transaction(Ids.New("txn", now), UsageKind, c.ChargeId,
+            null, at, [new(LedgerAccounts.SpendKey(c.SpendKeyId), c.Amount), new(LedgerAccounts.ProviderPayable, -c.Amount)], lineage), ct);
     }
 }

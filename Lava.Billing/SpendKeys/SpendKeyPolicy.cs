@@ -29,7 +29,7 @@ public sealed class LockedSpendKey
     public decimal? RateTokens { get; init; }
     public DateTime? RateRefilledAt { get; init; }
     public DateTime? ExpiresAt { get; init; }
-    /// <summary>Captured plus still-held amounts since the spend limit's cycle began.</summary>
+    /// <summary>The ledger's spend since the spend limit's cycle began, plus the holds of the calls still running.</summary>
     public decimal SpendInCycle { get; init; }
     public long RequestsInCycle { get; init; }
     public DateTime? SpendCycleEnd { get; init; }

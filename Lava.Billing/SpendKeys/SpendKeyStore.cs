@@ -1,10 +1,11 @@
 using Dapper;
 using Lava.Billing.Infrastructure;
+using Lava.Billing.Ledger;
 using Npgsql;
 
 namespace Lava.Billing.SpendKeys;
 
-/// <summary>A spend key with what it has spent and how many calls it made, counted from its charges.</summary>
+/// <summary>A spend key with what it has spent (from the ledger) and how many calls it made (from its charges).</summary>
 public sealed class SpendKeyRow
 {
     public string MerchantId { get; init; } = "";
@@ -50,25 +51,25 @@ public sealed record SpendKeySettings(
 
 public sealed class SpendKeyStore(NpgsqlDataSource db, TimeProvider clock)
 {
-    // Spend is what captured calls cost; requests are the calls not released. Both are read from the charges each time,
-    // for the cycle of the key's own limit (all time without one), so no counter can disagree with the calls.
+    // Spend is read from the ledger (the key's own account, docs/spend-keys.md); requests are the calls not released,
+    // counted from the charges. Both for the cycle of the key's own limit (all time without one), read afresh each time.
     private const string Columns = """
         k.merchant_id, k.spend_key_id, k.name, k.key_preview, k.status, k.request_shape, k.allowed_models, k.allowed_providers,
         k.spend_limit_amount, k.spend_limit_cycle, k.request_limit_count, k.request_limit_cycle, k.rate_limit_rpm,
         k.rate_limit_burst, k.expires_at, k.last_used_at, k.created_at,
-        u.current_spend, u.total_spend, u.current_requests, u.total_requests
+        spend_key_spent(k.merchant_id, k.spend_key_id, spend_cycle_start(coalesce(k.spend_limit_cycle, 'total'), @Now)) AS current_spend,
+        spend_key_spent(k.merchant_id, k.spend_key_id, '-infinity')                                                     AS total_spend,
+        u.current_requests, u.total_requests
         """;
 
     private const string Usage = """
         CROSS JOIN LATERAL (
-            SELECT coalesce(sum(c.amount) FILTER (WHERE c.created_at >= spend_cycle_start(coalesce(k.spend_limit_cycle, 'total'), @Now)), 0) AS current_spend,
-                   coalesce(sum(c.amount), 0)                                                                                            AS total_spend,
-                   count(*) FILTER (WHERE c.status <> 'released'
-                                      AND c.created_at >= spend_cycle_start(coalesce(k.request_limit_cycle, 'total'), @Now))          AS current_requests,
-                   count(*) FILTER (WHERE c.status <> 'released')                                                                     AS total_requests
+            SELECT count(*) FILTER (WHERE c.created_at >= spend_cycle_start(coalesce(k.request_limit_cycle, 'total'), @Now)) AS current_requests,
+                   count(*)                                                                                                AS total_requests
               FROM spend_key_charges c
              WHERE c.merchant_id = k.merchant_id
                AND c.spend_key_id = k.spend_key_id
+               AND c.status <> 'released'
         ) u
         """;
 
@@ -86,13 +87,18 @@ public sealed class SpendKeyStore(NpgsqlDataSource db, TimeProvider clock)
         var key = SpendKeySecrets.Generate();
         var id = Ids.New("sk");
         await using var connection = await db.OpenConnectionAsync(ct);
+        await using var tx = await connection.BeginTransactionAsync(ct);
         await connection.ExecuteAsync(new CommandDefinition(Insert, new
         {
             MerchantId = merchantId, SpendKeyId = id, s.Name, Hash = SpendKeySecrets.Hash(key), Preview = SpendKeySecrets.Preview(key),
             s.Status, s.RequestShape, s.AllowedModels, s.AllowedProviders, s.SpendLimitAmount, s.SpendLimitCycle, s.RequestLimitCount,
             s.RequestLimitCycle, s.RateLimitRpm, s.RateLimitBurst, s.ExpiresAt, Now = clock.GetUtcNow(),
-        }, cancellationToken: ct));
-        return ((await GetAsync(connection, null, merchantId, id, ct))!, key);
+        }, tx, cancellationToken: ct));
+        // The key's ledger account is born with it, so its first call always has an account to post to.
+        await LedgerAccounts.CreateSpendKeyAccountAsync(connection, tx, merchantId, id, ct);
+        var row = (await GetAsync(connection, tx, merchantId, id, ct))!;
+        await tx.CommitAsync(ct);
+        return (row, key);
     }
 
     private const string SelectOne = $"""

@@ -6,7 +6,7 @@ namespace Lava.Billing.SpendKeys;
 
 public static class SpendKeysApi
 {
-    public static IServiceCollection AddSpendKeys(this IServiceCollection services) => services.AddSingleton<SpendKeyStore>().AddSingleton<SpendKeyLimits>().AddSpendKeyGateway();
+    public static IServiceCollection AddSpendKeys(this IServiceCollection services) => services.AddSingleton<SpendKeyStore>().AddSingleton<SpendKeyLimits>().AddHostedService<SpendKeySettler>().AddSpendKeyGateway();
 
     public static RouteGroupBuilder MapSpendKeysApi(this IEndpointRouteBuilder routes)
     {
