@@ -341,8 +341,7 @@ public sealed class ForwardBilling(MeterStore meters, ForwardStore store, Forwar
             metadata = call.Details.Metadata,
         }, LavaJson.Options);
         await store.RecordGatewayCallAsync(new ForwardStore.GatewayCall(
-            call.MerchantId, call.RequestId, Ids.New("txn", now), call.CustomerId, lineage, served,
-            postings.Select(p => p.AccountId).ToArray(), postings.Select(p => p.Amount).ToArray()), ct);
+            call.MerchantId, call.RequestId, Ids.New("txn", now), call.CustomerId, lineage, served, postings), ct);
         return (PostResult.Posted, false, null);
     }
 
