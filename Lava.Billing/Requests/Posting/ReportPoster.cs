@@ -22,10 +22,14 @@ public sealed class ReportPoster(NpgsqlDataSource db, MeterPriceCache meters, Ti
     /// <summary>How long a transaction waits for a row another transaction holds, and whether it tries again after.</summary>
     private sealed record LockWait(int TimeoutMs, bool Retry);
 
-    // Any report waits up to 5 s for a row another transaction holds, and tries again.
+    // A report alone moves only its own customer's rows: it may wait for them, and tries again.
     private static readonly LockWait Alone = new(5_000, Retry: true);
-    private static readonly LockWait Shared = Alone;
-    private static readonly LockWait OneOfMany = Alone;
+    // Reports sharing a transaction may be many merchants': a row held past this splits them (one by one below), so one
+    // contended customer holds back nobody else.
+    private static readonly LockWait Shared = new(1_000, Retry: false);
+    // One by one after a shared transaction failed: a report whose rows stay held is answered ledger_busy (Retry-After)
+    // instead of holding the caller, and with it a group-commit writer, through three long waits.
+    private static readonly LockWait OneOfMany = new(1_000, Retry: false);
 
     private abstract record Attempt
     {
