@@ -4,6 +4,7 @@ using Dapper;
 using Lava.Billing.Infrastructure;
 using Lava.Billing.Ledger;
 using Lava.Billing.Requests;
+using Lava.Billing.Requests.Posting;
 using Lava.Billing.Tests.Infrastructure;
 using Lava.Billing.Tests.Subscriptions;
 using Microsoft.Extensions.DependencyInjection;
@@ -92,15 +93,14 @@ public class AmountBoundsTests(LavaApp app) : ApiTest(app)
                 """, new { m = m.MerchantId, t = Ids.New("txn"), c = indebted, receivable = LedgerAccounts.Receivable(indebted), amount = nearBound });
         }
 
-        var outcomes = await App.Services.GetRequiredService<UsageReporter>().ReportManyAsync([
+        var outcomes = await App.Services.GetRequiredService<ReportPoster>().PostAsync([
             new ReportItem(m.MerchantId, Body("a", neighbour, "gpt")),
             new ReportItem(m.MerchantId, Body("b", indebted, "gpt")),
             new ReportItem(other.MerchantId, Body("c", otherCustomer, "gpt")),
         ], CancellationToken.None);
 
         Assert.IsType<ReportOutcome.Created>(outcomes[0]);
-        var problem = Assert.IsType<ReportOutcome.Refused>(outcomes[1]).Problem;
-        Assert.Equal((422, "amount_out_of_range"), (problem.StatusCode, problem.Code));
+        Assert.IsType<ReportRefusal.AmountOutOfRange>(Assert.IsType<ReportOutcome.Refused>(outcomes[1]).Refusal);
         Assert.IsType<ReportOutcome.Created>(outcomes[2]);
         Assert.Equal(nearBound, await App.BalanceAsync(m.MerchantId, LedgerAccounts.Receivable(indebted)));
         Assert.Equal(2m, await App.BalanceAsync(m.MerchantId, LedgerAccounts.Receivable(neighbour)));

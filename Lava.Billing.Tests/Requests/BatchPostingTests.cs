@@ -3,6 +3,7 @@ using System.Net;
 using System.Text.Json;
 using Lava.Billing.Ledger;
 using Lava.Billing.Requests;
+using Lava.Billing.Requests.Posting;
 using Lava.Billing.Tests.Infrastructure;
 using Microsoft.Extensions.DependencyInjection;
 
@@ -11,7 +12,7 @@ namespace Lava.Billing.Tests.Requests;
 /// <summary>Many reports in one database transaction post exactly what one-by-one posting would.</summary>
 public class BatchPostingTests(LavaApp app) : ApiTest(app)
 {
-    private UsageReporter Reporter => App.Services.GetRequiredService<UsageReporter>();
+    private ReportPoster Reporter => App.Services.GetRequiredService<ReportPoster>();
 
     private static CreateRequestBody Body(string id, string? customer, string meter, long tokens = 0, string? cost = null) =>
         ReportBodies.Of(id, customer, meter, tokens, cost);
@@ -38,15 +39,15 @@ public class BatchPostingTests(LavaApp app) : ApiTest(app)
         ReportItem Item(LavaApp.Merchant m, (string Id, int Customer, string Meter, long Tokens, string Cost) s) =>
             new(m.MerchantId, Body(s.Id, s.Customer == 4 ? null : customers[m.MerchantId][s.Customer], s.Meter, s.Tokens, s.Cost));
 
-        var batched = await Reporter.ReportManyAsync(script.Select(s => Item(byBatch, s)).ToList(), CancellationToken.None);
+        var batched = await Reporter.PostAsync(script.Select(s => Item(byBatch, s)).ToList(), CancellationToken.None);
         var single = new List<ReportOutcome>();
-        foreach (var s in script) single.Add(await Reporter.ReportAsync(oneByOne.MerchantId, Item(oneByOne, s).Body, CancellationToken.None));
+        foreach (var s in script) single.Add(await Reporter.PostAsync(Item(oneByOne, s), CancellationToken.None));
 
         static string Shape(ReportOutcome o) => o switch
         {
             ReportOutcome.Created c => "created " + Charge(c.Response),
             ReportOutcome.Replayed r => "replayed " + Charge(r.Response),
-            ReportOutcome.Refused f => "refused " + f.Problem.Code,
+            ReportOutcome.Refused f => "refused " + f.Refusal.GetType().Name,
             _ => "?",
         };
         static string Charge(string json)
@@ -78,10 +79,10 @@ public class BatchPostingTests(LavaApp app) : ApiTest(app)
         // Not printable ASCII: the validator would refuse it; here it reaches the database CHECK, which fails the batch.
         var items = new[] { "a", "b\u00e9", "c" }.Select(id => new ReportItem(m.MerchantId, Body(id, customer, "gpt"))).ToList();
 
-        var outcomes = await Reporter.ReportManyAsync(items, CancellationToken.None);
+        var outcomes = await Reporter.PostAsync(items, CancellationToken.None);
 
         Assert.IsType<ReportOutcome.Created>(outcomes[0]);
-        Assert.Equal("internal_error", Assert.IsType<ReportOutcome.Refused>(outcomes[1]).Problem.Code);
+        Assert.IsType<ReportRefusal.Failed>(Assert.IsType<ReportOutcome.Refused>(outcomes[1]).Refusal);
         Assert.IsType<ReportOutcome.Created>(outcomes[2]);
         Assert.Equal(2m, await App.BalanceAsync(m.MerchantId, LedgerAccounts.Receivable(customer)));
     }
@@ -92,14 +93,14 @@ public class BatchPostingTests(LavaApp app) : ApiTest(app)
         var m = await App.NewMerchantAsync();
         var customer = await App.CustomerAsync(m.MerchantId);
         await App.MeterAsync(m.MerchantId, "gpt", "fixed", "requests", (0, 1));
-        var outcomes = await Reporter.ReportManyAsync([
+        var outcomes = await Reporter.PostAsync([
             new(m.MerchantId, Body("x", customer, "gpt")), new(m.MerchantId, Body("x", customer, "gpt")),
             new(m.MerchantId, Body("x", customer, "gpt", tokens: 5)),
         ], CancellationToken.None);
 
         var created = Assert.IsType<ReportOutcome.Created>(outcomes[0]);
         Assert.Equal(created.Response, Assert.IsType<ReportOutcome.Replayed>(outcomes[1]).Response);
-        Assert.Equal("idempotency_conflict", Assert.IsType<ReportOutcome.Refused>(outcomes[2]).Problem.Code);
+        Assert.IsType<ReportRefusal.IdempotencyConflict>(Assert.IsType<ReportOutcome.Refused>(outcomes[2]).Refusal);
         Assert.Equal(1m, await App.BalanceAsync(m.MerchantId, LedgerAccounts.Receivable(customer)));
     }
 

@@ -1,10 +1,11 @@
 using System.Text.Json;
 using Lava.Billing.Infrastructure.Http;
 using Lava.Billing.Requests;
+using Lava.Billing.Requests.Posting;
 
 namespace Lava.Billing.Tests.Requests;
 
-/// <summary>Report bodies for tests that post through <see cref="UsageReporter"/> directly, past the HTTP edge.</summary>
+/// <summary>Report bodies for tests that post through <see cref="ReportPoster"/> directly, past the HTTP edge.</summary>
 public static class ReportBodies
 {
     /// <summary>A body read from the wire JSON a client would send, so names and defaults are the API's own.</summary>

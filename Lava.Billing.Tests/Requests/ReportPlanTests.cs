@@ -1,6 +1,9 @@
 using Dapper;
 using Lava.Billing.Ledger;
-using Lava.Billing.Requests;
+using Lava.Billing.Meters;
+using Lava.Billing.Pricing;
+using Lava.Billing.Requests.Posting;
+using MeterPrice = Lava.Billing.Meters.MeterPrice;
 using Lava.Billing.Tests.Infrastructure;
 using Microsoft.Extensions.DependencyInjection;
 using Npgsql;
@@ -10,19 +13,13 @@ namespace Lava.Billing.Tests.Requests;
 /// <summary>
 /// Every statement of the posting transaction finds its rows by key, for one report and for a batch of 1,000, on tables
 /// with statistics: no scan of a whole table or index, no hash or merge join, nothing materialised. EXPLAIN runs the
-/// statements exactly as <see cref="ReportBatchStore"/> builds them, after its plan settings. Without those settings
+/// statements exactly as <see cref="ReportPoster"/> sends them (<see cref="LockedReads"/>, <see cref="ReportWriter"/>), after its plan settings. Without those settings
 /// PostgreSQL plans the batch's lookups as hash joins over whole tables (this test then fails), whose cost grows with the
 /// ledger rather than with the batch.
 /// </summary>
 public class ReportPlanTests(LavaApp app) : ApiTest(app)
 {
     private const int Customers = 1_200;
-
-    private static readonly string[] LockStatements =
-    [
-        "lock usage totals", "read usage totals", "lock balances", "lock holds", "read replays", "read customers",
-        "read plan meters", "read live keys", "read live meters",
-    ];
 
     private static readonly string[] WholeReads = ["Seq Scan", "Hash Join", "Merge Join", "Bitmap Heap Scan", "Materialize"];
 
@@ -50,37 +47,25 @@ public class ReportPlanTests(LavaApp app) : ApiTest(app)
         }
         var keyId = await App.QueryAsync<string>("SELECT secret_key_id FROM secret_keys WHERE merchant_id = @m", new { m = m.MerchantId });
         var customers = Enumerable.Range(1, reports).Select(i => $"cus_plan_{i}").ToList();
-        var period = new DateTimeOffset(2026, 11, 1, 0, 0, 0, TimeSpan.Zero);
         var now = DateTimeOffset.UtcNow;
-
-        var lockRequest = new ReportBatchStore.LockRequest(
-            customers.Select(c => new ReportBatchStore.UsageKey(m.MerchantId, meterId, c, period)).ToList(),
-            customers.SelectMany(c => new[] { LedgerAccounts.CreditsCycle(c), LedgerAccounts.CreditsBundle(c), LedgerAccounts.Receivable(c) })
-                .Select(a => (m.MerchantId, a)).ToList(),
-            customers.Select(c => (m.MerchantId, "hld_" + c)).ToList(),
-            customers.Select(c => (m.MerchantId, "req_" + c)).ToList(),
-            customers.Select(c => (m.MerchantId, c)).ToList(),
-            [(m.MerchantId, keyId)],
-            [(m.MerchantId, "tokens")]);
-        var writes = new ReportBatchStore.Writes(
-            customers.Select(c => new ReportBatchStore.NewRequest(m.MerchantId, "req_" + c, new byte[32], "customer", c, meterId, 1,
-                100, 10, 0, 0, 0, 0, null, 0.01m, "{}", now, now, "txn_" + c, 201, "{}", "hld_" + c)).ToList(),
-            customers.Select(c => new ReportBatchStore.LedgerTransaction(m.MerchantId, "txn_" + c, "usage", "req_" + c, c, meterId, 1, "{}",
-                now, now)).ToList(),
-            customers.SelectMany(c => new[]
-            {
-                new ReportBatchStore.Entry(m.MerchantId, "txn_" + c, LedgerAccounts.CreditsCycle(c), 0.01m),
-                new ReportBatchStore.Entry(m.MerchantId, "txn_" + c, "usage_revenue", -0.01m),
-            }).ToList(),
-            customers.Select(c => new ReportBatchStore.UsageIncrement(m.MerchantId, meterId, c, period, 110)).ToList(),
-            customers.Select(c => new ReportBatchStore.HoldCapture(m.MerchantId, "hld_" + c, 0.01m, "req_" + c, now)).ToList());
+        var meter = (await App.Services.GetRequiredService<MeterStore>().FindLivePricesAsync([(m.MerchantId, "tokens")], CancellationToken.None))
+            [(m.MerchantId, "tokens")];
+        var prepared = customers.Select(c => PreparedReport.Of(
+            new ReportItem(m.MerchantId, ReportBodies.Of("req_" + c, c, "tokens", 100) with { HoldId = "hld_" + c }, keyId), meter, now)).ToList();
+        var writes = new ReportWriter.Writes(
+            customers.Select(c => new ReportWriter.NewRequest(m.MerchantId, "req_" + c, new byte[32], "customer", c, meterId, 1,
+                new Usage(100, 10, 0, 0, 0, 0), null, 0.01m, "{}", now, now, "txn_" + c, 201, "{}", "hld_" + c)).ToList(),
+            customers.Select(c => new LedgerWriter.Row(m.MerchantId, new LedgerWriter.Transaction("txn_" + c, LedgerKinds.Usage, "req_" + c, c, now,
+                [new(LedgerAccounts.CreditsCycle(c), 0.01m), new(LedgerAccounts.UsageRevenue, -0.01m)]) { MeterId = meterId, PriceVersion = 1, CreatedAt = now })).ToList(),
+            customers.Select(c => new ReportWriter.UsageIncrement(m.MerchantId, meterId, c, now, 110)).ToList(),
+            customers.Select(c => new ReportWriter.HoldCapture(m.MerchantId, "hld_" + c, 0.01m, "req_" + c, now)).ToList());
 
         var db = App.Services.GetRequiredService<NpgsqlDataSource>();
         await using var connection = await db.OpenConnectionAsync();
         await using var tx = await connection.BeginTransactionAsync();
-        foreach (var setting in ReportBatchStore.PlanSettings) await connection.ExecuteAsync(setting, transaction: tx);
-        var statements = LockStatements.Zip(ReportBatchStore.LockCommands(lockRequest))
-            .Append(("write", ReportBatchStore.WriteCommand(writes)));
+        foreach (var setting in LockedReads.PlanSettings) await connection.ExecuteAsync(setting, transaction: tx);
+        var statements = LockedReads.All.Select(r => (r.Name, r.Command(prepared)))
+            .Append(("write", ReportWriter.Command(writes)));
         var wholeReads = new List<string>();
         foreach (var (name, statement) in statements)
         {
@@ -104,14 +89,15 @@ public class ReportPlanTests(LavaApp app) : ApiTest(app)
     public async Task ParameterTypesDoNotDependOnTheValues()
     {
         var now = DateTimeOffset.UtcNow;
-        var none = new ReportBatchStore.LockRequest([], [], [], [], [], [], []);
-        var one = new ReportBatchStore.LockRequest([new("m", "mtr", "c", now)], [("m", "a")], [("m", "h")], [("m", "r")], [("m", "c")],
-            [("m", "k")], [("m", "s")]);
-        var nothing = new ReportBatchStore.Writes([], [], [], [], []);
-        var something = new ReportBatchStore.Writes(
-            [new("m", "r", new byte[32], "customer", "c", "mtr", 1, 1, 1, 0, 0, 0.5m, 0, 0.1m, 0.2m, "{}", now, now, "t", 201, "{}", "h")],
-            [new("m", "t", "usage", "r", "c", "mtr", 1, "{}", now, now)],
-            [new("m", "t", "a", 0.2m)],
+        var meter = new MeterPrice("mtr", "s", 1, new Lava.Billing.Pricing.MeterPrice(RateType.Fixed, TierType.Tokens1M, [new Tier(0, 1)]));
+        var one = new List<PreparedReport>
+        {
+            PreparedReport.Of(new ReportItem("m", ReportBodies.Of("r", "c", "s", 1) with { HoldId = "h" }, "k"), meter, now),
+        };
+        var nothing = new ReportWriter.Writes([], [], [], []);
+        var something = new ReportWriter.Writes(
+            [new("m", "r", new byte[32], "customer", "c", "mtr", 1, new Usage(1, 1, 0, 0, 0.5m, 0), 0.1m, 0.2m, "{}", now, now, "t", 201, "{}", "h")],
+            [new("m", new LedgerWriter.Transaction("t", LedgerKinds.Usage, "r", "c", now, [new("a", 0.2m)]) { MeterId = "mtr", PriceVersion = 1, CreatedAt = now })],
             [new("m", "mtr", "c", now, 2)],
             [new("m", "h", 0.2m, "r", now)]);
 
@@ -132,8 +118,8 @@ public class ReportPlanTests(LavaApp app) : ApiTest(app)
             return types;
         }
 
-        var empty = await TypesAsync(ReportBatchStore.LockCommands(none).Append(ReportBatchStore.WriteCommand(nothing)));
-        var filled = await TypesAsync(ReportBatchStore.LockCommands(one).Append(ReportBatchStore.WriteCommand(something)));
+        var empty = await TypesAsync(LockedReads.All.Select(r => r.Command([])).Append(ReportWriter.Command(nothing)));
+        var filled = await TypesAsync(LockedReads.All.Select(r => r.Command(one)).Append(ReportWriter.Command(something)));
         Assert.Equal(filled, empty);
         Assert.Contains("timestamp with time zone[]", empty);
     }

@@ -3,6 +3,7 @@ using System.Net;
 using System.Text.Json;
 using Dapper;
 using Lava.Billing.Requests;
+using Lava.Billing.Requests.Posting;
 using Lava.Billing.Tests.Infrastructure;
 using Microsoft.Extensions.DependencyInjection;
 using Npgsql;
@@ -37,7 +38,7 @@ public class WebhookOutboxTests(WebhookApp app) : IClassFixture<WebhookApp>, IAs
         var items = Enumerable.Range(0, 100).Select(i => new ReportItem(m.MerchantId, JsonSerializer.Deserialize<CreateRequestBody>(
             JsonSerializer.Serialize(new { request_id = $"r{i}", customer_id = customers[i % 2], meter_slug = "calls" }),
             Lava.Billing.Infrastructure.Http.LavaJson.Options)!)).ToList();
-        var outcomes = await app.Services.GetRequiredService<UsageReporter>().ReportManyAsync(items, CancellationToken.None);
+        var outcomes = await app.Services.GetRequiredService<ReportPoster>().PostAsync(items, CancellationToken.None);
         Assert.All(outcomes, o => Assert.IsType<ReportOutcome.Created>(o));
 
         foreach (var c in customers) Assert.Equal(1L, await BalanceEventsAsync(m.MerchantId, c));

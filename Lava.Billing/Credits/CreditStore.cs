@@ -181,7 +181,7 @@ public sealed class CreditStore(NpgsqlDataSource db)
             bool posted;
             try
             {
-                posted = await LedgerWriter.PostAsync(c, tx, merchantId, new LedgerWriter.Transaction(transactionId, "bundle_purchase",
+                posted = await LedgerWriter.PostAsync(c, tx, merchantId, new LedgerWriter.Transaction(transactionId, LedgerKinds.BundlePurchase,
                     idempotencyKey, customerId, now,
                     UsagePosting.BundlePurchase(customerId, LedgerAccounts.PaymentsClearing, bundle.Cost, bundle.CreditAmount),
                     JsonSerializer.Serialize(new { credit_bundle_id = bundle.CreditBundleId, cost = bundle.Cost, credit_amount = bundle.CreditAmount })), ct);

@@ -5,6 +5,7 @@ using Lava.Billing.Ledger;
 using Lava.Billing.Meters;
 using Lava.Billing.Pricing;
 using Lava.Billing.Requests;
+using Lava.Billing.Requests.Posting;
 using Lava.Billing.Credits;
 using Lava.Billing.Subscriptions;
 using System.Collections.Concurrent;
@@ -294,7 +295,7 @@ public sealed class ForwardBilling(MeterStore meters, ForwardStore store, Forwar
         // hold_not_active: the hold lapsed while the call ran (or its posting was retried past its hour). idempotency_conflict
         // with a hold: an earlier attempt already posted the call without its lapsed hold (hold_id is part of the
         // fingerprint), and this attempt, begun before that one finished, sent the version with it.
-        if (outcome is ReportOutcome.Refused { Problem.Code: "hold_not_active" or "idempotency_conflict" } && call.HoldId is not null)
+        if (outcome is ReportOutcome.Refused { Refusal: ReportRefusal.HoldNotActive or ReportRefusal.IdempotencyConflict } && call.HoldId is not null)
         {
             // The usage is still owed: it is reported without the hold (a replay when that was done before), and the
             // lapsed hold is closed.
@@ -304,9 +305,10 @@ public sealed class ForwardBilling(MeterStore meters, ForwardStore store, Forwar
         return outcome switch
         {
             ReportOutcome.Created or ReportOutcome.Replayed => (PostResult.Posted, voidHold, null),
-            // A 5xx is the posting routine failing (the database), not a refusal of this report: try again.
-            ReportOutcome.Refused { Problem.StatusCode: >= 500 } refused => (PostResult.Failed, false, refused.Problem.Code),
-            ReportOutcome.Refused refused => (PostResult.Refused, true, refused.Problem.Code),
+            // Busy or failed is the posting routine failing (the database), not a refusal of this report: try again.
+            ReportOutcome.Refused { Refusal: ReportRefusal.LedgerBusy or ReportRefusal.Failed } refused =>
+                (PostResult.Failed, false, ReportProblems.Of(refused.Refusal).Code),
+            ReportOutcome.Refused refused => (PostResult.Refused, true, ReportProblems.Of(refused.Refusal).Code),
             _ => (PostResult.Failed, false, outcome.GetType().Name),
         };
     }
@@ -341,8 +343,7 @@ public sealed class ForwardBilling(MeterStore meters, ForwardStore store, Forwar
             metadata = call.Details.Metadata,
         }, LavaJson.Options);
         await store.RecordGatewayCallAsync(new ForwardStore.GatewayCall(
-            call.MerchantId, call.RequestId, Ids.New("txn", now), call.CustomerId, lineage, served,
-            postings.Select(p => p.AccountId).ToArray(), postings.Select(p => p.Amount).ToArray()), ct);
+            call.MerchantId, call.RequestId, Ids.New("txn", now), call.CustomerId, lineage, served, postings), ct);
         return (PostResult.Posted, false, null);
     }
 

@@ -31,12 +31,12 @@ public static class Startup
         services.AddSingleton<Meters.MeterStore>();
         services.AddSingleton<Customers.CustomerStore>();
         services.AddSingleton<Requests.RequestStore>();
-        services.AddSingleton<Requests.ReportBatchStore>();
-        services.AddSingleton(sp => sp.GetRequiredService<IConfiguration>().GetSection("Requests:GroupCommit").Get<Requests.GroupCommitOptions>() ?? new Requests.GroupCommitOptions());
-        services.AddSingleton<Requests.GroupCommit>();
-        services.AddHostedService(sp => sp.GetRequiredService<Requests.GroupCommit>());
+        services.AddSingleton(sp => sp.GetRequiredService<IConfiguration>().GetSection("Requests:GroupCommit").Get<Requests.Posting.GroupCommitOptions>() ?? new Requests.Posting.GroupCommitOptions());
+        services.AddSingleton<Requests.Posting.GroupCommit>();
+        services.AddHostedService(sp => sp.GetRequiredService<Requests.Posting.GroupCommit>());
         services.AddSingleton<Requests.RequestListStore>();
-        services.AddSingleton<Requests.UsageReporter>();
+        services.AddSingleton<Requests.Posting.MeterPriceCache>();
+        services.AddSingleton<Requests.Posting.ReportPoster>();
         services.AddSingleton<Plans.PlanStore>();
         services.AddSingleton<Subscriptions.SubscriptionStore>();
         services.AddSingleton<Subscriptions.CycleProcessor>();
@@ -44,7 +44,7 @@ public static class Startup
         services.AddSingleton<Credits.CreditStore>();
         services.AddSingleton<Credits.OpenHoldsGauge>();
         services.ConfigureOpenTelemetryMeterProvider(m => m.AddInstrumentation(sp => sp.GetRequiredService<Credits.OpenHoldsGauge>()));
-        services.AddSingleton(sp => sp.GetRequiredService<IConfiguration>().GetSection("Billing").Get<Requests.BillingOptions>() ?? new Requests.BillingOptions());
+        services.AddSingleton(sp => sp.GetRequiredService<IConfiguration>().GetSection("Billing").Get<Requests.Posting.BillingOptions>() ?? new Requests.Posting.BillingOptions());
         services.AddForward();
         services.AddSingleton<Requests.RequestExport>();
         services.AddSingleton<Ledger.LedgerSequencer>();

@@ -1,83 +1,101 @@
-using Dapper;
+using Lava.Billing.Infrastructure.Database;
 using Npgsql;
 
 namespace Lava.Billing.Ledger;
 
 /// <summary>
-/// Posts one ledger transaction outside the report hot path (grants, expiries, purchases). Idempotent on
-/// (kind, reference): a second post of the same business event writes nothing and answers false.
+/// The one writer of ledger transactions and their entries: grants, expiries, purchases and gateway calls post one at a
+/// time through <see cref="PostAsync"/>; the report path writes many inside its own write statement through
+/// <see cref="WriteCtes"/>. Both insert the same columns, declared once here. A transaction and its entries are always
+/// one statement, so the database's balance check (per statement) sees them whole.
 /// </summary>
 public static class LedgerWriter
 {
+    /// <summary>
+    /// One business event: its kind and reference (<see cref="LedgerKinds"/>) make it unique per merchant. Entries of zero
+    /// are not written. <see cref="CreatedAt"/>: when the event happened, where that is not the posting's own time (a
+    /// gateway call posted after it was served); null is the database transaction's start.
+    /// </summary>
     public sealed record Transaction(
         string TransactionId, string Kind, string Reference, string? CustomerId, DateTimeOffset EffectiveAt,
-        IReadOnlyList<Posting> Postings, string LineageJson = "{}");
+        IReadOnlyList<Posting> Postings, string LineageJson = "{}")
+    {
+        public string? MeterId { get; init; }
+        public int? PriceVersion { get; init; }
+        public DateTimeOffset? CreatedAt { get; init; }
+    }
 
-    private const string Insert = """
-        WITH txn AS (
-            INSERT INTO ledger_transactions (merchant_id, transaction_id, kind, reference, customer_id, lineage, effective_at)
-            VALUES (@MerchantId, @TransactionId, @Kind, @Reference, @CustomerId, @LineageJson::jsonb, @EffectiveAt)
-            ON CONFLICT (merchant_id, kind, reference) DO NOTHING
-            RETURNING merchant_id, transaction_id
-        ), ent AS (
-            INSERT INTO entries (merchant_id, transaction_id, account_id, currency, amount)
-            SELECT txn.merchant_id, txn.transaction_id, e.account_id, a.currency, e.amount
-              FROM txn
-             CROSS JOIN unnest(@Accounts, @Amounts) AS e(account_id, amount)
-              JOIN accounts a ON a.merchant_id = txn.merchant_id AND a.account_id = e.account_id
-        )
+    /// <summary>A transaction of one merchant, as the set-based statements take it.</summary>
+    public sealed record Row(string MerchantId, Transaction Transaction);
+
+    private sealed record EntryRow(string MerchantId, string TransactionId, string AccountId, decimal Amount);
+
+    private static readonly Columns<Row> TransactionColumns = new(
+        Column<Row>.Text("merchant_id", r => r.MerchantId),
+        Column<Row>.Text("transaction_id", r => r.Transaction.TransactionId),
+        Column<Row>.Text("kind", r => r.Transaction.Kind),
+        Column<Row>.Text("reference", r => r.Transaction.Reference),
+        Column<Row>.Text("customer_id", r => r.Transaction.CustomerId),
+        Column<Row>.Text("meter_id", r => r.Transaction.MeterId),
+        Column<Row>.Integer("price_version", r => r.Transaction.PriceVersion),
+        Column<Row>.Jsonb("lineage", r => r.Transaction.LineageJson),
+        Column<Row>.TimestampTz("effective_at", r => r.Transaction.EffectiveAt),
+        Column<Row>.TimestampTz("created_at", r => r.Transaction.CreatedAt, orElse: "now()"));
+
+    private static readonly Columns<EntryRow> EntryColumns = new(
+        Column<EntryRow>.Text("merchant_id", e => e.MerchantId),
+        Column<EntryRow>.Text("transaction_id", e => e.TransactionId),
+        Column<EntryRow>.Text("account_id", e => e.AccountId),
+        Column<EntryRow>.Numeric("amount", e => e.Amount));
+
+    /// <summary>How many positional parameters <see cref="WriteCtes"/> takes.</summary>
+    public static int ParameterCount => TransactionColumns.Count + EntryColumns.Count;
+
+    /// <summary>
+    /// The common table expressions <c>txn</c> and <c>ent</c> that insert transactions and their entries, numbering their
+    /// parameters from <paramref name="first"/>. <paramref name="idempotent"/>: a transaction whose (kind, reference) is
+    /// taken is skipped with its entries (the statement then answers how many were inserted); otherwise the statement
+    /// fails (23505), as the report path wants, whose request row is taken in the same statement.
+    /// </summary>
+    public static string WriteCtes(int first, bool idempotent)
+    {
+        var entries = first + TransactionColumns.Count;
+        return $"""
+            txn AS (
+                INSERT INTO ledger_transactions ({TransactionColumns.Names})
+                {TransactionColumns.SelectUnnest(first, "t")}
+                {(idempotent ? "ON CONFLICT (merchant_id, kind, reference) DO NOTHING RETURNING merchant_id, transaction_id" : "")}
+            ), ent AS (
+                INSERT INTO entries (merchant_id, transaction_id, account_id, currency, amount)
+                SELECT e.merchant_id, e.transaction_id, e.account_id, a.currency, e.amount
+                  FROM {EntryColumns.Unnest(entries, "e")}
+                  {(idempotent ? "JOIN txn ON txn.merchant_id = e.merchant_id AND txn.transaction_id = e.transaction_id" : "")}
+                  JOIN accounts a ON a.merchant_id = e.merchant_id AND a.account_id = e.account_id
+            )
+            """;
+    }
+
+    /// <summary>The parameters of <see cref="WriteCtes"/>, in its order.</summary>
+    public static IEnumerable<NpgsqlParameter> Parameters(IReadOnlyList<Row> rows)
+    {
+        var entries = rows.SelectMany(r => r.Transaction.Postings.Where(p => p.Amount != 0)
+            .Select(p => new EntryRow(r.MerchantId, r.Transaction.TransactionId, p.AccountId, p.Amount))).ToList();
+        return TransactionColumns.Parameters(rows).Concat(EntryColumns.Parameters(entries));
+    }
+
+    private static readonly string PostOne = $"""
+        WITH {WriteCtes(1, idempotent: true)}
         SELECT count(*)::int FROM txn
         """;
 
-    public static async Task<bool> PostAsync(NpgsqlConnection connection, NpgsqlTransaction tx, string merchantId, Transaction t, CancellationToken ct)
+    /// <summary>
+    /// Posts one ledger transaction in the caller's transaction (or alone, without one). Idempotent on (kind, reference):
+    /// a second post of the same business event writes nothing and answers false.
+    /// </summary>
+    public static async Task<bool> PostAsync(NpgsqlConnection connection, NpgsqlTransaction? tx, string merchantId, Transaction t, CancellationToken ct)
     {
-        var postings = t.Postings.Where(p => p.Amount != 0).ToList();
-        var inserted = await connection.ExecuteScalarAsync<int>(new CommandDefinition(Insert, new
-        {
-            MerchantId = merchantId, t.TransactionId, t.Kind, t.Reference, t.CustomerId, t.LineageJson,
-            EffectiveAt = t.EffectiveAt.UtcDateTime,
-            Accounts = postings.Select(p => p.AccountId).ToArray(),
-            Amounts = postings.Select(p => p.Amount).ToArray(),
-        }, tx, cancellationToken: ct));
-        return inserted == 1;
-    }
-}
-
-/// <summary>A customer's cached balances, raw (debit positive). Credits are liabilities: remaining = −raw.</summary>
-public sealed record CustomerBalances(decimal Cycle, decimal Bundle, decimal Receivable)
-{
-    public decimal CycleRemaining => Math.Max(-Cycle, 0);
-    public decimal BundleRemaining => Math.Max(-Bundle, 0);
-    public decimal CreditsRemaining => CycleRemaining + BundleRemaining;
-
-    private const string Lock = """
-        SELECT account_id, balance FROM account_balances
-         WHERE merchant_id = @MerchantId AND account_id = ANY(@Accounts)
-         ORDER BY account_id
-           FOR UPDATE
-        """;
-
-    private const string Read = """
-        SELECT account_id, balance FROM account_balances
-         WHERE merchant_id = @MerchantId AND account_id = ANY(@Accounts)
-        """;
-
-    /// <summary>Locks the customer's balance rows in account_id order, the order every writer uses.</summary>
-    public static Task<CustomerBalances?> LockAsync(NpgsqlConnection connection, NpgsqlTransaction tx, string merchantId, string customerId, CancellationToken ct) =>
-        LoadAsync(connection, tx, Lock, merchantId, customerId, ct);
-
-    public static Task<CustomerBalances?> ReadAsync(NpgsqlConnection connection, string merchantId, string customerId, CancellationToken ct) =>
-        LoadAsync(connection, null, Read, merchantId, customerId, ct);
-
-    private static async Task<CustomerBalances?> LoadAsync(NpgsqlConnection connection, NpgsqlTransaction? tx, string sql,
-        string merchantId, string customerId, CancellationToken ct)
-    {
-        var cycle = LedgerAccounts.CreditsCycle(customerId);
-        var bundle = LedgerAccounts.CreditsBundle(customerId);
-        var receivable = LedgerAccounts.Receivable(customerId);
-        var rows = (await connection.QueryAsync<(string AccountId, decimal Balance)>(new CommandDefinition(sql,
-            new { MerchantId = merchantId, Accounts = new[] { bundle, cycle, receivable } }, tx, cancellationToken: ct)))
-            .ToDictionary(r => r.AccountId, r => r.Balance);
-        return rows.Count == 3 ? new CustomerBalances(rows[cycle], rows[bundle], rows[receivable]) : null;
+        await using var command = new NpgsqlCommand(PostOne, connection, tx);
+        command.Parameters.AddRange(Parameters([new Row(merchantId, t)]).ToArray());
+        return (int)(await command.ExecuteScalarAsync(ct))! == 1;
     }
 }

@@ -16,7 +16,7 @@ public sealed class SecretKeyStore(NpgsqlDataSource db, TimeProvider clock)
     private const int CacheLimit = 10_000;
 
     // By the key's hash (never the secret). Only usage reports read it: they re-check the key inside the transaction that
-    // posts them (UsageReporter), so a revoked key never writes; what the cache can still answer for up to CacheLifetime
+    // posts them (ReportPoster), so a revoked key never writes; what the cache can still answer for up to CacheLifetime
     // after a revocation made by another instance is a validation error, which reads nothing. RevokeAsync clears
     // this instance's entries at once.
     private readonly ConcurrentDictionary<string, (Caller Caller, DateTimeOffset Until)> _cache = new();

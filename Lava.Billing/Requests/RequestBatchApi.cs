@@ -2,12 +2,13 @@ using System.Buffers;
 using System.Text.Json;
 using FluentValidation;
 using Lava.Billing.Infrastructure.Http;
+using Lava.Billing.Requests.Posting;
 
 namespace Lava.Billing.Requests;
 
 /// <summary>
 /// <c>POST /v1/requests/batch</c>: many usage reports in one call, each priced and posted as its own idempotent report
-/// by <see cref="UsageReporter.ReportManyAsync"/>, which plans them in order, so the ledger ends exactly as if they had
+/// by <see cref="ReportPoster"/>, which plans them in order, so the ledger ends exactly as if they had
 /// been sent one by one, in order, while a whole chunk shares one database transaction.
 /// </summary>
 public static class RequestBatchApi
@@ -29,7 +30,7 @@ public static class RequestBatchApi
         return group;
     }
 
-    public static async Task<IResult> CreateBatch(Caller caller, CreateRequestBatchBody body, UsageReporter reporter,
+    public static async Task<IResult> CreateBatch(Caller caller, CreateRequestBatchBody body, ReportPoster reporter,
         IValidator<CreateRequestBody> validator, CancellationToken ct)
     {
         var raw = body.Requests!;
@@ -47,7 +48,7 @@ public static class RequestBatchApi
         var valid = Enumerable.Range(0, items.Length).Where(i => items[i] is not null).ToList();
         foreach (var chunk in valid.Chunk(MaxReportsPerTransaction))
         {
-            var posted = await reporter.ReportManyAsync(chunk.Select(i => new ReportItem(caller.MerchantId, items[i]!, caller.SecretKeyId)).ToList(), ct);
+            var posted = await reporter.PostAsync(chunk.Select(i => new ReportItem(caller.MerchantId, items[i]!, caller.SecretKeyId)).ToList(), ct);
             for (var j = 0; j < chunk.Length; j++) outcomes[chunk[j]] = OutcomeOf(items[chunk[j]]!, posted[j]);
         }
         return Results.Bytes(Envelope(outcomes), "application/json");
@@ -81,15 +82,17 @@ public static class RequestBatchApi
     {
         ReportOutcome.Created c => new(BatchItemStatus.Created, item.RequestId, c.Response, null),
         ReportOutcome.Replayed r => new(BatchItemStatus.Replayed, item.RequestId, r.Response, null),
-        ReportOutcome.Refused f => new(f.Problem switch
+        ReportOutcome.Refused f => OutcomeOf(item, ReportProblems.Of(f.Refusal)),
+        _ => throw new InvalidOperationException($"unexpected outcome {outcome}"),
+    };
+
+    private static ItemOutcome OutcomeOf(CreateRequestBody item, ProblemResult problem) => new(problem switch
         {
             { Code: "idempotency_conflict" } => BatchItemStatus.Conflict,
             { StatusCode: StatusCodes.Status400BadRequest } => BatchItemStatus.Invalid,
             { StatusCode: StatusCodes.Status404NotFound } => BatchItemStatus.NotFound,
             _ => BatchItemStatus.Refused,
-        }, item.RequestId, null, f.Problem),
-        _ => throw new InvalidOperationException($"unexpected outcome {outcome}"),
-    };
+        }, item.RequestId, null, problem);
 
     // Stored responses are already JSON: they go into the envelope as they are.
     private static ReadOnlyMemory<byte> Envelope(ItemOutcome[] outcomes)

@@ -5,6 +5,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using Lava.Billing.Finance;
 using Lava.Billing.Infrastructure.Http;
+using Lava.Billing.Requests.Posting;
 using Microsoft.AspNetCore.Mvc;
 
 namespace Lava.Billing.Requests;
@@ -26,7 +27,7 @@ public static class RequestsApi
         {
             ReportOutcome.Created c => Json(c.StatusCode, c.Response),
             ReportOutcome.Replayed r => Replayed(http, r.StatusCode, r.Response),
-            ReportOutcome.Refused f => f.Problem,
+            ReportOutcome.Refused f => ReportProblems.Of(f.Refusal),
             var other => throw new InvalidOperationException($"unexpected outcome {other}"),
         };
 

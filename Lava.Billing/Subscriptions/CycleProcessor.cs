@@ -101,11 +101,11 @@ public sealed class CycleProcessor(NpgsqlDataSource db, ILogger<CycleProcessor> 
             var balances = await CustomerBalances.LockAsync(c, tx, merchantId, due.CustomerId, ct)
                            ?? throw new InvalidOperationException($"customer {due.CustomerId} has no balance rows");
             var cycleEnd = new DateTimeOffset(DateTime.SpecifyKind(due.CycleEndAt, DateTimeKind.Utc));
-            var reference = $"{subscriptionId}:{due.CycleNumber}";
+            var reference = LedgerKinds.CycleReference(subscriptionId, due.CycleNumber);
             if (due.RolloverType == "none")
-                await ExpireAsync(c, tx, merchantId, due.CustomerId, "cycle_expiry", reference, LedgerAccounts.CreditsCycle(due.CustomerId), balances.CycleRemaining, cycleEnd, ct);
+                await ExpireAsync(c, tx, merchantId, due.CustomerId, LedgerKinds.CycleExpiry, reference, LedgerAccounts.CreditsCycle(due.CustomerId), balances.CycleRemaining, cycleEnd, ct);
             if (due.BundleRolloverType == "none")
-                await ExpireAsync(c, tx, merchantId, due.CustomerId, "bundle_expiry", reference, LedgerAccounts.CreditsBundle(due.CustomerId), balances.BundleRemaining, cycleEnd, ct);
+                await ExpireAsync(c, tx, merchantId, due.CustomerId, LedgerKinds.BundleExpiry, reference, LedgerAccounts.CreditsBundle(due.CustomerId), balances.BundleRemaining, cycleEnd, ct);
 
             if (due.CancelAtCycleEnd)
             {

@@ -132,7 +132,7 @@ public sealed class SubscriptionStore(NpgsqlDataSource db)
 
     internal static LedgerWriter.Transaction CycleGrantTransaction(string subscriptionId, int cycle, string customerId,
         decimal periodAmount, decimal includedCredit, DateTimeOffset at) =>
-        new(Ids.New("txn", at), "cycle_grant", $"{subscriptionId}:{cycle}", customerId, at,
+        new(Ids.New("txn", at), LedgerKinds.CycleGrant, LedgerKinds.CycleReference(subscriptionId, cycle), customerId, at,
             UsagePosting.CycleGrant(customerId, periodAmount, includedCredit),
             System.Text.Json.JsonSerializer.Serialize(new { subscription_id = subscriptionId, cycle, period_amount = periodAmount, included_credit = includedCredit }));
 

@@ -57,7 +57,7 @@ public static class Auth
 
     /// <summary>
     /// Usage reports, the hot path: their key may come from <see cref="SecretKeyStore"/>'s cache because the posting
-    /// transaction checks it again (UsageReporter), so a revoked key never posts.
+    /// transaction checks it again (ReportPoster), so a revoked key never posts.
     /// </summary>
     private static bool ReChecksKeyWhenPosting(HttpRequest request) =>
         HttpMethods.IsPost(request.Method) && (request.Path.Equals("/v1/requests") || request.Path.Equals("/v1/requests/batch"));

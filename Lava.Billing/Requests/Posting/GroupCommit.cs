@@ -1,7 +1,7 @@
 using Lava.Billing.Infrastructure.Observability;
 using Lava.Billing.Infrastructure.Resilience;
 
-namespace Lava.Billing.Requests;
+namespace Lava.Billing.Requests.Posting;
 
 /// <summary>Group commit settings (configuration section <c>Requests:GroupCommit</c>).</summary>
 public sealed class GroupCommitOptions
@@ -22,7 +22,7 @@ public sealed class GroupCommitOptions
 /// Coalesces concurrent single reports into shared database transactions. One report per transaction is bound by the
 /// commit (fsync) rate; a writer here takes whatever has queued while the previous batch was in flight, so under load
 /// many reports share one commit, and alone a report is posted at once (no added wait). Each caller is answered only
-/// after the commit that holds its report. Posting goes through <see cref="UsageReporter.ReportManyAsync"/>, so a
+/// after the commit that holds its report. Posting goes through <see cref="ReportPoster.PostAsync(IReadOnlyList{ReportItem}, CancellationToken)"/>, so a
 /// refused or failing item never takes its neighbours down and idempotency is exactly that of one-by-one posting.
 /// <para>
 /// Fair between merchants: each merchant has its own queue, and a batch takes one report from each merchant with
@@ -36,7 +36,7 @@ public sealed class GroupCommit : BackgroundService
 {
     private sealed record Pending(ReportItem Item, TaskCompletionSource<ReportOutcome> Done, SemaphoreSlim MerchantRoom);
 
-    private readonly UsageReporter _reporter;
+    private readonly ReportPoster _reporter;
     private readonly GroupCommitOptions _options;
     private readonly ILogger<GroupCommit> _log;
     private readonly DatabaseRetry _retry;
@@ -51,7 +51,7 @@ public sealed class GroupCommit : BackgroundService
     // One per merchant that ever reported through here: a few hundred bytes each, and merchants are made by operators.
     private readonly System.Collections.Concurrent.ConcurrentDictionary<string, SemaphoreSlim> _merchantRoom = new(StringComparer.Ordinal);
 
-    public GroupCommit(UsageReporter reporter, GroupCommitOptions options, ILogger<GroupCommit> log, DatabaseRetry retry)
+    public GroupCommit(ReportPoster reporter, GroupCommitOptions options, ILogger<GroupCommit> log, DatabaseRetry retry)
     {
         _reporter = reporter;
         _retry = retry;
@@ -146,7 +146,7 @@ public sealed class GroupCommit : BackgroundService
 
     // Reposting after a lost connection is safe: a report that did commit is found by its request id and answered as a replay.
     private async Task<IReadOnlyList<ReportOutcome>> PostWithRetryAsync(IReadOnlyList<ReportItem> items, CancellationToken ct) =>
-        await _retry.ExecuteAsync(async token => await _reporter.ReportManyAsync(items, token), ct);
+        await _retry.ExecuteAsync(async token => await _reporter.PostAsync(items, token), ct);
 
     private async Task PostAsync(List<Pending> batch)
     {

@@ -1,6 +1,6 @@
 using Lava.Billing.Infrastructure.Observability;
 
-namespace Lava.Billing.Requests;
+namespace Lava.Billing.Requests.Posting;
 
 /// <summary>Counts reports by what became of them (<see cref="LavaMetrics"/>, <c>lava_reports_total</c>).</summary>
 public static class ReportMetrics
@@ -18,7 +18,7 @@ public static class ReportMetrics
                     LavaMetrics.Reported("replayed");
                     break;
                 case ReportOutcome.Refused refused:
-                    LavaMetrics.Reported("refused", refused.Problem.Code);
+                    LavaMetrics.Reported("refused", ReportProblems.Of(refused.Refusal).Code);
                     break;
             }
         }
