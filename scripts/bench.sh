@@ -615,9 +615,9 @@ Target: at least 20,000 reports/s. Reached here: $(num "$(col batch-1000 1)") re
 ## The raw database limit: pgbench running one report's SQL
 
 \`bench/pgbench/reports.sh 1\`: per transaction the statements \`Requests/ReportBatchStore.cs\` runs for one report of
-a customer without a hold posted alone, in the same two round trips (pipelined: BEGIN, lock timeout, four plan
+a customer without a hold posted alone, in the same two round trips (pipelined: BEGIN, lock timeout, five plan
 settings, usage-total lock, usage-total read, balance lock, hold lock, replay check, billing context, plan meters, key
-re-check, meter version check; then the one INSERT ... CTE and COMMIT: 17 statements), random customers out of $CUSTOMERS, prepared statements (\`-M prepared\`, as the service prepares
+re-check, meter version check; then the one INSERT ... CTE and COMMIT: 18 statements), random customers out of $CUSTOMERS, prepared statements (\`-M prepared\`, as the service prepares
 what repeats). What it leaves out of the service's work: HTTP, JSON, pricing, and
 the two reads the service made before the transaction until it kept them in memory (secret key, meter price; the
 transaction re-checks both; measured separately below). The service coalesces
@@ -633,7 +633,7 @@ The headline ratio is the service's single-report throughput divided by this, at
 
 K reports per database transaction, so one commit (one WAL flush, one round-trip pair) serves K reports:
 \`bench/pgbench/reports.sh K --disjoint\`, the same set-based statements as above with K reports in their arrays,
-which is what the service's group-commit writer sends when K reports queued together (17 statements whatever K).
+which is what the service's group-commit writer sends when K reports queued together (18 statements whatever K).
 Every pgbench client posts for its own K customers, so concurrent transactions never wait on each other's rows: the
 case of writers partitioned by customer. Latency is per transaction.
 
