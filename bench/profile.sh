@@ -248,8 +248,12 @@ EOF
 
 \`\`\`
 EOF
-  awk '/duration: .* plan:/ { if (shown) print ""; shown = 1; sub(/^.*duration:/, "duration:"); print; lines = 0; next }
-       /^[[:space:]]*Query Text:/ { sub(/^[[:space:]]*/, ""); print substr($0, 1, 140); next }
+  # One block per statement text (the first time it was logged): its duration, first plan lines and trigger times.
+  awk '/duration: .* plan:/ { pending = $0; sub(/^.*duration:/, "duration:", pending); show = 0; next }
+       /^[[:space:]]*Query Text:/ { key = substr($0, 1, 60); show = !(key in seen); seen[key] = 1; lines = 0
+                                    if (show) { if (blocks++) print ""; print pending; line = $0; sub(/^[[:space:]]*/, "", line); print substr(line, 1, 140) }
+                                    next }
+       !show { next }
        /^[[:space:]]*(Trigger|Planning|Execution)/ { sub(/^[[:space:]]*/, "  "); print; next }
        /^[[:space:]]*->|^[[:space:]]*(Insert|Update|Delete|Nested|Index|Seq|Hash|Sort|Limit|Aggregate|Result|CTE|Subquery|Function|LockRows|WindowAgg|Unique)/ {
          if (lines++ < 12) { line = $0; sub(/^[[:space:]]{0,8}/, "", line); print "  " substr(line, 1, 150) } }' "$results/profile.plans.txt"
