@@ -43,9 +43,10 @@ if [[ -n "${BENCH_REPEAT:-}" ]]; then
     echo "BENCH_ONLY='$BENCH_ONLY' BENCH_REPEAT=$BENCH_REPEAT: reports/s (or calls/s) per run, each on a fresh database"
     printf '%-28s %10s  %s\n' scenario median "runs (deviation from the median)"
     cut -f1 "$repeat_dir"/medians-*.tsv | sort -u | while read -r name; do
-      values=($(for f in "$repeat_dir"/medians-*.tsv; do awk -F'\t' -v n="$name" '$1 == n { split($2, c, " "); print c[1] }' "$f"; done))
-      med="$(printf '%s\n' "${values[@]}" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')"
-      printf '%-28s %10s  %s\n' "$name" "$med" "$(for v in "${values[@]}"; do awk -v v="$v" -v m="$med" 'BEGIN { printf "%s (%+.0f%%) ", v, (m > 0 ? (v - m) * 100 / m : 0) }'; done)"
+      # Each run's throughput and the load average after it (columns 1 and 10 of a scenario's medians).
+      runs=($(for f in "$repeat_dir"/medians-*.tsv; do awk -F'\t' -v n="$name" '$1 == n { split($2, c, " "); print c[1] "/" c[10] }' "$f"; done))
+      med="$(printf '%s\n' "${runs[@]%/*}" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')"
+      printf '%-28s %10s  %s\n' "$name" "$med" "$(for r in "${runs[@]}"; do awk -v v="${r%/*}" -v l="${r#*/}" -v m="$med" 'BEGIN { printf "%s (%+.0f%%, load %s) ", v, (m > 0 ? (v - m) * 100 / m : 0), l }'; done)"
     done
   } | tee "$repeat_dir/summary.txt"
   exit 0
