@@ -415,7 +415,7 @@ for k in 1 10 50; do
   for c in 16 64; do scenario "group-$k-c$c" run_pgbench "$c" "$k" "$results/group-$k.sql" "$gc_merchant"; done
 done
 # The minimal report transaction (bench/pgbench/minimal.sh): the floor every service figure is divided by.
-if selected 'minimal-'; then psql_app -v customers="$GC_CUSTOMERS" -f bench/pgbench/minimal-schema.sql >/dev/null; fi
+if selected minimal-1-c32 || selected minimal-50-c32; then psql_app -v customers="$GC_CUSTOMERS" -f bench/pgbench/minimal-schema.sql >/dev/null; fi
 for k in 1 50; do
   bench/pgbench/minimal.sh "$k" >"$results/minimal-$k.sql"
   scenario "minimal-$k-c32" run_pgbench 32 "$k" "$results/minimal-$k.sql" "$gc_merchant"

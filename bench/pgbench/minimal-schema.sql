@@ -4,6 +4,7 @@
 -- what PostgreSQL charges for the data itself, so the service's figures can be read as a ratio to it.
 -- psql -v customers=N -f bench/pgbench/minimal-schema.sql (run again: starts over).
 \set ON_ERROR_STOP on
+SET client_min_messages = warning;
 DROP SCHEMA IF EXISTS bench_minimal CASCADE;
 CREATE SCHEMA bench_minimal;
 CREATE TABLE bench_minimal.requests (
