@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
 # scripts/bench.sh — the benchmark suite. One command, writes docs/BENCHMARKS.md.
+#   scripts/bench.sh            every scenario (about 20 min), writes docs/BENCHMARKS.md (keeping its profile section)
+#   scripts/bench.sh profile    where PostgreSQL's work goes per report (bench/profile.sh, a few minutes): rewrites only
+#                               the profile section of docs/BENCHMARKS.md
 #
 # Starts its own PostgreSQL (fsync on: durability-honest numbers) on port 25642 with its data under /tmp, builds and
 # starts the service in Release on a free loopback port, seeds merchants, customers and a meter with psql, and loads
@@ -14,20 +17,49 @@
 # Env (optional): BENCH_SECONDS=10 BENCH_RUNS=3 BENCH_WARMUP_SECONDS=3 BENCH_PG_PORT=25642 BENCH_MAX_SECONDS=1800
 #                 BENCH_OUT=docs/BENCHMARKS.md BENCH_KEEP=1 (keep the cluster's data directory afterwards)
 #                 BENCH_ONLY=REGEX (run only the scenarios whose name matches, e.g. '^single-1000' or 'gateway|export';
-#                 for trying things)
+#                 for trying things: the report then goes to bench/results/<UTC time>/report.md, not docs/BENCHMARKS.md)
+#                 BENCH_REPEAT=N (with BENCH_ONLY: the selected scenarios N times, each time on a fresh database, then the
+#                 median of each scenario's throughput and each run's deviation from it; 2-9)
 set -Eeuo pipefail
 LAVA_SCRIPT=bench
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 source scripts/lib.sh
 require_dotnet
+MODE="${1:-all}"
+[[ "$MODE" == all || "$MODE" == profile ]] || die "usage: scripts/bench.sh [profile]"
+
+# BENCH_REPEAT: this script again, N times, each a fresh cluster and database; their medians side by side.
+if [[ -n "${BENCH_REPEAT:-}" ]]; then
+  [[ "$BENCH_REPEAT" =~ ^[2-9]$ && -n "${BENCH_ONLY:-}" && "$MODE" == all ]] \
+    || die "BENCH_REPEAT is 2-9 and needs BENCH_ONLY (a scenario or a few)"
+  repeat_dir="bench/results/repeat-$(date -u +%Y%m%dT%H%M%SZ)"
+  mkdir -p "$repeat_dir"
+  for ((r = 1; r <= BENCH_REPEAT; r++)); do
+    log "repeat $r of $BENCH_REPEAT"
+    BENCH_REPEAT= BENCH_OUT="$repeat_dir/report-$r.md" BENCH_MEDIANS="$repeat_dir/medians-$r.tsv" "$0" all
+  done
+  {
+    echo "BENCH_ONLY='$BENCH_ONLY' BENCH_REPEAT=$BENCH_REPEAT: reports/s (or calls/s) per run, each on a fresh database"
+    printf '%-28s %10s  %s\n' scenario median "runs (deviation from the median)"
+    cut -f1 "$repeat_dir"/medians-*.tsv | sort -u | while read -r name; do
+      # Each run's throughput and the load average after it (columns 1 and 10 of a scenario's medians).
+      runs=($(for f in "$repeat_dir"/medians-*.tsv; do awk -F'\t' -v n="$name" '$1 == n { split($2, c, " "); print c[1] "/" c[10] }' "$f"; done))
+      med="$(printf '%s\n' "${runs[@]%/*}" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')"
+      printf '%-28s %10s  %s\n' "$name" "$med" "$(for r in "${runs[@]}"; do awk -v v="${r%/*}" -v l="${r#*/}" -v m="$med" 'BEGIN { printf "%s (%+.0f%%, load %s) ", v, (m > 0 ? (v - m) * 100 / m : 0), l }'; done)"
+    done
+  } | tee "$repeat_dir/summary.txt"
+  exit 0
+fi
 
 RUN_SECONDS="${BENCH_SECONDS:-10}"
 RUNS="${BENCH_RUNS:-3}"
 WARMUP_SECONDS="${BENCH_WARMUP_SECONDS:-3}"
 PG_PORT="${BENCH_PG_PORT:-25642}"
 MAX_SECONDS="${BENCH_MAX_SECONDS:-1800}"
-OUT="${BENCH_OUT:-docs/BENCHMARKS.md}"
+results="bench/results/$(date -u +%Y%m%dT%H%M%SZ)"
+# A partial run (BENCH_ONLY) writes its own report: docs/BENCHMARKS.md holds whole runs only.
+if [[ -n "${BENCH_ONLY:-}" && "$MODE" == all ]]; then OUT="${BENCH_OUT:-$results/report.md}"; else OUT="${BENCH_OUT:-docs/BENCHMARKS.md}"; fi
 [[ "$RUN_SECONDS" =~ ^[0-9]+$ && "$RUNS" =~ ^[0-9]+$ && "$WARMUP_SECONDS" =~ ^[0-9]+$ && "$MAX_SECONDS" =~ ^[0-9]+$ ]] \
   || die "BENCH_SECONDS, BENCH_RUNS, BENCH_WARMUP_SECONDS and BENCH_MAX_SECONDS are whole numbers"
 (( RUN_SECONDS >= 1 && RUN_SECONDS <= 60 && RUNS >= 1 && RUNS <= 9 && WARMUP_SECONDS <= 30 )) \
@@ -66,11 +98,11 @@ for s in direct customer byok; do
   for c in 1 "$GATEWAY_CONNECTIONS"; do selected "gateway-$s-c$c" && gateway_selected=1; done
   selected "gateway-ttfb-$s-c$GATEWAY_CONNECTIONS" && gateway_selected=1
 done
+[[ "$MODE" == profile ]] && gateway_selected=0
 if (( gateway_selected )); then command -v node >/dev/null 2>&1 || die "node is missing (Debian package: nodejs); the gateway scenarios need it"; fi
 clk_tck="$(getconf CLK_TCK)"
 
 # ---------- workspace, cleanup ----------
-results="bench/results/$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$results"
 datadir="${TMPDIR:-/tmp}/lava-bench-pg-$PG_PORT"
 admin_pw="admin_$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
@@ -98,6 +130,17 @@ scripts/pg-down.sh "$datadir" --purge >/dev/null 2>&1 || true
 conn="$(PGUP_FSYNC=on PGUP_DB=lava PGUP_USER=lava PGUP_PASSWORD=lava_pw PGUP_ADMIN_PASSWORD="$admin_pw" scripts/pg-up.sh "$datadir" "$PG_PORT")"
 psql_app() { PGPASSWORD=lava_pw "$pg_bin/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PG_PORT" -U lava -d lava "$@"; }
 psql_admin() { PGPASSWORD="$admin_pw" "$pg_bin/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PG_PORT" -U postgres -d lava "$@"; }
+if [[ "$MODE" == profile ]]; then
+  # Loaded at start only: the cluster restarts once with them (ALTER SYSTEM outlives pg-up.sh's own settings file).
+  psql_admin -c "ALTER SYSTEM SET shared_preload_libraries = pg_stat_statements, auto_explain" >/dev/null
+  scripts/pg-down.sh "$datadir" >/dev/null
+  conn="$(PGUP_FSYNC=on PGUP_DB=lava PGUP_USER=lava PGUP_PASSWORD=lava_pw PGUP_ADMIN_PASSWORD="$admin_pw" scripts/pg-up.sh "$datadir" "$PG_PORT")"
+  psql_admin >/dev/null <<'SQL'
+ALTER SYSTEM SET pg_stat_statements.track = 'all';
+ALTER SYSTEM SET pg_stat_statements.track_planning = on;
+SELECT pg_reload_conf();
+SQL
+fi
 
 # ---------- service ----------
 log "building the service (Release)"
@@ -284,6 +327,11 @@ scenario() {
   record_medians "$name" "${rows[@]}"
 }
 
+if [[ "$MODE" == profile ]]; then
+  source bench/profile.sh
+  exit 0
+fi
+
 # ---------- scenarios ----------
 # On the file system that holds the cluster's WAL (the work tree may sit on another, with other flush costs).
 fsync_file="$(dirname "$datadir")/lava-bench-fsync.$$"
@@ -365,6 +413,12 @@ scenario "pgbench-unprepared-c64" run_pgbench 64 1 "$results/report.sql" "$merch
 for k in 1 10 50; do
   bench/pgbench/reports.sh "$k" "$CUSTOMERS" --disjoint >"$results/group-$k.sql"
   for c in 16 64; do scenario "group-$k-c$c" run_pgbench "$c" "$k" "$results/group-$k.sql" "$gc_merchant"; done
+done
+# The minimal report transaction (bench/pgbench/minimal.sh): the floor every service figure is divided by.
+if selected minimal-1-c32 || selected minimal-50-c32; then psql_app -v customers="$GC_CUSTOMERS" -f bench/pgbench/minimal-schema.sql >/dev/null; fi
+for k in 1 50; do
+  bench/pgbench/minimal.sh "$k" >"$results/minimal-$k.sql"
+  scenario "minimal-$k-c32" run_pgbench 32 "$k" "$results/minimal-$k.sql" "$gc_merchant"
 done
 # What prepared statements buy the service: the same run with Npgsql's automatic preparation turned off (the service
 # turns it on unless the connection string says otherwise). Last, so a tight time budget drops it.
@@ -475,12 +529,21 @@ row_gateway() { # $1 = scenario, $2 = label, $3 = connections, $4 = the direct s
   [[ "$1" == "$4" ]] || { added50="**$(minus "$(col "$1" 2)" "$(col "$4" 2)")**"; added99="$(minus "$(col "$1" 3)" "$(col "$4" 3)")"; }
   echo "| $2 | $3 | $(num "$(col "$1" 1)") | $(col "$1" 2) | $(col "$1" 3) | $added50 | $added99 | $(per_unit "$1" 5) | $(per_unit "$1" 6) | $(col "$1" 4) | $(busy_pct "$1")% / $(col "$1" 10) |"
 }
+row_floor() { # $1 = service scenario, $2 = the minimal transaction's scenario
+  [[ -n "${R[$1]:-}" || -n "${R[$2]:-}" ]] || return 0
+  echo "| $1 | $(num "$(col "$1" 1)") | $2 | $(num "$(col "$2" 1)") | **$(ratio "$(col "$1" 1)" "$(col "$2" 1)")** | $(per_unit "$1" 6) | $(per_unit "$2" 6) |"
+}
 row_stream() { # $1 = scenario, $2 = label, $3 = the direct scenario to subtract
   if [[ -n "${SKIPPED[$1]:-}" ]]; then echo "| $2 | skipped (${SKIPPED[$1]}) | | | | | | | |"; return; fi
   local added50="" added99=""
   [[ "$1" == "$3" ]] || { added50="**$(minus "$(col "$1" 2)" "$(col "$3" 2)")**"; added99="$(minus "$(col "$1" 3)" "$(col "$3" 3)")"; }
   echo "| $2 | $(num "$(col "$1" 1)") | $(col "$1" 2) | $(col "$1" 3) | $added50 | $added99 | $(col "$1" 11) | $(col "$1" 4) | $(busy_pct "$1")% / $(col "$1" 10) |"
 }
+if [[ -n "${BENCH_MEDIANS:-}" ]]; then
+  for name in "${!R[@]}"; do printf '%s\t%s\n' "$name" "${R[$name]}"; done | sort >"$BENCH_MEDIANS"
+fi
+# The profile section (scripts/bench.sh profile) is kept as it is when the rest of the file is written again.
+profile_section="$(sed -n '/^<!-- profile:begin/,/^<!-- profile:end -->/p' "$OUT" 2>/dev/null || true)"
 gc="$GATEWAY_CONNECTIONS"
 machine_cpu="$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)"
 machine_mem="$(awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
@@ -552,10 +615,10 @@ Target: at least 20,000 reports/s. Reached here: $(num "$(col batch-1000 1)") re
 
 ## The raw database limit: pgbench running one report's SQL
 
-\`bench/pgbench/reports.sh 1\`: per transaction the statements \`Requests/ReportBatchStore.cs\` runs for one report of
-a customer without a hold posted alone, in the same two round trips (pipelined: BEGIN, lock timeout, four plan
+\`bench/pgbench/reports.sh 1\`: per transaction the statements \`Requests/Posting/\` (\`LockedReads.cs\`, \`ReportWriter.cs\`) runs for one report of
+a customer without a hold posted alone, in the same two round trips (pipelined: BEGIN, lock timeout, five plan
 settings, usage-total lock, usage-total read, balance lock, hold lock, replay check, billing context, plan meters, key
-re-check, meter version check; then the one INSERT ... CTE and COMMIT: 17 statements), random customers out of $CUSTOMERS, prepared statements (\`-M prepared\`, as the service prepares
+re-check, meter version check; then the one INSERT ... CTE and COMMIT: 18 statements), random customers out of $CUSTOMERS, prepared statements (\`-M prepared\`, as the service prepares
 what repeats). What it leaves out of the service's work: HTTP, JSON, pricing, and
 the two reads the service made before the transaction until it kept them in memory (secret key, meter price; the
 transaction re-checks both; measured separately below). The service coalesces
@@ -571,7 +634,7 @@ The headline ratio is the service's single-report throughput divided by this, at
 
 K reports per database transaction, so one commit (one WAL flush, one round-trip pair) serves K reports:
 \`bench/pgbench/reports.sh K --disjoint\`, the same set-based statements as above with K reports in their arrays,
-which is what the service's group-commit writer sends when K reports queued together (17 statements whatever K).
+which is what the service's group-commit writer sends when K reports queued together (18 statements whatever K).
 Every pgbench client posts for its own K customers, so concurrent transactions never wait on each other's rows: the
 case of writers partitioned by customer. Latency is per transaction.
 
@@ -587,6 +650,22 @@ EOF
   done
   cat <<EOF
 
+## The floor: the minimal report transaction
+
+\`bench/pgbench/minimal.sh K\` on tables of its own (\`bench/pgbench/minimal-schema.sql\`): per report only what a report
+must write (a request row with its ~1 KB stored response, a ledger transaction, three entries, one balance row locked and
+updated), K reports per transaction in one pipelined round trip, 32 pgbench clients each on its own customers, in the
+same run as everything above. Each service figure beside it, and the ratio: how close the service comes to the floor.
+
+| service scenario | service reports/s | floor | floor reports/s | service / floor | service PostgreSQL µs / report | floor PostgreSQL µs / report |
+|---|---|---|---|---|---|---|
+$(row_floor single-1000-c64 minimal-1-c32)
+$(row_floor single-1000-c16 minimal-1-c32)
+$(row_floor batch-100 minimal-50-c32)
+$(row_floor batch-1000 minimal-50-c32)
+$(row_floor group-50-c64 minimal-50-c32)
+$(row_floor pgbench-c64 minimal-1-c32)
+
 ## Where time goes
 
 CPU time per report, in microseconds, measured from /proc during the median run: the service process, every
@@ -596,7 +675,7 @@ Two cores give at most $(( 2 * 1000000 ))/s of CPU time: at N reports/s, a repor
 | scenario | reports/s | service µs | PostgreSQL µs | load generator µs | other processes µs | machine busy |
 |---|---|---|---|---|---|---|
 EOF
-  for s in single-1000-c16 single-1000-c64 single-1000-c64-unprepared single-10-c64 replay20-c64 batch-100 batch-1000 pgbench-c64 pgbench-lookups-c64 pgbench-unprepared-c64 group-10-c64 group-50-c64; do
+  for s in single-1000-c16 single-1000-c64 single-1000-c64-unprepared single-10-c64 replay20-c64 batch-100 batch-1000 pgbench-c64 pgbench-lookups-c64 pgbench-unprepared-c64 group-10-c64 group-50-c64 minimal-1-c32 minimal-50-c32; do
     [[ -n "${R[$s]:-}" ]] || continue
     echo "| $s | $(num "$(col "$s" 1)") | $(per_unit "$s" 5) | $(per_unit "$s" 6) | $(per_unit "$s" 7) | $(per_unit "$s" 0) | $(busy_pct "$s")% |"
   done
@@ -612,6 +691,10 @@ Reference points, same concurrency (64):
 | pgbench, one report's transaction without prepared statements (\`-M extended\`) | $(num "$(col pgbench-unprepared-c64 1)") | $(col pgbench-unprepared-c64 2) | $(col pgbench-unprepared-c64 3) |
 | the service, \`POST /v1/requests\` (statements prepared after they repeat, \`Max Auto Prepare=32\`) | $(num "$(col single-1000-c64 1)") | $(col single-1000-c64 2) | $(col single-1000-c64 3) |
 | the service with \`Max Auto Prepare=0\` in its connection string (no prepared statements) | $(num "$(col single-1000-c64-unprepared 1)") | $(col single-1000-c64-unprepared 2) | $(col single-1000-c64-unprepared 3) |
+
+${profile_section:-<!-- profile:begin -->
+(No profile yet: run \`scripts/bench.sh profile\`.)
+<!-- profile:end -->}
 
 ## Gateway overhead: \`/v1/forward\` to a stub provider
 

@@ -88,6 +88,7 @@ public partial class DistributionReadyTests(LavaApp app) : IClassFixture<LavaApp
         ["Migrator.SelectApplied"] = "schema_migrations is a reference table",
         ["Migrator.InsertApplied"] = "schema_migrations is a reference table",
         ["Migrator.UpdateChecksum"] = "schema_migrations is a reference table",
+        ["Migrator.SelectNeverAnalysed"] = "reads the catalogue (pg_class) for the tables to analyse after migrating",
         ["SecretKeyStore.SelectByHash"] = "authentication: finds the merchant (secret_keys is a reference table)",
         ["LedgerSequencer.SelectPendingMerchants"] = "finds which merchants have entries to number, then works merchant by merchant",
         ["LedgerVerifier.SelectMerchants"] = "the operator's `ledger verify` walks every merchant, then checks each alone",

@@ -37,6 +37,59 @@ public class LedgerInvariantTests(LavaApp app) : ApiTest(app)
     }
 
     [Fact]
+    public async Task CustomersAndMerchantsAreNeverDeletedNorGivenAnotherKey()
+    {
+        var (merchant, customer) = await ArrangeWithOneReportAsync();
+        var args = new { m = merchant, c = customer };
+        foreach (var sql in new[]
+                 {
+                     "DELETE FROM customers WHERE merchant_id = @m AND customer_id = @c",
+                     "UPDATE customers SET customer_id = 'cus_renamed' WHERE merchant_id = @m AND customer_id = @c",
+                     "TRUNCATE customers CASCADE",
+                     "DELETE FROM merchants WHERE merchant_id = @m",
+                     "UPDATE merchants SET merchant_id = 'mer_renamed' WHERE merchant_id = @m",
+                 })
+        {
+            var e = await RefusedAsync(sql, args);
+            Assert.Equal(PostgresErrorCodes.RestrictViolation, e.SqlState);
+            Assert.Contains("never deleted", e.MessageText);
+        }
+        await using var c = new NpgsqlConnection(App.ConnectionString);
+        Assert.Equal(1, await c.ExecuteAsync("UPDATE customers SET deleted_at = now() WHERE merchant_id = @m AND customer_id = @c", args));
+    }
+
+    [Fact]
+    public async Task ARequestOrLedgerTransactionNamingWhatDoesNotExistIsRefused()
+    {
+        var (merchant, _) = await ArrangeWithOneReportAsync();
+        const string copyOfR = """
+            INSERT INTO requests (merchant_id, request_id, fingerprint, mode, customer_id, meter_id, price_version, input_tokens,
+                                  output_tokens, input_characters, output_characters, input_seconds, output_seconds, cost,
+                                  charge_amount, metadata, occurred_at, created_at, transaction_id, status_code, response, hold_id)
+            SELECT merchant_id, 'r2', fingerprint, mode, {0}, meter_id, price_version, input_tokens, output_tokens,
+                   input_characters, output_characters, input_seconds, output_seconds, cost, charge_amount, metadata,
+                   occurred_at, created_at, {1}, status_code, response, hold_id
+              FROM requests WHERE merchant_id = @m AND request_id = 'r'
+            """;
+        var args = new { m = merchant };
+        var unknownCustomer = await RefusedAsync(string.Format(copyOfR, "'cus_nobody'", "transaction_id"), args);
+        Assert.Equal(PostgresErrorCodes.ForeignKeyViolation, unknownCustomer.SqlState);
+        Assert.Contains("cus_nobody", unknownCustomer.MessageText);
+        var unknownTransaction = await RefusedAsync(string.Format(copyOfR, "customer_id", "'txn_nowhere'"), args);
+        Assert.Equal(PostgresErrorCodes.ForeignKeyViolation, unknownTransaction.SqlState);
+        Assert.Contains("txn_nowhere", unknownTransaction.MessageText);
+        var renamed = await RefusedAsync("UPDATE requests SET customer_id = 'cus_nobody' WHERE merchant_id = @m", args);
+        Assert.Equal(PostgresErrorCodes.ForeignKeyViolation, renamed.SqlState);
+        var unknownMerchant = await RefusedAsync(
+            "INSERT INTO ledger_transactions (merchant_id, transaction_id, kind, reference, effective_at) VALUES ('mer_nobody', 'txn_x', 'manual', 'x', now())");
+        Assert.Equal(PostgresErrorCodes.ForeignKeyViolation, unknownMerchant.SqlState);
+        Assert.Contains("mer_nobody", unknownMerchant.MessageText);
+
+        await using var c = new NpgsqlConnection(App.ConnectionString);
+        Assert.Equal(1, await c.ExecuteAsync(string.Format(copyOfR, "customer_id", "transaction_id"), args));
+    }
+
+    [Fact]
     public async Task AnUnbalancedTransactionIsRefused()
     {
         var (merchant, customer) = await ArrangeWithOneReportAsync();

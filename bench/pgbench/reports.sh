@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prints a pgbench script that posts K usage reports (default 1) in one database transaction with the SQL the service
-# runs for them (Requests/ReportBatchStore.cs: set-based, so the statement count does not grow with K), in the same
-# two round trips. Pipeline 1: BEGIN, SET LOCAL lock_timeout and the four plan settings (index lookups only), lock
+# runs for them (Requests/Posting/LockedReads.cs and ReportWriter.cs: set-based, so the statement count does not grow with K), in the same
+# two round trips. Pipeline 1: BEGIN, SET LOCAL lock_timeout and the five plan settings (index lookups only), lock
 # the usage totals, read them, lock the customers' balances, lock holds (none here), replay check, billing contexts,
 # plan meters, the reporting key's re-check, the meter's current version (the service prices with a cached copy and
 # checks it here). Pipeline 2: the one INSERT ... CTE (requests, ledger transactions, entries, usage totals, hold
@@ -67,7 +67,7 @@ SELECT m.merchant_id, m.meter_id, m.meter_slug, m.rate_type, m.tier_type, p.vers
 SQL
 fi
 
-# The usage keys (ReportBatchStore.UsageKeys): the lock and the read after it both derive them.
+# The usage keys (LockedReads.UsagePeriods): the lock and the read after it both derive them.
 USAGE_KEYS="SELECT DISTINCT k.merchant_id, k.meter_id, k.customer_id,
        coalesce((SELECT s.cycle_start_at FROM subscriptions s
                   WHERE s.merchant_id = k.merchant_id AND s.customer_id = k.customer_id AND s.status = 'active'), k.period)
@@ -85,6 +85,7 @@ SET LOCAL enable_seqscan = off;
 SET LOCAL enable_hashjoin = off;
 SET LOCAL enable_mergejoin = off;
 SET LOCAL enable_bitmapscan = off;
+SET LOCAL enable_material = off;
 INSERT INTO usage_totals (merchant_id, meter_id, customer_id, period_start, quantity)
 SELECT merchant_id, meter_id, customer_id, period_start, 0::numeric FROM ($USAGE_KEYS) AS k
  ORDER BY 1, 2, 3, 4
