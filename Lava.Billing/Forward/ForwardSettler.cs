@@ -1,3 +1,5 @@
+using Lava.Billing.Infrastructure.Resilience;
+
 namespace Lava.Billing.Forward;
 
 /// <summary>
@@ -14,12 +16,14 @@ public sealed class ForwardSettler(ForwardCallStore calls, ForwardBilling billin
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
+        var outage = new OutageLog(log, clock, "Gateway call settlement");
         while (!stoppingToken.IsCancellationRequested)
         {
             var settled = 0;
             try
             {
                 settled = await SettleDueAsync(stoppingToken);
+                outage.Succeeded();
             }
             catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
             {
@@ -27,8 +31,8 @@ public sealed class ForwardSettler(ForwardCallStore calls, ForwardBilling billin
             }
             catch (Exception e)
             {
-                // The database is away; the next round tries again.
-                log.LogWarning("Settling gateway calls failed ({Failure}); trying again in {IntervalMs} ms", e.GetType().Name,
+                // The next round tries again.
+                if (!outage.Failed(e)) log.LogWarning("Settling gateway calls failed ({Failure}); trying again in {IntervalMs} ms", e.GetType().Name,
                     (long)options.SettleInterval.TotalMilliseconds);
             }
             // A full round may have left more behind: go again at once.
