@@ -14,6 +14,14 @@ public sealed class ForwardSettler(ForwardCallStore calls, ForwardBilling billin
     /// <summary>Calls claimed per round; the rest wait for the next one.</summary>
     private const int MaxClaim = 100;
 
+    /// <summary>Settled calls' records deleted per round at most, in one short statement.</summary>
+    internal const int PruneBatch = 500;
+
+    /// <summary>How often old records are looked for once none are left.</summary>
+    private static readonly TimeSpan PruneEvery = TimeSpan.FromHours(1);
+
+    private DateTimeOffset _nextPrune = DateTimeOffset.MinValue;
+
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
         var outage = new OutageLog(log, clock, "Gateway call settlement");
@@ -23,6 +31,7 @@ public sealed class ForwardSettler(ForwardCallStore calls, ForwardBilling billin
             try
             {
                 settled = await SettleDueAsync(stoppingToken);
+                await PruneAsync(stoppingToken);
                 outage.Succeeded();
             }
             catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
@@ -64,5 +73,19 @@ public sealed class ForwardSettler(ForwardCallStore calls, ForwardBilling billin
             await billing.SettleAsync(call, ct);
         }
         return due.Count;
+    }
+
+    /// <summary>
+    /// Deletes one batch of records of calls settled longer ago than <see cref="ForwardOptions.RetainSettledCalls"/>,
+    /// when due: a full batch leaves the next round due too (a backlog goes one batch per round, between settlements);
+    /// a short one means none are left, and the next look is <see cref="PruneEvery"/> later. Returns how many went.
+    /// </summary>
+    internal async Task<int> PruneAsync(CancellationToken ct)
+    {
+        var now = clock.GetUtcNow();
+        if (options.RetainSettledCalls <= TimeSpan.Zero || now < _nextPrune) return 0;
+        var deleted = await calls.DeleteSettledAsync(now - options.RetainSettledCalls, PruneBatch, ct);
+        if (deleted < PruneBatch) _nextPrune = now + PruneEvery;
+        return deleted;
     }
 }
