@@ -272,6 +272,58 @@ public class GatewaySettlementTests(SettlementGatewayApp app) : GatewayTest<Sett
             "SELECT anomaly FROM forward_calls WHERE merchant_id = @m AND request_id = @r", args));
     }
 
+    // The race: one attempt (the settle worker, the hold having lapsed) posted the call without its hold, but its close of
+    // the record was not written yet; a slower attempt (the proxy's own posting, begun before) then sends the version
+    // with the hold. hold_id is part of the report's fingerprint, so that version meets 409 idempotency_conflict, which
+    // must lead to the hold-less repost taken as a replay — not to a refusal of a call whose usage is in the ledger.
+    [Fact]
+    public async Task APostingThatMeetsTheCallAlreadyPostedWithoutItsLapsedHoldIsTakenAsPostedNotRefused()
+    {
+        var (m, customer) = await CustomerWithCreditsAsync();
+        var holdId = Ids.New("hld");
+        var requestId = Ids.New("req");
+        var args = new { m = m.MerchantId, r = requestId, hold = holdId, customer };
+        // A served call whose hold's hour has run out; due only tomorrow, so the service's settle worker stays out of it.
+        await using (var c = new NpgsqlConnection(App.ConnectionString))
+        {
+            await c.ExecuteAsync("""
+                INSERT INTO holds (merchant_id, hold_id, customer_id, amount, status, expires_at, created_at)
+                VALUES (@m, @hold, @customer, 0.5, 'active', now() - interval '1 minute', now() - interval '61 minutes');
+                INSERT INTO forward_calls (merchant_id, request_id, state, mode, customer_id, meter_slug, hold_id, call,
+                                           input_uncached, output_tokens, estimated, served_at, next_attempt_at, created_at, updated_at)
+                VALUES (@m, @r, 'served', 'customer', @customer, 'chat', @hold, '{}', 1000, 200, false,
+                        now() - interval '2 minutes', now() + interval '1 day', now() - interval '62 minutes', now() - interval '2 minutes');
+                """, args);
+        }
+        var servedAt = await App.QueryAsync<DateTime>("SELECT served_at FROM forward_calls WHERE merchant_id = @m AND request_id = @r", args);
+        var record = new ForwardCallRecord(m.MerchantId, requestId, ForwardMode.Customer, customer, "chat", holdId,
+            new ForwardCallDetails("api.openai.com", "managed", "gpt-4o", "/v1/chat/completions", "https://api.openai.com/v1/chat/completions",
+                null, []),
+            new BilledUsage(new NormalizedUsage(1000, 0, 0, 200, 0), null, false), null,
+            new DateTimeOffset(DateTime.SpecifyKind(servedAt, DateTimeKind.Utc)), 1);
+        var billing = App.Services.GetRequiredService<ForwardBilling>();
+
+        // The first attempt: refused the lapsed hold, it posts without it; then its close of the record fails.
+        await using (var fault = await FailOnceAsync("fail_close_" + m.MerchantId.ToLowerInvariant(), "forward_calls", "UPDATE",
+                         $"NEW.merchant_id = '{m.MerchantId}' AND NEW.state = 'posted'"))
+        {
+            await billing.SettleAsync(record, CancellationToken.None);
+        }
+        await App.QueryAsync<int>("UPDATE forward_calls SET next_attempt_at = now() + interval '1 day' WHERE merchant_id = @m AND request_id = @r RETURNING 1", args);
+        Assert.Equal(("served", "active"), await App.QueryAsync<(string, string)>(
+            "SELECT f.state, h.status FROM forward_calls f JOIN holds h ON h.merchant_id = f.merchant_id AND h.hold_id = f.hold_id WHERE f.merchant_id = @m AND f.request_id = @r", args));
+        Assert.Equal(1L, await App.QueryAsync<long>("SELECT count(*) FROM requests WHERE merchant_id = @m AND request_id = @r AND hold_id IS NULL", args));
+
+        // The slower attempt, with the hold.
+        await billing.SettleAsync(record, CancellationToken.None);
+
+        Assert.Equal(("posted", "voided"), await App.QueryAsync<(string, string)>(
+            "SELECT f.state, h.status FROM forward_calls f JOIN holds h ON h.merchant_id = f.merchant_id AND h.hold_id = f.hold_id WHERE f.merchant_id = @m AND f.request_id = @r", args));
+        Assert.Equal((1L, 0.006m), await App.QueryAsync<(long, decimal)>(
+            "SELECT count(*), sum(charge_amount) FROM requests WHERE merchant_id = @m", args));
+        Assert.DoesNotContain(App.Logs.Lines, l => l.Contains(requestId) && l.Contains("was refused"));
+    }
+
     [Fact]
     public async Task ACallStillRunningIsNotTakenForACrashedOne()
     {

@@ -10,7 +10,7 @@ namespace Lava.Billing.Tests.Infrastructure;
 /// <summary>Keeps every log entry written, with its structured fields.</summary>
 public sealed class CapturedLogs : ILoggerProvider
 {
-    public sealed record Entry(string Category, LogLevel Level, string Message, IReadOnlyDictionary<string, object?> Fields);
+    public sealed record Entry(string Category, LogLevel Level, string Message, IReadOnlyDictionary<string, object?> Fields, Exception? Error = null);
 
     public ConcurrentQueue<Entry> Entries { get; } = new();
 
@@ -27,7 +27,7 @@ public sealed class CapturedLogs : ILoggerProvider
         public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
         {
             var fields = state as IEnumerable<KeyValuePair<string, object?>> ?? [];
-            sink.Entries.Enqueue(new Entry(category, logLevel, formatter(state, exception), fields.ToDictionary(f => f.Key, f => f.Value)));
+            sink.Entries.Enqueue(new Entry(category, logLevel, formatter(state, exception), fields.ToDictionary(f => f.Key, f => f.Value), exception));
         }
     }
 }

@@ -187,6 +187,27 @@ public sealed class ForwardCallStore(NpgsqlDataSource db)
             r.Anomaly, new DateTimeOffset(DateTime.SpecifyKind(r.ServedAt, DateTimeKind.Utc)), r.Attempts)).ToList();
     }
 
+    // Across merchants: the settle worker's housekeeping (docs/gateway.md, "Retention"). Only calls settled without
+    // trouble — never a pending or served one, nor a refused or flagged one finance follows up — oldest first, a small
+    // batch per statement so no transaction holds many rows; SKIP LOCKED keeps two instances from waiting on each other.
+    private const string DeleteSettled = """
+        DELETE FROM forward_calls f
+         USING (SELECT merchant_id, request_id
+                  FROM forward_calls
+                 WHERE state IN ('posted', 'released') AND anomaly IS NULL AND updated_at < @Before
+                 ORDER BY updated_at
+                 LIMIT @Limit
+                   FOR UPDATE SKIP LOCKED) old
+         WHERE f.merchant_id = old.merchant_id AND f.request_id = old.request_id
+        """;
+
+    /// <summary>Deletes up to <paramref name="limit"/> records of calls settled before <paramref name="before"/>; returns how many.</summary>
+    public async Task<int> DeleteSettledAsync(DateTimeOffset before, int limit, CancellationToken ct)
+    {
+        await using var c = await db.OpenConnectionAsync(ct);
+        return await c.ExecuteAsync(new CommandDefinition(DeleteSettled, new { Before = before.UtcDateTime, Limit = limit }, cancellationToken: ct));
+    }
+
     private static object Parameters(ForwardCallRecord call, DateTimeOffset due, DateTimeOffset now) => new
     {
         call.MerchantId, call.RequestId, Mode = ForwardModes.Name(call.Mode), call.CustomerId, call.MeterSlug, call.HoldId,

@@ -51,6 +51,12 @@ public sealed class ForwardOptions
     public TimeSpan SettleLease { get; init; } = TimeSpan.FromMinutes(2);
 
     /// <summary>
+    /// How long the record of a call settled without trouble (posted or released, no anomaly) is kept before the settle
+    /// worker deletes it; zero keeps records forever. The ledger keeps the call's report either way.
+    /// </summary>
+    public TimeSpan RetainSettledCalls { get; init; } = TimeSpan.FromDays(35);
+
+    /// <summary>
     /// How long a pending call may go without news before it counts as cut by a crash: the provider's answer may take
     /// three attempts of the host's timeout (plus short Retry-After waits), and a stream may pause that long between
     /// two reads; the margin covers the rest.
@@ -108,6 +114,7 @@ public sealed class ForwardOptions
             SettleRetryBase = TimeSpan.FromMilliseconds(section.GetValue("SettleRetryBaseMs", 1_000)),
             SettleRetryMax = TimeSpan.FromMilliseconds(section.GetValue("SettleRetryMaxMs", 300_000)),
             SettleLease = TimeSpan.FromMilliseconds(section.GetValue("SettleLeaseMs", 120_000)),
+            RetainSettledCalls = TimeSpan.FromDays(Math.Clamp(section.GetValue("RetainSettledCallsDays", 35), 0, 36_500)),
         };
     }
 }

@@ -1,3 +1,5 @@
+using Lava.Billing.Infrastructure.Resilience;
+
 namespace Lava.Billing.Forward;
 
 /// <summary>
@@ -12,14 +14,25 @@ public sealed class ForwardSettler(ForwardCallStore calls, ForwardBilling billin
     /// <summary>Calls claimed per round; the rest wait for the next one.</summary>
     private const int MaxClaim = 100;
 
+    /// <summary>Settled calls' records deleted per round at most, in one short statement.</summary>
+    internal const int PruneBatch = 500;
+
+    /// <summary>How often old records are looked for once none are left.</summary>
+    private static readonly TimeSpan PruneEvery = TimeSpan.FromHours(1);
+
+    private DateTimeOffset _nextPrune = DateTimeOffset.MinValue;
+
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
+        var outage = new OutageLog(log, clock, "Gateway call settlement");
         while (!stoppingToken.IsCancellationRequested)
         {
             var settled = 0;
             try
             {
                 settled = await SettleDueAsync(stoppingToken);
+                await PruneAsync(stoppingToken);
+                outage.Succeeded();
             }
             catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
             {
@@ -27,8 +40,8 @@ public sealed class ForwardSettler(ForwardCallStore calls, ForwardBilling billin
             }
             catch (Exception e)
             {
-                // The database is away; the next round tries again.
-                log.LogWarning("Settling gateway calls failed ({Failure}); trying again in {IntervalMs} ms", e.GetType().Name,
+                // The next round tries again.
+                if (!outage.Failed(e)) log.LogWarning("Settling gateway calls failed ({Failure}); trying again in {IntervalMs} ms", e.GetType().Name,
                     (long)options.SettleInterval.TotalMilliseconds);
             }
             // A full round may have left more behind: go again at once.
@@ -60,5 +73,19 @@ public sealed class ForwardSettler(ForwardCallStore calls, ForwardBilling billin
             await billing.SettleAsync(call, ct);
         }
         return due.Count;
+    }
+
+    /// <summary>
+    /// Deletes one batch of records of calls settled longer ago than <see cref="ForwardOptions.RetainSettledCalls"/>,
+    /// when due: a full batch leaves the next round due too (a backlog goes one batch per round, between settlements);
+    /// a short one means none are left, and the next look is <see cref="PruneEvery"/> later. Returns how many went.
+    /// </summary>
+    internal async Task<int> PruneAsync(CancellationToken ct)
+    {
+        var now = clock.GetUtcNow();
+        if (options.RetainSettledCalls <= TimeSpan.Zero || now < _nextPrune) return 0;
+        var deleted = await calls.DeleteSettledAsync(now - options.RetainSettledCalls, PruneBatch, ct);
+        if (deleted < PruneBatch) _nextPrune = now + PruneEvery;
+        return deleted;
     }
 }

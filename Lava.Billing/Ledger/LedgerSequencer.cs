@@ -1,4 +1,5 @@
 using Dapper;
+using Lava.Billing.Infrastructure.Resilience;
 using Npgsql;
 
 namespace Lava.Billing.Ledger;
@@ -86,16 +87,18 @@ public sealed class LedgerSequencer(NpgsqlDataSource db, TimeProvider clock, ICo
         var intervalMs = configuration.GetValue("Ledger:SequencerIntervalMs", 1000);
         if (intervalMs <= 0) return;
         using var timer = new PeriodicTimer(TimeSpan.FromMilliseconds(intervalMs), clock);
+        var outage = new OutageLog(log, clock, "Ledger sequencing");
         while (await timer.WaitForNextTickAsync(stoppingToken))
         {
             try
             {
                 await RunOnceAsync(null, stoppingToken);
+                outage.Succeeded();
             }
             catch (Exception e) when (!stoppingToken.IsCancellationRequested)
             {
                 // The next tick retries, and readers number what they read themselves: a failed run must not stop the host.
-                log.LogWarning(e, "Ledger sequencer run failed");
+                if (!outage.Failed(e)) log.LogWarning(e, "Ledger sequencer run failed");
             }
         }
     }

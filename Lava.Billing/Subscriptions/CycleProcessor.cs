@@ -1,5 +1,6 @@
 using Dapper;
 using Lava.Billing.Infrastructure;
+using Lava.Billing.Infrastructure.Resilience;
 using Lava.Billing.Ledger;
 using Npgsql;
 
@@ -53,7 +54,8 @@ public sealed class CycleProcessor(NpgsqlDataSource db, ILogger<CycleProcessor> 
                 {
                     closed += await CloseDueCyclesAsync(merchantId, subscriptionId, now, ct);
                 }
-                catch (Exception e) when (!(e is OperationCanceledException && ct.IsCancellationRequested))
+                // A lost database fails every subscription alike: the run stops and the worker reports the outage once.
+                catch (Exception e) when (!(e is OperationCanceledException && ct.IsCancellationRequested) && !DatabaseRetry.IsConnectionFailure(e))
                 {
                     var errorId = Ids.New("err");
                     log.LogError(e, "Cycle of subscription {SubscriptionId} of merchant {MerchantId} could not be closed ({ErrorId}); " +
@@ -144,15 +146,17 @@ public sealed class CycleWorker(CycleProcessor processor, TimeProvider clock, IC
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
         var period = TimeSpan.FromSeconds(Math.Clamp(configuration.GetValue("Billing:CycleCheckSeconds", 30), 1, 3600));
+        var outage = new OutageLog(log, clock, "Subscription cycle processing");
         while (!stoppingToken.IsCancellationRequested)
         {
             try
             {
                 await processor.RunDueAsync(clock.GetUtcNow(), stoppingToken);
+                outage.Succeeded();
             }
             catch (Exception e) when (e is not OperationCanceledException)
             {
-                log.LogError(e, "Cycle processing failed; retrying in {Period}", period);
+                if (!outage.Failed(e)) log.LogError(e, "Cycle processing failed; retrying in {Period}", period);
             }
             await Task.Delay(period, stoppingToken).ContinueWith(_ => { }, CancellationToken.None);
         }

@@ -1,4 +1,5 @@
 using Lava.Billing.Infrastructure.Observability;
+using Lava.Billing.Infrastructure.Resilience;
 using System.Collections.Concurrent;
 
 namespace Lava.Billing.Webhooks;
@@ -22,12 +23,14 @@ public sealed class WebhookDispatcher(
     {
         if (!options.Dispatch) return;
         var poll = TimeSpan.FromMilliseconds(options.PollIntervalMs);
+        var outage = new OutageLog(log, clock, "Webhook dispatch");
         while (!stoppingToken.IsCancellationRequested)
         {
             try
             {
                 while (await deliveries.FanOutAsync(options.FanOutBatch, WebhookPayloads.RenderAsync, stoppingToken) == options.FanOutBatch) { }
                 await ClaimAndStartAsync(stoppingToken);
+                outage.Succeeded();
             }
             catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
             {
@@ -35,7 +38,7 @@ public sealed class WebhookDispatcher(
             }
             catch (Exception e)
             {
-                log.LogWarning("Webhook dispatch round failed, retrying after {PollMs} ms: {Error}", options.PollIntervalMs, e.Message);
+                if (!outage.Failed(e)) log.LogWarning("Webhook dispatch round failed, retrying after {PollMs} ms: {Error}", options.PollIntervalMs, e.Message);
             }
             try
             {

@@ -41,7 +41,7 @@ public static class Database
         }
         // Registers NpgsqlDataSource (and NpgsqlConnection, DbDataSource) with the host's logger factory, so Npgsql's own
         // warnings reach the service's log. The name labels its pool in /metrics (instead of the connection string).
-        services.AddNpgsqlDataSource(WithDefaults(primary, "lava-billing"), b => b.Name = "lava-billing");
+        services.AddNpgsqlDataSource(WithDefaults(primary, "lava-billing"), b => b.UsePreparedStatementGuard().Name = "lava-billing");
         services.AddOptions<ExportOptions>().BindConfiguration("Exports").ValidateDataAnnotations().ValidateOnStart();
         services.AddSingleton(sp =>
         {
@@ -59,7 +59,8 @@ public static class Database
     }
 
     private static NpgsqlDataSource Build(string connectionString, string applicationName, int? maxPoolSize = null) =>
-        new NpgsqlDataSourceBuilder(WithDefaults(connectionString, applicationName, maxPoolSize)) { Name = applicationName }.Build();
+        new NpgsqlDataSourceBuilder(WithDefaults(connectionString, applicationName, maxPoolSize)) { Name = applicationName }
+            .UsePreparedStatementGuard().Build();
 
     private static string WithDefaults(string connectionString, string applicationName, int? maxPoolSize = null)
     {

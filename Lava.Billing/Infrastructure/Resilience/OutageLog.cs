@@ -1,0 +1,50 @@
+using Lava.Billing.Infrastructure.Http;
+
+namespace Lava.Billing.Infrastructure.Resilience;
+
+/// <summary>
+/// What a background worker writes while the database is away (docs/operations.md, "Workers while the database is
+/// down"): one Warning, without a stack, when its rounds start failing to reach the database; a reminder at most once
+/// per <see cref="Reminder"/> while that lasts; one Information line when a round succeeds again. A worker that retries
+/// every few seconds would otherwise write a line — or a stack — per round for as long as an outage lasts. Failures of
+/// any other kind are left to the worker (they are not an outage, and may be a bug). One instance per worker loop.
+/// </summary>
+public sealed class OutageLog(ILogger log, TimeProvider clock, string worker)
+{
+    public static readonly TimeSpan Reminder = TimeSpan.FromMinutes(1);
+
+    private DateTimeOffset? _since;
+    private DateTimeOffset _reminded;
+    private int _failedRounds;
+
+    /// <summary>Records a failed round; false when <paramref name="error"/> is not the database being unreachable.</summary>
+    public bool Failed(Exception error)
+    {
+        if (!ErrorHandling.IsDatabaseUnavailable(error) && !DatabaseRetry.IsConnectionFailure(error)) return false;
+        var now = clock.GetUtcNow();
+        _failedRounds++;
+        if (_since is null)
+        {
+            _since = _reminded = now;
+            log.LogWarning("{Worker} cannot reach the database ({Failure}: {Reason}); it keeps trying, and says so at most once a minute",
+                worker, error.GetType().Name, error.Message);
+        }
+        else if (now - _reminded >= Reminder)
+        {
+            _reminded = now;
+            log.LogWarning("{Worker} still cannot reach the database after {Seconds} s ({FailedRounds} rounds failed)",
+                worker, (long)(now - _since.Value).TotalSeconds, _failedRounds);
+        }
+        return true;
+    }
+
+    /// <summary>Records a round that reached the database.</summary>
+    public void Succeeded()
+    {
+        if (_since is not { } since) return;
+        log.LogInformation("{Worker} reaches the database again after {Seconds} s ({FailedRounds} rounds failed)",
+            worker, (long)(clock.GetUtcNow() - since).TotalSeconds, _failedRounds);
+        _since = null;
+        _failedRounds = 0;
+    }
+}
