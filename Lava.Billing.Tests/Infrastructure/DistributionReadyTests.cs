@@ -93,6 +93,7 @@ public partial class DistributionReadyTests(LavaApp app) : IClassFixture<LavaApp
         ["LedgerVerifier.SelectMerchants"] = "the operator's `ledger verify` walks every merchant, then checks each alone",
         ["CycleProcessor.SelectDue"] = "finds due subscriptions across merchants, then closes each in its merchant's transaction",
         ["WebhookDeliveryStore.TryLock"] = "one webhook fan-out at a time across instances (a global advisory lock, no table)",
+        ["WebhookDeliveryStore.LockClaims"] = "claims across instances take turns, so each sees every endpoint's live leases (a global advisory lock, no table)",
         ["WebhookDeliveryStore.SelectUnfanned"] = "the dispatcher finds new events across merchants, then works on each by its key",
         ["SpendKeyLimits.LockKey"] = "a spend key is found by its hash before its merchant is known (the gateway's authentication)",
         ["SpendKeyStore.SelectLive"] = "a spend key is found by its hash before its merchant is known (the gateway's authentication)",

@@ -29,7 +29,7 @@ public sealed class WebhookOptions
     /// <summary>How long a Retry-After may push the next attempt back at most.</summary>
     public int MaxRetryAfterSeconds { get; set; } = 86_400;
 
-    /// <summary>Deliveries one endpoint may have in flight from one service instance.</summary>
+    /// <summary>Deliveries one endpoint may have in flight, from all service instances together.</summary>
     public int MaxInFlightPerEndpoint { get; set; } = 4;
 
     /// <summary>Deliveries in flight from one service instance, all endpoints together.</summary>
