@@ -63,6 +63,7 @@ app.MapUsageApi();
 app.MapLedgerApi();
 app.MapStatementApi();
 app.MapWebhooksApi();
+app.MapBalanceAlertsApi();
 app.MapCheckoutApi();
 app.MapCheckoutPage();
 app.MapFinancePage();

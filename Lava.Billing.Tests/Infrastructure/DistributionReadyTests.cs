@@ -95,6 +95,7 @@ public partial class DistributionReadyTests(LavaApp app) : IClassFixture<LavaApp
         ["WebhookDeliveryStore.TryLock"] = "one webhook fan-out at a time across instances (a global advisory lock, no table)",
         ["WebhookDeliveryStore.LockClaims"] = "claims across instances take turns, so each sees every endpoint's live leases (a global advisory lock, no table)",
         ["CheckoutStore.SelectByToken"] = "the test page has only the session token, not the merchant; it then reads the session by merchant",
+        ["HoldExpirySweep.NoteExpired"] = "notes expired holds across merchants; its trigger then records each merchant's event on its own key",
         ["WebhookDeliveryStore.SelectUnfanned"] = "the dispatcher finds new events across merchants, then works on each by its key",
         ["SpendKeyLimits.LockKey"] = "a spend key is found by its hash before its merchant is known (the gateway's authentication)",
         ["SpendKeyStore.SelectLive"] = "a spend key is found by its hash before its merchant is known (the gateway's authentication)",
