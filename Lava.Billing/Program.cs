@@ -15,6 +15,7 @@ using Lava.Billing.Credits;
 using Lava.Billing.Meters;
 using Lava.Billing.Webhooks;
 using Lava.Billing.SpendKeys;
+using Lava.Billing.Checkout;
 
 var builder = WebApplication.CreateBuilder(args);
 // Operator commands log to stderr so their stdout stays machine-readable.
@@ -31,6 +32,7 @@ builder.Services.AddLavaHttp(builder.Configuration);
 builder.Services.AddLavaFeatures();
 builder.Services.AddWebhooks();
 builder.Services.AddSpendKeys();
+builder.Services.AddCheckout();
 
 var app = builder.Build();
 if (Cli.IsCommand(args)) return await Cli.RunAsync(app, args);
@@ -61,6 +63,9 @@ app.MapUsageApi();
 app.MapLedgerApi();
 app.MapStatementApi();
 app.MapWebhooksApi();
+app.MapBalanceAlertsApi();
+app.MapCheckoutApi();
+app.MapCheckoutPage();
 app.MapFinancePage();
 app.MapLavaFallback();
 

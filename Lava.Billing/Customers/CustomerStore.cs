@@ -41,13 +41,21 @@ public sealed class CustomerStore(NpgsqlDataSource db)
     {
         await using var connection = await db.OpenConnectionAsync(ct);
         await using var tx = await connection.BeginTransactionAsync(ct);
+        var row = await CreateAsync(connection, tx, merchantId, customer, ct);
+        await tx.CommitAsync(ct);
+        return row;
+    }
+
+    /// <summary>The same inside the caller's transaction (a checkout that creates its buyer with the subscription).</summary>
+    public static async Task<CustomerRow> CreateAsync(NpgsqlConnection connection, NpgsqlTransaction tx, string merchantId, NewCustomer customer,
+        CancellationToken ct)
+    {
         var row = await connection.QuerySingleAsync<CustomerRow>(new CommandDefinition(Insert, new
         {
             MerchantId = merchantId, CustomerId = Ids.New("cus"),
             customer.ReferenceId, customer.Name, customer.Email, customer.Phone, customer.Metadata,
         }, tx, cancellationToken: ct));
         await LedgerAccounts.CreateCustomerAccountsAsync(connection, tx, merchantId, row.CustomerId, ct);
-        await tx.CommitAsync(ct);
         return row;
     }
 

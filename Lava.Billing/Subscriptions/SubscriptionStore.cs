@@ -104,6 +104,15 @@ public sealed class SubscriptionStore(NpgsqlDataSource db)
     {
         await using var c = await db.OpenConnectionAsync(ct);
         await using var tx = await c.BeginTransactionAsync(ct);
+        var created = await CreateAsync(c, tx, merchantId, customerId, planId, now, ct);
+        if (created.Outcome == CreateOutcome.Created) await tx.CommitAsync(ct);
+        return created;
+    }
+
+    /// <summary>The same inside the caller's transaction, which commits it (a completed checkout session).</summary>
+    public static async Task<(CreateOutcome Outcome, string? SubscriptionId)> CreateAsync(NpgsqlConnection c, NpgsqlTransaction tx,
+        string merchantId, string customerId, string planId, DateTimeOffset now, CancellationToken ct)
+    {
         if (await PlanStore.ShareLiveAsync(c, tx, merchantId, planId, ct) is not { } plan) return (CreateOutcome.PlanNotFound, null);
         if (!await CustomerLiveAsync(c, tx, merchantId, customerId, ct)) return (CreateOutcome.CustomerNotFound, null);
         var subscriptionId = Ids.New("sub", now);
@@ -126,7 +135,6 @@ public sealed class SubscriptionStore(NpgsqlDataSource db)
             // The grant would take the customer's credits past their bound (credits kept from an earlier subscription).
             return (CreateOutcome.AmountOutOfRange, null);
         }
-        await tx.CommitAsync(ct);
         return (CreateOutcome.Created, subscriptionId);
     }
 

@@ -102,11 +102,18 @@ public sealed class WebhookDeliveryStore(NpgsqlDataSource db)
         return events.Count;
     }
 
+    // Claims across instances take turns (a transaction-scoped advisory lock), so the leases the claim below counts are
+    // all the leases there are: without it, two instances reading at once would each see room on the same endpoint.
+    private const long ClaimLockKey = 0x4C41_5641_5748_4C; // "LAVAWHL"
+
+    private const string LockClaims = "SELECT pg_advisory_xact_lock(@Key)";
+
     // Due, not leased, endpoint enabled, and first in its line: nothing earlier for the same endpoint and customer is
-    // still pending (delivered or given up both free the line).
+    // still pending (delivered or given up both free the line). An endpoint gets no more than @PerEndpoint deliveries
+    // under an unexpired lease, whichever instance holds them; a lease that lapsed (its instance died) frees its slot.
     private const string Claim = """
         WITH due AS (
-            SELECT d.merchant_id, d.delivery_id
+            SELECT d.merchant_id, d.delivery_id, d.webhook_id, d.next_attempt_at
               FROM webhook_deliveries d
               JOIN webhooks w ON w.merchant_id = d.merchant_id AND w.webhook_id = d.webhook_id
              WHERE d.status = 'pending'
@@ -119,24 +126,46 @@ public sealed class WebhookDeliveryStore(NpgsqlDataSource db)
                     WHERE p.merchant_id = d.merchant_id AND p.webhook_id = d.webhook_id AND p.order_key = d.order_key
                       AND p.status = 'pending' AND p.event_seq < d.event_seq)
              ORDER BY d.next_attempt_at
+             LIMIT @Scan
+        ), leased AS (
+            SELECT l.merchant_id, l.webhook_id, count(*) AS in_flight
+              FROM webhook_deliveries l
+             WHERE (l.merchant_id, l.webhook_id) IN (SELECT merchant_id, webhook_id FROM due)
+               AND l.status = 'pending' AND l.lease_until >= now()
+             GROUP BY l.merchant_id, l.webhook_id
+        ), picked AS (
+            SELECT r.merchant_id, r.delivery_id
+              FROM (SELECT due.*, row_number() OVER (PARTITION BY due.merchant_id, due.webhook_id
+                                                     ORDER BY due.next_attempt_at, due.delivery_id) AS place
+                      FROM due) r
+              LEFT JOIN leased USING (merchant_id, webhook_id)
+             WHERE r.place <= @PerEndpoint - coalesce(leased.in_flight, 0)
+             ORDER BY r.next_attempt_at
              LIMIT @Take
-               FOR UPDATE OF d SKIP LOCKED
         )
         UPDATE webhook_deliveries d
            SET lease_until = now() + @Lease
-          FROM due, webhook_events e, webhooks w
-         WHERE d.merchant_id = due.merchant_id AND d.delivery_id = due.delivery_id
+          FROM picked, webhook_events e, webhooks w
+         WHERE d.merchant_id = picked.merchant_id AND d.delivery_id = picked.delivery_id AND d.status = 'pending'
            AND e.merchant_id = d.merchant_id AND e.event_seq = d.event_seq
            AND w.merchant_id = d.merchant_id AND w.webhook_id = d.webhook_id
         RETURNING d.delivery_id, d.merchant_id, d.webhook_id, d.event_seq, e.type, e.payload, d.attempts, w.url,
                   w.secret, w.previous_secret, w.previous_secret_until
         """;
 
-    public async Task<List<ClaimedDelivery>> ClaimAsync(int take, string[] busyWebhookIds, TimeSpan lease, CancellationToken ct)
+    /// <summary>
+    /// Leases up to <paramref name="take"/> due deliveries, at most <paramref name="perEndpoint"/> in flight per endpoint
+    /// across every instance; <paramref name="busyWebhookIds"/> are endpoints this instance has no room for.
+    /// </summary>
+    public async Task<List<ClaimedDelivery>> ClaimAsync(int take, int perEndpoint, string[] busyWebhookIds, TimeSpan lease, CancellationToken ct)
     {
         await using var connection = await db.OpenConnectionAsync(ct);
+        await using var tx = await connection.BeginTransactionAsync(ct);
+        await connection.ExecuteAsync(new CommandDefinition(LockClaims, new { Key = ClaimLockKey }, tx, cancellationToken: ct));
+        // Scans past the endpoints that are full, so one busy endpoint's backlog does not hide another's due deliveries.
         var rows = await connection.QueryAsync<ClaimedDelivery>(new CommandDefinition(Claim,
-            new { Take = take, Busy = busyWebhookIds, Lease = lease }, cancellationToken: ct));
+            new { Take = take, Scan = take * 4, PerEndpoint = perEndpoint, Busy = busyWebhookIds, Lease = lease }, tx, cancellationToken: ct));
+        await tx.CommitAsync(ct);
         return rows.AsList();
     }
 

@@ -8,12 +8,12 @@ namespace Lava.Billing.Webhooks;
 /// Delivers the outbox. Each round fans new events out to endpoints, then claims due deliveries under a lease
 /// (FOR UPDATE SKIP LOCKED, so several instances share the work and one that dies lets its claims lapse) and sends
 /// each on its own task. At-least-once: an attempt whose outcome was not recorded is tried again after its lease.
-/// An endpoint has at most <see cref="WebhookOptions.MaxInFlightPerEndpoint"/> deliveries in flight here, so a slow
-/// merchant uses a few of the slots and never holds back another's.
+/// An endpoint has at most <see cref="WebhookOptions.MaxInFlightPerEndpoint"/> deliveries in flight across all instances
+/// (the claim counts the endpoint's live leases), so a slow merchant uses a few of the slots and never holds back another's.
 /// </summary>
 public sealed class WebhookDispatcher(
-    WebhookDeliveryStore deliveries, WebhookSender sender, WebhookSecrets secrets, WebhookOptions options, TimeProvider clock,
-    ILogger<WebhookDispatcher> log) : BackgroundService
+    WebhookDeliveryStore deliveries, HoldExpirySweep holdExpiry, WebhookSender sender, WebhookSecrets secrets, WebhookOptions options,
+    TimeProvider clock, ILogger<WebhookDispatcher> log) : BackgroundService
 {
     private readonly ConcurrentDictionary<string, int> _inFlight = new();
     private readonly SemaphoreSlim _wake = new(0);
@@ -24,10 +24,17 @@ public sealed class WebhookDispatcher(
         if (!options.Dispatch) return;
         var poll = TimeSpan.FromMilliseconds(options.PollIntervalMs);
         var outage = new OutageLog(log, clock, "Webhook dispatch");
+        var nextSweep = DateTimeOffset.MinValue;
         while (!stoppingToken.IsCancellationRequested)
         {
             try
             {
+                // Real time, not the injected clock: holds expire by the database's clock, which the sweep reads.
+                if (DateTimeOffset.UtcNow >= nextSweep)
+                {
+                    while (await holdExpiry.NoteExpiredAsync(options.FanOutBatch, stoppingToken) == options.FanOutBatch) { }
+                    nextSweep = DateTimeOffset.UtcNow.AddMilliseconds(options.HoldExpirySweepMs);
+                }
                 while (await deliveries.FanOutAsync(options.FanOutBatch, WebhookPayloads.RenderAsync, stoppingToken) == options.FanOutBatch) { }
                 await ClaimAndStartAsync(stoppingToken);
                 outage.Succeeded();
@@ -56,7 +63,7 @@ public sealed class WebhookDispatcher(
         var room = options.MaxInFlight - Volatile.Read(ref _total);
         if (room <= 0) return;
         var busy = _inFlight.Where(e => e.Value >= options.MaxInFlightPerEndpoint).Select(e => e.Key).ToArray();
-        foreach (var d in await deliveries.ClaimAsync(room, busy, options.Lease, ct))
+        foreach (var d in await deliveries.ClaimAsync(room, options.MaxInFlightPerEndpoint, busy, options.Lease, ct))
         {
             if (!TryTakeSlot(d.WebhookId))
             {

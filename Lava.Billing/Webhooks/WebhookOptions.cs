@@ -29,13 +29,16 @@ public sealed class WebhookOptions
     /// <summary>How long a Retry-After may push the next attempt back at most.</summary>
     public int MaxRetryAfterSeconds { get; set; } = 86_400;
 
-    /// <summary>Deliveries one endpoint may have in flight from one service instance.</summary>
+    /// <summary>Deliveries one endpoint may have in flight, from all service instances together.</summary>
     public int MaxInFlightPerEndpoint { get; set; } = 4;
 
     /// <summary>Deliveries in flight from one service instance, all endpoints together.</summary>
     public int MaxInFlight { get; set; } = 64;
 
     public int PollIntervalMs { get; set; } = 500;
+
+    /// <summary>How often an instance notes holds that expired unreleased (the hold.expired event).</summary>
+    public int HoldExpirySweepMs { get; set; } = 5_000;
 
     /// <summary>Events fanned out to endpoints per round.</summary>
     public int FanOutBatch { get; set; } = 500;

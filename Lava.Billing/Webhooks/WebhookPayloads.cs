@@ -10,7 +10,8 @@ namespace Lava.Billing.Webhooks;
 /// <summary>
 /// Delivered bodies, Lava's shape: <c>{"event": "...", "data": {...}}</c>. Customer events carry the customer as the
 /// customers API shows it (its active subscription in short, or null); the balance event adds the balances the
-/// change left, as they were at its commit.
+/// change left, as they were at its commit (so do the low-balance and credits-exhausted events, derived from it).
+/// Other events carry what their trigger recorded (a subscription, expired holds).
 /// </summary>
 public static class WebhookPayloads
 {
@@ -33,13 +34,21 @@ public static class WebhookPayloads
             data = customer is null
                 ? new JsonObject { ["customer_id"] = e.CustomerId }
                 : JsonSerializer.SerializeToNode(RestCustomer.From(customer), LavaJson.Options)!;
-            if (e.Type == WebhookEvents.BalanceUpdated) data["balance"] = Balance(e.Snapshot);
+            if (e.Type is WebhookEvents.BalanceUpdated or WebhookEvents.BalanceLow or WebhookEvents.CreditsExhausted)
+                data["balance"] = Balance(e.Snapshot);
+            if (e.Type == WebhookEvents.BalanceLow) data["low_balance_threshold"] = Threshold(e.Snapshot);
         }
         else
         {
             data = JsonNode.Parse(e.Snapshot)!;
         }
         return new JsonObject { ["event"] = e.Type, ["data"] = data }.ToJsonString();
+    }
+
+    private static string Threshold(string snapshot)
+    {
+        using var doc = JsonDocument.Parse(snapshot);
+        return Money.Format(doc.RootElement.GetProperty("low_balance_threshold").GetDecimal());
     }
 
     private static JsonObject Balance(string snapshot)

@@ -49,6 +49,8 @@ public static class Problems
 
     public static ProblemResult Conflict(string code, string detail) => new(409, code, "Conflict", detail);
 
+    public static ProblemResult Gone(string code, string detail) => new(410, code, "Gone", detail);
+
     public static ProblemResult IdempotencyConflict(string requestId) =>
         new(409, "idempotency_conflict", "Conflict",
             $"request_id '{requestId}' was already used with a different payload.");

@@ -1,0 +1,75 @@
+using System.Net;
+using Lava.Billing.Tests.Infrastructure;
+
+namespace Lava.Billing.Tests.Checkout;
+
+/// <summary>The test page completes a test-mode session by hand, and only through its own form.</summary>
+public class CheckoutPageTests(LavaApp app) : ApiTest(app)
+{
+    private async Task<(LavaApp.Merchant M, string Id, string Token)> SessionAsync()
+    {
+        var m = await App.NewMerchantAsync();
+        var plan = await App.PlanAsync(m.MerchantId, 3m, 3m);
+        var r = await m.Client.PostJsonAsync("/v1/checkout_sessions",
+            new { checkout_mode = "subscription", origin_url = "https://shop.example/?a=1&b=<x>", plan_id = plan.PlanId });
+        return (m, (string)r.Body!["checkout_session_id"]!, (string)r.Body["checkout_session_token"]!);
+    }
+
+    private static FormUrlEncodedContent Form(string token) => new([new("checkout_session_token", token)]);
+
+    [Fact]
+    public async Task ThePageShowsTheSessionAndItsFormCompletesItOnceEvenWhenSubmittedTwice()
+    {
+        var (m, id, token) = await SessionAsync();
+        var browser = App.CreateClient();
+
+        var page = await browser.GetAsync($"/checkout/{token}");
+        var html = await page.Content.ReadAsStringAsync();
+        Assert.Equal(HttpStatusCode.OK, page.StatusCode);
+        Assert.StartsWith("text/html", page.Content.Headers.ContentType!.ToString());
+        Assert.Contains("frame-ancestors 'none'", page.Headers.GetValues("Content-Security-Policy").Single());
+        Assert.Contains(id, html);
+        Assert.Contains("&lt;x&gt;", html);
+        Assert.DoesNotContain("<x>", html);
+
+        var paid = await browser.PostAsync($"/checkout/{token}", Form(token));
+        var twice = await browser.PostAsync($"/checkout/{token}", Form(token));
+
+        Assert.Equal(HttpStatusCode.OK, paid.StatusCode);
+        Assert.Equal(HttpStatusCode.OK, twice.StatusCode);
+        var session = (await m.Client.GetJsonAsync($"/v1/checkout_sessions/{id}")).Body!;
+        Assert.Equal("completed", (string)session["status"]!);
+        Assert.Equal($"test_page:{id}", (string)session["payment_reference"]!);
+        Assert.Equal(1, await App.QueryAsync<int>("SELECT count(*)::int FROM subscriptions WHERE merchant_id = @m", new { m = m.MerchantId }));
+    }
+
+    [Fact]
+    public async Task APostFromAnotherSiteOrWithoutTheTokenCompletesNothing()
+    {
+        var (m, id, token) = await SessionAsync();
+        var browser = App.CreateClient();
+
+        var crossSite = new HttpRequestMessage(HttpMethod.Post, $"/checkout/{token}") { Content = Form(token) };
+        crossSite.Headers.Add("Origin", "https://evil.example");
+        Assert.Equal(HttpStatusCode.Forbidden, (await browser.SendAsync(crossSite)).StatusCode);
+        Assert.Equal(HttpStatusCode.BadRequest, (await browser.PostAsync($"/checkout/{token}", Form("cst_wrong"))).StatusCode);
+        Assert.Equal(HttpStatusCode.BadRequest, (await browser.PostAsync($"/checkout/{token}", new StringContent(""))).StatusCode);
+        Assert.Equal(HttpStatusCode.NotFound, (await browser.PostAsync("/checkout/cst_unknown", Form("cst_unknown"))).StatusCode);
+        var unknown = await browser.GetAsync("/checkout/cst_unknown");
+        Assert.Equal(HttpStatusCode.NotFound, unknown.StatusCode);
+        Assert.DoesNotContain("Exception", await unknown.Content.ReadAsStringAsync());
+
+        Assert.Equal("open", (string)(await m.Client.GetJsonAsync($"/v1/checkout_sessions/{id}")).Body!["status"]!);
+    }
+
+    [Fact]
+    public async Task ASessionMadeWithALiveKeyHasNoTestPage()
+    {
+        var (m, id, token) = await SessionAsync();
+        await App.QueryAsync<int>("UPDATE checkout_sessions SET test_mode = false WHERE merchant_id = @m RETURNING 1", new { m = m.MerchantId });
+
+        Assert.Equal(HttpStatusCode.NotFound, (await App.CreateClient().GetAsync($"/checkout/{token}")).StatusCode);
+        Assert.Equal(HttpStatusCode.NotFound, (await App.CreateClient().PostAsync($"/checkout/{token}", Form(token))).StatusCode);
+        Assert.Null((await m.Client.GetJsonAsync($"/v1/checkout_sessions/{id}")).Body!["checkout_url"]);
+    }
+}
