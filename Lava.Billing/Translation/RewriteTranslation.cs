@@ -15,8 +15,10 @@ public static class RewriteTranslation
     /// </summary>
     public static string ProviderUrl(HttpContext http, string format)
     {
-        var raw = http.Features.Get<IHttpRequestFeature>()?.RawTarget ?? "";
         var prefix = $"/v1/rewrite/{format}/";
+        var raw = http.Features.Get<IHttpRequestFeature>()?.RawTarget;
+        // A host that keeps no raw target (an in-process test server) has only the decoded path to offer.
+        if (raw is null || !raw.StartsWith(prefix, StringComparison.Ordinal)) raw = http.Request.Path.Value + http.Request.QueryString.Value;
         return raw.StartsWith(prefix, StringComparison.Ordinal) ? raw[prefix.Length..] : "";
     }
 
