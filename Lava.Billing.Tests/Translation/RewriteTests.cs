@@ -91,6 +91,41 @@ public class RewriteTests(GatewayApp app) : GatewayTest<GatewayApp>(app)
     }
 
     [Fact]
+    public async Task ATranslatedStreamIsPassedOnAsItArrivesNotBufferedWhole()
+    {
+        var m = await App.NewMerchantAsync();
+        Fake.HoldAfterEvents = 2;
+        var request = new HttpRequestMessage(HttpMethod.Post, Rewrite("openai", "/v1/messages"))
+        {
+            Content = Http.Json("""{"model":"claude-sonnet-4-5","max_tokens":5,"stream":true,"messages":[{"role":"user","content":"hi"}]}"""),
+        };
+
+        using var r = await m.Client.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
+        await using var body = await r.Content.ReadAsStreamAsync();
+        var seen = await ReadUntilAsync(body, "\"role\":\"assistant\"", TimeSpan.FromSeconds(5));
+
+        Assert.Contains("chat.completion.chunk", seen);
+        Assert.DoesNotContain("[DONE]", seen);
+        Fake.Release.SetResult();
+        var rest = await new StreamReader(body).ReadToEndAsync();
+        Assert.EndsWith("data: [DONE]\n\n", rest);
+    }
+
+    private static async Task<string> ReadUntilAsync(Stream body, string marker, TimeSpan timeout)
+    {
+        using var cts = new CancellationTokenSource(timeout);
+        var seen = new System.Text.StringBuilder();
+        var buffer = new byte[4096];
+        while (!seen.ToString().Contains(marker))
+        {
+            var n = await body.ReadAsync(buffer, cts.Token);
+            if (n == 0) break;
+            seen.Append(System.Text.Encoding.UTF8.GetString(buffer, 0, n));
+        }
+        return seen.ToString();
+    }
+
+    [Fact]
     public async Task AnAnthropicShapedRequestReachesAnOpenAiProviderAsAChatCompletionAndComesBackAsAMessage()
     {
         var (m, client, _) = await CustomerAsync();
