@@ -132,4 +132,17 @@ public class StreamTranslationTests
         var error = Events(output)[^1].Data!;
         Assert.Equal("Overloaded", (string?)error["error"]!["message"]);
     }
+
+    [Fact]
+    public void AMalformedEventIsSkippedAndTheRestOfTheStreamStillTranslated()
+    {
+        var broken = ProviderFixtures.Frame("""{"type":"content_block_delta","index":1,"index":2,"delta":{"type":"text_delta","text":"x"}}""", "content_block_delta");
+
+        var (output, _) = Run(ForOpenAiClient(), AnthropicBytes(take: 7) + broken + string.Concat(ProviderFixtures.AnthropicStream.Skip(7)
+            .Select(e => ProviderFixtures.Frame(e.Data, e.Event))), 64);
+
+        Assert.DoesNotContain("\"content\":\"x\"", output);
+        Assert.EndsWith("data: [DONE]\n\n", output);
+        Assert.Contains("Let me check.", output);
+    }
 }

@@ -20,6 +20,8 @@ public interface IAnswerTranslator
 /// <summary>An event stream, translated event by event: nothing is held back but the event still arriving.</summary>
 public sealed class SseAnswerTranslator(IStreamTranslator events) : IAnswerTranslator
 {
+    internal static bool Malformed(Exception e) => e is JsonException or ArgumentException or InvalidOperationException or FormatException;
+
     private readonly SseEventReader _reader = new();
     private readonly List<SseEvent> _seen = [];
 
@@ -31,7 +33,17 @@ public sealed class SseAnswerTranslator(IStreamTranslator events) : IAnswerTrans
         _reader.Feed(chunk, _seen);
         if (_seen.Count == 0) return [];
         var output = new StringBuilder();
-        foreach (var e in _seen) events.Translate(e, output);
+        foreach (var e in _seen)
+        {
+            try
+            {
+                events.Translate(e, output);
+            }
+            catch (Exception x) when (Malformed(x))
+            {
+                // An event the provider's shape does not allow (duplicate members, a wrong kind): skipped, the stream goes on.
+            }
+        }
         return Encoding.UTF8.GetBytes(output.ToString());
     }
 
@@ -86,6 +98,15 @@ public sealed class JsonAnswerTranslator(Func<JsonObject, JsonObject> translate,
         }
         if (parsed is null && isError)
             parsed = new JsonObject { ["error"] = new JsonObject { ["message"] = Encoding.UTF8.GetString(bytes) } };
-        return parsed is null ? bytes : JsonSerializer.SerializeToUtf8Bytes(translate(parsed));
+        if (parsed is null) return bytes;
+        try
+        {
+            return JsonSerializer.SerializeToUtf8Bytes(translate(parsed));
+        }
+        catch (Exception e) when (SseAnswerTranslator.Malformed(e))
+        {
+            // Not the provider's documented shape (duplicate members, a wrong kind): the client gets it as it came.
+            return bytes;
+        }
     }
 }
