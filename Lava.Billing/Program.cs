@@ -16,6 +16,7 @@ using Lava.Billing.Meters;
 using Lava.Billing.Webhooks;
 using Lava.Billing.SpendKeys;
 using Lava.Billing.Checkout;
+using Lava.Billing.Translation;
 
 var builder = WebApplication.CreateBuilder(args);
 // Operator commands log to stderr so their stdout stays machine-readable.
@@ -57,6 +58,7 @@ app.MapPlansApi();
 app.MapCreditBundlesApi();
 app.MapRequestBatchApi();
 app.MapForwardApi();
+app.MapRewriteApi();
 app.MapModelPricesApi();
 app.MapSpendKeysApi();
 app.MapUsageApi();

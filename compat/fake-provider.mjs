@@ -5,6 +5,7 @@
 // It prints its base URL (http://127.0.0.1:PORT) as the first line on stdout once it listens, then serves:
 //   POST /v1/chat/completions  a chat completion with a fixed usage (USAGE below), recording the call; streamed as
 //                              server-sent events when the body asks for `stream: true`
+//   POST /v1/messages          a non-streaming Anthropic message with a fixed usage (ANTHROPIC_USAGE), recording the call
 //   GET  /calls?tag=T          {total, calls: [{method, path, headers, body}]}: every call ever received counts in
 //                              total; calls holds those whose x-compat-call header is T (a test's own calls)
 // /calls is outside /v1, and run.sh allows only $URL/v1 upstream, so the gateway itself can never reach it.
@@ -18,6 +19,14 @@ export const USAGE = {
   total_tokens: 1545,
   prompt_tokens_details: { cached_tokens: 200 },
   completion_tokens_details: { reasoning_tokens: 45 },
+};
+
+/** What every Anthropic message reports: input_tokens excludes the cache reads and writes. */
+export const ANTHROPIC_USAGE = {
+  input_tokens: 100,
+  cache_creation_input_tokens: 200,
+  cache_read_input_tokens: 1000,
+  output_tokens: 300,
 };
 
 const MAX_BODY_BYTES = 1 << 20;
@@ -86,6 +95,27 @@ const server = createServer(async (request, response) => {
         model: body.model,
         choices: [{ index: 0, message: { role: 'assistant', content: 'Hello from the fake provider.' }, finish_reason: 'stop' }],
         usage: USAGE,
+      });
+      return;
+    }
+    if (request.method === 'POST' && url.pathname === '/v1/messages') {
+      let body;
+      try {
+        body = JSON.parse(await readBody(request));
+      } catch {
+        send(response, 400, { type: 'error', error: { type: 'invalid_request_error', message: 'the body is not JSON' } });
+        return;
+      }
+      calls.push({ method: request.method, path: url.pathname + url.search, headers: request.headers, body });
+      send(response, 200, {
+        id: `msg_fake${calls.length}`,
+        type: 'message',
+        role: 'assistant',
+        model: body.model,
+        content: [{ type: 'text', text: 'Hello from the fake provider.' }],
+        stop_reason: 'end_turn',
+        stop_sequence: null,
+        usage: ANTHROPIC_USAGE,
       });
       return;
     }

@@ -1,6 +1,7 @@
 using System.Net;
 using System.Text.Json;
 using Lava.Billing.Requests;
+using Lava.Billing.Requests.Posting;
 using Lava.Billing.Tests.Infrastructure;
 using Microsoft.Extensions.DependencyInjection;
 
@@ -102,7 +103,7 @@ public class WebhookAlertEventsTests(WebhookApp app) : IClassFixture<WebhookApp>
         var items = Enumerable.Range(0, 5).Select(i => new ReportItem(m.MerchantId, JsonSerializer.Deserialize<CreateRequestBody>(
             JsonSerializer.Serialize(new { request_id = $"b{i}", customer_id = customer, meter_slug = "calls" }),
             Lava.Billing.Infrastructure.Http.LavaJson.Options)!)).ToList();
-        var outcomes = await app.Services.GetRequiredService<UsageReporter>().ReportManyAsync(items, CancellationToken.None);
+        var outcomes = await app.Services.GetRequiredService<ReportPoster>().PostAsync(items, CancellationToken.None);
         Assert.All(outcomes, o => Assert.IsType<ReportOutcome.Created>(o));
 
         Assert.Equal(1L, await EventsAsync(m.MerchantId, "customer.balance.low"));

@@ -5,6 +5,7 @@ using Lava.Billing.Infrastructure;
 using Lava.Billing.Infrastructure.Http;
 using Lava.Billing.Infrastructure.Observability;
 using Lava.Billing.Requests;
+using Lava.Billing.Translation;
 using Microsoft.AspNetCore.Http.Features;
 using Microsoft.Extensions.Primitives;
 using Polly.CircuitBreaker;
@@ -24,7 +25,16 @@ public sealed class ForwardProxy(ForwardOptions options, UpstreamClient upstream
     private const int CopyBufferBytes = 16 * 1024;
     private const int MaxMetadataHeaderChars = 64 * 1024;
 
-    public async Task<IResult> ForwardAsync(HttpContext http, Caller caller)
+    public Task<IResult> ForwardAsync(HttpContext http, Caller caller) => RunAsync(http, caller, rewriteFormat: null);
+
+    /// <summary>
+    /// <c>/v1/rewrite/{format}/{provider URL}</c>: a forwarded call whose client speaks <paramref name="format"/> and
+    /// whose provider speaks what its URL says; the request and the answer are translated between the two, the usage
+    /// read from the provider's own answer before translation (docs/gateway.md, "Format translation").
+    /// </summary>
+    public Task<IResult> RewriteAsync(HttpContext http, Caller caller, string format) => RunAsync(http, caller, format);
+
+    private async Task<IResult> RunAsync(HttpContext http, Caller caller, string? rewriteFormat)
     {
         var ct = http.RequestAborted;
         var startedAt = System.Diagnostics.Stopwatch.GetTimestamp();
@@ -39,15 +49,26 @@ public sealed class ForwardProxy(ForwardOptions options, UpstreamClient upstream
             return Problems.BadRequest("invalid_provider_key",
                 $"provider_key must be 1 to {ForwardHeaders.MaxProviderKeyChars} visible ASCII characters (no spaces, tabs, CR or LF).");
         }
-        if (!ForwardTarget.TryParse(http.Request.QueryString.Value, out var target, out var targetError))
+        var rawTarget = rewriteFormat is null ? http.Request.QueryString.Value : "u=" + RewriteTranslation.ProviderUrl(http, rewriteFormat);
+        if (!ForwardTarget.TryParse(rawTarget, out var target, out var targetError))
             return Problems.UpstreamNotAllowed(targetError!);
         if (!options.IsAllowed(target!))
             return Problems.UpstreamNotAllowed($"'{target!.GetLeftPart(UriPartial.Path)}' is not an allowed upstream (Forward:AllowedUpstreams).");
+        ChatTranslation? translation = null;
+        if (rewriteFormat is not null && !RewriteTranslation.TryChoose(rewriteFormat, target!, out translation, out var formatProblem)) return formatProblem!;
         if (!TryReadMetadata(http.Request.Headers[MetadataHeader], out var metadata, out var metadataProblem)) return metadataProblem!;
 
         var body = await ReadBodyAsync(http.Request, ct);
+        var contentType = http.Request.ContentType;
+        if (translation is not null)
+        {
+            // Refused here, before anything is held: a request that cannot be carried over costs nothing.
+            if (!RewriteTranslation.TryRequest(translation, body, RequestSettings.For(target!, options.DefaultMaxOutputTokens), out body, out var problem))
+                return problem!;
+            contentType = "application/json";
+        }
         var format = ApiFormats.Detect(target!);
-        var inspected = RequestInspector.Inspect(format, target!, http.Request.ContentType, body);
+        var inspected = RequestInspector.Inspect(format, target!, contentType, body);
         var price = inspected.Model is null ? null : await prices.FindCurrentAsync(caller.MerchantId, inspected.Model, ct);
         var requestId = Ids.New("req");
         http.Response.Headers[RequestIdHeader] = requestId;
@@ -65,7 +86,7 @@ public sealed class ForwardProxy(ForwardOptions options, UpstreamClient upstream
         {
             // A client that left while the record was written never reaches the provider: the finally releases the call.
             ct.ThrowIfCancellationRequested();
-            return await CallAsync(http, call, inspected, progress, ct);
+            return await CallAsync(http, call, inspected, translation, progress, ct);
         }
         finally
         {
@@ -101,7 +122,8 @@ public sealed class ForwardProxy(ForwardOptions options, UpstreamClient upstream
         public long StartedAt;
     }
 
-    private async Task<IResult> CallAsync(HttpContext http, ForwardCall call, InspectedRequest inspected, CallProgress progress, CancellationToken ct)
+    private async Task<IResult> CallAsync(HttpContext http, ForwardCall call, InspectedRequest inspected, ChatTranslation? translation,
+        CallProgress progress, CancellationToken ct)
     {
         var target = call.Upstream;
         var providerKey = call.Token.ProviderKey ?? options.ManagedKeyFor(target.IdnHost);
@@ -110,7 +132,7 @@ public sealed class ForwardProxy(ForwardOptions options, UpstreamClient upstream
         LavaMetrics.GatewayBefore(progress.StartedAt);
         try
         {
-            response = await upstream.SendAsync(target, () => BuildRequest(http.Request, target, inspected, providerKey, keyStyle), ct);
+            response = await upstream.SendAsync(target, () => BuildRequest(http.Request, target, inspected, translation, providerKey, keyStyle), ct);
         }
         catch (OperationCanceledException) when (ct.IsCancellationRequested)
         {
@@ -135,7 +157,7 @@ public sealed class ForwardProxy(ForwardOptions options, UpstreamClient upstream
             };
         }
         using (response)
-            await RelayAsync(http, response, call, inspected, progress, ct);
+            await RelayAsync(http, response, call, inspected, translation, progress, ct);
         return Results.Empty;
     }
 
@@ -147,7 +169,7 @@ public sealed class ForwardProxy(ForwardOptions options, UpstreamClient upstream
     /// bills.
     /// </summary>
     private async Task RelayAsync(HttpContext http, HttpResponseMessage response, ForwardCall call, InspectedRequest inspected,
-        CallProgress progress, CancellationToken ct)
+        ChatTranslation? translation, CallProgress progress, CancellationToken ct)
     {
         http.Response.StatusCode = (int)response.StatusCode;
         LavaMetrics.GatewayCalled(call.Upstream.IdnHost, (int)response.StatusCode);
@@ -156,6 +178,13 @@ public sealed class ForwardProxy(ForwardOptions options, UpstreamClient upstream
         http.Features.Get<IHttpResponseBodyFeature>()?.DisableBuffering();
         var succeeded = response.IsSuccessStatusCode;
         var eventStream = string.Equals(response.Content.Headers.ContentType?.MediaType, "text/event-stream", StringComparison.OrdinalIgnoreCase);
+        // The usage is read from the provider's bytes; only what goes to the client is translated.
+        var answer = translation?.Answer((int)response.StatusCode, eventStream, clock.GetUtcNow());
+        if (answer is not null)
+        {
+            http.Response.ContentLength = null;
+            http.Response.ContentType = answer.ContentType;
+        }
         var usage = new UsageReader(call.Format, eventStream);
         progress.Usage = succeeded ? usage : null;
         var stallLimit = options.TimeoutFor(call.Upstream.IdnHost);
@@ -164,7 +193,8 @@ public sealed class ForwardProxy(ForwardOptions options, UpstreamClient upstream
         var isServed = false;
         var lastProgress = clock.GetTimestamp();
         var buffer = ArrayPool<byte>.Shared.Rent(CopyBufferBytes);
-        var held = succeeded && !eventStream ? ArrayPool<byte>.Shared.Rent(CopyBufferBytes) : null;
+        // A translated body is held whole by its translator instead, and written once its usage is.
+        var held = succeeded && !eventStream && answer is null ? ArrayPool<byte>.Shared.Rent(CopyBufferBytes) : null;
         var heldLength = 0;
         try
         {
@@ -198,7 +228,15 @@ public sealed class ForwardProxy(ForwardOptions options, UpstreamClient upstream
                             lastProgress = clock.GetTimestamp();
                         }
                     }
-                    if (held is null)
+                    if (answer is not null)
+                    {
+                        if (answer.Feed(buffer.AsSpan(0, read)) is { Length: > 0 } translated)
+                        {
+                            await http.Response.Body.WriteAsync(translated, ct);
+                            await http.Response.Body.FlushAsync(ct);
+                        }
+                    }
+                    else if (held is null)
                     {
                         await http.Response.Body.WriteAsync(buffer.AsMemory(0, read), ct);
                         await http.Response.Body.FlushAsync(ct);
@@ -224,6 +262,7 @@ public sealed class ForwardProxy(ForwardOptions options, UpstreamClient upstream
             {
                 progress.Settled = true;
                 await ReleaseAsync(call);
+                if (answer is not null && !cut) await WriteLastAsync(http, answer.Finish(), ct);
                 return;
             }
             if (!isServed)
@@ -233,25 +272,29 @@ public sealed class ForwardProxy(ForwardOptions options, UpstreamClient upstream
                 served = await billing.ServeAsync(call, billed, anomaly, CancellationToken.None);
             }
             progress.Settled = true;
-            if (held is not null && heldLength > 0 && !cut)
-            {
-                try
-                {
-                    await http.Response.Body.WriteAsync(held.AsMemory(0, heldLength), ct);
-                    await http.Response.Body.FlushAsync(ct);
-                }
-                catch (Exception e) when (e is OperationCanceledException or IOException)
-                {
-                    // The client left at the last moment; what the provider served is billed all the same.
-                    http.Abort();
-                }
-            }
+            if (held is not null && heldLength > 0 && !cut) await WriteLastAsync(http, held.AsMemory(0, heldLength), ct);
+            if (answer is not null && !cut) await WriteLastAsync(http, answer.Finish(), ct);
             if (served is not null) await billing.SettleAsync(served, CancellationToken.None);
         }
         finally
         {
             ArrayPool<byte>.Shared.Return(buffer);
             if (held is not null) ArrayPool<byte>.Shared.Return(held);
+        }
+    }
+
+    private static async Task WriteLastAsync(HttpContext http, ReadOnlyMemory<byte> last, CancellationToken ct)
+    {
+        if (last.IsEmpty) return;
+        try
+        {
+            await http.Response.Body.WriteAsync(last, ct);
+            await http.Response.Body.FlushAsync(ct);
+        }
+        catch (Exception e) when (e is OperationCanceledException or IOException)
+        {
+            // The client left at the last moment; what the provider served is billed all the same.
+            http.Abort();
         }
     }
 
@@ -336,12 +379,18 @@ public sealed class ForwardProxy(ForwardOptions options, UpstreamClient upstream
         }
     }
 
-    private static HttpRequestMessage BuildRequest(HttpRequest incoming, Uri target, InspectedRequest inspected, string? providerKey, ProviderKeyStyle style)
+    private static HttpRequestMessage BuildRequest(HttpRequest incoming, Uri target, InspectedRequest inspected, ChatTranslation? translation,
+        string? providerKey, ProviderKeyStyle style)
     {
         var message = new HttpRequestMessage(new HttpMethod(incoming.Method), target);
         if (inspected.Body.Length > 0 || !HttpMethods.IsGet(incoming.Method)) message.Content = new ByteArrayContent(inspected.Body);
         ForwardHeaders.CopyRequest(incoming.Headers, message);
         ForwardHeaders.SetProviderKey(message, providerKey, style);
+        if (translation is not null)
+        {
+            message.Content!.Headers.ContentType = new System.Net.Http.Headers.MediaTypeHeaderValue("application/json");
+            translation.AdjustHeaders(message);
+        }
         return message;
     }
 

@@ -4,6 +4,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using Lava.Billing.Forward;
 using Lava.Billing.Infrastructure.Http;
+using Lava.Billing.Translation;
 
 namespace Lava.Billing.SpendKeys;
 
@@ -48,8 +49,8 @@ public static class SpendKeyGateway
     }
 
     /// <summary>
-    /// The OpenAI-style model list, cut to what this key may call: priced models whose provider in the model table
-    /// speaks the key's request shape and which both allow-lists admit.
+    /// The OpenAI-style model list, cut to what this key may call: priced models with a provider in the model table
+    /// (of either shape: the other is translated) which both allow-lists admit.
     /// </summary>
     private static async Task<IResult> ModelsAsync(HttpContext http)
     {
@@ -58,7 +59,7 @@ public static class SpendKeyGateway
         if (await services.GetRequiredService<SpendKeyStore>().FindLiveAsync(Credential(http.Request)!, http.RequestAborted) is not { } k)
             return Problems.Unauthorized("A live spend key is required: Authorization: Bearer lava_sk_… or x-api-key.");
         var prices = await services.GetRequiredService<ModelPriceStore>().ListCurrentAsync(k.MerchantId, null, MaxModels, http.RequestAborted);
-        var allowed = prices.Where(p => routes.For(p.Model) is { } r && r.Shape == k.RequestShape &&
+        var allowed = prices.Where(p => routes.For(p.Model) is { } r &&
                                         (k.AllowedModels is null || k.AllowedModels.Contains(p.Model, StringComparer.Ordinal)) &&
                                         (k.AllowedProviders is null || k.AllowedProviders.Contains(r.Provider, StringComparer.Ordinal)));
         return TypedResults.Ok(new RestModelList("list",
@@ -97,14 +98,27 @@ public static class SpendKeyGateway
         var model = body["model"] is JsonValue m && m.TryGetValue<string>(out var name) ? name : null;
         if (string.IsNullOrEmpty(model)) return Problems.Validation(new Dictionary<string, string[]> { ["model"] = ["is required"] });
         var route = routes.For(model);
-        if (route is null || route.Shape != shape)
-            return Problems.BadRequest("unknown_model", $"No provider serves '{model}' in the '{shape}' shape here.");
-        var upstream = new Uri(route.BaseUrl + (shape == RequestShapes.OpenAi ? "/chat/completions" : "/messages"));
+        if (route is null) return Problems.BadRequest("unknown_model", $"No provider serves '{model}' here.");
+        var upstream = new Uri(route.BaseUrl + (route.Shape == RequestShapes.OpenAi ? "/chat/completions" : "/messages"));
         if (!forward.IsAllowed(upstream)) return Problems.UpstreamNotAllowed($"The provider for '{model}' is not on the gateway's allow-list.");
         var managedKey = forward.ManagedKeyFor(upstream.Host);
         if (managedKey is null) return Problems.Unavailable($"No managed provider key is configured for {upstream.Host}.");
         var price = await services.GetRequiredService<ModelPriceStore>().FindCurrentAsync(o.MerchantId, model, ct);
         if (price is null) return Problems.Unprocessable("model_not_priced", $"'{model}' has no price, so its worst case cannot be held.");
+        // A model whose provider speaks the other shape: from here on the request is the provider's (docs/spend-keys.md).
+        var translation = ChatTranslation.Between(ChatShapes.FromClientFormat(shape)!.Value, ChatShapes.FromClientFormat(route.Shape)!.Value);
+        if (translation is not null)
+        {
+            try
+            {
+                body = translation.Request(body, RequestSettings.For(upstream, routes.DefaultMaxOutputTokens));
+            }
+            catch (UntranslatableException e)
+            {
+                return Problems.BadRequest("untranslatable_request", e.Message);
+            }
+            shape = route.Shape;
+        }
 
         // The output cap is what bounds the worst case, so a request without one is sent with the default cap.
         var capField = shape == RequestShapes.OpenAi && body["max_completion_tokens"] is not null ? "max_completion_tokens" : "max_tokens";
@@ -122,11 +136,11 @@ public static class SpendKeyGateway
         var (grant, refusal, retryAfter) = await limits.ReserveAsync(key,
             new SpendKeyCall(model, route.Provider, worstCase, estimate, forward.PendingLease(upstream.Host)), ct);
         if (grant is null) return Refused(http, refusal!.Value, retryAfter);
-        return await CallAsync(http, grant, upstream, managedKey, shape, inspected, price, limits);
+        return await CallAsync(http, grant, upstream, managedKey, shape, translation, inspected, price, limits);
     }
 
     private static async Task<IResult?> CallAsync(HttpContext http, SpendKeyGrant grant, Uri upstream, string managedKey, string shape,
-        InspectedRequest inspected, ModelPrice price, SpendKeyLimits limits)
+        ChatTranslation? translation, InspectedRequest inspected, ModelPrice price, SpendKeyLimits limits)
     {
         var client = http.RequestServices.GetRequiredService<UpstreamClient>();
         var progressEvery = http.RequestServices.GetRequiredService<ForwardOptions>().ProgressInterval;
@@ -142,6 +156,7 @@ public static class SpendKeyGateway
                 request.Content.Headers.ContentType = new System.Net.Http.Headers.MediaTypeHeaderValue("application/json");
                 ForwardHeaders.SetProviderKey(request, managedKey,
                     shape == RequestShapes.Anthropic ? ProviderKeyStyle.AnthropicApiKey : ProviderKeyStyle.Bearer);
+                translation?.AdjustHeaders(request);
                 return request;
             }, http.RequestAborted);
         }
@@ -156,6 +171,13 @@ public static class SpendKeyGateway
             http.Response.StatusCode = (int)response.StatusCode;
             ForwardHeaders.CopyResponse(response, http.Response);
             var eventStream = response.Content.Headers.ContentType?.MediaType == "text/event-stream";
+            // The usage is read from the provider's own bytes; only what the caller receives is translated.
+            var answer = translation?.Answer((int)response.StatusCode, eventStream, DateTimeOffset.UtcNow);
+            if (answer is not null)
+            {
+                http.Response.ContentLength = null;
+                http.Response.ContentType = answer.ContentType;
+            }
             var reader = new UsageReader(shape == RequestShapes.Anthropic ? ApiFormat.AnthropicMessages : ApiFormat.OpenAiChat, eventStream);
             var buffer = new byte[16 * 1024];
             var lastProgress = Stopwatch.GetTimestamp();
@@ -166,7 +188,7 @@ public static class SpendKeyGateway
                 while ((read = await stream.ReadAsync(buffer, http.RequestAborted)) > 0)
                 {
                     reader.Feed(buffer.AsSpan(0, read));
-                    await http.Response.Body.WriteAsync(buffer.AsMemory(0, read), http.RequestAborted);
+                    await http.Response.Body.WriteAsync(answer is null ? buffer.AsMemory(0, read) : answer.Feed(buffer.AsSpan(0, read)), http.RequestAborted);
                     // The crash rule bills the last note, so a long stream notes what it has shown so far now and then.
                     if (eventStream && response.IsSuccessStatusCode && Stopwatch.GetElapsedTime(lastProgress) >= progressEvery)
                     {
@@ -176,6 +198,7 @@ public static class SpendKeyGateway
                     }
                 }
                 reader.Finish();
+                if (answer is not null) await http.Response.Body.WriteAsync(answer.Finish(), http.RequestAborted);
             }
             finally
             {
