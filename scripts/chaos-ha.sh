@@ -152,7 +152,8 @@ log "seconds from SIGKILL to a new primary: ${promoted[*]}; to the killed node b
 
 fig() { node -e '
 const f = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
-const v = process.argv[2] === "without_service" ? f.faults.map((x) => (x.without_service_ms / 1000).toFixed(1)).join(" ") : f[process.argv[2]];
+const v = process.argv[2] === "without_service" ? f.faults.map((x) => (x.without_service_ms / 1000).toFixed(1)).join(" ")
+  : process.argv[2] === "mid_stream_faults" ? f.faults.filter((x) => x.mid_stream).length : f[process.argv[2]];
 console.log(v);' "$out/figures.json" "$1"; }
 without_service="$(fig without_service)"
 echo "failover: without service per failover (s): $without_service"
@@ -164,15 +165,15 @@ if [[ -n "${CHAOS_WRITE_DOCS:-}" ]]; then
 <!-- failover:begin (written by scripts/chaos-ha.sh; edit the script, not this section) -->
 ## Failover
 
-\`CHAOS_WRITE_DOCS=1 scripts/chaos-ha.sh\` (also \`scripts/chaos.sh ha\`) on $(date -u +%Y-%m-%d), $(nproc) cores: etcd and two
-PostgreSQL 15 nodes under Patroni (\`synchronous_mode: true\`, \`primary_start_timeout: 0\`), one service instance
-(Release) on \`Host=…:$((HA_PORT_BASE + 2)),…:$((HA_PORT_BASE + 3));Target Session Attributes=primary\`, the stub
-provider of the crash mode, and the crash mode's load client (\`scripts/chaos/load.mjs\`, seed $SEED:
-${CHAOS_SINGLE_WORKERS:-6} single-report workers, ${CHAOS_BATCH_WORKERS:-2} batch workers, ${CHAOS_GATEWAY_WORKERS:-4} workers
-sending billed gateway calls through \`/v1/forward\` with a forward token, half of them streamed). The primary's postmaster
-was killed with SIGKILL $KILLS times, each after ${INTERVAL} s of load and once the node killed before was back as the
-synchronous standby; $(node -e 'console.log(JSON.parse(require("fs").readFileSync(process.argv[1],"utf8")).faults.filter((f)=>f.mid_stream).length)' "$out/figures.json") of the kills landed while the provider was streaming a gateway answer.
-Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg) (other processes on the machine count too).
+\`CHAOS_WRITE_DOCS=1 scripts/chaos-ha.sh\` (also \`scripts/chaos.sh ha\`) on $(date -u +%Y-%m-%d), $(nproc) cores, as root:
+etcd and two PostgreSQL 15 nodes under Patroni (\`synchronous_mode: true\`, \`primary_start_timeout: 0\`), one
+service instance (Release) on \`Host=…:$((HA_PORT_BASE + 2)),…:$((HA_PORT_BASE + 3));Target Session Attributes=primary\`,
+the crash mode's stub provider, and its load client (\`scripts/chaos/load.mjs\`, seed $SEED): ${CHAOS_SINGLE_WORKERS:-6}
+single-report workers, ${CHAOS_BATCH_WORKERS:-2} batch workers and ${CHAOS_GATEWAY_WORKERS:-4} workers sending billed gateway
+calls through \`/v1/forward\` with a forward token, half of them streamed. The primary's postmaster was killed with
+SIGKILL $KILLS times, each after ${INTERVAL} s of load and once the node killed before was back as the synchronous
+standby; $(fig mid_stream_faults) of the kills landed while the provider was streaming a gateway answer. Load average at the end:
+$(cut -d' ' -f1-3 /proc/loadavg) (other processes on the machine count too).
 
 | figure | value |
 |---|---|
@@ -183,7 +184,7 @@ Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg) (other processes on th
 | holds still reserving after the run | $(fig holds_reserving) (settled $(fig settled_in_s) s after the load stopped) |
 | HTTP 500 / 503 answers | $(fig http500) / $(fig http503) |
 | \`ledger verify\` on the new primary | $(fig verify) |
-| seconds from SIGKILL to a new primary (Patroni), per kill | ${promoted[*]} |
+| seconds from SIGKILL until Patroni's REST API named a new primary (polled, so an upper bound), per kill | ${promoted[*]} |
 | seconds without service per failover (longest stretch with no answer acknowledged, from the kill to the next) | $without_service |
 | seconds from SIGKILL to the killed node being the synchronous standby again | ${rejoined[*]} |
 | checks of \`scripts/chaos/check.mjs\` passed / failed | $(fig checks_passed) / $(fig checks_failed) |
@@ -192,11 +193,14 @@ Why nothing acknowledged is lost: a commit returns only after the synchronous st
 promotes only that standby. Why nothing is doubled: \`(merchant, request_id)\` is unique, so a retry of a report
 whose commit landed but whose answer was lost is answered from the stored original. The service itself retries
 posting while no primary answers (\`Database:Retry\`, about 20 s), so most clients see a slow answer rather than an
-error; past that they get a 5xx and retry themselves. Why a gateway call reaches the provider once: the service
-never repeats the provider call; what it retries across the failover is only the database work around it (the
-hold, the usage report), and a call whose billing could not be written is billed later by the settle worker from
-its stored record. A client that retries a gateway call whose outcome it does not know makes a new call, billed on
-its own (the load client gives each attempt its own \`x-chaos-call\` id, which is how the check counts them).
+error; past that they get a 503 and retry themselves. Why a gateway call reaches the provider once: the service
+never repeats the provider call. The call's record (and its hold, when it takes one) is written before the provider
+is asked — when no primary answers, the call is refused with a 503 and never sent; what is retried across the failover is only the
+usage report after the answer, and a call whose billing still could not be written is billed later by the settle
+worker from its stored record. A client that retries a gateway call whose outcome it does not know makes a new call,
+billed on its own (the load client gives each attempt its own \`x-chaos-call\` id, which is how the check counts
+them). Seconds without service can be shorter than the time to a new primary: answers whose commit landed before the
+kill still arrive, and the script polls Patroni from a busy machine.
 <!-- failover:end -->
 MD
 )"

@@ -108,7 +108,7 @@ fi
 # primary's). Each is bounded by `timeout` and cleans up its clusters itself, failed or not; each of its checks counts
 # as one test, and a run that ends without its result line, or fails without a failing check, counts as one failure.
 run_checked_script() { # $1: the prefix of its "NAME: N passed, N failed" line; then the command
-  local name="$1" out rc p f
+  local name="$1" out rc p f started=$SECONDS
   shift
   log "running $* (bounded to 240 s)"
   set +e
@@ -116,6 +116,7 @@ run_checked_script() { # $1: the prefix of its "NAME: N passed, N failed" line; 
   rc=$?
   set -e
   printf '%s\n' "$out"
+  log "$name: exit $rc after $((SECONDS - started)) s"
   p="$(printf '%s\n' "$out" | sed -n "s/^$name: \([0-9]*\) passed, \([0-9]*\) failed\$/\1/p" | tail -n1)"
   f="$(printf '%s\n' "$out" | sed -n "s/^$name: \([0-9]*\) passed, \([0-9]*\) failed\$/\2/p" | tail -n1)"
   if [[ -z "$p" ]]; then failed=$((failed + 1)); return; fi
