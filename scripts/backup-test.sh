@@ -45,9 +45,7 @@ curl -fsS "$url/readyz" >/dev/null || { tail -n 40 "$work/service.log" >&2; die 
 auth=(-fsS -H "Authorization: Bearer $key" -H 'Content-Type: application/json')
 customer="$(curl "${auth[@]}" -d '{}' "$url/v1/customers" | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).customer_id))')"
 curl "${auth[@]}" -d '{"name":"Tokens","meter_slug":"tok","rate_type":"fixed","tier_type":"tokens_1m","tiers":[{"start":0,"rate":"5"},{"start":1000000,"rate":"3"}]}' "$url/v1/meters" >/dev/null
-for i in $(seq 1 40); do
-  curl "${auth[@]}" -d "{\"request_id\":\"b$i\",\"customer_id\":\"$customer\",\"meter_slug\":\"tok\",\"input_tokens\":$((i * 37111)),\"cost\":\"0.001\"}" "$url/v1/requests" >/dev/null
-done
+post_reports "$url" "$key" "$customer" b 40 37111 0.001
 curl "${auth[@]}" "$url/v1/ledger/trial-balance" > "$work/trial-src.json"
 
 bash scripts/backup.sh "$work/lava.dump" "$src"
@@ -63,8 +61,9 @@ figures() {
 }
 passed=0 failed=0
 check() { if "$@"; then passed=$((passed + 1)); log "ok: ${label}"; else failed=$((failed + 1)); log "FAILED: ${label}"; fi; }
+verify_restored() { ConnectionStrings__Billing="$restored" dotnet "$dll" ledger verify >"$work/verify.log" 2>&1; }
 label="the restored database passes ledger verify"
-check env ConnectionStrings__Billing="$restored" dotnet "$dll" ledger verify >"$work/verify.log" 2>&1
+check verify_restored
 figures "$src" > "$work/src.txt"; figures "$restored" > "$work/dst.txt"
 label="the restored trial balance, reports and ledger sequence equal the source's ($(wc -l < "$work/src.txt") lines)"
 check cmp -s "$work/src.txt" "$work/dst.txt"
