@@ -3,7 +3,7 @@
 # customer with credit, reports through the service, ledger numbering), is backed up while the service runs, and is
 # restored into a fresh cluster; the restored database must pass `ledger verify` and hold the same trial balance
 # (every account's sum of entries), the same reports and the same ledger sequence. Ends with
-# "backup-restore: N passed, N failed"; exits non-zero when a check failed. scripts/test.sh runs it (about half a minute).
+# "backup-restore: N passed, N failed"; exits non-zero when a check failed. scripts/test.sh runs it.
 # Env: BACKUP_TEST_PORT=25740 (the source cluster's port is the first free one from there, the target's the next).
 # LAVA_BUILD_CONFIGURATION=Debug and LAVA_SKIP_BUILD=1 use an existing build (scripts/test.sh). As root, PostgreSQL runs
 # as the postgres OS user. Everything is on 127.0.0.1 and is stopped and removed on exit, failed or not.
