@@ -46,7 +46,9 @@ auth=(-fsS -H "Authorization: Bearer $key" -H 'Content-Type: application/json')
 customer="$(curl "${auth[@]}" -d '{}' "$url/v1/customers" | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).customer_id))')"
 curl "${auth[@]}" -d '{"name":"Tokens","meter_slug":"tok","rate_type":"fixed","tier_type":"tokens_1m","tiers":[{"start":0,"rate":"5"},{"start":1000000,"rate":"3"}]}' "$url/v1/meters" >/dev/null
 post_reports "$url" "$key" "$customer" b 40 37111 0.001
-curl "${auth[@]}" "$url/v1/ledger/trial-balance" > "$work/trial-src.json"
+# Number every entry on the source (a ledger entries read runs the sequencer first), so the backup holds the ledger
+# sequence and the comparison below does not race the background sequencer.
+curl "${auth[@]}" "$url/v1/ledger/entries?format=csv" >/dev/null
 
 bash scripts/backup.sh "$work/lava.dump" "$src"
 kill "$service_pid"; wait "$service_pid" 2>/dev/null || true; service_pid=""

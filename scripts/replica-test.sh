@@ -96,8 +96,9 @@ a="http://127.0.0.1:$a_port" b="http://127.0.0.1:$b_port"
 customer="$(curl "${auth[@]}" -d '{}' "$a/v1/customers" | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).customer_id))')"
 curl "${auth[@]}" -d '{"name":"Tokens","meter_slug":"tok","rate_type":"fixed","tier_type":"tokens_1m","tiers":[{"start":0,"rate":"5"},{"start":1000000,"rate":"3"}]}' "$a/v1/meters" >/dev/null
 post_reports "$a" "$key" "$customer" x 60 41113 0.002
-# Number every entry on the primary (a ledger read does), then wait until the standby has replayed all of it.
-curl "${auth[@]}" "$a/v1/ledger/trial-balance" >/dev/null
+# Number every entry on the primary (a ledger entries read runs the sequencer first; the trial balance does not), then
+# wait until the standby has replayed all of it.
+curl "${auth[@]}" "$a/v1/ledger/entries?format=csv" >/dev/null
 target="$(sql_primary 'SELECT pg_current_wal_lsn()')"
 for ((i = 0; i < 300; i++)); do
   [[ "$(sql_standby "SELECT pg_last_wal_replay_lsn() >= '$target'::pg_lsn")" == t ]] && break
