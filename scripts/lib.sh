@@ -121,6 +121,19 @@ use_configured_or_local_database() {
   fi
 }
 
+# Posts N usage reports on meter "tok" in one batch call (one request, not N: the test machines are shared) and dies
+# unless every one was created; report k (1..N) is request PREFIXk with k × TOKENS input tokens.
+# Usage: post_reports URL SECRET_KEY CUSTOMER_ID PREFIX N TOKENS COST   (scripts/backup-test.sh, scripts/replica-test.sh)
+post_reports() {
+  local body created
+  body="$(node -e 'const [c, p, n, t, cost] = process.argv.slice(1); console.log(JSON.stringify({ requests: Array.from({ length: +n },
+    (_, k) => ({ request_id: `${p}${k + 1}`, customer_id: c, meter_slug: "tok", input_tokens: (k + 1) * t, cost })) }))' \
+    "$3" "$4" "$5" "$6" "$7")"
+  created="$(curl -fsS --max-time 60 -H "Authorization: Bearer $2" -H 'Content-Type: application/json' -d "$body" "$1/v1/requests/batch" |
+    node -e 'let s = ""; process.stdin.on("data", (d) => s += d).on("end", () => console.log(JSON.parse(s).data.filter((o) => o.status === "created").length))')"
+  [[ "$created" == "$5" ]] || die "the batch created $created of $5 reports"
+}
+
 # Builds the service in Release (quietly; a no-op when nothing changed) and sets dll to its path.
 # LAVA_BUILD_CONFIGURATION=Debug uses the Debug build instead (scripts/getting-started.sh, after scripts/test.sh built it).
 # LAVA_SKIP_BUILD=1 uses that build as it is when it exists (the guide's runner: one build, not one per command).

@@ -102,6 +102,35 @@ else
   fi
 fi
 
+# The backup and replica checks, each on PostgreSQL clusters of its own (ports apart from the suite's) and against the
+# Debug build made above: scripts/backup-test.sh (back up while the service runs, restore into a fresh cluster, verify)
+# and scripts/replica-test.sh streaming (a pg_basebackup standby, no Patroni or etcd; exports read from it equal the
+# primary's). Each is bounded by `timeout` and cleans up its clusters itself, failed or not; each of its checks counts
+# as one test, and a run that ends without its result line, or fails without a failing check, counts as one failure.
+run_checked_script() { # $1: the prefix of its "NAME: N passed, N failed" line; then the command
+  local name="$1" out rc p f started=$SECONDS
+  shift
+  log "running $* (bounded to 240 s)"
+  set +e
+  out="$(LAVA_BUILD_CONFIGURATION=Debug LAVA_SKIP_BUILD=1 timeout -k 10 240 "$@" 2>&1)"
+  rc=$?
+  set -e
+  printf '%s\n' "$out"
+  log "$name: exit $rc after $((SECONDS - started)) s"
+  p="$(printf '%s\n' "$out" | sed -n "s/^$name: \([0-9]*\) passed, \([0-9]*\) failed\$/\1/p" | tail -n1)"
+  f="$(printf '%s\n' "$out" | sed -n "s/^$name: \([0-9]*\) passed, \([0-9]*\) failed\$/\2/p" | tail -n1)"
+  if [[ -z "$p" ]]; then failed=$((failed + 1)); return; fi
+  passed=$((passed + p)); failed=$((failed + f))
+  if [[ $rc -ne 0 && $f -eq 0 ]]; then failed=$((failed + 1)); fi
+}
+if ! command -v node >/dev/null 2>&1; then
+  log "node not found: the backup and replica checks cannot run"
+  failed=$((failed + 2))
+else
+  run_checked_script backup-restore bash scripts/backup-test.sh
+  run_checked_script replica bash scripts/replica-test.sh streaming
+fi
+
 # docs/getting-started.md, command by command, against a service it starts (each block counts as one test)
 if ! command -v node >/dev/null 2>&1; then
   log "node not found: skipping docs/getting-started.md"

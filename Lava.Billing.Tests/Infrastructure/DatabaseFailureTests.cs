@@ -34,6 +34,38 @@ public class UnreachableDatabaseTests(UnreachableDatabaseApp app) : IClassFixtur
     }
 }
 
+/// <summary>
+/// The service on a failover host list (Target Session Attributes=primary) where no host answers: the first failure
+/// marks every host offline, and until the recheck the host list itself refuses ("No suitable host was found").
+/// </summary>
+public sealed class NoPrimaryReachableApp : GatewayApp
+{
+    protected override void ConfigureTestServices(IWebHostBuilder builder)
+    {
+        base.ConfigureTestServices(builder);
+        var port = new Uri(ClosedUpstream).Port;
+        var csb = new NpgsqlConnectionStringBuilder(ConnectionString)
+        {
+            Host = $"127.0.0.1:{port},localhost:{port}", TargetSessionAttributes = "primary", HostRecheckSeconds = 60, Timeout = 2,
+        };
+        builder.UseSetting("ConnectionStrings:Billing", csb.ConnectionString);
+    }
+}
+
+public class NoPrimaryReachableTests(NoPrimaryReachableApp app) : IClassFixture<NoPrimaryReachableApp>
+{
+    [Fact]
+    public async Task EveryCallWhileNoHostOfTheListIsPrimaryIs503NotA500()
+    {
+        var client = app.ClientWithKey("aks_test_" + new string('b', 40));
+        for (var i = 0; i < 3; i++)
+        {
+            var r = await client.PostJsonAsync("/v1/requests/batch", new { requests = new[] { new { request_id = $"r{i}", meter_slug = "gpt" } } });
+            r.AssertProblem(HttpStatusCode.ServiceUnavailable, "database_unavailable");
+        }
+    }
+}
+
 /// <summary>Sessions the server ends (an administrator, a restart, a failover) answer 503, and the next call is served.</summary>
 public class TerminatedSessionTests(LavaApp app) : ApiTest(app)
 {

@@ -5,7 +5,9 @@
 //   node scripts/chaos/check.mjs verdict  CONN SETUP_JSON BASELINE_JSON LOAD_JSON SERVED_LOG EVENTS_LOG SERVICE_DLL
 //
 // The verdict prints one line per check, "PASS name: detail" or "FAIL name: detail", then the figures, and exits 1
-// when any check failed. CHAOS_SETTLE_SECONDS (default 60): how long the service may take, after the load stopped,
+// when any check failed. CONN names one host (the primary, after a failover). The faults planned come from
+// CHAOS_KILLS, CHAOS_PG_STOPS and CHAOS_FAILOVERS (scripts/chaos-ha.sh); CHAOS_FIGURES=FILE also writes the figures
+// as JSON there. CHAOS_SETTLE_SECONDS (default 60): how long the service may take, after the load stopped,
 // to bill the calls a crash interrupted and release their holds (its recovery window); polled, so a service that
 // settles at once passes at once.
 import { spawnSync } from 'node:child_process';
@@ -101,7 +103,7 @@ const balanceDrift = (await db.query(`
 await db.query('COMMIT');
 
 // ---------- gateway calls: served by the provider vs billed ----------
-const served = new Map();
+const served = new Map();   // x-chaos-call -> how many times the provider accepted it
 for (const line of lines(servedPath)) {
   if (line.event !== 'served' || !line.call.startsWith('g-')) continue;
   served.set(line.call, (served.get(line.call) ?? 0) + 1);
@@ -135,6 +137,9 @@ const billedIds = new Set((await db.query('SELECT request_id FROM requests WHERE
 const lostGateway = gatewayAcks.filter((c) => !billed.has(c.call) && !(c.request_id && billedIds.has(c.request_id))).map((c) => c.call);
 const doubledGateway = [...billed].filter(([, n]) => n > 1).map(([c, n]) => `${c}×${n}`);
 const billedNotServed = [...billed.keys()].filter((c) => !served.has(c));
+// Each attempt of the client carries an id of its own, so one id the provider accepted twice is the gateway sending
+// one call upstream again (a retry of the provider call, say across a database failover): the user would pay twice.
+const sentTwice = [...served].filter(([, n]) => n > 1).map(([c, n]) => `${c}×${n}`);
 const unbilledCut = unbilled.filter((c) => cutCalls.has(c));
 
 // The service's own audit, after everything settled: the CLI's `ledger verify` over every merchant.
@@ -147,14 +152,28 @@ const verifyOut = `${verify.stdout ?? ''}${verify.stderr ?? ''}`;
 // ---------- faults and recovery ----------
 const events = lines(eventsPath);
 const acks = load.acks.slice().sort((a, b) => a - b);
-const firstAckAfter = (t) => {
+const firstAckIndexAfter = (t) => {
   let lo = 0;
   let hi = acks.length;
   while (lo < hi) {
     const mid = (lo + hi) >> 1;
     if (acks[mid] <= t) lo = mid + 1; else hi = mid;
   }
-  return lo < acks.length ? acks[lo] : null;
+  return lo;
+};
+const firstAckAfter = (t) => acks[firstAckIndexAfter(t)] ?? null;
+// Without service: the longest stretch, from the fault until the next one (or the end of the load), in which no answer
+// at all was acknowledged. The load keeps every worker busy, so a stretch that long is the outage a client saw.
+const faultTimes = events.filter((x) => x.phase === 'fault').map((x) => x.t).sort((a, b) => a - b);
+const withoutService = (t) => {
+  const until = Math.min(faultTimes.find((x) => x > t) ?? Infinity, load.stopped_at);
+  let longest = 0;
+  let from = t;
+  for (let i = firstAckIndexAfter(t); i < acks.length && acks[i] <= until; i++) {
+    longest = Math.max(longest, acks[i] - from);
+    from = acks[i];
+  }
+  return Math.max(longest, until - from);
 };
 const faults = [];
 for (const e of events.filter((x) => x.phase === 'restarted')) {
@@ -162,17 +181,23 @@ for (const e of events.filter((x) => x.phase === 'restarted')) {
   const ready = events.find((x) => x.n === e.n && x.phase === 'ready');
   const first = firstAckAfter(e.t);
   faults.push({ n: e.n, fault: e.fault, mid_stream: start?.mid_stream ?? false, down_ms: e.t - start.t,
-    ready_ms: ready ? ready.t - e.t : null, recovery_ms: first === null ? null : first - e.t });
+    ready_ms: ready ? ready.t - e.t : null, recovery_ms: first === null ? null : first - e.t,
+    without_service_ms: withoutService(start.t) });
 }
 const kills = faults.filter((f) => f.fault === 'kill');
 const pgStops = faults.filter((f) => f.fault === 'pg-stop');
+const failovers = faults.filter((f) => f.fault === 'failover');
 const unrecovered = faults.filter((f) => f.recovery_ms === null);
 
 // ---------- verdict ----------
-const planned = { kills: Number(process.env.CHAOS_KILLS ?? 20), pgStops: Number(process.env.CHAOS_PG_STOPS ?? 5) };
-check('faults injected', kills.length === planned.kills && pgStops.length === planned.pgStops,
+const planned = {
+  kills: Number(process.env.CHAOS_KILLS ?? 20), pgStops: Number(process.env.CHAOS_PG_STOPS ?? 5),
+  failovers: Number(process.env.CHAOS_FAILOVERS ?? 0),
+};
+check('faults injected', kills.length === planned.kills && pgStops.length === planned.pgStops && failovers.length === planned.failovers,
   `${kills.length} of ${planned.kills} service SIGKILLs (${kills.filter((k) => k.mid_stream).length} with a gateway stream in flight), ` +
-  `${pgStops.length} of ${planned.pgStops} PostgreSQL immediate stops`);
+  `${pgStops.length} of ${planned.pgStops} PostgreSQL immediate stops` +
+  (planned.failovers ? `, ${failovers.length} of ${planned.failovers} SIGKILLs of the primary (${failovers.filter((k) => k.mid_stream).length} with a gateway stream in flight)` : ''));
 check('a kill landed mid-stream', planned.kills === 0 || kills.some((k) => k.mid_stream),
   `${kills.filter((k) => k.mid_stream).length} kill(s) while the provider was streaming through the gateway`);
 check('load was acknowledged', ackedSingles.length > 0 && ackedBatch.length > 0 &&
@@ -208,6 +233,8 @@ check('cached balances equal their entries', balanceDrift.length === 0,
 check('every served gateway call billed', unbilled.length === 0,
   `${unbilled.length} of ${served.size} calls the provider served have no usage report (${unbilledCut.length} of them cut mid-answer)${sample(unbilled)}`);
 check('no gateway call billed twice', doubledGateway.length === 0, `${doubledGateway.length} calls billed more than once${sample(doubledGateway)}`);
+check('no gateway call sent to the provider twice', sentTwice.length === 0,
+  `${sentTwice.length} of ${served.size} call ids the provider accepted more than once${sample(sentTwice)}`);
 check('no hold left active', holds.reserving === 0,
   `${holds.reserving} active holds still reserving credit after ${Math.round(settledIn / 1000)} s (${holds.active} active in all, ` +
   `window CHAOS_SETTLE_SECONDS=${settleMs / 1000})`);
@@ -226,9 +253,10 @@ const ms = (list) => {
 console.log('');
 console.log('faults (recovery = restart to the first acknowledged answer):');
 for (const f of faults)
-  console.log(`  #${String(f.n).padStart(2)} ${f.fault.padEnd(7)}${f.mid_stream ? ' mid-stream' : '           '} down ${f.down_ms} ms, recovery ${f.recovery_ms ?? 'never'} ms${f.ready_ms === null ? '' : ` (/readyz after ${f.ready_ms} ms)`}`);
+  console.log(`  #${String(f.n).padStart(2)} ${f.fault.padEnd(8)}${f.mid_stream ? ' mid-stream' : '           '} down ${f.down_ms} ms, recovery ${f.recovery_ms ?? 'never'} ms${f.ready_ms === null ? '' : ` (/readyz after ${f.ready_ms} ms)`}, without service ${f.without_service_ms} ms`);
 console.log(`recovery after a service kill: ${ms(kills.map((f) => f.recovery_ms))}`);
 console.log(`recovery after a PostgreSQL stop: ${ms(pgStops.map((f) => f.recovery_ms))}`);
+if (failovers.length) console.log(`without service per failover: ${failovers.map((f) => (f.without_service_ms / 1000).toFixed(1)).join(' ')} s`);
 console.log('answers by route and status:');
 for (const [k, v] of Object.entries(load.statuses).sort()) console.log(`  ${k}: ${v}`);
 if (load.retry_after_missing) console.log(`503 answers without Retry-After: ${load.retry_after_missing}`);
@@ -239,11 +267,24 @@ console.log(`  acknowledged: ${acked.length} reports (${ackedSingles.length} sin
 console.log(`  lost: ${lost.length + lostGateway.length}`);
 console.log(`  doubled: ${doubledTransactions.length + doubledGateway.length + moneyMismatch.length}`);
 console.log(`  unresolved: ${unresolved.length}`);
-console.log(`  served by the provider: ${served.size}, unbilled: ${unbilled.length}, billed but never served: ${billedNotServed.length}`);
+console.log(`  served by the provider: ${served.size}, unbilled: ${unbilled.length}, billed but never served: ${billedNotServed.length}, sent twice: ${sentTwice.length}`);
 console.log(`  active holds: ${holds.reserving} reserving (${holds.active} with status active), settle wait ${Math.round(settledIn / 1000)} s`);
 console.log(`  HTTP 500: ${load.http500.length ? Object.entries(load.statuses).filter(([k]) => k.endsWith(' 500')).reduce((s, [, v]) => s + v, 0) : 0}`);
 console.log(`  ledger verify: ${verifyRc === '0' ? 'ok' : `failed (exit ${verifyRc})`}`);
 const failed = results.filter((r) => !r.ok).length;
-console.log(`chaos crash: ${failed ? 'FAIL' : 'PASS'} (${results.length - failed} checks passed, ${failed} failed)`);
+if (process.env.CHAOS_FIGURES) {
+  const count500 = Object.entries(load.statuses).filter(([k]) => k.endsWith(' 500')).reduce((s, [, v]) => s + v, 0);
+  const count503 = Object.entries(load.statuses).filter(([k]) => k.endsWith(' 503')).reduce((s, [, v]) => s + v, 0);
+  writeFileSync(process.env.CHAOS_FIGURES, JSON.stringify({
+    acked_reports: acked.length, acked_single: ackedSingles.length, acked_batch: ackedBatch.length,
+    acked_gateway: gatewayAcks.length, acked_gateway_streamed: gatewayAcks.filter((c) => c.stream).length,
+    lost: lost.length + lostGateway.length, doubled: doubledTransactions.length + doubledGateway.length + moneyMismatch.length,
+    unresolved: unresolved.length, served: served.size, unbilled: unbilled.length, billed_not_served: billedNotServed.length,
+    sent_twice: sentTwice.length, holds_reserving: holds.reserving, settled_in_s: Math.round(settledIn / 1000),
+    http500: count500, http503: count503, verify: verifyRc === '0' ? 'ok' : `failed (exit ${verifyRc})`,
+    faults, checks_passed: results.length - failed, checks_failed: failed,
+  }));
+}
+console.log(`chaos ${process.env.CHAOS_MODE ?? 'crash'}: ${failed ? 'FAIL' : 'PASS'} (${results.length - failed} checks passed, ${failed} failed)`);
 await db.end();
 process.exit(failed ? 1 : 0);

@@ -1,5 +1,6 @@
 using System.Net.Sockets;
 using System.Text.Json;
+using Lava.Billing.Infrastructure.Resilience;
 using Microsoft.AspNetCore.Diagnostics;
 using Npgsql;
 
@@ -49,7 +50,8 @@ public static class ErrorHandling
     /// <summary>
     /// The database is down, restarting, refusing connections or failing over: connection errors (08xxx), an
     /// administrator's or a crash's termination of the session (57P01–57P03), sockets that fail, a pool that cannot
-    /// hand out a connection in time, and what Npgsql itself calls transient.
+    /// hand out a connection in time, what Npgsql itself calls transient, and whatever the failover retry counts as a
+    /// connection failure — a host list with no primary in it right now ("No suitable host was found") among them.
     /// </summary>
     public static bool IsDatabaseUnavailable(Exception? error) => error switch
     {
@@ -57,7 +59,7 @@ public static class ErrorHandling
         PostgresException pg => pg.SqlState.StartsWith("08", StringComparison.Ordinal) ||
                                 pg.SqlState is PostgresErrorCodes.AdminShutdown or PostgresErrorCodes.CrashShutdown
                                     or PostgresErrorCodes.CannotConnectNow or PostgresErrorCodes.TooManyConnections,
-        NpgsqlException npgsql => npgsql.IsTransient || IsDatabaseUnavailable(npgsql.InnerException),
+        NpgsqlException npgsql => npgsql.IsTransient || DatabaseRetry.IsConnectionFailure(npgsql) || IsDatabaseUnavailable(npgsql.InnerException),
         SocketException => true,
         _ => error.InnerException is { } inner && IsDatabaseUnavailable(inner),
     };
