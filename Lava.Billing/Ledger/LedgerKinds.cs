@@ -20,6 +20,8 @@ public static class LedgerKinds
     public const string CycleExpiry = "cycle_expiry";
     /// <summary>Bundle credit left at the end of a cycle; reference: <see cref="CycleReference"/>.</summary>
     public const string BundleExpiry = "bundle_expiry";
+    /// <summary>A call made with a spend key, posted with the capture of its hold; reference: its charge id.</summary>
+    public const string SpendKeyUsage = "spend_key_usage";
 
     /// <summary>The <paramref name="pack"/>th (from 1) auto top-up bought for report <paramref name="requestId"/>.</summary>
     public static string AutoTopUpReference(string requestId, int pack) => $"{requestId}#top_up_{pack}";

@@ -241,8 +241,6 @@ public sealed class SpendKeyLimits(NpgsqlDataSource db, TimeProvider clock, ILog
     private sealed record CapturedCharge(string MerchantId, string ChargeId, string SpendKeyId, string? Model, decimal Amount,
         bool Estimated, string? Anomaly, DateTime CreatedAt);
 
-    public const string UsageKind = "spend_key_usage";
-
     /// <summary>
     /// One ledger transaction per captured call (docs/ledger.md): Dr the key's own account, Cr provider payable, dated
     /// when the call was let through, so it counts in the cycle that held it; its reference is the charge, so it is posted once.
@@ -256,7 +254,7 @@ public sealed class SpendKeyLimits(NpgsqlDataSource db, TimeProvider clock, ILog
             ["spend_key_id"] = c.SpendKeyId, ["charge_id"] = c.ChargeId, ["model"] = c.Model, ["estimated"] = c.Estimated,
             ["anomaly"] = c.Anomaly,
         });
-        return LedgerWriter.PostAsync(connection, tx, c.MerchantId, new LedgerWriter.Transaction(Ids.New("txn", now), UsageKind, c.ChargeId,
+        return LedgerWriter.PostAsync(connection, tx, c.MerchantId, new LedgerWriter.Transaction(Ids.New("txn", now), LedgerKinds.SpendKeyUsage, c.ChargeId,
             null, at, [new(LedgerAccounts.SpendKey(c.SpendKeyId), c.Amount), new(LedgerAccounts.ProviderPayable, -c.Amount)], lineage), ct);
     }
 }
