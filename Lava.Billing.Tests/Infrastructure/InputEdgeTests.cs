@@ -183,7 +183,7 @@ public class LogRedactionTests(GatewayApp app) : GatewayTest<GatewayApp>(app)
     public async Task UnreadableJsonIsLoggedBelowErrorWithoutAStack()
     {
         var m = await App.NewMerchantAsync();
-        App.Logs.Lines.Clear();
+        App.Logs.Entries.Clear();
         (await m.Client.SendAsync(HttpMethod.Post, "/v1/customers", Http.Json("""{"name":"""))).AssertProblem(HttpStatusCode.BadRequest, "invalid_json");
         (await m.Client.SendAsync(HttpMethod.Post, "/v1/meters", Http.Json("""{"name":7}"""))).AssertProblem(HttpStatusCode.BadRequest, "invalid_json");
         Assert.DoesNotContain(App.Logs.Lines, l => l.StartsWith("Error", StringComparison.Ordinal) || l.StartsWith("Critical", StringComparison.Ordinal));

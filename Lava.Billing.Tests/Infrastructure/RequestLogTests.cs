@@ -14,6 +14,10 @@ public sealed class CapturedLogs : ILoggerProvider
 
     public ConcurrentQueue<Entry> Entries { get; } = new();
 
+    /// <summary>Each entry as one line of text: level, category, message, its fields and its exception.</summary>
+    public IEnumerable<string> Lines => Entries.Select(e =>
+        $"{e.Level} {e.Category}: {e.Message} [{string.Join(";", e.Fields.Select(f => $"{f.Key}={f.Value}"))}] {e.Error}");
+
     public ILogger CreateLogger(string categoryName) => new Logger(this, categoryName);
 
     public void Dispose() { }
