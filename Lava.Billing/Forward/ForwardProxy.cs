@@ -283,7 +283,7 @@ public sealed class ForwardProxy(ForwardOptions options, UpstreamClient upstream
         }
     }
 
-    private static async Task WriteLastAsync(HttpContext http, ReadOnlyMemory<byte> last, CancellationToken ct)
+    internal static async Task WriteLastAsync(HttpContext http, ReadOnlyMemory<byte> last, CancellationToken ct)
     {
         if (last.IsEmpty) return;
         try

@@ -288,8 +288,8 @@ public static class SpendKeyGateway
                 await CaptureAsync(limits, grant, ForwardProxy.Bounded(call, inspected, reader, cut));
                 ended = true;
             }
-            if (held is not null && heldLength > 0 && !cut) await WriteLastAsync(http, held.AsMemory(0, heldLength), ct);
-            if (answer is not null && !cut) await WriteLastAsync(http, answer.Finish(), ct);
+            if (held is not null && heldLength > 0 && !cut) await ForwardProxy.WriteLastAsync(http, held.AsMemory(0, heldLength), ct);
+            if (answer is not null && !cut) await ForwardProxy.WriteLastAsync(http, answer.Finish(), ct);
         }
         finally
         {
@@ -308,21 +308,6 @@ public static class SpendKeyGateway
     /// </summary>
     private static Task CaptureAsync(SpendKeyLimits limits, SpendKeyGrant grant, (BilledUsage Usage, string? Anomaly) billed) =>
         limits.EndAsync(grant, billed.Usage.ProviderCost ?? 0, billed.Usage.Estimated, billed.Anomaly);
-
-    private static async Task WriteLastAsync(HttpContext http, ReadOnlyMemory<byte> last, CancellationToken ct)
-    {
-        if (last.IsEmpty) return;
-        try
-        {
-            await http.Response.Body.WriteAsync(last, ct);
-            await http.Response.Body.FlushAsync(ct);
-        }
-        catch (Exception e) when (e is OperationCanceledException or IOException)
-        {
-            // The client left at the last moment; what the provider served is billed all the same.
-            http.Abort();
-        }
-    }
 
     private static async Task NoteProgressAsync(HttpContext http, SpendKeyLimits limits, SpendKeyGrant grant, decimal amount)
     {
