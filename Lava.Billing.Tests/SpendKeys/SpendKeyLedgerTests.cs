@@ -3,8 +3,10 @@ using System.Text.Json.Nodes;
 using Dapper;
 using Lava.Billing.SpendKeys;
 using Lava.Billing.Tests.Infrastructure;
+using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging.Abstractions;
 using Npgsql;
 
 namespace Lava.Billing.Tests.SpendKeys;
@@ -190,6 +192,95 @@ public class SpendKeyLedgerTests(ClockedLavaApp app) : ClockedApiTest(app)
         Assert.Equal(0, (long)read["current_requests"]!);
         Assert.Equal("0.0000000000", (string)read["total_spend"]!);
     }
+
+    /// <summary>The database refuses the release of these charges, as it would a merchant's broken posting.</summary>
+    private async Task<IAsyncDisposable> RefuseReleaseAsync(params string[] chargeIds)
+    {
+        var name = "refuse_" + chargeIds[0].ToLowerInvariant();
+        var list = string.Join(", ", chargeIds.Select(c => $"'{c}'"));
+        await using (var admin = new NpgsqlConnection(App.AdminConnectionString))
+            await admin.ExecuteAsync($"""
+                CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN
+                    IF NEW.charge_id IN ({list}) AND NEW.status = 'released' THEN RAISE EXCEPTION 'injected fault'; END IF;
+                    RETURN NEW;
+                END $$;
+                CREATE TRIGGER {name} BEFORE UPDATE ON spend_key_charges FOR EACH ROW EXECUTE FUNCTION {name}();
+                """);
+        return new Dropped(App.AdminConnectionString, name);
+    }
+
+    private sealed class Dropped(string connectionString, string name) : IAsyncDisposable
+    {
+        public async ValueTask DisposeAsync()
+        {
+            await using var admin = new NpgsqlConnection(connectionString);
+            await admin.ExecuteAsync($"DROP TRIGGER {name} ON spend_key_charges; DROP FUNCTION {name}();");
+        }
+    }
+
+    [Fact]
+    public async Task EndsPastAMerchantsShareAreKeptAndOnlyThatMerchantIsOutOfRoom()
+    {
+        var (a, _, keyA) = await KeyAsync(new { name = "share-a" });
+        var (b, _, _) = await KeyAsync(new { name = "share-b" });
+        var limits = new SpendKeyLimits(App.Services.GetRequiredService<NpgsqlDataSource>(), App.Services.GetRequiredService<TimeProvider>(),
+            new ConfigurationBuilder().AddInMemoryCollection([new("SpendKeys:MaxUnwrittenPerMerchant", "1")]).Build(),
+            NullLogger<SpendKeyLimits>.Instance);
+        var first = await GrantAsync(keyA, 1m);
+        var second = await GrantAsync(keyA, 1m);
+        Assert.True(limits.HasRoomFor(a.MerchantId));
+
+        await using (await RefuseReleaseAsync(first.ChargeId, second.ChargeId))
+        {
+            await limits.EndAsync(first, null, estimated: false);
+            // Past the share: the call was already answered, so its end is kept all the same.
+            await limits.EndAsync(second, null, estimated: false);
+            Assert.Equal(2, limits.UnwrittenOf(a.MerchantId));
+            Assert.False(limits.HasRoomFor(a.MerchantId));
+            Assert.True(limits.HasRoomFor(b.MerchantId));
+        }
+
+        await limits.WriteUnwrittenAsync(CancellationToken.None);
+        Assert.Equal(0, limits.UnwrittenOf(a.MerchantId));
+        Assert.True(limits.HasRoomFor(a.MerchantId));
+        Assert.Equal(2, await App.QueryAsync<long>(
+            "SELECT count(*) FROM spend_key_charges WHERE merchant_id = @MerchantId AND status = 'released'", new { a.MerchantId }));
+    }
+
+    [Fact]
+    public async Task AnEndOneMerchantsDatabaseRowsRefuseHoldsUpNeitherAnotherMerchantsEndsNorFallsToTheCrashRule()
+    {
+        var (a, _, keyA) = await KeyAsync(new { name = "stuck" });
+        var (b, _, keyB) = await KeyAsync(new { name = "behind" });
+        var stuck = await GrantAsync(keyA, 5m, estimate: 0.2m);
+        var behind = await GrantAsync(keyB, 5m, estimate: 0.2m);
+        var settler = App.Services.GetServices<IHostedService>().OfType<SpendKeySettler>().Single();
+        await using (await RefuseReleaseAsync(stuck.ChargeId))
+        {
+            await using (await RefuseReleaseAsync(behind.ChargeId))
+            {
+                await Limits.EndAsync(stuck, null, estimated: false);
+                await Limits.EndAsync(behind, null, estimated: false);
+            }
+
+            // Both deadlines pass; merchant A's release is still refused, merchant B's is taken now.
+            App.Clock.Advance(Lease + TimeSpan.FromSeconds(1));
+            await settler.RoundAsync(CancellationToken.None);
+            Assert.Equal("released", await StatusAsync(b.MerchantId, behind.ChargeId));
+            // Not billed by the crash rule: its release is still coming.
+            Assert.Equal("held", await StatusAsync(a.MerchantId, stuck.ChargeId));
+            Assert.Equal(1, Limits.UnwrittenOf(a.MerchantId));
+        }
+
+        await settler.RoundAsync(CancellationToken.None);
+        Assert.Equal("released", await StatusAsync(a.MerchantId, stuck.ChargeId));
+        Assert.Empty(await EntriesAsync(a.MerchantId, stuck.ChargeId));
+    }
+
+    private Task<string> StatusAsync(string merchantId, string chargeId) =>
+        App.QueryAsync<string>("SELECT status FROM spend_key_charges WHERE merchant_id = @MerchantId AND charge_id = @ChargeId",
+            new { MerchantId = merchantId, ChargeId = chargeId });
 
     private Task<long> HeldAsync(string merchantId) =>
         App.QueryAsync<long>("SELECT count(*) FROM spend_key_charges WHERE merchant_id = @MerchantId AND status = 'held'", new { MerchantId = merchantId });

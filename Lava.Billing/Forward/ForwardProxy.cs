@@ -283,7 +283,7 @@ public sealed class ForwardProxy(ForwardOptions options, UpstreamClient upstream
         }
     }
 
-    private static async Task WriteLastAsync(HttpContext http, ReadOnlyMemory<byte> last, CancellationToken ct)
+    internal static async Task WriteLastAsync(HttpContext http, ReadOnlyMemory<byte> last, CancellationToken ct)
     {
         if (last.IsEmpty) return;
         try
@@ -303,7 +303,7 @@ public sealed class ForwardProxy(ForwardOptions options, UpstreamClient upstream
     /// the report limits; otherwise the gateway's estimate, flagged. A count out of range is never billed: the call is
     /// billed from the estimate and marked <see cref="UsageBounds.OutOfRange"/> for finance.
     /// </summary>
-    private static (BilledUsage Usage, string? Anomaly) Bounded(ForwardCall call, InspectedRequest inspected, UsageReader? usage, bool cut)
+    internal static (BilledUsage Usage, string? Anomaly) Bounded(ForwardCall call, InspectedRequest inspected, UsageReader? usage, bool cut)
     {
         var billed = call.Format switch
         {

@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
@@ -5,6 +6,8 @@ using System.Text.Json.Nodes;
 using Lava.Billing.Forward;
 using Lava.Billing.Infrastructure.Http;
 using Lava.Billing.Translation;
+using Lava.Billing.Merchants;
+using Microsoft.AspNetCore.Http.Features;
 
 namespace Lava.Billing.SpendKeys;
 
@@ -84,6 +87,13 @@ public static class SpendKeyGateway
         if (owner is not { } o) return Problems.Unauthorized("A live spend key is required: Authorization: Bearer lava_sk_… or x-api-key.");
         if (o.RequestShape != shape)
             return Problems.BadRequest("wrong_request_shape", $"This spend key speaks the '{o.RequestShape}' request shape; this route takes '{shape}'.");
+        // The ends of this merchant's calls that the database could not take fill its share of memory: new calls wait
+        // until the settle worker has written some, rather than pile up more, while other merchants go on.
+        if (!limits.HasRoomFor(o.MerchantId))
+        {
+            http.Response.Headers.RetryAfter = Math.Max(1, (long)Math.Ceiling(forward.SettleInterval.TotalSeconds)).ToString(CultureInfo.InvariantCulture);
+            return Problems.Unavailable("This merchant's finished spend-key calls are waiting for the database to record them; retry later. Nothing was charged.");
+        }
 
         JsonObject body;
         try
@@ -143,7 +153,6 @@ public static class SpendKeyGateway
         ChatTranslation? translation, InspectedRequest inspected, ModelPrice price, SpendKeyLimits limits)
     {
         var client = http.RequestServices.GetRequiredService<UpstreamClient>();
-        var progressEvery = http.RequestServices.GetRequiredService<ForwardOptions>().ProgressInterval;
         var payload = inspected.Body;
         HttpResponseMessage response;
         try
@@ -166,50 +175,139 @@ public static class SpendKeyGateway
             return Problems.UpstreamUnavailable("The provider could not be reached; nothing was charged.");
         }
         using (response)
-        {
-            if (!response.IsSuccessStatusCode) await limits.EndAsync(grant, null, estimated: false);
-            http.Response.StatusCode = (int)response.StatusCode;
-            ForwardHeaders.CopyResponse(response, http.Response);
-            var eventStream = response.Content.Headers.ContentType?.MediaType == "text/event-stream";
-            // The usage is read from the provider's own bytes; only what the caller receives is translated.
-            var answer = translation?.Answer((int)response.StatusCode, eventStream, DateTimeOffset.UtcNow);
-            if (answer is not null)
-            {
-                http.Response.ContentLength = null;
-                http.Response.ContentType = answer.ContentType;
-            }
-            var reader = new UsageReader(shape == RequestShapes.Anthropic ? ApiFormat.AnthropicMessages : ApiFormat.OpenAiChat, eventStream);
-            var buffer = new byte[16 * 1024];
-            var lastProgress = Stopwatch.GetTimestamp();
-            try
-            {
-                await using var stream = await response.Content.ReadAsStreamAsync(http.RequestAborted);
-                int read;
-                while ((read = await stream.ReadAsync(buffer, http.RequestAborted)) > 0)
-                {
-                    reader.Feed(buffer.AsSpan(0, read));
-                    await http.Response.Body.WriteAsync(answer is null ? buffer.AsMemory(0, read) : answer.Feed(buffer.AsSpan(0, read)), http.RequestAborted);
-                    // The crash rule bills the last note, so a long stream notes what it has shown so far now and then.
-                    if (eventStream && response.IsSuccessStatusCode && Stopwatch.GetElapsedTime(lastProgress) >= progressEvery)
-                    {
-                        await NoteProgressAsync(http, limits, grant,
-                            ProviderCost.Compute(ForwardProxy.Estimate(reader.Usage, inspected, reader.OutputCharacters), price));
-                        lastProgress = Stopwatch.GetTimestamp();
-                    }
-                }
-                reader.Finish();
-                if (answer is not null) await http.Response.Body.WriteAsync(answer.Finish(), http.RequestAborted);
-            }
-            finally
-            {
-                // Usage the provider reported is what it charges; without it (a stream cut short) the hold stands as the charge.
-                if (response.IsSuccessStatusCode)
-                    await limits.EndAsync(grant, reader.Usage is { } usage ? ProviderCost.Compute(usage, price) : grant.HeldAmount,
-                        estimated: reader.Usage is null);
-            }
-        }
+            await RelayAsync(http, response, grant, upstream, shape == RequestShapes.Anthropic ? ApiFormat.AnthropicMessages : ApiFormat.OpenAiChat,
+                translation, inspected, price, limits);
         return null;
     }
+
+    private static readonly Dictionary<string, string> NoMetadata = [];
+
+    /// <summary>
+    /// Passes the provider's answer on while reading its usage, by /v1/forward's rules (docs/gateway.md): a read that
+    /// waits longer than the provider's timeout cuts the answer; an answer cut (by that, the provider or the client
+    /// leaving) is billed the estimate of what was relayed; the charge is captured before the client has the end of the
+    /// answer (in an event stream as the provider's final count passes by, else by holding the last chunk back), so a
+    /// crash after the client has it never bills less than the provider's count. An error answer is released first.
+    /// </summary>
+    private static async Task RelayAsync(HttpContext http, HttpResponseMessage response, SpendKeyGrant grant, Uri upstream, ApiFormat format,
+        ChatTranslation? translation, InspectedRequest inspected, ModelPrice price, SpendKeyLimits limits)
+    {
+        var forward = http.RequestServices.GetRequiredService<ForwardOptions>();
+        var ct = http.RequestAborted;
+        var succeeded = response.IsSuccessStatusCode;
+        // Ended: captured or released; nothing of the call is left to write.
+        var ended = false;
+        if (!succeeded)
+        {
+            await limits.EndAsync(grant, null, estimated: false);
+            ended = true;
+        }
+        http.Response.StatusCode = (int)response.StatusCode;
+        ForwardHeaders.CopyResponse(response, http.Response);
+        http.Features.Get<IHttpResponseBodyFeature>()?.DisableBuffering();
+        var eventStream = string.Equals(response.Content.Headers.ContentType?.MediaType, "text/event-stream", StringComparison.OrdinalIgnoreCase);
+        // The usage is read from the provider's own bytes; only what the caller receives is translated.
+        var answer = translation?.Answer((int)response.StatusCode, eventStream, DateTimeOffset.UtcNow);
+        if (answer is not null)
+        {
+            http.Response.ContentLength = null;
+            http.Response.ContentType = answer.ContentType;
+        }
+        // The call as /v1/forward's billing sees it: a gateway call at the provider's cost, whose estimate is shared.
+        var call = new ForwardCall(new Caller(grant.MerchantId, grant.SpendKeyId, KeyScopes.Full), new ForwardToken("", null, null, null, false),
+            ForwardMode.Gateway, grant.ChargeId, upstream, format, price.Model, price, NoMetadata);
+        var reader = new UsageReader(format, eventStream);
+        var stallLimit = forward.TimeoutFor(upstream.IdnHost);
+        var cut = false;
+        var lastProgress = Stopwatch.GetTimestamp();
+        var buffer = ArrayPool<byte>.Shared.Rent(CopyBufferBytes);
+        // A translated body is held whole by its translator instead, and written once the charge is.
+        var held = succeeded && !eventStream && answer is null ? ArrayPool<byte>.Shared.Rent(CopyBufferBytes) : null;
+        var heldLength = 0;
+        try
+        {
+            try
+            {
+                await using var stream = await response.Content.ReadAsStreamAsync(ct);
+                while (true)
+                {
+                    int read;
+                    using (var stall = CancellationTokenSource.CreateLinkedTokenSource(ct))
+                    {
+                        stall.CancelAfter(stallLimit);
+                        read = await stream.ReadAsync(buffer, stall.Token);
+                    }
+                    if (read == 0) break;
+                    if (!ended)
+                    {
+                        reader.Feed(buffer.AsSpan(0, read));
+                        if (eventStream && reader.Complete)
+                        {
+                            // The provider's final count: captured before the client sees the end of the answer.
+                            await CaptureAsync(limits, grant, ForwardProxy.Bounded(call, inspected, reader, cut: false));
+                            ended = true;
+                        }
+                        else if (eventStream && Stopwatch.GetElapsedTime(lastProgress) >= forward.ProgressInterval)
+                        {
+                            // The crash rule bills the last note, so a long stream notes what it has shown so far now and then.
+                            await NoteProgressAsync(http, limits, grant, ForwardProxy.Bounded(call, inspected, reader, cut: true).Usage.ProviderCost ?? 0);
+                            lastProgress = Stopwatch.GetTimestamp();
+                        }
+                    }
+                    if (answer is not null)
+                    {
+                        if (answer.Feed(buffer.AsSpan(0, read)) is { Length: > 0 } translated)
+                        {
+                            await http.Response.Body.WriteAsync(translated, ct);
+                            await http.Response.Body.FlushAsync(ct);
+                        }
+                    }
+                    else if (held is null)
+                    {
+                        await http.Response.Body.WriteAsync(buffer.AsMemory(0, read), ct);
+                        await http.Response.Body.FlushAsync(ct);
+                    }
+                    else
+                    {
+                        if (heldLength > 0) await http.Response.Body.WriteAsync(held.AsMemory(0, heldLength), ct);
+                        buffer.AsSpan(0, read).CopyTo(held);
+                        heldLength = read;
+                    }
+                }
+            }
+            catch (Exception e) when (e is OperationCanceledException or IOException or HttpRequestException)
+            {
+                // The client left, or the provider stalled or broke off. Either way the provider's answer ends here (the
+                // response is disposed), and the client must not take a cut body for a whole one.
+                cut = true;
+                http.Abort();
+            }
+            if (!ended)
+            {
+                if (!cut) reader.Finish();
+                await CaptureAsync(limits, grant, ForwardProxy.Bounded(call, inspected, reader, cut));
+                ended = true;
+            }
+            if (held is not null && heldLength > 0 && !cut) await ForwardProxy.WriteLastAsync(http, held.AsMemory(0, heldLength), ct);
+            if (answer is not null && !cut) await ForwardProxy.WriteLastAsync(http, answer.Finish(), ct);
+        }
+        finally
+        {
+            // Something unforeseen broke the relay: the call is billed what was relayed, and no hold stays reserved.
+            if (!ended) await CaptureAsync(limits, grant, ForwardProxy.Bounded(call, inspected, reader, cut: true));
+            ArrayPool<byte>.Shared.Return(buffer);
+            if (held is not null) ArrayPool<byte>.Shared.Return(held);
+        }
+    }
+
+    private const int CopyBufferBytes = 16 * 1024;
+
+    /// <summary>
+    /// The provider's count when it arrived whole, else the estimate of what was relayed (flagged); a count out of
+    /// range is never billed (the estimate is, with its anomaly).
+    /// </summary>
+    private static Task CaptureAsync(SpendKeyLimits limits, SpendKeyGrant grant, (BilledUsage Usage, string? Anomaly) billed) =>
+        limits.EndAsync(grant, billed.Usage.ProviderCost ?? 0, billed.Usage.Estimated, billed.Anomaly);
 
     private static async Task NoteProgressAsync(HttpContext http, SpendKeyLimits limits, SpendKeyGrant grant, decimal amount)
     {

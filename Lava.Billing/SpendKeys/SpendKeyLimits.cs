@@ -1,4 +1,3 @@
-using System.Collections.Concurrent;
 using System.Text.Json;
 using Dapper;
 using Lava.Billing.Infrastructure;
@@ -24,12 +23,27 @@ public sealed record SpendKeyGrant(string MerchantId, string SpendKeyId, string 
 /// that lock, so each sees the holds of those before it and no race lets more calls through than the limits allow.
 /// A capture posts the call's cost to the ledger in the same transaction that closes the hold (docs/spend-keys.md).
 /// </summary>
-public sealed class SpendKeyLimits(NpgsqlDataSource db, TimeProvider clock, ILogger<SpendKeyLimits> log)
+public sealed class SpendKeyLimits(NpgsqlDataSource db, TimeProvider clock, IConfiguration configuration, ILogger<SpendKeyLimits> log)
 {
-    /// <summary>Ends of calls kept in memory while the database cannot take them; past this, the caller sees the failure.</summary>
+    /// <summary>
+    /// Ends of calls kept in memory, in all, while the database cannot take them. Past it, or past a merchant's share,
+    /// new calls are refused before the provider (<see cref="HasRoomFor"/>); an end already due is always kept.
+    /// </summary>
     public const int MaxUnwritten = 100_000;
 
-    private readonly ConcurrentQueue<(SpendKeyGrant Grant, decimal? Amount, bool Estimated)> _unwritten = new();
+    /// <summary>One merchant's share of <see cref="MaxUnwritten"/> (<c>SpendKeys:MaxUnwrittenPerMerchant</c>, a tenth by default).</summary>
+    private readonly int _share = Math.Clamp(configuration.GetValue("SpendKeys:MaxUnwrittenPerMerchant", MaxUnwritten / 10), 1, MaxUnwritten);
+
+    private sealed record UnwrittenEnd(SpendKeyGrant Grant, decimal? Amount, bool Estimated, string? Anomaly);
+
+    // One queue per merchant, so one merchant's backlog neither takes the others' room nor stops their ends being
+    // written. Guarded by the lock, with the charges they hold (kept from the crash rule) and their total.
+    private readonly Lock _unwrittenLock = new();
+    private readonly Dictionary<string, Queue<UnwrittenEnd>> _unwritten = new(StringComparer.Ordinal);
+    private readonly HashSet<string> _unwrittenCharges = new(StringComparer.Ordinal);
+    private int _unwrittenCount;
+    // One writer at a time: two would write the same head and then each take one off, losing the second.
+    private readonly SemaphoreSlim _writing = new(1, 1);
 
     // The usage is read by a second statement on purpose: under READ COMMITTED a statement that waited for the row
     // lock still reads with the snapshot it took before waiting, so subqueries in the locking SELECT would miss the
@@ -124,22 +138,23 @@ public sealed class SpendKeyLimits(NpgsqlDataSource db, TimeProvider clock, ILog
 
     private const string Capture = """
         UPDATE spend_key_charges
-           SET status = 'captured', amount = @Amount, estimated = @Estimated, settled_at = @Now, due_at = NULL
+           SET status = 'captured', amount = @Amount, estimated = @Estimated, anomaly = @Anomaly, settled_at = @Now, due_at = NULL
          WHERE merchant_id = @MerchantId AND charge_id = @ChargeId AND status = 'held'
         RETURNING merchant_id, charge_id, spend_key_id, model, amount, estimated, anomaly, created_at
         """;
 
     /// <summary>
     /// The call's real cost replaces its hold, and is posted to the ledger in the same transaction. False when the
-    /// charge was already settled (released, or captured by the crash rule).
+    /// charge was already settled (released, or captured by the crash rule). <paramref name="anomaly"/>: why the amount
+    /// is not the provider's own count, when finance should know (a count out of range).
     /// </summary>
-    public async Task<bool> CaptureAsync(SpendKeyGrant grant, decimal amount, bool estimated, CancellationToken ct)
+    public async Task<bool> CaptureAsync(SpendKeyGrant grant, decimal amount, bool estimated, CancellationToken ct, string? anomaly = null)
     {
         await using var connection = await db.OpenConnectionAsync(ct);
         await using var tx = await connection.BeginTransactionAsync(ct);
         var captured = await connection.QuerySingleOrDefaultAsync<CapturedCharge>(new CommandDefinition(Capture, new
         {
-            grant.MerchantId, grant.ChargeId, Amount = Math.Clamp(amount, 0, Money.Max), Estimated = estimated,
+            grant.MerchantId, grant.ChargeId, Amount = Math.Clamp(amount, 0, Money.Max), Estimated = estimated, Anomaly = anomaly,
             Now = clock.GetUtcNow().UtcDateTime,
         }, tx, cancellationToken: ct));
         if (captured is null) return false;
@@ -164,43 +179,109 @@ public sealed class SpendKeyLimits(NpgsqlDataSource db, TimeProvider clock, ILog
 
     /// <summary>
     /// The end of a call: captured at <paramref name="amount"/> (and posted), or released when it is null. When the
-    /// database cannot take it now, it is kept in memory and written by the settle worker before it looks for crashed
-    /// calls, so a call whose release could not be written is released, not billed by the crash rule (docs/spend-keys.md).
+    /// database cannot take it now, it is kept in memory, whatever the backlog (the answer is already out), and written
+    /// by the settle worker before it looks for crashed calls, so a call whose release could not be written is released,
+    /// not billed by the crash rule (docs/spend-keys.md).
     /// </summary>
-    public async Task EndAsync(SpendKeyGrant grant, decimal? amount, bool estimated)
+    public async Task EndAsync(SpendKeyGrant grant, decimal? amount, bool estimated, string? anomaly = null)
     {
+        var end = new UnwrittenEnd(grant, amount, estimated, anomaly);
         try
         {
-            await WriteEndAsync(grant, amount, estimated, CancellationToken.None);
+            await WriteEndAsync(end, CancellationToken.None);
         }
-        catch (Exception e) when (_unwritten.Count < MaxUnwritten)
+        catch (Exception e)
         {
             log.LogWarning("Spend key charge {ChargeId} of merchant {MerchantId} could not be settled now ({Failure}); the settle worker will write it",
                 grant.ChargeId, grant.MerchantId, e.GetType().Name);
-            _unwritten.Enqueue((grant, amount, estimated));
+            lock (_unwrittenLock)
+            {
+                if (!_unwritten.TryGetValue(grant.MerchantId, out var queue)) _unwritten[grant.MerchantId] = queue = new Queue<UnwrittenEnd>();
+                queue.Enqueue(end);
+                _unwrittenCharges.Add(grant.ChargeId);
+                _unwrittenCount++;
+            }
         }
     }
 
-    private Task<bool> WriteEndAsync(SpendKeyGrant grant, decimal? amount, bool estimated, CancellationToken ct) =>
-        amount is { } a ? CaptureAsync(grant, a, estimated, ct) : ReleaseAsync(grant, ct);
+    /// <summary>
+    /// False when a new call of this merchant must wait: its share of the ends kept in memory is full, or all of them
+    /// are. Checked before the hold, so a refused call costs nothing; calls already running may still add theirs.
+    /// </summary>
+    public bool HasRoomFor(string merchantId)
+    {
+        lock (_unwrittenLock)
+            return _unwrittenCount < MaxUnwritten && (!_unwritten.TryGetValue(merchantId, out var queue) || queue.Count < _share);
+    }
 
-    /// <summary>Writes the ends kept in memory, oldest first; stops at the first the database still refuses.</summary>
+    private Task<bool> WriteEndAsync(UnwrittenEnd end, CancellationToken ct) =>
+        end.Amount is { } a ? CaptureAsync(end.Grant, a, end.Estimated, ct, end.Anomaly) : ReleaseAsync(end.Grant, ct);
+
+    /// <summary>
+    /// Writes the ends kept in memory, each merchant's oldest first. A merchant whose end the database refuses for a
+    /// reason of its own (an error that is not transient) waits for the next round while the others go on; any other
+    /// failure (the database is away or busy) stops the round and is thrown.
+    /// </summary>
     public async Task WriteUnwrittenAsync(CancellationToken ct)
     {
-        while (_unwritten.TryPeek(out var end))
+        await _writing.WaitAsync(ct);
+        try
         {
-            await WriteEndAsync(end.Grant, end.Amount, end.Estimated, ct);
-            _unwritten.TryDequeue(out _);
+            string[] merchants;
+            lock (_unwrittenLock) merchants = [.. _unwritten.Keys];
+            foreach (var merchantId in merchants)
+            {
+                while (NextUnwritten(merchantId) is { } end)
+                {
+                    try
+                    {
+                        await WriteEndAsync(end, ct);
+                    }
+                    catch (PostgresException e) when (!e.IsTransient)
+                    {
+                        log.LogWarning("Spend key charges of merchant {MerchantId} still cannot be settled ({SqlState}); {Count} wait for the next round",
+                            merchantId, e.SqlState, UnwrittenOf(merchantId));
+                        break;
+                    }
+                    lock (_unwrittenLock)
+                    {
+                        var queue = _unwritten[merchantId];
+                        queue.Dequeue();
+                        _unwrittenCharges.Remove(end.Grant.ChargeId);
+                        _unwrittenCount--;
+                        if (queue.Count == 0) _unwritten.Remove(merchantId);
+                    }
+                }
+            }
         }
+        finally
+        {
+            _writing.Release();
+        }
+    }
+
+    private UnwrittenEnd? NextUnwritten(string merchantId)
+    {
+        lock (_unwrittenLock)
+            return _unwritten.TryGetValue(merchantId, out var queue) ? queue.Peek() : null;
+    }
+
+    /// <summary>How many ends of this merchant are kept in memory, waiting for the database.</summary>
+    public int UnwrittenOf(string merchantId)
+    {
+        lock (_unwrittenLock)
+            return _unwritten.TryGetValue(merchantId, out var queue) ? queue.Count : 0;
     }
 
     public const string Recovered = "recovered_after_crash";
 
-    // Held charges past their deadline, across merchants: each is then settled in its own merchant's transaction.
+    // Held charges past their deadline, across merchants: each is then settled in its own merchant's transaction. The
+    // calls whose end this instance keeps in memory are not crashed: their end is written when the database takes it.
     private const string SelectDue = """
         SELECT merchant_id, charge_id
           FROM spend_key_charges
          WHERE status = 'held' AND due_at <= @Now
+           AND NOT (charge_id = ANY(@Unwritten))
          ORDER BY due_at
          LIMIT @Limit
         """;
@@ -222,8 +303,10 @@ public sealed class SpendKeyLimits(NpgsqlDataSource db, TimeProvider clock, ILog
     {
         var now = clock.GetUtcNow().UtcDateTime;
         await using var connection = await db.OpenConnectionAsync(ct);
+        string[] unwritten;
+        lock (_unwrittenLock) unwritten = [.. _unwrittenCharges];
         var due = (await connection.QueryAsync<(string MerchantId, string ChargeId)>(new CommandDefinition(SelectDue,
-            new { Now = now, Limit = limit }, cancellationToken: ct))).AsList();
+            new { Now = now, Limit = limit, Unwritten = unwritten }, cancellationToken: ct))).AsList();
         var settled = 0;
         foreach (var (merchantId, chargeId) in due)
         {
