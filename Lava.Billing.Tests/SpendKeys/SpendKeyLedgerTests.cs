@@ -194,7 +194,9 @@ public class SpendKeyLedgerTests(ClockedLavaApp app) : ClockedApiTest(app)
     }
 
     /// <summary>The database refuses the release of these charges, as it would a merchant's broken posting.</summary>
-    private async Task<IAsyncDisposable> RefuseReleaseAsync(params string[] chargeIds)
+    private Task<IAsyncDisposable> RefuseReleaseAsync(params string[] chargeIds) => RefuseAsync("released", chargeIds);
+
+    private async Task<IAsyncDisposable> RefuseAsync(string status, params string[] chargeIds)
     {
         var name = "refuse_" + chargeIds[0].ToLowerInvariant();
         var list = string.Join(", ", chargeIds.Select(c => $"'{c}'"));
@@ -202,7 +204,7 @@ public class SpendKeyLedgerTests(ClockedLavaApp app) : ClockedApiTest(app)
             await admin.ExecuteAsync($"""
                 CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
                 BEGIN
-                    IF NEW.charge_id IN ({list}) AND NEW.status = 'released' THEN RAISE EXCEPTION 'injected fault'; END IF;
+                    IF NEW.charge_id IN ({list}) AND NEW.status = '{status}' THEN RAISE EXCEPTION 'injected fault'; END IF;
                     RETURN NEW;
                 END $$;
                 CREATE TRIGGER {name} BEFORE UPDATE ON spend_key_charges FOR EACH ROW EXECUTE FUNCTION {name}();
@@ -276,6 +278,29 @@ public class SpendKeyLedgerTests(ClockedLavaApp app) : ClockedApiTest(app)
         await settler.RoundAsync(CancellationToken.None);
         Assert.Equal("released", await StatusAsync(a.MerchantId, stuck.ChargeId));
         Assert.Empty(await EntriesAsync(a.MerchantId, stuck.ChargeId));
+    }
+
+    [Fact]
+    public async Task ACrashedCallWhoseCaptureItsRowsRefuseHoldsUpNoOtherMerchantsCrashedCalls()
+    {
+        var (a, _, keyA) = await KeyAsync(new { name = "refused" });
+        var (b, _, keyB) = await KeyAsync(new { name = "next" });
+        var refused = await GrantAsync(keyA, 5m, estimate: 0.2m);
+        var next = await GrantAsync(keyB, 5m, estimate: 0.3m);
+        App.Clock.Advance(Lease + TimeSpan.FromSeconds(1));
+        await using (await RefuseAsync("captured", refused.ChargeId))
+        {
+            // Merchant A's charge is due first and its capture fails; merchant B's is settled in the same round.
+            await Limits.SettleCrashedAsync(100, CancellationToken.None);
+            Assert.Equal("held", await StatusAsync(a.MerchantId, refused.ChargeId));
+            Assert.Equal("captured", await StatusAsync(b.MerchantId, next.ChargeId));
+            Assert.Equal([(next.SpendKeyId + ":spend_key", 0.3m), ("provider_payable", -0.3m)], await EntriesAsync(b.MerchantId, next.ChargeId));
+        }
+
+        await Limits.SettleCrashedAsync(100, CancellationToken.None);
+        Assert.Equal("captured", await StatusAsync(a.MerchantId, refused.ChargeId));
+        Assert.Equal([(refused.SpendKeyId + ":spend_key", 0.2m), ("provider_payable", -0.2m)], await EntriesAsync(a.MerchantId, refused.ChargeId));
+        await AssertLedgerVerifiesAsync(a);
     }
 
     private Task<string> StatusAsync(string merchantId, string chargeId) =>

@@ -1,3 +1,4 @@
+using System.Data;
 using System.Text.Json;
 using Dapper;
 using Lava.Billing.Infrastructure;
@@ -310,13 +311,24 @@ public sealed class SpendKeyLimits(NpgsqlDataSource db, TimeProvider clock, ICon
         var settled = 0;
         foreach (var (merchantId, chargeId) in due)
         {
-            await using var tx = await connection.BeginTransactionAsync(ct);
-            var captured = await connection.QuerySingleOrDefaultAsync<CapturedCharge>(new CommandDefinition(CaptureCrashed,
-                new { MerchantId = merchantId, ChargeId = chargeId, Anomaly = Recovered, Now = now }, tx, cancellationToken: ct));
-            // Null when the call itself (or another instance) settled it meanwhile.
-            if (captured is not null) await PostAsync(connection, tx, captured, ct);
-            await tx.CommitAsync(ct);
-            if (captured is not null) settled++;
+            try
+            {
+                await using var tx = await connection.BeginTransactionAsync(ct);
+                var captured = await connection.QuerySingleOrDefaultAsync<CapturedCharge>(new CommandDefinition(CaptureCrashed,
+                    new { MerchantId = merchantId, ChargeId = chargeId, Anomaly = Recovered, Now = now }, tx, cancellationToken: ct));
+                // Null when the call itself (or another instance) settled it meanwhile.
+                if (captured is not null) await PostAsync(connection, tx, captured, ct);
+                await tx.CommitAsync(ct);
+                if (captured is not null) settled++;
+            }
+            catch (Exception e) when (e is not OperationCanceledException && e is not NpgsqlException { IsTransient: true }
+                                      && connection.State == ConnectionState.Open)
+            {
+                // This charge's own failure (its rows refuse it, whatever the exception): it stays held and is tried again
+                // next round, while the other merchants' charges are settled now. A database that is away ends the round.
+                log.LogWarning("Spend key charge {ChargeId} of merchant {MerchantId} cut by a crash could not be settled ({Failure}); trying again next round",
+                    chargeId, merchantId, e is PostgresException p ? p.SqlState : e.GetType().Name);
+            }
         }
         return settled;
     }
