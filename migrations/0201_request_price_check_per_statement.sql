@@ -16,19 +16,44 @@
 
 ALTER TABLE requests DROP CONSTRAINT requests_merchant_id_meter_id_price_version_fkey;
 
-CREATE FUNCTION requests_check_price() RETURNS trigger LANGUAGE plpgsql AS $$
+-- The check joins the request's other reference checks (0120), in the function their statement triggers already run:
+-- a statement of one report pays one more query, as it paid one key query, and no second trigger.
+CREATE OR REPLACE FUNCTION requests_check_references() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
+    bad    record;
     named  bigint;
     locked bigint;
-    bad    record;
 BEGIN
-    SELECT count(*) INTO named
-      FROM (SELECT DISTINCT merchant_id, meter_id, price_version FROM changed) i;
-    -- Held until the posting commits or rolls back: a delete of the price waits for it (see above).
-    SELECT count(*) INTO locked
-      FROM (SELECT 1 FROM meter_prices p
-             WHERE (p.merchant_id, p.meter_id, p.version) IN (SELECT merchant_id, meter_id, price_version FROM changed)
-               FOR KEY SHARE OF p) l;
+    SELECT i.merchant_id, i.request_id, i.customer_id INTO bad
+      FROM changed i
+     WHERE i.customer_id IS NOT NULL
+       AND NOT EXISTS (SELECT 1 FROM customers c WHERE c.merchant_id = i.merchant_id AND c.customer_id = i.customer_id)
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'request % of merchant % names customer %, which does not exist',
+            bad.request_id, bad.merchant_id, bad.customer_id
+            USING ERRCODE = 'foreign_key_violation';
+    END IF;
+
+    SELECT i.merchant_id, i.request_id, i.transaction_id INTO bad
+      FROM changed i
+     WHERE NOT EXISTS (SELECT 1 FROM ledger_transactions t
+                        WHERE t.merchant_id = i.merchant_id AND t.transaction_id = i.transaction_id)
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'request % of merchant % names ledger transaction %, which does not exist',
+            bad.request_id, bad.merchant_id, bad.transaction_id
+            USING ERRCODE = 'foreign_key_violation';
+    END IF;
+
+    -- Each distinct price the statement names, locked FOR KEY SHARE until the posting commits or rolls back (a delete
+    -- of the price waits for it, see above), and counted: one it could not lock does not exist.
+    SELECT (SELECT count(*) FROM (SELECT DISTINCT merchant_id, meter_id, price_version FROM changed) i),
+           (SELECT count(*)
+              FROM (SELECT 1 FROM meter_prices p
+                     WHERE (p.merchant_id, p.meter_id, p.version) IN (SELECT merchant_id, meter_id, price_version FROM changed)
+                       FOR KEY SHARE OF p) l)
+      INTO named, locked;
     IF locked < named THEN
         SELECT i.merchant_id, i.request_id, i.meter_id, i.price_version INTO bad
           FROM changed i
@@ -41,11 +66,6 @@ BEGIN
     END IF;
     RETURN NULL;
 END $$;
-
-CREATE TRIGGER requests_price_checked AFTER INSERT ON requests
-    REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION requests_check_price();
-CREATE TRIGGER requests_price_checked_on_update AFTER UPDATE ON requests
-    REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION requests_check_price();
 
 CREATE FUNCTION meter_prices_refuse_delete_if_named() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
