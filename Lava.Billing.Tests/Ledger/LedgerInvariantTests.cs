@@ -89,6 +89,89 @@ public class LedgerInvariantTests(LavaApp app) : ApiTest(app)
         Assert.Equal(1, await c.ExecuteAsync(string.Format(copyOfR, "customer_id", "transaction_id"), args));
     }
 
+    /// <summary>Request r again as <paramref name="requestId"/>, naming another meter price.</summary>
+    private const string CopyOfRNamingPrice = """
+        INSERT INTO requests (merchant_id, request_id, fingerprint, mode, customer_id, meter_id, price_version, input_tokens,
+                              output_tokens, input_characters, output_characters, input_seconds, output_seconds, cost,
+                              charge_amount, metadata, occurred_at, created_at, transaction_id, status_code, response, hold_id)
+        SELECT merchant_id, @requestId, fingerprint, mode, customer_id, @meter, @version, input_tokens, output_tokens,
+               input_characters, output_characters, input_seconds, output_seconds, cost, charge_amount, metadata,
+               occurred_at, created_at, transaction_id, status_code, response, hold_id
+          FROM requests WHERE merchant_id = @m AND request_id = 'r'
+        """;
+
+    [Fact]
+    public async Task ARequestNamingAPriceThatDoesNotExistIsRefusedAndANamedPriceIsNeverDeletedNorChanged()
+    {
+        var (merchant, _) = await ArrangeWithOneReportAsync();
+        var meter = await App.QueryAsync<string>("SELECT meter_id FROM requests WHERE merchant_id = @m AND request_id = 'r'", new { m = merchant });
+        var args = new { m = merchant, meter };
+
+        var unknownVersion = await RefusedAsync(CopyOfRNamingPrice, new { m = merchant, requestId = "r2", meter, version = 99 });
+        Assert.Equal(PostgresErrorCodes.ForeignKeyViolation, unknownVersion.SqlState);
+        Assert.Contains("version 99", unknownVersion.MessageText);
+        var named = await RefusedAsync("DELETE FROM meter_prices WHERE merchant_id = @m AND meter_id = @meter", args);
+        Assert.Equal(PostgresErrorCodes.ForeignKeyViolation, named.SqlState);
+        Assert.Contains("named by requests", named.MessageText);
+        Assert.Equal(PostgresErrorCodes.ForeignKeyViolation,
+            (await RefusedAsync("DELETE FROM meters WHERE merchant_id = @m AND meter_id = @meter", args)).SqlState);
+        Assert.Contains("never changed", (await RefusedAsync("UPDATE meter_prices SET version = 7 WHERE merchant_id = @m AND meter_id = @meter", args)).MessageText);
+        Assert.Contains("never changed", (await RefusedAsync("TRUNCATE meter_prices CASCADE")).MessageText);
+        // Only under READ COMMITTED does the delete's check see a request committed while it waited; elsewhere it is refused.
+        var unused = await App.MeterAsync(merchant, "unused", "fixed", "requests", (0, 1));
+        var repeatable = await RefusedAsync("""
+            BEGIN ISOLATION LEVEL REPEATABLE READ;
+            DELETE FROM meters WHERE merchant_id = @m AND meter_id = @meter;
+            COMMIT;
+            """, new { m = merchant, meter = unused });
+        Assert.Contains("only under READ COMMITTED", repeatable.MessageText);
+
+        await using var c = new NpgsqlConnection(App.ConnectionString);
+        Assert.Equal(1, await c.ExecuteAsync(CopyOfRNamingPrice, new { m = merchant, requestId = "r2", meter, version = 1 }));
+        Assert.Equal(1, await c.ExecuteAsync("DELETE FROM meters WHERE merchant_id = @m AND meter_id = @meter", new { m = merchant, meter = unused }));
+    }
+
+    [Fact]
+    public async Task ADeleteOfAPriceAndAPostingNamingItOrderOnTheLockAndTheSecondIsRefused()
+    {
+        var (merchant, _) = await ArrangeWithOneReportAsync();
+        await using var posting = new NpgsqlConnection(App.ConnectionString);
+        await using var deleting = new NpgsqlConnection(App.ConnectionString);
+        await posting.OpenAsync();
+        await deleting.OpenAsync();
+        const string deleteMeter = "DELETE FROM meters WHERE merchant_id = @m AND meter_id = @meter";
+
+        // The posting first: the delete of the never-used meter waits for it, then finds the request and is refused.
+        var first = await App.MeterAsync(merchant, "first", "fixed", "requests", (0, 1));
+        await using (var tx = await posting.BeginTransactionAsync())
+        {
+            await posting.ExecuteAsync(CopyOfRNamingPrice, new { m = merchant, requestId = "r2", meter = first, version = 1 }, tx);
+            var delete = deleting.ExecuteAsync(deleteMeter, new { m = merchant, meter = first });
+            await Task.Delay(300);
+            Assert.False(delete.IsCompleted);
+            await tx.CommitAsync();
+            var refused = await Assert.ThrowsAsync<PostgresException>(() => delete);
+            Assert.Equal(PostgresErrorCodes.ForeignKeyViolation, refused.SqlState);
+        }
+
+        // The delete first: the posting waits for it, then finds the price gone and is refused.
+        var second = await App.MeterAsync(merchant, "second", "fixed", "requests", (0, 1));
+        await using (var tx = await deleting.BeginTransactionAsync())
+        {
+            Assert.Equal(1, await deleting.ExecuteAsync(deleteMeter, new { m = merchant, meter = second }, tx));
+            var post = posting.ExecuteAsync(CopyOfRNamingPrice, new { m = merchant, requestId = "r3", meter = second, version = 1 });
+            await Task.Delay(300);
+            Assert.False(post.IsCompleted);
+            await tx.CommitAsync();
+            var refused = await Assert.ThrowsAsync<PostgresException>(() => post);
+            Assert.Equal(PostgresErrorCodes.ForeignKeyViolation, refused.SqlState);
+        }
+
+        Assert.Equal("first", await App.QueryAsync<string>(
+            "SELECT string_agg(meter_slug, ',') FROM meters WHERE merchant_id = @m AND meter_slug IN ('first', 'second')", new { m = merchant }));
+        Assert.Equal(0L, await App.QueryAsync<long>("SELECT count(*) FROM requests WHERE merchant_id = @m AND request_id = 'r3'", new { m = merchant }));
+    }
+
     [Fact]
     public async Task AnUnbalancedTransactionIsRefused()
     {

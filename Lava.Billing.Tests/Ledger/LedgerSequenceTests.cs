@@ -147,6 +147,63 @@ public class LedgerSequenceTests(LavaApp app) : ApiTest(app)
     }
 
     [Fact]
+    public async Task PostingStatementsRacingSequencerRunsGetEveryCommittedEntryNumberedOnceAndNothingRolledBack()
+    {
+        var m = await App.NewMerchantAsync();
+        var sequencer = App.Services.GetRequiredService<LedgerSequencer>();
+        var rolledBack = new System.Collections.Concurrent.ConcurrentBag<long>();
+        var committed = new System.Collections.Concurrent.ConcurrentBag<long>();
+
+        // 12 writers, 8 postings each: a statement of 1 to 40 balanced transactions, every third one rolled back, each
+        // held open a moment so commits interleave with the sequencer runs and land out of entry_id order.
+        var writers = Enumerable.Range(0, 12).Select(w => Task.Run(async () =>
+        {
+            await using var c = new NpgsqlConnection(App.ConnectionString);
+            await c.OpenAsync();
+            for (var i = 0; i < 8; i++)
+            {
+                var transactions = Enumerable.Range(0, 1 + (w * 7 + i * 13) % 40).Select(_ => Ids.New("txn")).ToArray();
+                await using var tx = await c.BeginTransactionAsync();
+                await c.ExecuteAsync("""
+                    INSERT INTO ledger_transactions (merchant_id, transaction_id, kind, reference, effective_at)
+                    SELECT @m, t, 'manual', t, now() FROM unnest(@transactions) t
+                    """, new { m = m.MerchantId, transactions }, tx);
+                var ids = (await c.QueryAsync<long>("""
+                    INSERT INTO entries (merchant_id, transaction_id, account_id, currency, amount)
+                    SELECT @m, t, a.account_id, 'USD', a.sign FROM unnest(@transactions) t,
+                           (VALUES ('provider_cost', 1), ('provider_payable', -1)) a(account_id, sign)
+                    RETURNING entry_id
+                    """, new { m = m.MerchantId, transactions }, tx)).AsList();
+                await Task.Delay((w + i) % 4 * 5);
+                if ((w + i) % 3 == 0)
+                {
+                    await tx.RollbackAsync();
+                    foreach (var id in ids) rolledBack.Add(id);
+                }
+                else
+                {
+                    await tx.CommitAsync();
+                    foreach (var id in ids) committed.Add(id);
+                }
+            }
+        })).ToList();
+        var sequencers = Enumerable.Range(0, 4).Select(s => Task.Run(async () =>
+        {
+            while (writers.Any(w => !w.IsCompleted)) await sequencer.RunOnceAsync(s == 0 ? null : m.MerchantId, CancellationToken.None);
+        })).ToList();
+        await Task.WhenAll(writers.Concat(sequencers));
+        await sequencer.RunOnceAsync(m.MerchantId, CancellationToken.None);
+
+        var numbered = await QueryListAsync<(long Seq, long EntryId)>(
+            "SELECT seq, entry_id FROM entry_sequence WHERE merchant_id = @m ORDER BY seq", m.MerchantId);
+        Assert.NotEmpty(rolledBack);
+        Assert.Equal(Enumerable.Range(1, committed.Count).Select(i => (long)i), numbered.Select(n => n.Seq));
+        Assert.Equal(committed.Order(), numbered.Select(n => n.EntryId).Order());
+        Assert.Equal(committed.Order(), await EntryIdsAsync(m.MerchantId));
+        Assert.Equal(0L, await App.QueryAsync<long>("SELECT count(*) FROM entry_unsequenced WHERE merchant_id = @m", new { m = m.MerchantId }));
+    }
+
+    [Fact]
     public async Task TheBackgroundSequencerNumbersEntriesThatNobodyReads()
     {
         var m = await App.NewMerchantAsync();

@@ -122,7 +122,8 @@ public class LedgerVerifyTests(LavaApp app) : ApiTest(app)
         await CorruptAsync("""
             INSERT INTO ledger_transactions (merchant_id, transaction_id, kind, reference, effective_at) VALUES (@m, @t, 'usage', 'ghost', now());
             INSERT INTO entries (merchant_id, transaction_id, account_id, currency, amount) VALUES (@m, @t, 'provider_cost', 'USD', 1);
-            INSERT INTO entry_unsequenced (merchant_id, entry_id) SELECT @m, max(entry_id) FROM entries WHERE merchant_id = @m;
+            INSERT INTO entry_unsequenced (merchant_id, first_entry_id, entry_count, entry_ids)
+            SELECT @m, max(entry_id), 1, ARRAY[max(entry_id)] FROM entries WHERE merchant_id = @m;
             DELETE FROM entry_sequence WHERE merchant_id = @m AND seq = 2;
             UPDATE requests SET transaction_id = (SELECT transaction_id FROM requests WHERE merchant_id = @m AND request_id = 'a')
              WHERE merchant_id = @m AND request_id = 'b';
@@ -140,6 +141,38 @@ public class LedgerVerifyTests(LavaApp app) : ApiTest(app)
         Assert.Equal(["b", "b", "ghost"], unpriced);
         Assert.Contains(Problems(report, "charges_posted"), p => (string)p["request_id"]! == "c");
         Assert.Empty(Problems(report, "cached_balances"));
+    }
+
+    [Fact]
+    public async Task VerificationFindsTheEntriesOfAPostingStatementWhoseQueueRowWasLost()
+    {
+        var (m, _) = await ArrangeAsync();
+        var t = Ids.New("txn");
+        await using var c = new NpgsqlConnection(App.ConnectionString);
+        await c.OpenAsync();
+        await using var tx = await c.BeginTransactionAsync();
+        await c.ExecuteAsync("""
+            INSERT INTO ledger_transactions (merchant_id, transaction_id, kind, reference, effective_at) VALUES (@m, @t, 'manual', @t, now())
+            """, new { m = m.MerchantId, t }, tx);
+        var posted = (await c.QueryAsync<long>("""
+            INSERT INTO entries (merchant_id, transaction_id, account_id, currency, amount)
+            VALUES (@m, @t, 'provider_cost', 'USD', 1), (@m, @t, 'provider_payable', 'USD', -1)
+            RETURNING entry_id
+            """, new { m = m.MerchantId, t }, tx)).Order().ToList();
+        // The statement's queue row, gone before it was ever visible: its entries commit, but nothing will number them.
+        var lost = await c.ExecuteAsync("DELETE FROM entry_unsequenced WHERE merchant_id = @m AND entry_ids && @posted",
+            new { m = m.MerchantId, posted = posted.ToArray() }, tx);
+        await tx.CommitAsync();
+        Assert.Equal(1, lost);
+
+        var report = (await m.Client.GetJsonAsync("/v1/ledger/verify")).Body!;
+
+        Assert.False((bool)report["ok"]!);
+        var unsequenced = Problems(report, "entries_sequenced");
+        Assert.Equal([t, t], unsequenced.Select(p => (string)p["transaction_id"]!));
+        Assert.Equal(posted.Select(id => $"entry {id} is neither numbered nor queued for numbering"),
+            unsequenced.Select(p => (string)p["detail"]!).Order());
+        Assert.All(report["problems"]!.AsArray(), p => Assert.Equal("entries_sequenced", (string)p!["check"]!));
     }
 
     private static string SolutionRoot()

@@ -13,7 +13,11 @@ namespace Lava.Billing.Ledger;
 public sealed class LedgerSequencer(NpgsqlDataSource db, TimeProvider clock, IConfiguration configuration, ILogger<LedgerSequencer> log)
     : BackgroundService
 {
-    /// <summary>Entries numbered per transaction: bounds how long the merchant's sequencer lock is held.</summary>
+    /// <summary>
+    /// Entries numbered per transaction: bounds how long the merchant's sequencer lock is held. A transaction takes
+    /// queue rows (one per posting statement, at most this many entries each) in order until they hold this many
+    /// entries, and always at least one row, so a batch numbers fewer than twice this many.
+    /// </summary>
     public const int BatchSize = 10_000;
 
     // The one query not filtered by merchant: it finds which merchants have work (on Citus, a query on every shard).
@@ -27,22 +31,29 @@ public sealed class LedgerSequencer(NpgsqlDataSource db, TimeProvider clock, ICo
         """;
 
     // A statement after the lock, so its snapshot sees the previous batch's commit: max(seq) is the true last number.
-    // Taking and numbering happen in one transaction, so a batch is all numbered or not at all: no gap.
+    // Taking and numbering happen in one transaction, so a batch is all numbered or not at all: no gap. A queue row is
+    // taken while the rows before it hold fewer than @BatchSize entries; the first row always is.
     private const string NumberBatch = """
-        WITH taken AS (
+        WITH picked AS (
+            SELECT first_entry_id
+              FROM (SELECT first_entry_id,
+                           sum(entry_count) OVER (ORDER BY first_entry_id) - entry_count AS entries_before
+                      FROM (SELECT first_entry_id, entry_count FROM entry_unsequenced
+                             WHERE merchant_id = @MerchantId
+                             ORDER BY first_entry_id
+                             LIMIT @BatchSize) q) w
+             WHERE entries_before < @BatchSize
+        ), taken AS (
             DELETE FROM entry_unsequenced u
              WHERE u.merchant_id = @MerchantId
-               AND u.entry_id IN (SELECT entry_id FROM entry_unsequenced
-                                   WHERE merchant_id = @MerchantId
-                                   ORDER BY entry_id
-                                   LIMIT @BatchSize)
-            RETURNING u.entry_id
+               AND u.first_entry_id IN (SELECT first_entry_id FROM picked)
+            RETURNING u.entry_ids
         ), last AS (
             SELECT coalesce(max(seq), 0) AS seq FROM entry_sequence WHERE merchant_id = @MerchantId
         )
         INSERT INTO entry_sequence (merchant_id, seq, entry_id)
-        SELECT @MerchantId, last.seq + row_number() OVER (ORDER BY taken.entry_id), taken.entry_id
-          FROM taken CROSS JOIN last
+        SELECT @MerchantId, last.seq + row_number() OVER (ORDER BY e.entry_id), e.entry_id
+          FROM taken CROSS JOIN LATERAL unnest(taken.entry_ids) AS e(entry_id) CROSS JOIN last
         """;
 
     /// <summary>Numbers every entry committed so far, for one merchant or (null) all of them; returns how many.</summary>
@@ -66,7 +77,7 @@ public sealed class LedgerSequencer(NpgsqlDataSource db, TimeProvider clock, ICo
             {
                 batch = await NumberBatchAsync(merchant, ct);
                 numbered += batch;
-            } while (batch == BatchSize);
+            } while (batch >= BatchSize);
         }
         return numbered;
     }

@@ -51,13 +51,15 @@ public sealed class LedgerVerifier(NpgsqlDataSource db, LedgerSequencer sequence
          LIMIT @Max
         """;
 
-    // Committed entries are numbered or queued for numbering; one that is neither would never reach an export.
+    // Committed entries are numbered or queued for numbering (named by a queue row of their posting statement); one that
+    // is neither would never reach an export.
     private const string SelectUnsequencedEntries = """
         SELECT e.entry_id, e.transaction_id
           FROM entries e
          WHERE e.merchant_id = @MerchantId
            AND NOT EXISTS (SELECT 1 FROM entry_sequence s WHERE s.merchant_id = e.merchant_id AND s.entry_id = e.entry_id)
-           AND NOT EXISTS (SELECT 1 FROM entry_unsequenced u WHERE u.merchant_id = e.merchant_id AND u.entry_id = e.entry_id)
+           AND e.entry_id NOT IN (SELECT q.entry_id FROM entry_unsequenced u CROSS JOIN LATERAL unnest(u.entry_ids) AS q(entry_id)
+                                   WHERE u.merchant_id = @MerchantId AND q.entry_id IS NOT NULL)
          ORDER BY e.entry_id
          LIMIT @Max
         """;
