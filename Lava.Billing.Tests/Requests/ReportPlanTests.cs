@@ -13,7 +13,7 @@ namespace Lava.Billing.Tests.Requests;
 /// <summary>
 /// Every statement of the posting transaction finds its rows by key, for one report and for a batch of 1,000, on tables
 /// with statistics: no scan of a whole table or index, no hash or merge join, nothing materialised. EXPLAIN runs the
-/// statements exactly as <see cref="ReportPoster"/> sends them (<see cref="LockedReads"/>, <see cref="ReportWriter"/>), after its plan settings. Without those settings
+/// statements exactly as <see cref="ReportPoster"/> sends them (<see cref="LockedReads"/>, <see cref="ReportWriter"/>), after its settings (<see cref="LockedReads.Settings"/>). Without the plan settings
 /// PostgreSQL plans the batch's lookups as hash joins over whole tables (this test then fails), whose cost grows with the
 /// ledger rather than with the batch.
 /// </summary>
@@ -67,7 +67,8 @@ public class ReportPlanTests(LavaApp app) : ApiTest(app)
         var db = App.Services.GetRequiredService<NpgsqlDataSource>();
         await using var connection = await db.OpenConnectionAsync();
         await using var tx = await connection.BeginTransactionAsync();
-        foreach (var setting in LockedReads.PlanSettings) await connection.ExecuteAsync(setting, transaction: tx);
+        await using (var settings = new NpgsqlBatch(connection, tx) { BatchCommands = { LockedReads.SettingsCommand(1_000) } })
+            await settings.ExecuteNonQueryAsync();
         var statements = LockedReads.All.Select(r => (r.Name, r.Command(prepared)))
             .Append(("write", ReportWriter.Command(writes)));
         var wholeReads = new List<string>();

@@ -167,20 +167,31 @@ public static class LockedReads
     // read per transaction for a batch on a ledger of 1,200 customers (ReportPlanTests, run without these settings).
     // With scans and hash/merge joins off, what is left is nested loops of index lookups, which cost what the batch
     // touches, not what the ledger holds: single reports at 64 connections 2,096 -> 3,334/s, batches of 1,000 3,942 ->
-    // 5,019 reports/s (scripts/bench.sh, two short runs). SET LOCAL: this transaction only (and the triggers it fires).
-    // Plans stay custom (made at each execution): a generic plan is made once per connection, and on a fresh database,
-    // where every table looks empty, the replay read's plan went through requests_by_occurred_at (every request of the
-    // merchant per lookup) until autovacuum analysed the table. Materialize off: before a column is analysed, PostgreSQL
+    // 5,019 reports/s (scripts/bench.sh, two short runs). Materialize off: before a column is analysed, PostgreSQL
     // guesses `deleted_at IS NULL` true for 0.5% of rows, and read the merchant's every customer into a materialised list
-    // scanned once per report (ReportPlanUnanalysedTests).
-    public static readonly IReadOnlyList<string> PlanSettings =
+    // scanned once per report (ReportPlanUnanalysedTests). Local to the transaction (and the triggers it fires).
+    // Plans stay custom (made at each execution): a generic plan is made once per statement and connection, and for
+    // arrays it guesses at 10 keys it reads a table that looks small whole (every index entry, keys filtered after)
+    // rather than look 10 keys up; on a young database, where requests, holds and usage totals are empty when the plan
+    // is made, such a plan is kept while the table grows, until the next ANALYZE (bench/notes.md, "Single reports").
+    public static readonly IReadOnlyList<(string Name, string Value)> PlanSettings =
     [
-        "SET LOCAL enable_seqscan = off",
-        "SET LOCAL enable_hashjoin = off",
-        "SET LOCAL enable_mergejoin = off",
-        "SET LOCAL enable_bitmapscan = off",
-        "SET LOCAL enable_material = off",
+        ("enable_seqscan", "off"),
+        ("enable_hashjoin", "off"),
+        ("enable_mergejoin", "off"),
+        ("enable_bitmapscan", "off"),
+        ("enable_material", "off"),
     ];
+
+    /// <summary>
+    /// The transaction's settings in one statement (one row, to be stepped over) rather than one SET each: the lock
+    /// timeout (its one parameter, in milliseconds) and <see cref="PlanSettings"/>.
+    /// </summary>
+    public static readonly string Settings = "SELECT set_config('lock_timeout', $1::int || 'ms', true), " +
+        string.Join(", ", PlanSettings.Select(s => $"set_config('{s.Name}', '{s.Value}', true)"));
+
+    public static NpgsqlBatchCommand SettingsCommand(int lockTimeoutMs) =>
+        new(Settings) { Parameters = { new NpgsqlParameter { Value = lockTimeoutMs, NpgsqlDbType = NpgsqlDbType.Integer } } };
 
     // The usage lock and the usage read take the same keys: one per report with a meter, by when its usage occurred.
     private static NpgsqlParameter[] UsageKeys(IReadOnlyList<PreparedReport> reports)

@@ -118,11 +118,11 @@ public sealed class ReportPoster(NpgsqlDataSource db, MeterPriceCache meters, Ti
             await using (var lockStep = new NpgsqlBatch(connection))
             {
                 lockStep.BatchCommands.Add(new NpgsqlBatchCommand("BEGIN"));
-                lockStep.BatchCommands.Add(new NpgsqlBatchCommand($"SET LOCAL lock_timeout = '{wait.TimeoutMs}ms'"));
-                foreach (var setting in LockedReads.PlanSettings) lockStep.BatchCommands.Add(new NpgsqlBatchCommand(setting));
+                lockStep.BatchCommands.Add(LockedReads.SettingsCommand(wait.TimeoutMs));
                 foreach (var read in LockedReads.All) lockStep.BatchCommands.Add(read.Command(reports));
                 await using var reader = await lockStep.ExecuteReaderAsync(ct);
-                // Statements without rows (BEGIN, SET, the usage lock) have no result to step over.
+                // The settings' one row; statements without rows (BEGIN, the usage lock) have no result to step over.
+                await reader.NextResultAsync(ct);
                 foreach (var read in LockedReads.All)
                 {
                     if (read.Row is not { } row) continue;
