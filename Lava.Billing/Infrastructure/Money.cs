@@ -21,6 +21,10 @@ public static class Money
 
     public static string? Format(decimal? amount) => amount is { } a ? Format(a) : null;
 
+    /// <summary><see cref="Format(decimal)"/> as UTF-8 into <paramref name="utf8"/>, without a string (exports).</summary>
+    public static bool TryFormat(decimal amount, Span<byte> utf8, out int written) =>
+        decimal.Round(amount, Scale, MidpointRounding.AwayFromZero).TryFormat(utf8, out written, "F10", CultureInfo.InvariantCulture);
+
     /// <summary>Parses a plain decimal string (no exponent, no thousands separators).</summary>
     public static bool TryParse(string? text, out decimal amount)
     {
