@@ -1,0 +1,139 @@
+using Dapper;
+using Lava.Billing.Tests.Infrastructure;
+using Lava.Billing.Webhooks;
+using Microsoft.Extensions.DependencyInjection;
+using Npgsql;
+
+namespace Lava.Billing.Tests.Webhooks;
+
+/// <summary>Deliveries written straight into the outbox, already fanned out and due: a backlog without thousands of API calls.</summary>
+internal static class Backlog
+{
+    /// <summary>
+    /// <paramref name="count"/> due deliveries to the endpoint, one customer each (so none waits in another's line), the
+    /// oldest due <paramref name="dueAgo"/> ago; returns their ids. The table is analysed after, as autovacuum would
+    /// soon analyse a table that grew this much: planned from the statistics of the emptied test table, the claim would
+    /// read the backlog in sequential scans.
+    /// </summary>
+    public static async Task<List<string>> AddAsync(LavaApp app, string merchantId, string webhookId, int count, TimeSpan dueAgo)
+    {
+        await using var c = new NpgsqlConnection(app.ConnectionString);
+        var ids = (await c.QueryAsync<string>("""
+            WITH events AS (
+                INSERT INTO webhook_events (merchant_id, customer_id, type, payload, fanned_out_at)
+                SELECT @MerchantId, 'cus_backlog_' || g, 'customer.created', '{"event":"customer.created","data":{}}', now()
+                  FROM generate_series(1, @Count) g
+                RETURNING merchant_id, event_seq, customer_id
+            )
+            INSERT INTO webhook_deliveries (merchant_id, delivery_id, webhook_id, event_seq, order_key, status, next_attempt_at)
+            SELECT merchant_id, 'dlv_backlog_' || event_seq, @WebhookId, event_seq, customer_id, 'pending',
+                   now() - @DueAgo + (row_number() OVER (ORDER BY event_seq)) * interval '1 ms'
+              FROM events
+            RETURNING delivery_id
+            """, new { MerchantId = merchantId, WebhookId = webhookId, Count = count, DueAgo = dueAgo })).AsList();
+        await c.ExecuteAsync("ANALYZE webhook_deliveries");
+        return ids;
+    }
+}
+
+/// <summary>The claim takes turns across endpoints: one endpoint's backlog does not hide another's due deliveries.</summary>
+public class WebhookClaimFairnessTests(UndispatchedWebhookApp app) : IClassFixture<UndispatchedWebhookApp>, IAsyncLifetime
+{
+    private static readonly TimeSpan Lease = TimeSpan.FromMinutes(1);
+
+    public Task InitializeAsync() => app.ResetAsync();
+
+    public Task DisposeAsync() => Task.CompletedTask;
+
+    private WebhookDeliveryStore Store => app.Services.GetRequiredService<WebhookDeliveryStore>();
+
+    private Task<long> LeasedAsync(string merchantId) => app.QueryAsync<long>(
+        "SELECT count(*) FROM webhook_deliveries WHERE merchant_id = @m AND status = 'pending' AND lease_until >= now()", new { m = merchantId });
+
+    [Fact]
+    public async Task AnotherMerchantsDeliveryIsClaimedInTheNextRoundBehindThousandsOfOneEndpointsDueDeliveries()
+    {
+        var a = await app.NewMerchantAsync("backlogged");
+        var b = await app.NewMerchantAsync("quiet");
+        var (aHook, _) = await WebhookDeliveryTests.CreateWebhookAsync(a, "http://127.0.0.1:9/a");
+        var (bHook, _) = await WebhookDeliveryTests.CreateWebhookAsync(b, "http://127.0.0.1:9/b");
+        await Backlog.AddAsync(app, a.MerchantId, aHook, 3000, TimeSpan.FromHours(1));
+
+        // One instance claims: A's endpoint gets its four, and they stay in flight (a slow receiver).
+        var first = await Store.ClaimAsync(64, 4, [], Lease, CancellationToken.None);
+        Assert.Equal(4, first.Count);
+        Assert.All(first, d => Assert.Equal(aHook, d.WebhookId));
+
+        // Then B's event comes due, newer than all of A's. The next round, on another instance (which knows nothing of
+        // the first one's slots), takes it, and nothing more of A's.
+        var bDelivery = (await Backlog.AddAsync(app, b.MerchantId, bHook, 1, TimeSpan.Zero)).Single();
+        var next = await Store.ClaimAsync(64, 4, [], Lease, CancellationToken.None);
+        Assert.Equal([bDelivery], next.Select(d => d.DeliveryId));
+        Assert.Equal(4L, await LeasedAsync(a.MerchantId));
+    }
+
+    [Fact]
+    public async Task ARoundGivesEveryEndpointWithDueDeliveriesItsFirstBeforeAnyEndpointItsSecond()
+    {
+        var merchants = new List<(string MerchantId, string WebhookId)>();
+        for (var i = 0; i < 3; i++)
+        {
+            var m = await app.NewMerchantAsync($"merchant {i}");
+            var (hook, _) = await WebhookDeliveryTests.CreateWebhookAsync(m, $"http://127.0.0.1:9/{i}");
+            // The first merchant's deliveries are the oldest and the most.
+            await Backlog.AddAsync(app, m.MerchantId, hook, i == 0 ? 500 : 3, TimeSpan.FromMinutes(10 - i));
+            merchants.Add((m.MerchantId, hook));
+        }
+
+        var claimed = await Store.ClaimAsync(3, 4, [], Lease, CancellationToken.None);
+        Assert.Equal(merchants.Select(m => m.WebhookId).Order(), claimed.Select(d => d.WebhookId).Order());
+
+        // With room for all, each endpoint gets up to its limit and no more.
+        var rest = await Store.ClaimAsync(64, 4, [], Lease, CancellationToken.None);
+        Assert.Equal([3, 2, 2], merchants.Select(m => rest.Count(d => d.WebhookId == m.WebhookId)));
+        foreach (var (merchantId, _) in merchants) Assert.True(await LeasedAsync(merchantId) <= 4);
+    }
+}
+
+/// <summary>The same through the dispatcher: a failing endpoint's backlog of thousands does not delay another merchant.</summary>
+public class WebhookBacklogDispatchTests(WebhookApp app) : IClassFixture<WebhookApp>, IAsyncLifetime
+{
+    private readonly WebhookReceiver _failing = new();
+    private readonly WebhookReceiver _healthy = new();
+
+    public Task InitializeAsync() => app.ResetAsync();
+
+    public async Task DisposeAsync()
+    {
+        await _failing.DisposeAsync();
+        await _healthy.DisposeAsync();
+    }
+
+    [Fact]
+    public async Task AMerchantsDeliveryGoesOutAtOnceWhileAnotherMerchantsEndpointFailsThousandsOfDueDeliveries()
+    {
+        var a = await app.NewMerchantAsync("failing");
+        var b = await app.NewMerchantAsync("healthy");
+        var inFlight = 0;
+        var most = 0;
+        _failing.Answer = async (context, _, _) =>
+        {
+            var now = Interlocked.Increment(ref inFlight);
+            lock (_failing) most = Math.Max(most, now);
+            await Task.Delay(20);
+            Interlocked.Decrement(ref inFlight);
+            context.Response.StatusCode = 500;
+        };
+        var (aHook, _) = await WebhookDeliveryTests.CreateWebhookAsync(a, _failing.Url);
+        await WebhookDeliveryTests.CreateWebhookAsync(b, _healthy.Url);
+        await Backlog.AddAsync(app, a.MerchantId, aHook, 3000, TimeSpan.FromHours(1));
+        await _failing.WaitForAsync(r => r.Count >= 20);
+
+        var started = DateTimeOffset.UtcNow;
+        await b.Client.PostJsonAsync("/v1/customers", new { name = "Grace Hopper" });
+        var got = (await _healthy.WaitForAsync(r => r.Count >= 1, timeoutMs: 10_000)).Single();
+        Assert.Equal("customer.created", got.Event);
+        Assert.True(got.At - started < TimeSpan.FromSeconds(3), $"took {(got.At - started).TotalMilliseconds} ms");
+        Assert.True(most <= 4, $"{most} deliveries were in flight to the failing endpoint at once");
+    }
+}
