@@ -17,7 +17,7 @@ public class WebhookApp : LavaApp
         ("Webhooks:RetryScheduleSeconds:2", "0.2"),
         ("Webhooks:RetryScheduleSeconds:3", "0.2"),
         ("Webhooks:RetryScheduleSeconds:4", "0.2"),
-        ("Webhooks:HoldExpirySweepMs", "100"),
+        ("Holds:ExpirySweepMs", "100"),
     ];
 
     protected override void ConfigureTestServices(IWebHostBuilder builder)

@@ -43,6 +43,10 @@ public static class Startup
         services.AddHostedService<Subscriptions.CycleWorker>();
         services.AddSingleton<Credits.CreditStore>();
         services.AddSingleton<Credits.OpenHoldsGauge>();
+        services.AddOptions<Credits.HoldOptions>().BindConfiguration("Holds")
+            .Validate(o => o.ExpirySweepMs > 0, "Holds: the expiry sweep's interval must be positive").ValidateOnStart();
+        services.AddSingleton(sp => sp.GetRequiredService<Microsoft.Extensions.Options.IOptions<Credits.HoldOptions>>().Value);
+        services.AddHostedService<Credits.HoldExpirySweep>();
         services.ConfigureOpenTelemetryMeterProvider(m => m.AddInstrumentation(sp => sp.GetRequiredService<Credits.OpenHoldsGauge>()));
         services.AddSingleton(sp => sp.GetRequiredService<IConfiguration>().GetSection("Billing").Get<Requests.Posting.BillingOptions>() ?? new Requests.Posting.BillingOptions());
         services.AddForward();

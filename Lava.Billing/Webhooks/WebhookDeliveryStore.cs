@@ -108,39 +108,61 @@ public sealed class WebhookDeliveryStore(NpgsqlDataSource db)
 
     private const string LockClaims = "SELECT pg_advisory_xact_lock(@Key)";
 
-    // Due, not leased, endpoint enabled, and first in its line: nothing earlier for the same endpoint and customer is
-    // still pending (delivered or given up both free the line). An endpoint gets no more than @PerEndpoint deliveries
-    // under an unexpired lease, whichever instance holds them; a lease that lapsed (its instance died) frees its slot.
+    // Fair across endpoints, so one endpoint's backlog never hides another's due deliveries: the claim walks the
+    // endpoints that have pending deliveries (a skip scan: one index probe per endpoint, however long its backlog),
+    // gives each enabled one room for @PerEndpoint less its unexpired leases (whichever instance holds them; a lease that
+    // lapsed, its instance dead, frees its slot), and takes that many of its oldest deliveries that are due, not leased,
+    // and first in their line (nothing earlier for the same endpoint and customer is still pending; delivered or given
+    // up both free the line: a probe of the line's index per row read, which a NOT EXISTS would let the planner turn
+    // into a join that reads the endpoint's whole backlog for each row). Of those, @Take are leased in turns: every endpoint's first before any endpoint's second,
+    // the endpoint whose oldest delivery has waited longest first.
     private const string Claim = """
-        WITH due AS (
-            SELECT d.merchant_id, d.delivery_id, d.webhook_id, d.next_attempt_at
-              FROM webhook_deliveries d
-              JOIN webhooks w ON w.merchant_id = d.merchant_id AND w.webhook_id = d.webhook_id
-             WHERE d.status = 'pending'
-               AND d.next_attempt_at <= now()
-               AND (d.lease_until IS NULL OR d.lease_until < now())
-               AND w.disabled_at IS NULL AND w.deleted_at IS NULL
-               AND d.webhook_id <> ALL(@Busy)
-               AND NOT EXISTS (
-                   SELECT 1 FROM webhook_deliveries p
-                    WHERE p.merchant_id = d.merchant_id AND p.webhook_id = d.webhook_id AND p.order_key = d.order_key
-                      AND p.status = 'pending' AND p.event_seq < d.event_seq)
-             ORDER BY d.next_attempt_at
-             LIMIT @Scan
-        ), leased AS (
-            SELECT l.merchant_id, l.webhook_id, count(*) AS in_flight
-              FROM webhook_deliveries l
-             WHERE (l.merchant_id, l.webhook_id) IN (SELECT merchant_id, webhook_id FROM due)
-               AND l.status = 'pending' AND l.lease_until >= now()
-             GROUP BY l.merchant_id, l.webhook_id
+        WITH RECURSIVE endpoints AS (
+            (SELECT d.merchant_id, d.webhook_id
+               FROM webhook_deliveries d
+              WHERE d.status = 'pending'
+              ORDER BY d.merchant_id, d.webhook_id
+              LIMIT 1)
+            UNION ALL
+            SELECT following.merchant_id, following.webhook_id
+              FROM endpoints e
+             CROSS JOIN LATERAL (
+                   SELECT d.merchant_id, d.webhook_id
+                     FROM webhook_deliveries d
+                    WHERE d.status = 'pending' AND (d.merchant_id, d.webhook_id) > (e.merchant_id, e.webhook_id)
+                    ORDER BY d.merchant_id, d.webhook_id
+                    LIMIT 1) following
+        ), open AS (
+            SELECT e.merchant_id, e.webhook_id,
+                   @PerEndpoint - (SELECT count(*) FROM webhook_deliveries l
+                                    WHERE l.merchant_id = e.merchant_id AND l.webhook_id = e.webhook_id
+                                      AND l.status = 'pending' AND l.lease_until >= now()) AS room
+              FROM endpoints e
+              JOIN webhooks w ON w.merchant_id = e.merchant_id AND w.webhook_id = e.webhook_id
+             WHERE w.disabled_at IS NULL AND w.deleted_at IS NULL
+               AND e.webhook_id <> ALL(@Busy)
+        ), due AS (
+            SELECT c.merchant_id, c.delivery_id,
+                   row_number() OVER (PARTITION BY c.merchant_id, c.webhook_id ORDER BY c.next_attempt_at, c.delivery_id) AS place,
+                   min(c.next_attempt_at) OVER (PARTITION BY c.merchant_id, c.webhook_id) AS oldest
+              FROM open o
+             CROSS JOIN LATERAL (
+                   SELECT d.merchant_id, d.webhook_id, d.delivery_id, d.next_attempt_at
+                     FROM webhook_deliveries d
+                    WHERE d.merchant_id = o.merchant_id AND d.webhook_id = o.webhook_id
+                      AND d.status = 'pending'
+                      AND d.next_attempt_at <= now()
+                      AND (d.lease_until IS NULL OR d.lease_until < now())
+                      AND d.event_seq = (
+                          SELECT min(p.event_seq) FROM webhook_deliveries p
+                           WHERE p.merchant_id = d.merchant_id AND p.webhook_id = d.webhook_id AND p.order_key = d.order_key
+                             AND p.status = 'pending')
+                    ORDER BY d.next_attempt_at, d.delivery_id
+                    LIMIT greatest(o.room, 0)) c
         ), picked AS (
-            SELECT r.merchant_id, r.delivery_id
-              FROM (SELECT due.*, row_number() OVER (PARTITION BY due.merchant_id, due.webhook_id
-                                                     ORDER BY due.next_attempt_at, due.delivery_id) AS place
-                      FROM due) r
-              LEFT JOIN leased USING (merchant_id, webhook_id)
-             WHERE r.place <= @PerEndpoint - coalesce(leased.in_flight, 0)
-             ORDER BY r.next_attempt_at
+            SELECT merchant_id, delivery_id
+              FROM due
+             ORDER BY place, oldest, delivery_id
              LIMIT @Take
         )
         UPDATE webhook_deliveries d
@@ -155,16 +177,15 @@ public sealed class WebhookDeliveryStore(NpgsqlDataSource db)
 
     /// <summary>
     /// Leases up to <paramref name="take"/> due deliveries, at most <paramref name="perEndpoint"/> in flight per endpoint
-    /// across every instance; <paramref name="busyWebhookIds"/> are endpoints this instance has no room for.
+    /// across every instance, in turns across endpoints; <paramref name="busyWebhookIds"/> are endpoints this instance has no room for.
     /// </summary>
     public async Task<List<ClaimedDelivery>> ClaimAsync(int take, int perEndpoint, string[] busyWebhookIds, TimeSpan lease, CancellationToken ct)
     {
         await using var connection = await db.OpenConnectionAsync(ct);
         await using var tx = await connection.BeginTransactionAsync(ct);
         await connection.ExecuteAsync(new CommandDefinition(LockClaims, new { Key = ClaimLockKey }, tx, cancellationToken: ct));
-        // Scans past the endpoints that are full, so one busy endpoint's backlog does not hide another's due deliveries.
         var rows = await connection.QueryAsync<ClaimedDelivery>(new CommandDefinition(Claim,
-            new { Take = take, Scan = take * 4, PerEndpoint = perEndpoint, Busy = busyWebhookIds, Lease = lease }, tx, cancellationToken: ct));
+            new { Take = take, PerEndpoint = perEndpoint, Busy = busyWebhookIds, Lease = lease }, tx, cancellationToken: ct));
         await tx.CommitAsync(ct);
         return rows.AsList();
     }

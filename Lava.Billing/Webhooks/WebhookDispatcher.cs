@@ -12,7 +12,7 @@ namespace Lava.Billing.Webhooks;
 /// (the claim counts the endpoint's live leases), so a slow merchant uses a few of the slots and never holds back another's.
 /// </summary>
 public sealed class WebhookDispatcher(
-    WebhookDeliveryStore deliveries, HoldExpirySweep holdExpiry, WebhookSender sender, WebhookSecrets secrets, WebhookOptions options,
+    WebhookDeliveryStore deliveries, WebhookSender sender, WebhookSecrets secrets, WebhookOptions options,
     TimeProvider clock, ILogger<WebhookDispatcher> log) : BackgroundService
 {
     private readonly ConcurrentDictionary<string, int> _inFlight = new();
@@ -24,17 +24,10 @@ public sealed class WebhookDispatcher(
         if (!options.Dispatch) return;
         var poll = TimeSpan.FromMilliseconds(options.PollIntervalMs);
         var outage = new OutageLog(log, clock, "Webhook dispatch");
-        var nextSweep = DateTimeOffset.MinValue;
         while (!stoppingToken.IsCancellationRequested)
         {
             try
             {
-                // Real time, not the injected clock: holds expire by the database's clock, which the sweep reads.
-                if (DateTimeOffset.UtcNow >= nextSweep)
-                {
-                    while (await holdExpiry.NoteExpiredAsync(options.FanOutBatch, stoppingToken) == options.FanOutBatch) { }
-                    nextSweep = DateTimeOffset.UtcNow.AddMilliseconds(options.HoldExpirySweepMs);
-                }
                 while (await deliveries.FanOutAsync(options.FanOutBatch, WebhookPayloads.RenderAsync, stoppingToken) == options.FanOutBatch) { }
                 await ClaimAndStartAsync(stoppingToken);
                 outage.Succeeded();

@@ -37,9 +37,6 @@ public sealed class WebhookOptions
 
     public int PollIntervalMs { get; set; } = 500;
 
-    /// <summary>How often an instance notes holds that expired unreleased (the hold.expired event).</summary>
-    public int HoldExpirySweepMs { get; set; } = 5_000;
-
     /// <summary>Events fanned out to endpoints per round.</summary>
     public int FanOutBatch { get; set; } = 500;
 
