@@ -3,6 +3,7 @@ using Dapper;
 using Lava.Billing.Finance;
 using Lava.Billing.Infrastructure;
 using Lava.Billing.Infrastructure.Database;
+using Lava.Billing.Requests.Posting;
 
 namespace Lava.Billing.Ledger;
 
@@ -48,12 +49,13 @@ public sealed class LedgerReadStore(ReadDataSource db)
     }
 
     private sealed record TransactionRow(string TransactionId, string Kind, string Reference, string? CustomerId, string? MeterId,
-        int? PriceVersion, DateTime EffectiveAt, DateTime CreatedAt, string Lineage);
+        int? PriceVersion, DateTime EffectiveAt, DateTime CreatedAt, string Lineage, string? LineageCompact);
 
     private sealed record TransactionEntryRow(long? Seq, long EntryId, string AccountId, string AccountType, string Currency, decimal Amount);
 
     private const string SelectTransaction = """
-        SELECT transaction_id, kind, reference, customer_id, meter_id, price_version, effective_at, created_at, lineage::text AS lineage
+        SELECT transaction_id, kind, reference, customer_id, meter_id, price_version, effective_at, created_at, lineage::text AS lineage,
+               lineage_compact
           FROM ledger_transactions
          WHERE merchant_id = @MerchantId AND transaction_id = @TransactionId;
 
@@ -75,7 +77,9 @@ public sealed class LedgerReadStore(ReadDataSource db)
             .Select(e => new LedgerTransactionEntry(e.Seq, e.EntryId, e.AccountId, e.AccountType, e.Currency, Money.Format(e.Amount)))
             .ToList();
         if (t is null) return null;
-        using var lineage = JsonDocument.Parse(t.Lineage);
+        using var lineage = JsonDocument.Parse(t.LineageCompact is { } compact
+            ? StoredReport.FullLineage(t.Reference, t.MeterId!, t.PriceVersion!.Value, compact)
+            : t.Lineage);
         return new LedgerTransactionResponse(t.TransactionId, t.Kind, t.Reference, t.CustomerId, t.MeterId, t.PriceVersion,
             t.EffectiveAt, t.CreatedAt, lineage.RootElement.Clone(), entries);
     }

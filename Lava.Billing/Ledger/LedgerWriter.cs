@@ -23,6 +23,8 @@ public static class LedgerWriter
         public string? MeterId { get; init; }
         public int? PriceVersion { get; init; }
         public DateTimeOffset? CreatedAt { get; init; }
+        /// <summary>A usage transaction's lineage, stored compactly (the lineage JSON then stays empty; docs/ledger.md).</summary>
+        public string? CompactLineage { get; init; }
     }
 
     /// <summary>A transaction of one merchant, as the set-based statements take it.</summary>
@@ -39,6 +41,7 @@ public static class LedgerWriter
         Column<Row>.Text("meter_id", r => r.Transaction.MeterId),
         Column<Row>.Integer("price_version", r => r.Transaction.PriceVersion),
         Column<Row>.Jsonb("lineage", r => r.Transaction.LineageJson),
+        Column<Row>.Text("lineage_compact", r => r.Transaction.CompactLineage),
         Column<Row>.TimestampTz("effective_at", r => r.Transaction.EffectiveAt),
         Column<Row>.TimestampTz("created_at", r => r.Transaction.CreatedAt, orElse: "now()"));
 

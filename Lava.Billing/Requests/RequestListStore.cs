@@ -1,4 +1,5 @@
 using Dapper;
+using Lava.Billing.Requests.Posting;
 using Npgsql;
 
 namespace Lava.Billing.Requests;
@@ -10,15 +11,16 @@ public sealed class RequestListStore(NpgsqlDataSource db)
 
     public sealed record Row(long Seq, string Response);
 
-    private const string SelectPage = """
-        SELECT seq, response
-          FROM requests
-         WHERE merchant_id = @MerchantId
-           AND seq < @Before
-           AND (@CustomerId::text IS NULL OR customer_id = @CustomerId)
-           AND (@MeterId::text IS NULL OR meter_id = @MeterId)
-           AND (@MetadataJson::jsonb IS NULL OR metadata @> @MetadataJson::jsonb)
-         ORDER BY seq DESC
+    private const string SelectPage = $"""
+        SELECT r.seq, {StoredReport.ResponseSql} AS response
+          FROM requests r
+          {StoredReport.JoinTransaction}
+         WHERE r.merchant_id = @MerchantId
+           AND r.seq < @Before
+           AND (@CustomerId::text IS NULL OR r.customer_id = @CustomerId)
+           AND (@MeterId::text IS NULL OR r.meter_id = @MeterId)
+           AND (@MetadataJson::jsonb IS NULL OR r.metadata @> @MetadataJson::jsonb)
+         ORDER BY r.seq DESC
          LIMIT @Take
         """;
 
@@ -29,6 +31,6 @@ public sealed class RequestListStore(NpgsqlDataSource db)
         {
             MerchantId = merchantId, Before = before, filter.CustomerId, filter.MeterId, filter.MetadataJson, Take = take,
         }, cancellationToken: ct));
-        return rows.AsList();
+        return rows.Select(r => r with { Response = StoredReport.Body(r.Response) }).ToList();
     }
 }

@@ -1,3 +1,4 @@
+using Lava.Billing.Requests.Posting;
 using Npgsql;
 
 namespace Lava.Billing.Requests;
@@ -7,8 +8,11 @@ public sealed class RequestStore(NpgsqlDataSource db)
 {
     public sealed record Stored(int StatusCode, string Response);
 
-    private const string SelectOne = """
-        SELECT status_code, response FROM requests WHERE merchant_id = $1 AND request_id = $2
+    private const string SelectOne = $"""
+        SELECT r.status_code, {StoredReport.ResponseSql}
+          FROM requests r
+          {StoredReport.JoinTransaction}
+         WHERE r.merchant_id = $1 AND r.request_id = $2
         """;
 
     public async Task<Stored?> FindAsync(string merchantId, string requestId, CancellationToken ct)
@@ -18,6 +22,6 @@ public sealed class RequestStore(NpgsqlDataSource db)
         command.Parameters.Add(new NpgsqlParameter { Value = merchantId });
         command.Parameters.Add(new NpgsqlParameter { Value = requestId });
         await using var reader = await command.ExecuteReaderAsync(ct);
-        return await reader.ReadAsync(ct) ? new Stored(reader.GetInt16(0), reader.GetString(1)) : null;
+        return await reader.ReadAsync(ct) ? new Stored(reader.GetInt16(0), StoredReport.Body(reader.GetString(1))) : null;
     }
 }

@@ -80,10 +80,11 @@ public static class LockedReads
            FOR UPDATE OF h
         """;
 
-    private const string SelectExisting = """
-        SELECT r.merchant_id, r.request_id, r.fingerprint, r.status_code, r.response
+    private const string SelectExisting = $"""
+        SELECT r.merchant_id, r.request_id, r.fingerprint, r.status_code, {StoredReport.ResponseSql}
           FROM requests r
           JOIN unnest($1::text[], $2::text[]) AS k(merchant_id, request_id) ON r.merchant_id = k.merchant_id AND r.request_id = k.request_id
+          {StoredReport.JoinTransaction}
         """;
 
     // Laterals: a left join to the bundle (keyed by a column of the nullable subscription side) was planned as one read of
@@ -145,7 +146,7 @@ public static class LockedReads
         new("read replays", SelectExisting,
             reports => Pairs(reports.Select(p => (p.MerchantId, p.RequestId))),
             (r, s) => s.Existing[(r.GetString(0), r.GetString(1))] =
-                new LockedState.Stored(r.GetFieldValue<byte[]>(2), r.GetInt16(3), r.GetString(4))),
+                new LockedState.Stored(r.GetFieldValue<byte[]>(2), r.GetInt16(3), StoredReport.Body(r.GetString(4)))),
         new("read customers", SelectCustomers,
             reports => Pairs(Customers(reports)),
             (r, s) => s.Customers[(r.GetString(0), r.GetString(1))] = new LockedState.BillingContext(

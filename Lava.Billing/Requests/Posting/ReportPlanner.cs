@@ -127,10 +127,10 @@ public sealed class ReportPlanner
         var response = ReportResponses.Of(p, meter, charge, transactionId, balance);
         var responseJson = JsonSerializer.Serialize(response, LavaJson.Options);
         _writes.Transactions.Add(new(p.MerchantId, new LedgerWriter.Transaction(transactionId, LedgerKinds.Usage, requestId, customerId,
-            p.OccurredAt, postings, ReportResponses.Lineage(response, meter, charge)) { MeterId = meter.MeterId, PriceVersion = meter.Version, CreatedAt = p.Now }));
+            p.OccurredAt, postings) { MeterId = meter.MeterId, PriceVersion = meter.Version, CreatedAt = p.Now, CompactLineage = StoredReport.Lineage(p, meter.Price, charge) }));
         _writes.Requests.Add(new(p.MerchantId, requestId, p.Fingerprint, p.Mode, customerId, meter.MeterId, meter.Version, p.Usage,
             body.Cost, charge.Amount, JsonSerializer.Serialize(response.Metadata), p.OccurredAt, p.Now,
-            transactionId, StatusCodes.Status201Created, responseJson, body.HoldId));
+            transactionId, StatusCodes.Status201Created, StoredReport.Response(response), body.HoldId));
         if (body.HoldId is { } captured)
         {
             _writes.Holds.Add(new(p.MerchantId, captured, charge.Amount, requestId, p.Now));

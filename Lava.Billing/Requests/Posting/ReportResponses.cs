@@ -1,4 +1,6 @@
+using System.Text;
 using System.Text.Json;
+using System.Text.Json.Nodes;
 using Lava.Billing.Infrastructure;
 using Lava.Billing.Infrastructure.Http;
 using Lava.Billing.Pricing;
@@ -6,31 +8,44 @@ using MeterPrice = Lava.Billing.Meters.MeterPrice;
 
 namespace Lava.Billing.Requests.Posting;
 
-/// <summary>The stored response of a posted report and the lineage its ledger transaction carries (docs/ledger.md, "Lineage").</summary>
+/// <summary>
+/// The response of a posted report and the lineage its ledger transaction carries (docs/ledger.md, "Lineage"). Both are
+/// built here from the same parts whether the report is being posted or read back from what it stored
+/// (<see cref="StoredReport"/>), so a replay and a read answer exactly what the first call answered.
+/// </summary>
 public static class ReportResponses
 {
     public static RestRequest Of(PreparedReport p, MeterPrice meter, Charge charge, string transactionId, CustomerBalance? balance)
     {
         var body = p.Body;
-        var source = body.Source ?? ReportSource.Reported;
-        return new RestRequest(
-            p.RequestId, "completed", body.Customer, meter.MeterId, source.Provider, source.ProviderKeyType, source.Model, source.Endpoint,
-            ModelUsageOf(p.Usage, body.Cost), Money.Format(body.Cost ?? 0), ChargeOf(meter.Price, charge),
-            body.Metadata ?? new Dictionary<string, string>(), p.OccurredAt, p.Now,
+        return Build(p.RequestId, body.Customer, meter.MeterId, body.Source ?? ReportSource.Reported, p.Usage, body.Cost,
+            meter.Price.RateType, meter.Price.TierType, charge, body.Metadata ?? new Dictionary<string, string>(), p.OccurredAt, p.Now,
             p.Mode, meter.Version, transactionId, balance, body.HoldId);
     }
 
-    public static string Lineage(RestRequest r, MeterPrice meter, Charge charge) => JsonSerializer.Serialize(new
+    public static RestRequest Build(string requestId, string? customerId, string meterId, ReportSource source, Usage usage, decimal? cost,
+        RateType rateType, TierType tierType, Charge charge, IReadOnlyDictionary<string, string> metadata, DateTimeOffset occurredAt,
+        DateTimeOffset createdAt, string mode, int priceVersion, string transactionId, CustomerBalance? balance, string? holdId) =>
+        new(requestId, "completed", customerId, meterId, source.Provider, source.ProviderKeyType, source.Model, source.Endpoint,
+            ModelUsageOf(usage, cost), Money.Format(cost ?? 0), ChargeOf(rateType, tierType, charge), metadata, occurredAt, createdAt,
+            mode, priceVersion, transactionId, balance, holdId);
+
+    /// <summary>
+    /// The lineage as a usage transaction recorded it in full before it was stored compactly, with its members in the
+    /// order jsonb keeps them, so it reads back exactly as a transaction posted before then reads.
+    /// </summary>
+    public static string Lineage(string requestId, string mode, string meterId, int priceVersion, Usage usage, decimal? cost,
+        RateType rateType, TierType tierType, Charge charge) => JsonbOrder(JsonSerializer.SerializeToNode(new
     {
-        request_id = r.RequestId,
-        mode = r.Mode,
-        meter_id = meter.MeterId,
-        price_version = meter.Version,
-        quantities = r.ModelUsage,
-        provider_cost = r.Cost,
-        charge = r.Charge,
+        request_id = requestId,
+        mode,
+        meter_id = meterId,
+        price_version = priceVersion,
+        quantities = ModelUsageOf(usage, cost),
+        provider_cost = Money.Format(cost ?? 0),
+        charge = ChargeOf(rateType, tierType, charge),
         charge_exact = charge.Amount,
-    }, LavaJson.Options);
+    }, LavaJson.Options))!.ToJsonString();
 
     private static ModelUsage ModelUsageOf(Usage u, decimal? cost) => new(
         u.InputTokens, u.OutputTokens, u.InputTokens + u.OutputTokens,
@@ -39,15 +54,28 @@ public static class ReportResponses
         // A report carries one provider cost; its split between input and output is not known.
         Money.Format(0m), Money.Format(0m), Money.Format(cost ?? 0));
 
-    private static RequestCharge ChargeOf(Pricing.MeterPrice price, Charge charge)
+    private static RequestCharge ChargeOf(RateType rateType, TierType tierType, Charge charge)
     {
-        var type = PriceCalculator.TierTypeName(price.TierType);
+        var type = PriceCalculator.TierTypeName(tierType);
         var lines = charge.Lines.Select(l => new BreakdownLine(
             new BreakdownTier(l.TierStart, Money.Format(l.Rate), type),
-            Tokens: price.TierType == TierType.Tokens1M ? l.Quantity : 0,
-            Characters: price.TierType == TierType.Characters1M ? l.Quantity : 0,
-            Seconds: price.TierType == TierType.Minutes ? l.Quantity : 0,
+            Tokens: tierType == TierType.Tokens1M ? l.Quantity : 0,
+            Characters: tierType == TierType.Characters1M ? l.Quantity : 0,
+            Seconds: tierType == TierType.Minutes ? l.Quantity : 0,
             Cost: Money.Format(l.Amount))).ToList();
-        return new RequestCharge(Money.Format(charge.Amount), PriceCalculator.RateTypeName(price.RateType), lines);
+        return new RequestCharge(Money.Format(charge.Amount), PriceCalculator.RateTypeName(rateType), lines);
     }
+
+    // jsonb keeps an object's keys shortest first, then by their UTF-8 bytes; the ledger read writes a lineage read
+    // from jsonb in that order.
+    private static JsonNode? JsonbOrder(JsonNode? node) => node switch
+    {
+        JsonObject o => new JsonObject(o.Select(p => p.Key)
+            .OrderBy(k => Encoding.UTF8.GetByteCount(k))
+            .ThenBy(k => Encoding.UTF8.GetBytes(k), Comparer<byte[]>.Create((a, b) => a.AsSpan().SequenceCompareTo(b)))
+            .Select(k => KeyValuePair.Create(k, JsonbOrder(o[k]?.DeepClone())))
+            .ToList()),
+        JsonArray a => new JsonArray(a.Select(e => JsonbOrder(e?.DeepClone())).ToArray()),
+        _ => node,
+    };
 }
