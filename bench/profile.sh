@@ -133,7 +133,7 @@ post_minimal() { # $1 = reports per transaction
   local k="$1"
   bench/pgbench/minimal.sh "$k" >"$results/minimal-$k.sql"
   PGPASSWORD=lava_pw "$pg_bin/pgbench" -h 127.0.0.1 -p "$PG_PORT" -U lava -n -M prepared -c 16 -j 2 -t $(( 3200 / 16 / k )) \
-    -f "$results/minimal-$k.sql" -D "resp=$probe" lava >"$results/profile.minimal-$k.out" 2>&1 \
+    -f "$results/minimal-$k.sql" -D "resp=$stored_response" lava >"$results/profile.minimal-$k.out" 2>&1 \
     || die "pgbench failed; see $results/profile.minimal-$k.out"
 }
 

@@ -197,12 +197,15 @@ stop_service() {
 }
 start_service
 
-# One real report: its response (about 1 KB) is what pgbench stores per report, as the service does.
+# One real report: what the service stored for it (its request row's response and its ledger transaction's compact
+# lineage) is what pgbench stores per report, as the service does.
 probe="$(curl -fsS -X POST "$url/v1/requests" -H "Authorization: Bearer $key" -H 'Content-Type: application/json' \
   -d '{"request_id":"probe","customer_id":"cus_bench_0001","meter_slug":"tokens","input_tokens":1234,"output_tokens":345,"metadata":{"bench":"probe"}}')"
 [[ "$probe" == *'"status":"completed"'* ]] || die "the probe report failed: $probe"
-lineage="{\"request_id\":\"probe\",\"mode\":\"customer\",\"meter_id\":\"mtr_bench_tokens\",\"price_version\":1,\"quantities\":$(sed 's/.*"model_usage":\({[^}]*}\).*/\1/' <<<"$probe"),\"provider_cost\":\"0.0000000000\",\"charge\":$(sed 's/.*"charge":\(.*\),"metadata".*/\1/' <<<"$probe"),\"charge_exact\":0.007895}"
-pg_vars=(-D "period=$(date -u +%Y-%m-01T00:00:00Z)" -D "resp=$probe" -D "lineage=$lineage" -D 'meta={"bench":"pgbench"}'
+stored_response="$(psql_app -At -c "SELECT response FROM requests WHERE merchant_id = '$merchant' AND request_id = 'probe'")"
+lineage="$(psql_app -At -c "SELECT t.lineage_compact FROM requests r JOIN ledger_transactions t ON t.merchant_id = r.merchant_id AND t.transaction_id = r.transaction_id WHERE r.merchant_id = '$merchant' AND r.request_id = 'probe'")"
+[[ -n "$stored_response" && -n "$lineage" ]] || die "the probe report's stored response or lineage was not found"
+pg_vars=(-D "period=$(date -u +%Y-%m-01T00:00:00Z)" -D "resp=$stored_response" -D "lineage=$lineage" -D 'meta={"bench":"pgbench"}'
          -D "keyhash=$(printf %s "$key" | sha256sum | cut -d' ' -f1)")
 
 # ---------- measuring ----------

@@ -3,7 +3,7 @@
 # in one database transaction, one round trip (pipelined): BEGIN, lock the K customers' balance rows, insert K request
 # rows (each with the stored response, :resp), K ledger transactions and 3K entries, update the K balances, COMMIT.
 # Every pgbench client posts for its own K customers (client c: customers c*K .. c*K+K-1), so transactions never wait on
-# each other's rows. Variables expected via pgbench -D: resp (a real response JSON).
+# each other's rows. Variables expected via pgbench -D: resp (a real report's stored response).
 # Usage: minimal.sh [K]
 set -euo pipefail
 K="${1:-1}"
