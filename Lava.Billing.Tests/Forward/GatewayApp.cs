@@ -1,8 +1,11 @@
 using System.Net.Http.Headers;
 using System.Text;
 using System.Text.Json;
+using Lava.Billing.Forward;
 using Lava.Billing.Tests.Infrastructure;
+using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
+using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Console;
 
@@ -34,12 +37,47 @@ public class GatewayApp : LavaApp
         ("Forward:ProgressMs", "100"),
     ];
 
+    /// <summary>
+    /// Whether a gateway call's response ends only once its posting did. The service posts after the response (off the
+    /// client's path); tests that look at the ledger right after reading a response need the posting done by then.
+    /// </summary>
+    protected virtual bool ResponseWaitsForPosting => true;
+
     protected override void ConfigureTestServices(IWebHostBuilder builder)
     {
         foreach (var (key, value) in Settings()) builder.UseSetting(key, value);
         builder.ConfigureLogging(l => l.SetMinimumLevel(LogLevel.Trace)
             .AddFilter<ConsoleLoggerProvider>(level => level >= LogLevel.Warning)
             .AddProvider(Logs));
+        if (ResponseWaitsForPosting) builder.ConfigureServices(services => services.AddTransient<IStartupFilter, WaitForPosting>());
+    }
+
+    /// <summary>Outermost: the test server ends a response when the pipeline returns, so this holds its end until the posting queue is idle.</summary>
+    private sealed class WaitForPosting : IStartupFilter
+    {
+        public Action<IApplicationBuilder> Configure(Action<IApplicationBuilder> next) => app =>
+        {
+            var posting = app.ApplicationServices.GetRequiredService<ForwardPostingQueue>();
+            app.Use(async (context, inner) =>
+            {
+                await inner(context);
+                var deadline = DateTime.UtcNow.AddSeconds(10);
+                while (!posting.Idle && DateTime.UtcNow < deadline) await Task.Delay(5);
+            });
+            next(app);
+        };
+    }
+
+    /// <summary>Waits until every gateway call handed to the posting queue has been posted (or left to the settle worker).</summary>
+    public async Task PostedAsync()
+    {
+        var posting = Services.GetRequiredService<ForwardPostingQueue>();
+        var deadline = DateTime.UtcNow.AddSeconds(10);
+        while (!posting.Idle)
+        {
+            Assert.True(DateTime.UtcNow < deadline, "the posting queue never emptied");
+            await Task.Delay(5);
+        }
     }
 
     public override async ValueTask DisposeAsync()

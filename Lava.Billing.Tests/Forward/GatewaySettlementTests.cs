@@ -54,7 +54,6 @@ public sealed class FailingOnce
         public Task ProgressAsync(ForwardCall call, BilledUsage seen, CancellationToken ct) => inner.ProgressAsync(call, seen, ct);
         public Task<ForwardCallRecord?> ServeAsync(ForwardCall call, BilledUsage usage, string? anomaly, CancellationToken ct) =>
             Interlocked.Exchange(ref owner._armed, 0) == 1 ? throw new InvalidOperationException("injected bug") : inner.ServeAsync(call, usage, anomaly, ct);
-        public Task SettleAsync(ForwardCallRecord call, CancellationToken ct) => inner.SettleAsync(call, ct);
         public Task ReleaseAsync(ForwardCall call, CancellationToken ct) => inner.ReleaseAsync(call, ct);
     }
 }

@@ -66,9 +66,6 @@ public interface IForwardBilling
     /// </summary>
     Task<ForwardCallRecord?> ServeAsync(ForwardCall call, BilledUsage usage, string? anomaly, CancellationToken ct);
 
-    /// <summary>Posts a served call; a failure leaves it to the settle worker (the hold stays). Never throws.</summary>
-    Task SettleAsync(ForwardCallRecord call, CancellationToken ct);
-
     /// <summary>Nothing is billable (the provider failed or was never reached): the record and its hold are closed.</summary>
     Task ReleaseAsync(ForwardCall call, CancellationToken ct);
 }
@@ -117,11 +114,19 @@ public sealed class ForwardBilling(MeterStore meters, ForwardStore store, Forwar
         }
         var meter = await meters.FindLivePriceAsync(merchantId, call.Token.MeterSlug!, ct);
         if (meter is null) return ForwardAdmission.Refuse(Problems.NotFound("meter", call.Token.MeterSlug!, "slug"));
-        if (call.Token.CustomerId is { } customerId && call.Mode != ForwardMode.MeterOnly &&
+        // A percentage of an unknown cost would bill 0: refuse before the provider is paid.
+        var priceUnknown = meter.Price.RateType == RateType.Percentage && call.Price is null && call.Mode != ForwardMode.BillingDisabled;
+        // A hold is one amount, bounded like every other (Money.Max): a worst case past it (an absurd max_tokens) holds
+        // the bound, which no customer's credits reach, instead of failing the hold's CHECK.
+        var worst = call.Mode == ForwardMode.Customer && !priceUnknown
+            ? Math.Min(ForwardWorstCase.Charge(meter.Price, estimate, call.Price, options.DefaultMaxOutputTokens, options.DefaultHoldSeconds), Money.Max)
+            : 0;
+        // Taking the hold reads the customer (a missing one is refused there, in the same round trips): a look of its own
+        // is needed only for a call that holds nothing.
+        if (call.Token.CustomerId is { } customerId && call.Mode != ForwardMode.MeterOnly && worst <= 0 &&
             !await customers.ExistsAsync(merchantId, customerId, ct))
             return ForwardAdmission.Refuse(Problems.NotFound("customer", customerId));
-        // A percentage of an unknown cost would bill 0: refuse before the provider is paid.
-        if (meter.Price.RateType == RateType.Percentage && call.Price is null && call.Mode != ForwardMode.BillingDisabled)
+        if (priceUnknown)
         {
             return ForwardAdmission.Refuse(Problems.Unprocessable("model_price_unknown", call.Model is null
                 ? $"Meter '{meter.MeterSlug}' charges a percentage of the provider cost, and this request names no model."
@@ -133,11 +138,6 @@ public sealed class ForwardBilling(MeterStore meters, ForwardStore store, Forwar
             return ForwardAdmission.Refuse(Problems.Forbidden("meter_not_on_plan",
                 $"Meter '{meter.MeterSlug}' is not linked to the customer's active plan."));
         }
-        // A hold is one amount, bounded like every other (Money.Max): a worst case past it (an absurd max_tokens) holds
-        // the bound, which no customer's credits reach, instead of failing the hold's CHECK.
-        var worst = call.Mode == ForwardMode.Customer
-            ? Math.Min(ForwardWorstCase.Charge(meter.Price, estimate, call.Price, options.DefaultMaxOutputTokens, options.DefaultHoldSeconds), Money.Max)
-            : 0;
         if (worst <= 0)
         {
             await calls.BeginAsync(record, due, now, null, ct);
@@ -221,32 +221,70 @@ public sealed class ForwardBilling(MeterStore meters, ForwardStore store, Forwar
         }
     }
 
-    public async Task SettleAsync(ForwardCallRecord call, CancellationToken ct)
+    /// <summary>Posts a served call; a failure leaves it to the settle worker (the hold stays). Never throws.</summary>
+    public Task SettleAsync(ForwardCallRecord call, CancellationToken ct) => SettleManyAsync([call], ct);
+
+    /// <summary>
+    /// Posts served calls side by side (group commit shares their posting transactions), then closes those posted plainly
+    /// in one statement. Each call's failure is its own: it stays served, its hold active, and is retried. Never throws.
+    /// </summary>
+    internal async Task SettleManyAsync(IReadOnlyList<ForwardCallRecord> batch, CancellationToken ct)
+    {
+        var outcomes = await Task.WhenAll(batch.Select(call => PostAsync(call, ct)));
+        var now = clock.GetUtcNow();
+        var plain = outcomes.Where(o => o.Result == PostResult.Posted && !o.VoidHold).Select(o => o.Call).ToList();
+        if (plain.Count > 0)
+        {
+            try
+            {
+                await calls.ClosePostedAsync(plain, now, ct);
+            }
+            catch (Exception e)
+            {
+                // Posted but not closed: a retry is answered as a replay and closes it.
+                foreach (var call in plain) await RetryLaterAsync(call, e.GetType().Name, ct);
+            }
+        }
+        foreach (var (call, result, voidHold, error) in outcomes)
+        {
+            try
+            {
+                switch (result)
+                {
+                    case PostResult.Posted when voidHold:
+                        await calls.CloseAsync(call, posted: true, null, voidHold: true, now, ct);
+                        break;
+                    case PostResult.Posted:
+                        break;
+                    case PostResult.Refused:
+                        // The provider already ran: the meter or customer vanished after the check. Loud, so finance can follow up.
+                        log.LogError("Gateway request {RequestId} of merchant {MerchantId} was served but its usage report was refused: {Code}",
+                            call.RequestId, call.MerchantId, error);
+                        await calls.CloseAsync(call, posted: false, error, voidHold: true, now, ct);
+                        break;
+                    default:
+                        await RetryLaterAsync(call, error ?? "posting failed", ct);
+                        break;
+                }
+            }
+            catch (Exception e)
+            {
+                await RetryLaterAsync(call, e.GetType().Name, ct);
+            }
+        }
+    }
+
+    private async Task<(ForwardCallRecord Call, PostResult Result, bool VoidHold, string? Error)> PostAsync(ForwardCallRecord call, CancellationToken ct)
     {
         try
         {
             var (result, voidHold, error) = call.Mode == ForwardMode.Gateway ? await RecordAsync(call, ct) : await ReportAsync(call, ct);
-            var now = clock.GetUtcNow();
-            switch (result)
-            {
-                case PostResult.Posted:
-                    await calls.CloseAsync(call, posted: true, null, voidHold, now, ct);
-                    break;
-                case PostResult.Refused:
-                    // The provider already ran: the meter or customer vanished after the check. Loud, so finance can follow up.
-                    log.LogError("Gateway request {RequestId} of merchant {MerchantId} was served but its usage report was refused: {Code}",
-                        call.RequestId, call.MerchantId, error);
-                    await calls.CloseAsync(call, posted: false, error, voidHold: true, now, ct);
-                    break;
-                default:
-                    await RetryLaterAsync(call, error ?? "posting failed", ct);
-                    break;
-            }
+            return (call, result, voidHold, error);
         }
         catch (Exception e)
         {
             // The database (or the posting routine) failed: the call stays served and its hold active until a retry posts it.
-            await RetryLaterAsync(call, e.GetType().Name, ct);
+            return (call, PostResult.Failed, false, e.GetType().Name);
         }
     }
 

@@ -126,6 +126,22 @@ public sealed class ForwardCallStore(NpgsqlDataSource db)
         await tx.CommitAsync(ct);
     }
 
+    private const string UpdatePosted = """
+        UPDATE forward_calls f SET state = 'posted', last_error = NULL, updated_at = @Now
+          FROM unnest(@MerchantIds, @RequestIds) AS k(merchant_id, request_id)
+         WHERE f.merchant_id = k.merchant_id AND f.request_id = k.request_id AND f.state = 'served'
+        """;
+
+    /// <summary>Posted calls whose holds the postings captured: closed together, one statement and one commit for all.</summary>
+    public async Task ClosePostedAsync(IReadOnlyCollection<ForwardCallRecord> posted, DateTimeOffset now, CancellationToken ct)
+    {
+        await using var c = await db.OpenConnectionAsync(ct);
+        await c.ExecuteAsync(new CommandDefinition(UpdatePosted, new
+        {
+            MerchantIds = posted.Select(p => p.MerchantId).ToArray(), RequestIds = posted.Select(p => p.RequestId).ToArray(), Now = now.UtcDateTime,
+        }, cancellationToken: ct));
+    }
+
     private const string UpdateRetry = """
         UPDATE forward_calls SET next_attempt_at = @Due, last_error = @Error, updated_at = @Now
          WHERE merchant_id = @MerchantId AND request_id = @RequestId AND state = 'served'

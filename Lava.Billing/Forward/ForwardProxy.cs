@@ -17,8 +17,8 @@ namespace Lava.Billing.Forward;
 /// One gateway call: check everything that can be checked before the provider is paid (mode, upstream, metadata,
 /// billing), forward the buffered request, stream the answer back as it arrives while reading its usage, then bill.
 /// </summary>
-public sealed class ForwardProxy(ForwardOptions options, UpstreamClient upstream, IForwardBilling billing, ModelPriceStore prices,
-    IValidator<CreateRequestBody> reportValidator, TimeProvider clock, ILogger<ForwardProxy> log)
+public sealed class ForwardProxy(ForwardOptions options, UpstreamClient upstream, IForwardBilling billing, ForwardPostingQueue posting,
+    ModelPriceStore prices, IValidator<CreateRequestBody> reportValidator, TimeProvider clock, ILogger<ForwardProxy> log)
 {
     public const string RequestIdHeader = "x-lava-request-id";
     public const string MetadataHeader = "x-lava-metadata";
@@ -274,7 +274,8 @@ public sealed class ForwardProxy(ForwardOptions options, UpstreamClient upstream
             progress.Settled = true;
             if (held is not null && heldLength > 0 && !cut) await WriteLastAsync(http, held.AsMemory(0, heldLength), ct);
             if (answer is not null && !cut) await WriteLastAsync(http, answer.Finish(), ct);
-            if (served is not null) await billing.SettleAsync(served, CancellationToken.None);
+            // Its usage is on disk: posting it need not keep the client waiting for the end of the response.
+            if (served is not null) await posting.PostAsync(served);
         }
         finally
         {
@@ -347,7 +348,7 @@ public sealed class ForwardProxy(ForwardOptions options, UpstreamClient upstream
     private async Task ServeAndSettleAsync(ForwardCall call, (BilledUsage Usage, string? Anomaly) billed)
     {
         if (await billing.ServeAsync(call, billed.Usage, billed.Anomaly, CancellationToken.None) is { } served)
-            await billing.SettleAsync(served, CancellationToken.None);
+            await posting.PostAsync(served);
     }
 
     private async Task ProgressAsync(ForwardCall call, BilledUsage seen)

@@ -13,6 +13,8 @@ public static class ForwardStartup
         services.AddSingleton<ForwardBilling>();
         services.AddSingleton<IForwardBilling>(sp => sp.GetRequiredService<ForwardBilling>());
         services.AddHostedService<ForwardSettler>();
+        services.AddSingleton<ForwardPostingQueue>();
+        services.AddHostedService(sp => sp.GetRequiredService<ForwardPostingQueue>());
         services.AddSingleton<ForwardProxy>();
         return services;
     }
