@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prints a pgbench script that posts K usage reports (default 1) in one database transaction with the SQL the service
 # runs for them (Requests/Posting/LockedReads.cs and ReportWriter.cs: set-based, so the statement count does not grow with K), in the same
-# two round trips. Pipeline 1: BEGIN, one statement setting the lock timeout and the five plan settings (index lookups only), lock
+# two round trips. Pipeline 1: BEGIN, one statement setting the lock timeout and the plan settings (index lookups only, custom plans), lock
 # the usage totals, read them, lock the customers' balances, lock holds (none here), replay check, billing contexts,
 # plan meters, the reporting key's re-check, the meter's current version (the service prices with a cached copy and
 # checks it here). Pipeline 2: the one INSERT ... CTE (requests, ledger transactions, entries, usage totals, hold
@@ -100,8 +100,8 @@ bind() {
   printf '%s;\n' "$sql"
 }
 # The service sends its lock timeout and plan settings as one statement (LockedReads.Settings); so does this script.
-PLAN_SETTINGS="$(sed -n '/PlanSettings =/,/];/p' "$LOCKED_READS" | grep -oE '\("[a-z_]+", "[a-z0-9]+"\)' \
-  | sed -E "s/\(\"([a-z_]+)\", \"([a-z0-9]+)\"\)/set_config('\1', '\2', true)/" | paste -sd';' - | sed 's/;/, /g')"
+PLAN_SETTINGS="$(sed -n '/PlanSettings =/,/];/p' "$LOCKED_READS" | grep -oE '\("[a-z_]+", "[a-z0-9_]+"\)' \
+  | sed -E "s/\(\"([a-z_]+)\", \"([a-z0-9_]+)\"\)/set_config('\1', '\2', true)/" | paste -sd';' - | sed 's/;/, /g')"
 [[ -n "$PLAN_SETTINGS" ]] || die "no plan settings"
 grep -q "SELECT set_config('lock_timeout', \$1::int || 'ms', true)" "$LOCKED_READS" || die "LockedReads.Settings changed shape"
 
