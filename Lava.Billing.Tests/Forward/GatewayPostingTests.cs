@@ -38,15 +38,27 @@ public class GatewayPostingTests(PostingGatewayApp app) : GatewayTest<PostingGat
         return (m, client, customer);
     }
 
-    /// <summary>Keeps every posting waiting (a report inserts into requests) while the gateway admits and serves calls.</summary>
-    private async Task<(NpgsqlConnection Connection, NpgsqlTransaction Tx)> BlockPostingAsync()
+    /// <summary>
+    /// Keeps every posting waiting (a report inserts into requests) while the gateway admits and serves calls, until
+    /// disposed (the lock's transaction rolled back).
+    /// </summary>
+    private async Task<IAsyncDisposable> BlockPostingAsync()
     {
         var c = new NpgsqlConnection(App.ConnectionString);
         await c.OpenAsync();
         var tx = await c.BeginTransactionAsync();
         await using var command = new NpgsqlCommand("LOCK TABLE requests IN EXCLUSIVE MODE", c, tx);
         await command.ExecuteNonQueryAsync();
-        return (c, tx);
+        return new PostingBlock(c, tx);
+    }
+
+    private sealed class PostingBlock(NpgsqlConnection connection, NpgsqlTransaction tx) : IAsyncDisposable
+    {
+        public async ValueTask DisposeAsync()
+        {
+            await tx.RollbackAsync();
+            await connection.DisposeAsync();
+        }
     }
 
     private Task<(string State, int Attempts, string? LastError)> RecordAsync(string requestId) =>
@@ -56,9 +68,8 @@ public class GatewayPostingTests(PostingGatewayApp app) : GatewayTest<PostingGat
     public async Task TheClientHasTheWholeAnswerWhileItsUsageIsStillBeingPostedAndThenItIsPosted()
     {
         var (m, client, customer) = await ArrangeAsync();
-        var (c, tx) = await BlockPostingAsync();
         string requestId;
-        try
+        await using (await BlockPostingAsync())
         {
             var r = await client.PostAsync(App.Forward("/v1/chat/completions"), Chat());
 
@@ -68,11 +79,6 @@ public class GatewayPostingTests(PostingGatewayApp app) : GatewayTest<PostingGat
             // The usage is on disk and its posting under way (not failed, not retried): only the ledger waits.
             Assert.Equal(("served", 0, (string?)null), await RecordAsync(requestId));
             Assert.Equal("active", await App.QueryAsync<string>("SELECT status FROM holds WHERE merchant_id = @m", new { m = m.MerchantId }));
-        }
-        finally
-        {
-            await tx.RollbackAsync();
-            await c.DisposeAsync();
         }
 
         await App.PostedAsync();
@@ -86,9 +92,8 @@ public class GatewayPostingTests(PostingGatewayApp app) : GatewayTest<PostingGat
     public async Task WhenTheSettleWorkerPostsAQueuedCallAtTheSameTimeTheCallIsBilledOnce()
     {
         var (m, client, customer) = await ArrangeAsync();
-        var (c, tx) = await BlockPostingAsync();
         string requestId;
-        try
+        await using (await BlockPostingAsync())
         {
             var r = await client.PostAsync(App.Forward("/v1/chat/completions"), Chat());
             Assert.Equal(HttpStatusCode.OK, r.StatusCode);
@@ -102,11 +107,6 @@ public class GatewayPostingTests(PostingGatewayApp app) : GatewayTest<PostingGat
                 Assert.True(DateTime.UtcNow < deadline, "the settle worker never claimed the call");
                 await Task.Delay(20);
             }
-        }
-        finally
-        {
-            await tx.RollbackAsync();
-            await c.DisposeAsync();
         }
 
         await App.PostedAsync();
