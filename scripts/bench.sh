@@ -5,8 +5,8 @@
 #                               the profile section of docs/BENCHMARKS.md
 #
 # Starts its own PostgreSQL (fsync on: durability-honest numbers) on port 25642 with its data under /tmp, builds and
-# starts the service in Release on a free loopback port, seeds merchants, customers and a meter with psql, and loads
-# it from a second process: wrk (Debian's package, installed when missing) with the Lua scripts in bench/wrk/, and
+# starts the service in Release on loopback port BENCH_PG_PORT + 1000, seeds merchants, customers and a meter with
+# psql, and loads it from a second process: wrk (Debian's package, installed when missing) with the Lua scripts in bench/wrk/, and
 # pgbench with the scripts bench/pgbench/reports.sh generates. The gateway scenarios add a stub provider
 # (bench/stub-provider.mjs, node) and time streams' first bytes with bench/ttfb.mjs; the export scenario seeds 1M
 # ledger entries (bench/export-seed.sql) and streams them as CSV with curl. Every scenario: a short warm-up, then
@@ -60,6 +60,7 @@ MAX_SECONDS="${BENCH_MAX_SECONDS:-1800}"
 results="bench/results/$(date -u +%Y%m%dT%H%M%SZ)"
 # A partial run (BENCH_ONLY) writes its own report: docs/BENCHMARKS.md holds whole runs only.
 if [[ -n "${BENCH_ONLY:-}" && "$MODE" == all ]]; then OUT="${BENCH_OUT:-$results/report.md}"; else OUT="${BENCH_OUT:-docs/BENCHMARKS.md}"; fi
+[[ "$PG_PORT" =~ ^[0-9]+$ ]] && (( PG_PORT >= 1024 && PG_PORT <= 30000 )) || die "BENCH_PG_PORT must be 1024-30000 (the service takes it + 1000 and + 2000)"
 [[ "$RUN_SECONDS" =~ ^[0-9]+$ && "$RUNS" =~ ^[0-9]+$ && "$WARMUP_SECONDS" =~ ^[0-9]+$ && "$MAX_SECONDS" =~ ^[0-9]+$ ]] \
   || die "BENCH_SECONDS, BENCH_RUNS, BENCH_WARMUP_SECONDS and BENCH_MAX_SECONDS are whole numbers"
 (( RUN_SECONDS >= 1 && RUN_SECONDS <= 60 && RUNS >= 1 && RUNS <= 9 && WARMUP_SECONDS <= 30 )) \
@@ -161,7 +162,11 @@ log "seeding $CUSTOMERS customers for $merchant and $GC_CUSTOMERS for $gc_mercha
 psql_app -v merchant="$merchant" -v customers="$CUSTOMERS" -f bench/seed.sql
 psql_app -v merchant="$gc_merchant" -v customers="$GC_CUSTOMERS" -f bench/seed.sql
 
-svc_port="$(free_port 25643)" || die "no free port for the service"
+# The service's ports follow from the cluster's, which names this run's data directory, so benches run at once (each
+# with its own BENCH_PG_PORT) never pick the same port; probing for a free one could let two pick it in the same instant.
+# 1000 and 2000 above: other benches' clusters sit on the ports just above this one.
+svc_port=$((PG_PORT + 1000))
+port_free "$svc_port" || die "port $svc_port (BENCH_PG_PORT + 1000), the service's, is taken: another bench with BENCH_PG_PORT=$PG_PORT?"
 url="http://127.0.0.1:$svc_port"
 
 # The gateway's upstream: a stub provider in its own process, allowed (and the only upstream allowed) at start-up.
@@ -372,7 +377,8 @@ run_wrk_split() { # $1 = output file, $2 = seconds, $3 = connections in all, res
   finish_run "$out" "$before" "$out.cpu" 1 "$tput" "$p50" "$p99" "$errors"
 }
 if selected "two-instances-c64"; then
-  second_port="$(free_port $((svc_port + 1)))" || die "no free port for the second instance"
+  second_port=$((PG_PORT + 2000))
+  port_free "$second_port" || die "port $second_port (BENCH_PG_PORT + 2000), the second instance's, is taken"
   second_url="http://127.0.0.1:$second_port"
   log "starting a second instance on $second_url (same database)"
   "${svc_env[@]}" Database__MigrateOnStart=false dotnet "$dll" --urls "$second_url" >>"$results/service-2.log" 2>&1 &
