@@ -6,8 +6,8 @@
 #
 # Starts its own PostgreSQL (fsync on: durability-honest numbers) on port 25642 with its data under /tmp, builds and
 # starts the service in Release on loopback port BENCH_PG_PORT + 1000, seeds merchants, customers and a meter with
-# psql, and loads it from a second process: wrk (Debian's package, installed when missing) with the Lua scripts in bench/wrk/, and
-# pgbench with the scripts bench/pgbench/reports.sh generates. The gateway scenarios add a stub provider
+# psql, and loads it from a second process: wrk (Debian's package, installed when missing) with the Lua scripts in
+# bench/wrk/, and pgbench with the scripts bench/pgbench/reports.sh generates. The gateway scenarios add a stub provider
 # (bench/stub-provider.mjs, node) and time streams' first bytes with bench/ttfb.mjs; the export scenario seeds 1M
 # ledger entries (bench/export-seed.sql) and streams them as CSV with curl. Every scenario: a short warm-up, then
 # BENCH_RUNS runs of BENCH_SECONDS each (the export: BENCH_RUNS whole exports); the tables show the median of the runs.

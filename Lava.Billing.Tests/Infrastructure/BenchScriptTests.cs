@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Globalization;
 using System.Text.RegularExpressions;
 using Lava.Billing.Requests.Posting;
 
@@ -51,7 +52,7 @@ public partial class BenchScriptTests
     {
         var writers = (await GenerateAsync("--writers")).Trim();
 
-        Assert.Equal(new GroupCommitOptions().Writers.ToString(System.Globalization.CultureInfo.InvariantCulture), writers);
+        Assert.Equal(new GroupCommitOptions().Writers.ToString(CultureInfo.InvariantCulture), writers);
         var bench = await File.ReadAllTextAsync(Path.Combine(RepositoryStandsAloneTests.Root(), "scripts", "bench.sh"));
         Assert.Contains("WRITERS=\"$(bench/pgbench/reports.sh --writers)\"", bench);
         Assert.Contains("raw_clients=(\"$WRITERS\")", bench);
