@@ -5,9 +5,9 @@
 #                               the profile section of docs/BENCHMARKS.md
 #
 # Starts its own PostgreSQL (fsync on: durability-honest numbers) on port 25642 with its data under /tmp, builds and
-# starts the service in Release on a free loopback port, seeds merchants, customers and a meter with psql, and loads
-# it from a second process: wrk (Debian's package, installed when missing) with the Lua scripts in bench/wrk/, and
-# pgbench with the scripts bench/pgbench/reports.sh generates. The gateway scenarios add a stub provider
+# starts the service in Release on loopback port BENCH_PG_PORT + 1000, seeds merchants, customers and a meter with
+# psql, and loads it from a second process: wrk (Debian's package, installed when missing) with the Lua scripts in
+# bench/wrk/, and pgbench with the scripts bench/pgbench/reports.sh generates. The gateway scenarios add a stub provider
 # (bench/stub-provider.mjs, node) and time streams' first bytes with bench/ttfb.mjs; the export scenario seeds 1M
 # ledger entries (bench/export-seed.sql) and streams them as CSV with curl. Every scenario: a short warm-up, then
 # BENCH_RUNS runs of BENCH_SECONDS each (the export: BENCH_RUNS whole exports); the tables show the median of the runs.
@@ -60,6 +60,7 @@ MAX_SECONDS="${BENCH_MAX_SECONDS:-1800}"
 results="bench/results/$(date -u +%Y%m%dT%H%M%SZ)"
 # A partial run (BENCH_ONLY) writes its own report: docs/BENCHMARKS.md holds whole runs only.
 if [[ -n "${BENCH_ONLY:-}" && "$MODE" == all ]]; then OUT="${BENCH_OUT:-$results/report.md}"; else OUT="${BENCH_OUT:-docs/BENCHMARKS.md}"; fi
+[[ "$PG_PORT" =~ ^[0-9]+$ ]] && (( PG_PORT >= 1024 && PG_PORT <= 30000 )) || die "BENCH_PG_PORT must be 1024-30000 (the service takes it + 1000 and + 2000)"
 [[ "$RUN_SECONDS" =~ ^[0-9]+$ && "$RUNS" =~ ^[0-9]+$ && "$WARMUP_SECONDS" =~ ^[0-9]+$ && "$MAX_SECONDS" =~ ^[0-9]+$ ]] \
   || die "BENCH_SECONDS, BENCH_RUNS, BENCH_WARMUP_SECONDS and BENCH_MAX_SECONDS are whole numbers"
 (( RUN_SECONDS >= 1 && RUN_SECONDS <= 60 && RUNS >= 1 && RUNS <= 9 && WARMUP_SECONDS <= 30 )) \
@@ -161,7 +162,11 @@ log "seeding $CUSTOMERS customers for $merchant and $GC_CUSTOMERS for $gc_mercha
 psql_app -v merchant="$merchant" -v customers="$CUSTOMERS" -f bench/seed.sql
 psql_app -v merchant="$gc_merchant" -v customers="$GC_CUSTOMERS" -f bench/seed.sql
 
-svc_port="$(free_port 25643)" || die "no free port for the service"
+# The service's ports follow from the cluster's, which names this run's data directory, so benches run at once (each
+# with its own BENCH_PG_PORT) never pick the same port; probing for a free one could let two pick it in the same instant.
+# 1000 and 2000 above: other benches' clusters sit on the ports just above this one.
+svc_port=$((PG_PORT + 1000))
+port_free "$svc_port" || die "port $svc_port (BENCH_PG_PORT + 1000), the service's, is taken: another bench with BENCH_PG_PORT=$PG_PORT?"
 url="http://127.0.0.1:$svc_port"
 
 # The gateway's upstream: a stub provider in its own process, allowed (and the only upstream allowed) at start-up.
@@ -372,7 +377,8 @@ run_wrk_split() { # $1 = output file, $2 = seconds, $3 = connections in all, res
   finish_run "$out" "$before" "$out.cpu" 1 "$tput" "$p50" "$p99" "$errors"
 }
 if selected "two-instances-c64"; then
-  second_port="$(free_port $((svc_port + 1)))" || die "no free port for the second instance"
+  second_port=$((PG_PORT + 2000))
+  port_free "$second_port" || die "port $second_port (BENCH_PG_PORT + 2000), the second instance's, is taken"
   second_url="http://127.0.0.1:$second_port"
   log "starting a second instance on $second_url (same database)"
   "${svc_env[@]}" Database__MigrateOnStart=false dotnet "$dll" --urls "$second_url" >>"$results/service-2.log" 2>&1 &
@@ -410,12 +416,20 @@ done
 
 bench/pgbench/reports.sh 1 "$CUSTOMERS" >"$results/report.sql"
 bench/pgbench/reports.sh 1 "$CUSTOMERS" --lookups >"$results/report-lookups.sql"
-for c in 16 64; do scenario "pgbench-c$c" run_pgbench "$c" 1 "$results/report.sql" "$merchant"; done
+# The service posts through WRITERS transactions at once whatever its HTTP connections; the raw limit that its ratios
+# divide by runs pgbench at that concurrency (64 clients are 64 concurrent posting transactions, a load the service
+# never puts on the database).
+WRITERS="$(bench/pgbench/reports.sh --writers)"
+raw_clients=("$WRITERS"); for c in 16 64; do if (( c != WRITERS )); then raw_clients+=("$c"); fi; done
+for c in "${raw_clients[@]}"; do scenario "pgbench-c$c" run_pgbench "$c" 1 "$results/report.sql" "$merchant"; done
 scenario "pgbench-lookups-c64" run_pgbench 64 1 "$results/report-lookups.sql" "$merchant"
 scenario "pgbench-unprepared-c64" run_pgbench 64 1 "$results/report.sql" "$merchant" extended
 for k in 1 10 50; do
   bench/pgbench/reports.sh "$k" "$CUSTOMERS" --disjoint >"$results/group-$k.sql"
-  for c in 16 64; do scenario "group-$k-c$c" run_pgbench "$c" "$k" "$results/group-$k.sql" "$gc_merchant"; done
+  for c in "${raw_clients[@]}"; do
+    if (( k == 1 && c == WRITERS )); then continue; fi   # pgbench-c$WRITERS, on shared customers
+    scenario "group-$k-c$c" run_pgbench "$c" "$k" "$results/group-$k.sql" "$gc_merchant"
+  done
 done
 # The minimal report transaction (bench/pgbench/minimal.sh): the floor every service figure is divided by.
 if selected minimal-1-c32 || selected minimal-50-c32; then psql_app -v customers="$GC_CUSTOMERS" -f bench/pgbench/minimal-schema.sql >/dev/null; fi
@@ -626,12 +640,21 @@ what repeats). What it leaves out of the service's work: HTTP, JSON, pricing, an
 the two reads the service made before the transaction until it kept them in memory (secret key, meter price; the
 transaction re-checks both; measured separately below). The service coalesces
 concurrent reports into shared transactions (group commit, on by default), which is how it can pass this limit.
-The headline ratio is the service's single-report throughput divided by this, at the same concurrency.
+Whatever its HTTP connections, the service runs at most $WRITERS posting transactions at once (its group-commit writers,
+\`bench/pgbench/reports.sh --writers\`), so the raw limit its ratios divide by is pgbench with $WRITERS clients. More clients
+are more concurrent posting transactions, a load the service never puts on the database: their rows show what that
+costs PostgreSQL per transaction (contention for the same pages, locks and cores).
 
-| connections | raw reports/s | p50 ms | p99 ms | service reports/s | service / raw |
+| pgbench clients | raw reports/s | p50 ms | p99 ms | PostgreSQL µs / transaction | errors |
 |---|---|---|---|---|---|
-| 16 | $(num "$(col pgbench-c16 1)") | $(col pgbench-c16 2) | $(col pgbench-c16 3) | $(num "$(col single-1000-c16 1)") | **$(ratio "$(col single-1000-c16 1)" "$(col pgbench-c16 1)")** |
-| 64 | $(num "$(col pgbench-c64 1)") | $(col pgbench-c64 2) | $(col pgbench-c64 3) | $(num "$(col single-1000-c64 1)") | **$(ratio "$(col single-1000-c64 1)" "$(col pgbench-c64 1)")** |
+$(for c in "${raw_clients[@]}"; do echo "| $c | $(num "$(col "pgbench-c$c" 1)") | $(col "pgbench-c$c" 2) | $(col "pgbench-c$c" 3) | $(per_unit "pgbench-c$c" 6) | $(col "pgbench-c$c" 4) |"; done)
+
+The headline ratio: the service's single-report throughput divided by the raw limit at its own database concurrency.
+
+| service scenario | service reports/s | raw reports/s ($WRITERS clients) | service / raw |
+|---|---|---|---|
+| single-1000-c16 | $(num "$(col single-1000-c16 1)") | $(num "$(col "pgbench-c$WRITERS" 1)") | **$(ratio "$(col single-1000-c16 1)" "$(col "pgbench-c$WRITERS" 1)")** |
+| single-1000-c64 | $(num "$(col single-1000-c64 1)") | $(num "$(col "pgbench-c$WRITERS" 1)") | **$(ratio "$(col single-1000-c64 1)" "$(col "pgbench-c$WRITERS" 1)")** |
 
 ## Group commit: what the database allows
 
@@ -641,14 +664,15 @@ which is what the service's group-commit writer sends when K reports queued toge
 Every pgbench client posts for its own K customers, so concurrent transactions never wait on each other's rows: the
 case of writers partitioned by customer. Latency is per transaction.
 
-| reports per transaction | clients | transactions/s | reports/s | p50 ms | p99 ms | errors |
-|---|---|---|---|---|---|---|
+| reports per transaction | clients | transactions/s | reports/s | p50 ms | p99 ms | PostgreSQL µs / report | errors |
+|---|---|---|---|---|---|---|---|
 EOF
   for k in 1 10 50; do
-    for c in 16 64; do
+    for c in "${raw_clients[@]}"; do
       n="group-$k-c$c"
-      if [[ -n "${SKIPPED[$n]:-}" ]]; then echo "| $k | $c | skipped (${SKIPPED[$n]}) | | | | |"; continue; fi
-      echo "| $k | $c | $(num "$(awk -v t="$(col "$n" 1)" -v k="$k" 'BEGIN { print t / k }')") | **$(num "$(col "$n" 1)")** | $(col "$n" 2) | $(col "$n" 3) | $(col "$n" 4) |"
+      if (( k == 1 && c == WRITERS )); then continue; fi
+      if [[ -n "${SKIPPED[$n]:-}" ]]; then echo "| $k | $c | skipped (${SKIPPED[$n]}) | | | | | |"; continue; fi
+      echo "| $k | $c | $(num "$(awk -v t="$(col "$n" 1)" -v k="$k" 'BEGIN { print t / k }')") | **$(num "$(col "$n" 1)")** | $(col "$n" 2) | $(col "$n" 3) | $(per_unit "$n" 6) | $(col "$n" 4) |"
     done
   done
   cat <<EOF
@@ -678,7 +702,7 @@ Two cores give at most $(( 2 * 1000000 ))/s of CPU time: at N reports/s, a repor
 | scenario | reports/s | service µs | PostgreSQL µs | load generator µs | other processes µs | machine busy |
 |---|---|---|---|---|---|---|
 EOF
-  for s in single-1000-c16 single-1000-c64 single-1000-c64-unprepared single-10-c64 replay20-c64 batch-100 batch-1000 pgbench-c64 pgbench-lookups-c64 pgbench-unprepared-c64 group-10-c64 group-50-c64 minimal-1-c32 minimal-50-c32; do
+  for s in single-1000-c16 single-1000-c64 single-1000-c64-unprepared single-10-c64 replay20-c64 batch-100 batch-1000 "pgbench-c$WRITERS" pgbench-c64 pgbench-lookups-c64 pgbench-unprepared-c64 "group-10-c$WRITERS" "group-50-c$WRITERS" group-10-c64 group-50-c64 minimal-1-c32 minimal-50-c32; do
     [[ -n "${R[$s]:-}" ]] || continue
     echo "| $s | $(num "$(col "$s" 1)") | $(per_unit "$s" 5) | $(per_unit "$s" 6) | $(per_unit "$s" 7) | $(per_unit "$s" 0) | $(busy_pct "$s")% |"
   done

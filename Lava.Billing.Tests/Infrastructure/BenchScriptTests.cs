@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Globalization;
 using System.Text.RegularExpressions;
 using Lava.Billing.Requests.Posting;
 
@@ -42,5 +43,18 @@ public partial class BenchScriptTests
         Assert.True(missing.Count == 0, "The pgbench script does not send these reads as the service does: " + string.Join(", ", missing));
         // The usage period is the service's to decide, in SQL: the script passes no period of its own.
         Assert.DoesNotContain(":period", script);
+    }
+
+    // 64 pgbench clients are 64 concurrent posting transactions, each costing PostgreSQL 2-4 times what one of 4 costs;
+    // the service at 64 connections runs only its writers' transactions at once, so that is the raw limit to divide by.
+    [Fact]
+    public async Task TheRawLimitRunsPgbenchWithAsManyClientsAsTheServiceHasPostingWriters()
+    {
+        var writers = (await GenerateAsync("--writers")).Trim();
+
+        Assert.Equal(new GroupCommitOptions().Writers.ToString(CultureInfo.InvariantCulture), writers);
+        var bench = await File.ReadAllTextAsync(Path.Combine(RepositoryStandsAloneTests.Root(), "scripts", "bench.sh"));
+        Assert.Contains("WRITERS=\"$(bench/pgbench/reports.sh --writers)\"", bench);
+        Assert.Contains("raw_clients=(\"$WRITERS\")", bench);
     }
 }

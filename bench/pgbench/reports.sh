@@ -30,8 +30,21 @@
 # word is a pgbench variable even inside quotes, hence ':' || 'receivable'.
 # Variables expected via pgbench -D: m (merchant id), resp (a real response JSON), lineage (a lineage JSON), meta
 # (metadata JSON), keyid (the merchant's secret key id), keyhash (hex SHA-256 of the secret key, for --lookups).
-# Usage: reports.sh [K] [CUSTOMERS] [--lookups | --disjoint]
+#
+# reports.sh --writers prints how many posting transactions the service runs at once (GroupCommitOptions.Writers, read
+# out of GroupCommit.cs): the clients to give pgbench for the raw limit at the service's own database concurrency. The
+# service takes 64 HTTP connections' reports into that many writers; 64 pgbench clients are 64 concurrent posting
+# transactions, which here cost 2-4 times the PostgreSQL CPU per transaction of 4 (bench/notes.md, "pgbench running
+# the service's SQL").
+# Usage: reports.sh [K] [CUSTOMERS] [--lookups | --disjoint] | reports.sh --writers
 set -euo pipefail
+if [[ "${1:-}" == --writers ]]; then
+  GROUP_COMMIT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/Lava.Billing/Requests/Posting/GroupCommit.cs"
+  writers="$(sed -nE 's/^ *public int Writers \{ get; init; \} = ([0-9]+);$/\1/p' "$GROUP_COMMIT" 2>/dev/null || true)"
+  [[ "$writers" =~ ^[0-9]+$ ]] || { echo "reports.sh: no default Writers in $GROUP_COMMIT: update bench/pgbench/reports.sh with it" >&2; exit 1; }
+  echo "$writers"
+  exit 0
+fi
 K="${1:-1}"; CUSTOMERS="${2:-1000}"; MODE="${3:-}"
 [[ "$K" =~ ^[0-9]+$ && "$K" -ge 1 && "$K" -le 1000 && "$CUSTOMERS" =~ ^[0-9]+$ && "$MODE" =~ ^(|--lookups|--disjoint)$ ]] \
   || { echo "usage: reports.sh [K] [CUSTOMERS] [--lookups | --disjoint]" >&2; exit 2; }
