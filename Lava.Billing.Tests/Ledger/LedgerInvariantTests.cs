@@ -287,6 +287,34 @@ public class LedgerInvariantTests(LavaApp app) : ApiTest(app)
         var e = await RefusedAsync("UPDATE account_balances SET balance = 0 WHERE merchant_id = @m", new { m = merchant });
         Assert.Contains("maintained by the ledger", e.MessageText);
         await RefusedAsync("DELETE FROM account_balances");
+        await RefusedAsync("DELETE FROM account_balances WHERE false");
+        await RefusedAsync("UPDATE account_balances SET account_id = account_id || 'x' WHERE merchant_id = @m", new { m = merchant });
+        await RefusedAsync("INSERT INTO account_balances (merchant_id, account_id, balance) VALUES (@m, @a, 5)",
+            new { m = merchant, a = LedgerAccounts.Receivable(await App.CustomerAsync(merchant)) });
+        Assert.Equal(2m, await App.BalanceAsync(merchant, LedgerAccounts.Receivable(customer)));
+    }
+
+    [Fact]
+    public async Task ABalanceRowKeepsItsKeyEvenWhenATriggerChangesIt()
+    {
+        // The ledger's own update runs inside a trigger and sets only the balance; an update from inside any other
+        // trigger passes the balance guard too, but never one that renames the row.
+        var (merchant, customer) = await ArrangeWithOneReportAsync();
+        await using var c = new NpgsqlConnection(App.ConnectionString);
+        await c.OpenAsync();
+        await c.ExecuteAsync("""
+            CREATE TEMP TABLE rename_balance (merchant_id text, account_id text);
+            CREATE FUNCTION pg_temp.rename_balance() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                UPDATE account_balances SET account_id = NEW.account_id || '-renamed'
+                 WHERE merchant_id = NEW.merchant_id AND account_id = NEW.account_id;
+                RETURN NULL;
+            END $$;
+            CREATE TRIGGER rename_balance AFTER INSERT ON rename_balance FOR EACH ROW EXECUTE FUNCTION pg_temp.rename_balance();
+            """);
+        var e = await Assert.ThrowsAsync<PostgresException>(() => c.ExecuteAsync(
+            "INSERT INTO rename_balance VALUES (@m, @a)", new { m = merchant, a = LedgerAccounts.Receivable(customer) }));
+        Assert.Contains("maintained by the ledger", e.MessageText);
         Assert.Equal(2m, await App.BalanceAsync(merchant, LedgerAccounts.Receivable(customer)));
     }
 
