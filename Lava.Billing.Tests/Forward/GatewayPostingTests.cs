@@ -127,7 +127,7 @@ public class GatewayPostingTests(PostingGatewayApp app) : GatewayTest<PostingGat
         new BilledUsage(NormalizedUsage.None, null, false), null, DateTimeOffset.UtcNow, 0);
 
     // A queue that is never started: only what it takes and in which order.
-    private ForwardPostingQueue Unstarted() => new(App.Services.GetRequiredService<ForwardBilling>(), NullLogger<ForwardPostingQueue>.Instance);
+    private ForwardPostingQueue Unstarted() => new(App.Services.GetRequiredService<ForwardBilling>(), App.Services.GetRequiredService<ForwardOptions>(), NullLogger<ForwardPostingQueue>.Instance);
 
     [Fact]
     public void OneMerchantCannotFillTheQueueAndItsCallsWaitTheirTurnBehindNobodyElses()

@@ -1,6 +1,7 @@
 using System.Text.Json;
 using Lava.Billing.Infrastructure;
 using Lava.Billing.Infrastructure.Http;
+using Lava.Billing.Infrastructure.Resilience;
 using Lava.Billing.Ledger;
 using Lava.Billing.Meters;
 using Lava.Billing.Pricing;
@@ -79,7 +80,8 @@ public interface IForwardBilling
 /// provider cost only. A posting that fails is retried by <see cref="ForwardSettler"/>; the hold is never voided for it.
 /// </summary>
 public sealed class ForwardBilling(MeterStore meters, ForwardStore store, ForwardCallStore calls, Customers.CustomerStore customers,
-    GroupCommit reporter, SubscriptionStore subscriptions, ForwardOptions options, TimeProvider clock, ILogger<ForwardBilling> log) : IForwardBilling
+    GroupCommit reporter, ReportPoster poster, DatabaseRetry retry, SubscriptionStore subscriptions, ForwardOptions options, TimeProvider clock,
+    ILogger<ForwardBilling> log) : IForwardBilling
 {
     /// <summary>A hold outlives any call the gateway lets run (timeouts cut stalls, not streams that keep flowing).</summary>
     private static readonly TimeSpan HoldLifetime = TimeSpan.FromHours(1);
@@ -230,7 +232,7 @@ public sealed class ForwardBilling(MeterStore meters, ForwardStore store, Forwar
     /// </summary>
     internal async Task SettleManyAsync(IReadOnlyList<ForwardCallRecord> batch, CancellationToken ct)
     {
-        var outcomes = await Task.WhenAll(batch.Select(call => PostAsync(call, ct)));
+        var outcomes = batch.Count == 1 ? [await PostAsync(batch[0], ct)] : await PostTogetherAsync(batch, ct);
         var now = clock.GetUtcNow();
         var plain = outcomes.Where(o => o.Result == PostResult.Posted && !o.VoidHold).Select(o => o.Call).ToList();
         if (plain.Count > 0)
@@ -278,7 +280,9 @@ public sealed class ForwardBilling(MeterStore meters, ForwardStore store, Forwar
     {
         try
         {
-            var (result, voidHold, error) = call.Mode == ForwardMode.Gateway ? await RecordAsync(call, ct) : await ReportAsync(call, ct);
+            var (result, voidHold, error) = call.Mode == ForwardMode.Gateway
+                ? await RecordAsync(call, ct)
+                : await OutcomeAsync(call, await reporter.ReportAsync(ReportOf(call), ct), ct);
             return (call, result, voidHold, error);
         }
         catch (Exception e)
@@ -286,6 +290,57 @@ public sealed class ForwardBilling(MeterStore meters, ForwardStore store, Forwar
             // The database (or the posting routine) failed: the call stays served and its hold active until a retry posts it.
             return (call, PostResult.Failed, false, e.GetType().Name);
         }
+    }
+
+    /// <summary>
+    /// A batch's reports in one posting transaction: planned once for all of them instead of once per call, which is most
+    /// of what a lone report costs PostgreSQL (docs/gateway.md). The poster isolates each report's refusal or failure
+    /// (one by one after a failed whole); gateway calls that charge nobody are recorded on their own, as ever.
+    /// </summary>
+    private async Task<(ForwardCallRecord Call, PostResult Result, bool VoidHold, string? Error)[]> PostTogetherAsync(
+        IReadOnlyList<ForwardCallRecord> batch, CancellationToken ct)
+    {
+        var reported = Enumerable.Range(0, batch.Count).Where(i => batch[i].Mode != ForwardMode.Gateway).ToList();
+        IReadOnlyList<ReportOutcome>? posted = null;
+        string? failure = null;
+        if (reported.Count > 0)
+        {
+            try
+            {
+                var items = reported.Select(i => ReportOf(batch[i])).ToList();
+                posted = await retry.ExecuteAsync(async token => await poster.PostAsync(items, token), ct);
+            }
+            catch (Exception e)
+            {
+                // The database failed for the whole transaction: every call in it stays served, its hold active, and is retried.
+                failure = e.GetType().Name;
+            }
+        }
+        var outcomes = new (ForwardCallRecord, PostResult, bool, string?)[batch.Count];
+        for (var i = 0; i < batch.Count; i++)
+        {
+            var call = batch[i];
+            if (call.Mode == ForwardMode.Gateway)
+            {
+                outcomes[i] = await PostAsync(call, ct);
+                continue;
+            }
+            if (posted is null)
+            {
+                outcomes[i] = (call, PostResult.Failed, false, failure);
+                continue;
+            }
+            try
+            {
+                var (result, voidHold, error) = await OutcomeAsync(call, posted[reported.IndexOf(i)], ct);
+                outcomes[i] = (call, result, voidHold, error);
+            }
+            catch (Exception e)
+            {
+                outcomes[i] = (call, PostResult.Failed, false, e.GetType().Name);
+            }
+        }
+        return outcomes;
     }
 
     private async Task RetryLaterAsync(ForwardCallRecord call, string error, CancellationToken ct)
@@ -304,7 +359,7 @@ public sealed class ForwardBilling(MeterStore meters, ForwardStore store, Forwar
         }
     }
 
-    private async Task<(PostResult Result, bool VoidHold, string? Error)> ReportAsync(ForwardCallRecord call, CancellationToken ct)
+    private static ReportItem ReportOf(ForwardCallRecord call)
     {
         var metadata = new Dictionary<string, string>(call.Details.Metadata);
         if (call.Usage.Estimated) metadata["estimated"] = "true";
@@ -327,8 +382,13 @@ public sealed class ForwardBilling(MeterStore meters, ForwardStore store, Forwar
             HoldId = call.HoldId,
             Source = new ReportSource(call.Details.Provider, call.Details.ProviderKeyType, call.Details.Model, call.Details.Endpoint),
         };
-        // Through group commit, as single reports: concurrent gateway calls share the posting transaction.
-        var outcome = await reporter.ReportAsync(new ReportItem(call.MerchantId, body), ct);
+        return new ReportItem(call.MerchantId, body);
+    }
+
+    /// <summary>What the posting of <paramref name="call"/>'s report came to; a lapsed hold is posted again without it.</summary>
+    private async Task<(PostResult Result, bool VoidHold, string? Error)> OutcomeAsync(ForwardCallRecord call, ReportOutcome outcome,
+        CancellationToken ct)
+    {
         var voidHold = false;
         // hold_not_active: the hold lapsed while the call ran (or its posting was retried past its hour). idempotency_conflict
         // with a hold: an earlier attempt already posted the call without its lapsed hold (hold_id is part of the
@@ -337,7 +397,8 @@ public sealed class ForwardBilling(MeterStore meters, ForwardStore store, Forwar
         {
             // The usage is still owed: it is reported without the hold (a replay when that was done before), and the
             // lapsed hold is closed.
-            outcome = await reporter.ReportAsync(new ReportItem(call.MerchantId, body with { HoldId = null }), ct);
+            var item = ReportOf(call);
+            outcome = await reporter.ReportAsync(item with { Body = item.Body with { HoldId = null } }, ct);
             voidHold = true;
         }
         return outcome switch

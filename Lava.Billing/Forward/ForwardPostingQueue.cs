@@ -10,7 +10,7 @@ namespace Lava.Billing.Forward;
 /// request as before, and a call that was queued when the process died is posted by <see cref="ForwardSettler"/> once
 /// its posting lease ran out (a second posting of a posted call is a replay, never a second charge).
 /// </summary>
-public sealed class ForwardPostingQueue(ForwardBilling billing, ILogger<ForwardPostingQueue> log) : BackgroundService
+public sealed class ForwardPostingQueue(ForwardBilling billing, ForwardOptions options, ILogger<ForwardPostingQueue> log) : BackgroundService
 {
     /// <summary>Calls waiting at most; about 20 s of postings at the gateway's measured rate, below the posting lease.</summary>
     internal const int MaxQueued = 10_000;
@@ -35,6 +35,14 @@ public sealed class ForwardPostingQueue(ForwardBilling billing, ILogger<ForwardP
         get
         {
             lock (_lock) return _queued == 0 && _posting == 0;
+        }
+    }
+
+    private int Queued
+    {
+        get
+        {
+            lock (_lock) return _queued;
         }
     }
 
@@ -96,6 +104,9 @@ public sealed class ForwardPostingQueue(ForwardBilling billing, ILogger<ForwardP
             try
             {
                 await _wake.Reader.ReadAsync(stoppingToken);
+                // The calls served meanwhile join this one's posting (ForwardOptions.PostingDelay): one transaction, planned
+                // once, for all of them. A batch already full goes at once.
+                if (options.PostingDelay > TimeSpan.Zero && Queued < MaxBatch) await Task.Delay(options.PostingDelay, stoppingToken);
             }
             catch (OperationCanceledException)
             {

@@ -1,0 +1,100 @@
+using System.Net;
+using Dapper;
+using Lava.Billing.Forward;
+using Lava.Billing.Infrastructure;
+using Lava.Billing.Tests.Infrastructure;
+using Microsoft.Extensions.DependencyInjection;
+using Npgsql;
+
+namespace Lava.Billing.Tests.Forward;
+
+/// <summary>The gateway as shipped, gathering served calls for a second before it posts them (long enough for a slow test machine).</summary>
+public sealed class GatheringGatewayApp : GatewayApp
+{
+    protected override bool ResponseWaitsForPosting => false;
+
+    protected override IEnumerable<(string Key, string Value)> Settings() => [.. base.Settings(), ("Forward:PostingDelayMs", "1000")];
+}
+
+/// <summary>Calls served close together are posted together: one posting transaction and one close for all of them.</summary>
+public class GatewayPostingDelayTests(GatheringGatewayApp app) : GatewayTest<GatheringGatewayApp>(app)
+{
+    private static HttpContent Chat() =>
+        Http.Json(new { model = "gpt-4o", max_tokens = 1000, messages = new[] { new { role = "user", content = "Say hello" } } });
+
+    private async Task<(LavaApp.Merchant M, string Customer)> CustomerWithCreditsAsync()
+    {
+        var m = await App.NewMerchantAsync();
+        var customer = await App.CustomerAsync(m.MerchantId);
+        await App.MeterAsync(m.MerchantId, "chat", "fixed", "tokens_1m", (0, 5m));
+        await App.GrantAsync(m.MerchantId, customer, 1m);
+        return (m, customer);
+    }
+
+    [Fact]
+    public async Task CallsServedWithinThePostingDelayArePostedInOneTransaction()
+    {
+        var (m, customer) = await CustomerWithCreditsAsync();
+        var client = App.ClientWithToken(m.SecretKey, customer, "chat");
+
+        for (var i = 0; i < 3; i++) Assert.Equal(HttpStatusCode.OK, (await client.PostAsync(App.Forward("/v1/chat/completions"), Chat())).StatusCode);
+        await App.PostedAsync();
+
+        var args = new { m = m.MerchantId };
+        Assert.Equal((3L, 1L), await App.QueryAsync<(long, long)>(
+            "SELECT count(*), count(DISTINCT xmin::text) FROM requests WHERE merchant_id = @m", args));
+        Assert.Equal(3L, await App.QueryAsync<long>("SELECT count(*) FROM forward_calls WHERE merchant_id = @m AND state = 'posted'", args));
+        Assert.Equal(3L, await App.QueryAsync<long>("SELECT count(*) FROM holds WHERE merchant_id = @m AND status = 'captured'", args));
+        Assert.Equal("0.9775000000", (string)(await m.Client.GetJsonAsync($"/v1/customers/{customer}/balance")).Body!["available"]!);
+    }
+
+    [Fact]
+    public async Task InABatchPostedTogetherACallWhoseHoldLapsedIsPostedWithoutItAndItsNeighbourCapturesItsOwn()
+    {
+        var (m, customer) = await CustomerWithCreditsAsync();
+        var lapsed = (Hold: Ids.New("hld"), Request: Ids.New("req"));
+        var live = (Hold: Ids.New("hld"), Request: Ids.New("req"));
+        // Two served calls left to the caller below (due only tomorrow, so the settle worker stays out of them): one whose
+        // hold's hour ran out while it ran, one whose hold is still active.
+        await using (var c = new NpgsqlConnection(App.ConnectionString))
+        {
+            await c.ExecuteAsync("""
+                INSERT INTO holds (merchant_id, hold_id, customer_id, amount, status, expires_at, created_at)
+                VALUES (@m, @lapsedHold, @customer, 0.5, 'active', now() - interval '1 minute', now() - interval '61 minutes'),
+                       (@m, @liveHold, @customer, 0.2, 'active', now() + interval '1 hour', now());
+                INSERT INTO forward_calls (merchant_id, request_id, state, mode, customer_id, meter_slug, hold_id, call,
+                                           input_uncached, output_tokens, estimated, served_at, next_attempt_at, created_at, updated_at)
+                VALUES (@m, @lapsedRequest, 'served', 'customer', @customer, 'chat', @lapsedHold, '{}', 1000, 200, false,
+                        now(), now() + interval '1 day', now(), now()),
+                       (@m, @liveRequest, 'served', 'customer', @customer, 'chat', @liveHold, '{}', 1000, 200, false,
+                        now(), now() + interval '1 day', now(), now());
+                """, new
+            {
+                m = m.MerchantId, customer, lapsedHold = lapsed.Hold, lapsedRequest = lapsed.Request, liveHold = live.Hold, liveRequest = live.Request,
+            });
+        }
+        var batch = new[] { Record(m.MerchantId, customer, lapsed.Request, lapsed.Hold), Record(m.MerchantId, customer, live.Request, live.Hold) };
+
+        await App.Services.GetRequiredService<ForwardBilling>().SettleManyAsync(batch, CancellationToken.None);
+
+        await using var db = new NpgsqlConnection(App.ConnectionString);
+        var rows = (await db.QueryAsync<(string, string, string?, string)>("""
+            SELECT f.request_id, f.state, r.hold_id, h.status
+              FROM forward_calls f
+              JOIN requests r ON r.merchant_id = f.merchant_id AND r.request_id = f.request_id
+              JOIN holds h ON h.merchant_id = f.merchant_id AND h.hold_id = f.hold_id
+             WHERE f.merchant_id = @m
+            """, new { m = m.MerchantId })).ToDictionary(r => r.Item1, r => (r.Item2, r.Item3, r.Item4));
+        Assert.Equal(("posted", (string?)null, "voided"), rows[lapsed.Request]);
+        Assert.Equal(("posted", live.Hold, "captured"), rows[live.Request]);
+        Assert.Equal((2L, 0.012m), await App.QueryAsync<(long, decimal)>(
+            "SELECT count(*), sum(charge_amount) FROM requests WHERE merchant_id = @m", new { m = m.MerchantId }));
+    }
+
+    private static ForwardCallRecord Record(string merchantId, string customer, string requestId, string holdId) => new(
+        merchantId, requestId, ForwardMode.Customer, customer, "chat", holdId,
+        new ForwardCallDetails("api.openai.com", "managed", "gpt-4o", "/v1/chat/completions", "https://api.openai.com/v1/chat/completions", null, []),
+        new BilledUsage(new NormalizedUsage(1000, 0, 0, 200, 0), null, false), null,
+        // As PostgreSQL keeps it (microseconds), so a repost would match.
+        new DateTimeOffset(DateTimeOffset.UtcNow.UtcTicks / 10 * 10, TimeSpan.Zero), 1);
+}
