@@ -10,8 +10,12 @@ namespace Lava.Billing.Finance;
 
 public enum ExportFormat { Json, Csv, Ndjson }
 
-/// <summary>How a column is written: CSV gets text, NDJSON gets the JSON type (money and timestamps as strings).</summary>
-public enum ColumnKind { Text, Integer, Number, Money, Timestamp, Json }
+/// <summary>
+/// How a column is written: CSV gets text, NDJSON gets the JSON type (money and timestamps as strings). Debit and Credit
+/// are money the query does not return: the row's last Money column when positive (debit) or its negation when negative
+/// (credit), else 0, so PostgreSQL neither computes nor sends them.
+/// </summary>
+public enum ColumnKind { Text, Integer, Number, Money, Timestamp, Json, Debit, Credit }
 
 public sealed record ExportColumn(string Name, ColumnKind Kind);
 

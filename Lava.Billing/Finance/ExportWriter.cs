@@ -76,19 +76,36 @@ public static class ExportWriter
     private static void WriteCsvRow(IBufferWriter<byte> pipe, DbDataReader reader, ColumnKind[] kinds)
     {
         var output = new Output(pipe);
-        for (var i = 0; i < kinds.Length; i++)
+        var money = 0m;
+        // f is the query's field: derived columns (debit, credit) take none.
+        for (int i = 0, f = 0; i < kinds.Length; i++)
         {
             if (i > 0) output.Byte((byte)',');
-            if (reader.IsDBNull(i)) continue;
+            if (kinds[i] is ColumnKind.Debit or ColumnKind.Credit)
+            {
+                output.Wrote(FormatDerived(money, kinds[i], output.Take(MaxFormatted)));
+                continue;
+            }
+            if (reader.IsDBNull(f))
+            {
+                f++;
+                continue;
+            }
             if (kinds[i] is ColumnKind.Text or ColumnKind.Json)
             {
-                using var stream = reader.GetStream(i);
+                using var stream = reader.GetStream(f);
                 var length = checked((int)stream.Length);
                 var span = output.Take(2 * length + 2);
                 stream.ReadExactly(span[..length]);
                 output.Wrote(QuoteInPlace(span, length));
             }
-            else output.Wrote(Format(reader, i, kinds[i], output.Take(MaxFormatted)));
+            else if (kinds[i] is ColumnKind.Money)
+            {
+                money = reader.GetDecimal(f);
+                output.Wrote(FormatMoney(money, output.Take(MaxFormatted)));
+            }
+            else output.Wrote(Format(reader, f, kinds[i], output.Take(MaxFormatted)));
+            f++;
         }
         output.Bytes("\r\n"u8);
         output.Commit();
@@ -97,23 +114,36 @@ public static class ExportWriter
     private static void WriteNdjsonRow(Utf8JsonWriter json, DbDataReader reader, ColumnKind[] kinds, JsonEncodedText[] names, ref byte[] scratch)
     {
         Span<byte> formatted = stackalloc byte[MaxFormatted];
+        var money = 0m;
         json.WriteStartObject();
-        for (var i = 0; i < kinds.Length; i++)
+        // f is the query's field: derived columns (debit, credit) take none.
+        for (int i = 0, f = 0; i < kinds.Length; i++)
         {
             json.WritePropertyName(names[i]);
-            if (reader.IsDBNull(i))
+            if (kinds[i] is ColumnKind.Debit or ColumnKind.Credit)
+            {
+                json.WriteStringValue(formatted[..FormatDerived(money, kinds[i], formatted)]);
+                continue;
+            }
+            if (reader.IsDBNull(f))
             {
                 json.WriteNullValue();
+                f++;
                 continue;
             }
             switch (kinds[i])
             {
-                case ColumnKind.Integer: json.WriteNumberValue(reader.GetInt64(i)); break;
-                case ColumnKind.Number: json.WriteRawValue(formatted[..Format(reader, i, ColumnKind.Number, formatted)], skipInputValidation: true); break;
-                case ColumnKind.Money or ColumnKind.Timestamp: json.WriteStringValue(formatted[..Format(reader, i, kinds[i], formatted)]); break;
-                case ColumnKind.Json: json.WriteRawValue(ReadText(reader, i, ref scratch)); break;
-                default: json.WriteStringValue(ReadText(reader, i, ref scratch)); break;
+                case ColumnKind.Integer: json.WriteNumberValue(reader.GetInt64(f)); break;
+                case ColumnKind.Number: json.WriteRawValue(formatted[..Format(reader, f, ColumnKind.Number, formatted)], skipInputValidation: true); break;
+                case ColumnKind.Money:
+                    money = reader.GetDecimal(f);
+                    json.WriteStringValue(formatted[..FormatMoney(money, formatted)]);
+                    break;
+                case ColumnKind.Timestamp: json.WriteStringValue(formatted[..Format(reader, f, kinds[i], formatted)]); break;
+                case ColumnKind.Json: json.WriteRawValue(ReadText(reader, f, ref scratch)); break;
+                default: json.WriteStringValue(ReadText(reader, f, ref scratch)); break;
             }
+            f++;
         }
         json.WriteEndObject();
     }
@@ -126,13 +156,20 @@ public static class ExportWriter
         {
             ColumnKind.Integer => Utf8Formatter.TryFormat(reader.GetInt64(i), destination, out written),
             ColumnKind.Number => reader.GetDecimal(i).TryFormat(destination, out written, CanonicalNumber, CultureInfo.InvariantCulture),
-            ColumnKind.Money => Money.TryFormat(reader.GetDecimal(i), destination, out written),
             ColumnKind.Timestamp => TryFormatTimestamp(reader.GetFieldValue<DateTime>(i), destination, out written),
-            _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, "text is copied, not formatted"),
+            _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, "text is copied and money formatted apart"),
         };
         if (!done) throw new InvalidOperationException($"a {kind} value did not fit {MaxFormatted} bytes");
         return written;
     }
+
+    private static int FormatMoney(decimal amount, Span<byte> destination) =>
+        Money.TryFormat(amount, destination, out var written) ? written
+            : throw new InvalidOperationException($"a {ColumnKind.Money} value did not fit {MaxFormatted} bytes");
+
+    /// <summary>The debit (positive part) or credit (negated negative part) of the row's last money value, else 0.</summary>
+    private static int FormatDerived(decimal money, ColumnKind kind, Span<byte> destination) =>
+        FormatMoney(kind == ColumnKind.Debit ? (money > 0 ? money : 0m) : (money < 0 ? -money : 0m), destination);
 
     /// <summary>
     /// UTC with the database's microsecond precision, <c>2026-03-01T08:15:00.123456Z</c>: what the format

@@ -90,7 +90,10 @@ public sealed class LedgerReadStore(ReadDataSource db)
         public bool IsEmpty => From is null && To is null && AccountId is null && CustomerId is null && MeterId is null && Kind is null;
     }
 
-    /// <summary>The export columns, in the order <see cref="SelectEntries"/> returns them (docs/exports.md).</summary>
+    /// <summary>
+    /// The export columns, in the order <see cref="SelectEntries"/> returns them (docs/exports.md); debit and credit are
+    /// derived from the amount as it is written, so the database neither computes nor sends them.
+    /// </summary>
     public static readonly IReadOnlyList<ExportColumn> EntryColumns =
     [
         new("seq", ColumnKind.Integer), new("entry_id", ColumnKind.Integer), new("created_at", ColumnKind.Timestamp),
@@ -98,7 +101,7 @@ public sealed class LedgerReadStore(ReadDataSource db)
         new("reference", ColumnKind.Text), new("customer_id", ColumnKind.Text), new("meter_id", ColumnKind.Text),
         new("price_version", ColumnKind.Integer), new("account_id", ColumnKind.Text), new("account_kind", ColumnKind.Text),
         new("account_type", ColumnKind.Text), new("currency", ColumnKind.Text), new("amount", ColumnKind.Money),
-        new("debit", ColumnKind.Money), new("credit", ColumnKind.Money),
+        new("debit", ColumnKind.Debit), new("credit", ColumnKind.Credit),
     ];
 
     // Pages by seq, which is gap-free and assigned after commit: a row can never appear behind a cursor already
@@ -106,9 +109,7 @@ public sealed class LedgerReadStore(ReadDataSource db)
     private const string SelectEntries = """
         SELECT s.seq, e.entry_id, e.created_at, t.effective_at, e.transaction_id, t.kind AS transaction_kind, t.reference,
                t.customer_id, t.meter_id, t.price_version::bigint AS price_version, e.account_id, a.kind AS account_kind,
-               a.type AS account_type, e.currency::text AS currency, e.amount,
-               CASE WHEN e.amount > 0 THEN e.amount ELSE 0 END AS debit,
-               CASE WHEN e.amount < 0 THEN -e.amount ELSE 0 END AS credit
+               a.type AS account_type, e.currency::text AS currency, e.amount
           FROM entry_sequence s
           JOIN entries e             ON e.merchant_id = s.merchant_id AND e.entry_id = s.entry_id
           JOIN ledger_transactions t ON t.merchant_id = e.merchant_id AND t.transaction_id = e.transaction_id
@@ -133,7 +134,7 @@ public sealed class LedgerReadStore(ReadDataSource db)
 
     private sealed record EntryRow(long Seq, long EntryId, DateTime CreatedAt, DateTime EffectiveAt, string TransactionId,
         string TransactionKind, string Reference, string? CustomerId, string? MeterId, long? PriceVersion, string AccountId,
-        string AccountKind, string AccountType, string Currency, decimal Amount, decimal Debit, decimal Credit);
+        string AccountKind, string AccountType, string Currency, decimal Amount);
 
     public async Task<List<LedgerEntryResponse>> EntriesAsync(string merchantId, EntryFilter filter, long afterSeq, int take, CancellationToken ct)
     {
@@ -141,29 +142,28 @@ public sealed class LedgerReadStore(ReadDataSource db)
         var rows = await connection.QueryAsync<EntryRow>(new CommandDefinition(SelectEntries, EntryArgs(merchantId, filter, afterSeq, take), cancellationToken: ct));
         return rows.Select(r => new LedgerEntryResponse(r.Seq, r.EntryId, r.CreatedAt, r.EffectiveAt, r.TransactionId, r.TransactionKind,
             r.Reference, r.CustomerId, r.MeterId, r.PriceVersion, r.AccountId, r.AccountKind, r.AccountType, r.Currency,
-            Money.Format(r.Amount), Money.Format(r.Debit), Money.Format(r.Credit))).ToList();
+            Money.Format(r.Amount), Money.Format(r.Amount > 0 ? r.Amount : 0m), Money.Format(r.Amount < 0 ? -r.Amount : 0m))).ToList();
     }
 
     // The whole ledger (after a seq) in seq order straight off entry_sequence's key, each entry's row, transaction and
     // account looked up as it comes. As plain joins the planner prefers, on cost, to hash the whole ledger and sort a
     // million rows (to disk) before the first leaves; a LATERAL … OFFSET 0 lookup cannot be turned into that. Consecutive
-    // entries share their transaction and a few accounts, so Memoize answers most of those lookups.
+    // entries share their transaction and a few accounts, so Memoize answers most of those lookups; those two name the
+    // merchant as the parameter rather than the outer row's column, so Memoize's key is the one id it hashes per entry.
     private const string ExportAllEntries = """
         SELECT s.seq, e.entry_id, e.created_at, t.effective_at, e.transaction_id, t.kind AS transaction_kind, t.reference,
                t.customer_id, t.meter_id, t.price_version::bigint AS price_version, e.account_id, a.kind AS account_kind,
-               a.type AS account_type, e.currency::text AS currency, e.amount,
-               CASE WHEN e.amount > 0 THEN e.amount ELSE 0 END AS debit,
-               CASE WHEN e.amount < 0 THEN -e.amount ELSE 0 END AS credit
+               a.type AS account_type, e.currency::text AS currency, e.amount
           FROM entry_sequence s
          CROSS JOIN LATERAL (SELECT e.entry_id, e.created_at, e.transaction_id, e.account_id, e.currency, e.amount
                                FROM entries e
                               WHERE e.merchant_id = s.merchant_id AND e.entry_id = s.entry_id OFFSET 0) e
          CROSS JOIN LATERAL (SELECT t.effective_at, t.kind, t.reference, t.customer_id, t.meter_id, t.price_version
                                FROM ledger_transactions t
-                              WHERE t.merchant_id = s.merchant_id AND t.transaction_id = e.transaction_id OFFSET 0) t
+                              WHERE t.merchant_id = @MerchantId AND t.transaction_id = e.transaction_id OFFSET 0) t
          CROSS JOIN LATERAL (SELECT a.kind, a.type
                                FROM accounts a
-                              WHERE a.merchant_id = s.merchant_id AND a.account_id = e.account_id OFFSET 0) a
+                              WHERE a.merchant_id = @MerchantId AND a.account_id = e.account_id OFFSET 0) a
          WHERE s.merchant_id = @MerchantId
            AND s.seq > @AfterSeq
          ORDER BY s.seq
