@@ -1,7 +1,6 @@
 using System.Buffers;
 using Lava.Billing.Infrastructure.Http;
 using Lava.Billing.Infrastructure.Observability;
-using Lava.Billing.Translation;
 using Microsoft.AspNetCore.Http.Features;
 using Polly.CircuitBreaker;
 using Polly.Timeout;
