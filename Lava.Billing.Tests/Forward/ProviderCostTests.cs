@@ -51,8 +51,8 @@ public class ProviderCostTests
     public void TheEstimateUsesReportedInputAndTheLargerOutput()
     {
         var request = new InspectedRequest("m", true, null, InputTokensEstimate: 50, InputCharacters: 0, [], false);
-        Assert.Equal(new NormalizedUsage(50, 0, 0, 3), ForwardProxy.Estimate(null, request, outputCharacters: 10));
-        Assert.Equal(new NormalizedUsage(100, 10, 20, 3), ForwardProxy.Estimate(new NormalizedUsage(100, 10, 20, 1), request, 9));
-        Assert.Equal(new NormalizedUsage(100, 0, 0, 40), ForwardProxy.Estimate(new NormalizedUsage(100, 0, 0, 40), request, 9));
+        Assert.Equal(new NormalizedUsage(50, 0, 0, 3), ForwardRelay.Estimate(null, request, outputCharacters: 10));
+        Assert.Equal(new NormalizedUsage(100, 10, 20, 3), ForwardRelay.Estimate(new NormalizedUsage(100, 10, 20, 1), request, 9));
+        Assert.Equal(new NormalizedUsage(100, 0, 0, 40), ForwardRelay.Estimate(new NormalizedUsage(100, 0, 0, 40), request, 9));
     }
 }

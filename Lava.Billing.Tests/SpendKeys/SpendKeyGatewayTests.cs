@@ -180,6 +180,49 @@ public class SpendKeyGatewayTests(SpendKeyGatewayApp app) : GatewayTest<SpendKey
     }
 
     [Fact]
+    public async Task AClientThatLeavesBeforeTheProviderAnswersIsBilledThePromptsEstimateAsOnForward()
+    {
+        var (m, id, key) = await KeyAsync(new { name = "leaves-early" });
+        var reached = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        // The provider has the request and is working on it; it never answers before the gateway gives up on it.
+        Fake.Next.Enqueue(async http =>
+        {
+            reached.SetResult();
+            try
+            {
+                await Task.Delay(Timeout.Infinite, http.RequestAborted);
+            }
+            catch (OperationCanceledException)
+            {
+                // The gateway dropped the call.
+            }
+        });
+        using var leave = new CancellationTokenSource();
+        var call = Bearer(key).PostAsync("/v1/chat/completions", Http.Json(Chat), leave.Token);
+        await reached.Task.WaitAsync(TimeSpan.FromSeconds(10));
+        leave.Cancel();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => call);
+
+        var args = new { m.MerchantId };
+        var deadline = DateTime.UtcNow.AddSeconds(10);
+        while (await App.QueryAsync<string>("SELECT status FROM spend_key_charges WHERE merchant_id = @MerchantId", args) == "held")
+        {
+            Assert.True(DateTime.UtcNow < deadline, "the call's charge is still held");
+            await Task.Delay(50);
+        }
+        // The provider was paid for the prompt: the call is billed the estimate its hold recorded (a few input tokens at
+        // 2.50 per 1M, no output), flagged, and counts as a request.
+        var (status, amount, estimate, estimated) = await App.QueryAsync<(string, decimal?, decimal, bool?)>(
+            "SELECT status, amount, usage_amount, estimated FROM spend_key_charges WHERE merchant_id = @MerchantId", args);
+        Assert.Equal(("captured", true), (status, estimated));
+        Assert.True(estimate > 0, $"estimate {estimate}");
+        Assert.Equal(estimate, amount);
+        var read = (await m.Client.GetJsonAsync($"/v1/spend_keys/{id}")).Body!;
+        Assert.Equal(estimate, decimal.Parse((string)read["total_spend"]!, System.Globalization.CultureInfo.InvariantCulture));
+        Assert.Equal(1, (long)read["total_requests"]!);
+    }
+
+    [Fact]
     public async Task TheModelListShowsOnlyWhatTheKeyMayCall()
     {
         var (_, _, openAi) = await KeyAsync(new { name = "models" });

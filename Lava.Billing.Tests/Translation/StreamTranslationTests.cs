@@ -32,9 +32,15 @@ public class StreamTranslationTests
 
     private static List<(string? Event, JsonNode? Data, string Raw)> Events(string stream)
     {
-        var events = new List<SseEvent>();
-        new SseEventReader().Feed(Encoding.UTF8.GetBytes(stream), events);
-        return events.Select(e => (e.Name, e.Data == "[DONE]" ? null : JsonNode.Parse(e.Data), e.Data)).ToList();
+        var events = new List<(string? Event, JsonNode? Data, string Raw)>();
+        var reader = new SseEventReader();
+        ReadOnlySpan<byte> bytes = Encoding.UTF8.GetBytes(stream);
+        while (reader.TryRead(ref bytes, out var e))
+        {
+            var data = Encoding.UTF8.GetString(e.Data.Span);
+            events.Add((e.Name.IsEmpty ? null : Encoding.UTF8.GetString(e.Name.Span), e.IsDone ? null : JsonNode.Parse(data), data));
+        }
+        return events;
     }
 
     private static IAnswerTranslator ForOpenAiClient() => ChatTranslation.Between(ChatShape.OpenAiChat, ChatShape.AnthropicMessages)!.Answer(200, true, Now);

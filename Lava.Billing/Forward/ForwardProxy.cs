@@ -1,28 +1,23 @@
-using System.Buffers;
 using System.Text.Json;
 using FluentValidation;
 using Lava.Billing.Infrastructure;
 using Lava.Billing.Infrastructure.Http;
-using Lava.Billing.Infrastructure.Observability;
 using Lava.Billing.Requests;
 using Lava.Billing.Translation;
-using Microsoft.AspNetCore.Http.Features;
 using Microsoft.Extensions.Primitives;
-using Polly.CircuitBreaker;
-using Polly.Timeout;
 
 namespace Lava.Billing.Forward;
 
 /// <summary>
 /// One gateway call: check everything that can be checked before the provider is paid (mode, upstream, metadata,
-/// billing), forward the buffered request, stream the answer back as it arrives while reading its usage, then bill.
+/// billing), then hand it to <see cref="ForwardRelay"/>, which forwards the buffered request, streams the answer back
+/// as it arrives while reading its usage, and bills it through the call's record.
 /// </summary>
-public sealed class ForwardProxy(ForwardOptions options, UpstreamClient upstream, IForwardBilling billing, ForwardPostingQueue posting,
-    ModelPriceStore prices, IValidator<CreateRequestBody> reportValidator, TimeProvider clock, ILogger<ForwardProxy> log)
+public sealed class ForwardProxy(ForwardOptions options, ForwardRelay relay, IForwardBilling billing, ForwardPostingQueue posting,
+    ModelPriceStore prices, IValidator<CreateRequestBody> reportValidator)
 {
     public const string RequestIdHeader = "x-lava-request-id";
     public const string MetadataHeader = "x-lava-metadata";
-    private const int CopyBufferBytes = 16 * 1024;
     private const int MaxMetadataHeaderChars = 64 * 1024;
 
     public Task<IResult> ForwardAsync(HttpContext http, Caller caller) => RunAsync(http, caller, rewriteFormat: null);
@@ -72,311 +67,36 @@ public sealed class ForwardProxy(ForwardOptions options, UpstreamClient upstream
         var price = inspected.Model is null ? null : await prices.FindCurrentAsync(caller.MerchantId, inspected.Model, ct);
         var requestId = Ids.New("req");
         http.Response.Headers[RequestIdHeader] = requestId;
+        var providerKey = token.ProviderKey ?? options.ManagedKeyFor(target!.IdnHost);
+        var keyStyle = ProviderKeyStyles.For(target!, format);
+        var request = http.Request;
+        var relayed = new RelayCall(requestId, caller.MerchantId, requestId, target!, format, price, inspected, translation,
+            () => BuildRequest(request, target!, inspected, translation, providerKey, keyStyle), startedAt);
         var call = new ForwardCall(caller, token, mode, requestId, target!, format, inspected.Model, price, metadata);
         var prompt = new NormalizedUsage(inspected.InputTokensEstimate, 0, 0, 0, inspected.InputCharacters);
         // Billed if the process dies before anything better is known (docs/gateway.md, the crash rule).
-        var initial = Bill(call, Initial(call, inspected), estimated: true);
-        var admission = await billing.BeforeAsync(call, new UsageEstimate(prompt, inspected.MaxOutputTokens), initial, ct);
+        var admission = await billing.BeforeAsync(call, new UsageEstimate(prompt, inspected.MaxOutputTokens), ForwardRelay.Initial(format, price, inspected), ct);
         if (admission.Refusal is { } refusal) return refusal;
-        call = call with { HoldId = admission.HoldId };
-
-        // From here the call has a record (and maybe a hold): every way out bills it or releases it.
-        var progress = new CallProgress { StartedAt = startedAt };
-        try
-        {
-            // A client that left while the record was written never reaches the provider: the finally releases the call.
-            ct.ThrowIfCancellationRequested();
-            return await CallAsync(http, call, inspected, translation, progress, ct);
-        }
-        finally
-        {
-            if (!progress.Settled) await SettleUnforeseenAsync(call, inspected, progress);
-        }
+        // From here the call has a record (and maybe a hold): the relay bills it or releases it on every way out.
+        return await relay.RunAsync(http, relayed, new GatewayCallBilling(billing, posting, call with { HoldId = admission.HoldId }));
     }
 
-    // Something unforeseen broke the call: bill what the client received, or release what nobody received. Never
-    // throws, so the exception that got here is the one the error handler sees.
-    private async Task SettleUnforeseenAsync(ForwardCall call, InspectedRequest inspected, CallProgress progress)
+    /// <summary>A gateway call's usage: written to its record (with its hold), then posted off the client's path.</summary>
+    private sealed class GatewayCallBilling(IForwardBilling billing, ForwardPostingQueue posting, ForwardCall call) : IRelayBilling
     {
-        try
-        {
-            if (progress.Relayed) await ServeAndSettleAsync(call, Bounded(call, inspected, progress.Usage, cut: true));
-            else await ReleaseAsync(call);
-        }
-        catch (Exception e)
-        {
-            log.LogError("Gateway request {RequestId} of merchant {MerchantId} failed and could not be settled ({Failure}); the settle worker bills it by the crash rule",
-                call.RequestId, call.Caller.MerchantId, e.GetType().Name);
-        }
-    }
+        private ForwardCallRecord? _served;
 
-    /// <summary>How far a call got, so the way out knows whether to bill or release.</summary>
-    private sealed class CallProgress
-    {
-        /// <summary>Billed or released: nothing left to do.</summary>
-        public bool Settled;
-        /// <summary>Some of the provider's answer went to the client.</summary>
-        public bool Relayed;
-        public UsageReader? Usage;
-        /// <summary>When the gateway took the call (a Stopwatch timestamp), for the time it adds before the provider.</summary>
-        public long StartedAt;
-    }
+        public Task ProgressAsync(BilledUsage seen) => billing.ProgressAsync(call, seen, CancellationToken.None);
 
-    private async Task<IResult> CallAsync(HttpContext http, ForwardCall call, InspectedRequest inspected, ChatTranslation? translation,
-        CallProgress progress, CancellationToken ct)
-    {
-        var target = call.Upstream;
-        var providerKey = call.Token.ProviderKey ?? options.ManagedKeyFor(target.IdnHost);
-        var keyStyle = ProviderKeyStyles.For(target, call.Format);
-        HttpResponseMessage response;
-        LavaMetrics.GatewayBefore(progress.StartedAt);
-        try
-        {
-            response = await upstream.SendAsync(target, () => BuildRequest(http.Request, target, inspected, translation, providerKey, keyStyle), ct);
-        }
-        catch (OperationCanceledException) when (ct.IsCancellationRequested)
-        {
-            // The client left before the provider answered. The provider may already be working: bill the prompt, flagged.
-            progress.Settled = true;
-            await ServeAndSettleAsync(call, (Bill(call, Initial(call, inspected), estimated: true), null));
-            return Results.Empty;
-        }
-        catch (Exception e) when (e is TimeoutRejectedException or BrokenCircuitException or HttpRequestException)
-        {
-            LavaMetrics.GatewayFailed(target!.IdnHost, e);
-            log.LogWarning("Gateway request {RequestId}: upstream {Upstream} failed: {Failure}",
-                call.RequestId, target.GetLeftPart(UriPartial.Authority), e.GetType().Name);
-            progress.Settled = true;
-            await ReleaseAsync(call);
-            return e switch
-            {
-                TimeoutRejectedException => Problems.UpstreamTimeout("The provider did not answer in time; nothing was charged."),
-                BrokenCircuitException => Problems.UpstreamUnavailable(
-                    "The provider is failing; calls to it are paused for a moment. Nothing was charged."),
-                _ => Problems.UpstreamUnavailable("The provider could not be reached; nothing was charged."),
-            };
-        }
-        using (response)
-            await RelayAsync(http, response, call, inspected, translation, progress, ct);
-        return Results.Empty;
-    }
+        public async Task ServeAsync(BilledUsage usage, string? anomaly) =>
+            _served = await billing.ServeAsync(call, usage, anomaly, CancellationToken.None);
 
-    /// <summary>
-    /// Streams the answer to the client while reading its usage. The usage is made durable before the client has the
-    /// end of the answer: in an event stream, as soon as the provider's final count passes by (before that event is
-    /// relayed); in any other body, by holding its last chunk back until the usage is written. While a stream runs,
-    /// the usage seen so far is recorded every <see cref="ForwardOptions.ProgressInterval"/>, which is what a crash
-    /// bills.
-    /// </summary>
-    private async Task RelayAsync(HttpContext http, HttpResponseMessage response, ForwardCall call, InspectedRequest inspected,
-        ChatTranslation? translation, CallProgress progress, CancellationToken ct)
-    {
-        http.Response.StatusCode = (int)response.StatusCode;
-        LavaMetrics.GatewayCalled(call.Upstream.IdnHost, (int)response.StatusCode);
-        ForwardHeaders.CopyResponse(response, http.Response);
-        http.Response.Headers[RequestIdHeader] = call.RequestId;
-        http.Features.Get<IHttpResponseBodyFeature>()?.DisableBuffering();
-        var succeeded = response.IsSuccessStatusCode;
-        var eventStream = string.Equals(response.Content.Headers.ContentType?.MediaType, "text/event-stream", StringComparison.OrdinalIgnoreCase);
-        // The usage is read from the provider's bytes; only what goes to the client is translated.
-        var answer = translation?.Answer((int)response.StatusCode, eventStream, clock.GetUtcNow());
-        if (answer is not null)
-        {
-            http.Response.ContentLength = null;
-            http.Response.ContentType = answer.ContentType;
-        }
-        var usage = new UsageReader(call.Format, eventStream);
-        progress.Usage = succeeded ? usage : null;
-        var stallLimit = options.TimeoutFor(call.Upstream.IdnHost);
-        var cut = false;
-        ForwardCallRecord? served = null;
-        var isServed = false;
-        var lastProgress = clock.GetTimestamp();
-        var buffer = ArrayPool<byte>.Shared.Rent(CopyBufferBytes);
-        // A translated body is held whole by its translator instead, and written once its usage is.
-        var held = succeeded && !eventStream && answer is null ? ArrayPool<byte>.Shared.Rent(CopyBufferBytes) : null;
-        var heldLength = 0;
-        try
-        {
-            try
-            {
-                await using var source = await response.Content.ReadAsStreamAsync(ct);
-                while (true)
-                {
-                    int read;
-                    using (var stall = CancellationTokenSource.CreateLinkedTokenSource(ct))
-                    {
-                        stall.CancelAfter(stallLimit);
-                        read = await source.ReadAsync(buffer, stall.Token);
-                    }
-                    if (read == 0) break;
-                    if (succeeded)
-                    {
-                        usage.Feed(buffer.AsSpan(0, read));
-                        if (eventStream && !isServed && usage.Complete)
-                        {
-                            // The provider's final count: on disk before the client sees the end of the answer.
-                            var (final, anomaly) = Bounded(call, inspected, usage, cut: false);
-                            served = await billing.ServeAsync(call, final, anomaly, CancellationToken.None);
-                            isServed = true;
-                            // Whatever breaks from here, this usage is what the call is billed (by the worker at worst).
-                            progress.Settled = true;
-                        }
-                        else if (eventStream && !isServed && clock.GetElapsedTime(lastProgress) >= options.ProgressInterval)
-                        {
-                            await ProgressAsync(call, Bounded(call, inspected, usage, cut: true).Usage);
-                            lastProgress = clock.GetTimestamp();
-                        }
-                    }
-                    if (answer is not null)
-                    {
-                        if (answer.Feed(buffer.AsSpan(0, read)) is { Length: > 0 } translated)
-                        {
-                            await http.Response.Body.WriteAsync(translated, ct);
-                            await http.Response.Body.FlushAsync(ct);
-                        }
-                    }
-                    else if (held is null)
-                    {
-                        await http.Response.Body.WriteAsync(buffer.AsMemory(0, read), ct);
-                        await http.Response.Body.FlushAsync(ct);
-                    }
-                    else
-                    {
-                        if (heldLength > 0) await http.Response.Body.WriteAsync(held.AsMemory(0, heldLength), ct);
-                        buffer.AsSpan(0, read).CopyTo(held);
-                        heldLength = read;
-                    }
-                    progress.Relayed = true;
-                }
-            }
-            catch (Exception e) when (e is OperationCanceledException or IOException or HttpRequestException)
-            {
-                // The client left, or the provider stalled or broke off. Either way the upstream call ends here (the
-                // response is disposed), and the client must not take a cut body for a whole one.
-                cut = true;
-                http.Abort();
-            }
+        public Task ReleaseAsync() => billing.ReleaseAsync(call, CancellationToken.None);
 
-            if (!succeeded)
-            {
-                progress.Settled = true;
-                await ReleaseAsync(call);
-                if (answer is not null && !cut) await WriteLastAsync(http, answer.Finish(), ct);
-                return;
-            }
-            if (!isServed)
-            {
-                if (!cut) usage.Finish();
-                var (billed, anomaly) = Bounded(call, inspected, usage, cut);
-                served = await billing.ServeAsync(call, billed, anomaly, CancellationToken.None);
-            }
-            progress.Settled = true;
-            if (held is not null && heldLength > 0 && !cut) await WriteLastAsync(http, held.AsMemory(0, heldLength), ct);
-            if (answer is not null && !cut) await WriteLastAsync(http, answer.Finish(), ct);
-            // Its usage is on disk: posting it need not keep the client waiting for the end of the response.
-            if (served is not null) await posting.PostAsync(served);
-        }
-        finally
+        // Null when it could not be written now, or the settle worker got there first: then it is not this call's to post.
+        public async Task PostServedAsync()
         {
-            ArrayPool<byte>.Shared.Return(buffer);
-            if (held is not null) ArrayPool<byte>.Shared.Return(held);
-        }
-    }
-
-    internal static async Task WriteLastAsync(HttpContext http, ReadOnlyMemory<byte> last, CancellationToken ct)
-    {
-        if (last.IsEmpty) return;
-        try
-        {
-            await http.Response.Body.WriteAsync(last, ct);
-            await http.Response.Body.FlushAsync(ct);
-        }
-        catch (Exception e) when (e is OperationCanceledException or IOException)
-        {
-            // The client left at the last moment; what the provider served is billed all the same.
-            http.Abort();
-        }
-    }
-
-    /// <summary>
-    /// The usage to bill once the answer ended (or was cut): the provider's own count when it arrived whole and within
-    /// the report limits; otherwise the gateway's estimate, flagged. A count out of range is never billed: the call is
-    /// billed from the estimate and marked <see cref="UsageBounds.OutOfRange"/> for finance.
-    /// </summary>
-    internal static (BilledUsage Usage, string? Anomaly) Bounded(ForwardCall call, InspectedRequest inspected, UsageReader? usage, bool cut)
-    {
-        var billed = call.Format switch
-        {
-            // Speech is billed by the characters it was asked to speak, known before the call.
-            ApiFormat.Speech => Bill(call, NormalizedUsage.None with { InputCharacters = inspected.InputCharacters }, estimated: false),
-            _ when usage is { Complete: true, Usage: { } exact } => Bill(call, exact, estimated: false),
-            _ when !ApiFormats.ReportsUsage(call.Format) => Bill(call, NormalizedUsage.None, estimated: false),
-            _ => Bill(call, Estimate(usage?.Usage, inspected, usage?.OutputCharacters ?? 0), estimated: true),
-        };
-        if (UsageBounds.Within(billed.Usage, billed.ProviderCost)) return (billed, null);
-        var fallback = Bill(call, Estimate(null, inspected, usage?.OutputCharacters ?? 0), estimated: true);
-        return UsageBounds.Within(fallback.Usage, fallback.ProviderCost)
-            ? (fallback, UsageBounds.OutOfRange)
-            : (Bill(call, NormalizedUsage.None, estimated: true), UsageBounds.OutOfRange);
-    }
-
-    /// <summary>What a call is billed before its answer is seen: the prompt, as far as the request shows it.</summary>
-    private static NormalizedUsage Initial(ForwardCall call, InspectedRequest inspected) => call.Format switch
-    {
-        ApiFormat.Speech => NormalizedUsage.None with { InputCharacters = inspected.InputCharacters },
-        _ when !ApiFormats.ReportsUsage(call.Format) => NormalizedUsage.None,
-        _ => Estimate(null, inspected, 0),
-    };
-
-    /// <summary>
-    /// What a call used when the provider's final count never arrived: the input the provider reported (Anthropic
-    /// reports it first), else the prompt's estimate; the output reported so far, or what the text seen suggests.
-    /// </summary>
-    internal static NormalizedUsage Estimate(NormalizedUsage? seen, InspectedRequest request, long outputCharacters)
-    {
-        var input = seen is { InputTokens: > 0 } reported ? reported : new NormalizedUsage(request.InputTokensEstimate, 0, 0, 0);
-        var output = Math.Max(seen?.Output ?? 0, (outputCharacters + RequestInspector.CharactersPerToken - 1) / RequestInspector.CharactersPerToken);
-        return input with { Output = output, InputCharacters = request.InputCharacters };
-    }
-
-    private static BilledUsage Bill(ForwardCall call, NormalizedUsage usage, bool estimated) =>
-        new(usage, call.Price is { } price ? ProviderCost.Compute(usage, price) : null, estimated);
-
-    // The answer is already on its way (or the client gone): billing never fails the call; what cannot be written
-    // now is left to the settle worker (ForwardBilling says how).
-    private async Task ServeAndSettleAsync(ForwardCall call, (BilledUsage Usage, string? Anomaly) billed)
-    {
-        if (await billing.ServeAsync(call, billed.Usage, billed.Anomaly, CancellationToken.None) is { } served)
-            await posting.PostAsync(served);
-    }
-
-    private async Task ProgressAsync(ForwardCall call, BilledUsage seen)
-    {
-        using var timer = LavaMetrics.GatewayAfter();
-        try
-        {
-            await billing.ProgressAsync(call, seen, CancellationToken.None);
-        }
-        catch (Exception e)
-        {
-            // A missed progress note only makes a crash bill less of this call; the stream goes on.
-            log.LogWarning("Gateway request {RequestId}: its progress could not be recorded ({Failure})", call.RequestId, e.GetType().Name);
-        }
-    }
-
-    private async Task ReleaseAsync(ForwardCall call)
-    {
-        try
-        {
-            await billing.ReleaseAsync(call, CancellationToken.None);
-        }
-        catch (Exception e)
-        {
-            // Only when even the settle worker's queue is full: the record stays pending, and after its lease the crash rule
-            // bills its prompt estimate (docs/gateway.md).
-            log.LogError("Gateway request {RequestId} of merchant {MerchantId}: its hold could not be released ({Failure})",
-                call.RequestId, call.Caller.MerchantId, e.GetType().Name);
+            if (_served is not null) await posting.PostAsync(_served);
         }
     }
 

@@ -15,6 +15,7 @@ public static class ForwardStartup
         services.AddHostedService<ForwardSettler>();
         services.AddSingleton<ForwardPostingQueue>();
         services.AddHostedService(sp => sp.GetRequiredService<ForwardPostingQueue>());
+        services.AddSingleton<ForwardRelay>();
         services.AddSingleton<ForwardProxy>();
         return services;
     }

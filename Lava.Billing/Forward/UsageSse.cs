@@ -1,11 +1,10 @@
-using System.Buffers;
-using System.Text;
 using System.Text.Json;
+using Lava.Billing.Translation;
 
 namespace Lava.Billing.Forward;
 
 /// <summary>
-/// Reads usage from a server-sent event stream as it passes through, chunk by chunk, holding at most one event.
+/// Reads usage from a server-sent event stream as it passes through, chunk by chunk, event by event (<see cref="SseEventReader"/>).
 /// Which events carry usage: OpenAI chat, the final chunk with <c>usage</c> (what <c>stream_options.include_usage</c>
 /// asks for); Responses, <c>response.completed</c> (or <c>.incomplete</c>/<c>.failed</c>); Anthropic,
 /// <c>message_start</c> (input and cache) then the last <c>message_delta</c> (cumulative output); Gemini, the last
@@ -14,14 +13,7 @@ namespace Lava.Billing.Forward;
 /// </summary>
 public sealed class SseUsageReader(ApiFormat format)
 {
-    // An event larger than this is not a usage event; it is skipped, never buffered further.
-    private const int MaxEventBytes = 1024 * 1024;
-
-    private readonly ArrayBufferWriter<byte> _line = new(256);
-    private readonly ArrayBufferWriter<byte> _data = new(1024);
-    private bool _lineTooLong;
-    private bool _dataTooLong;
-    private bool _afterCarriageReturn;
+    private readonly SseEventReader _events = new();
     private NormalizedUsage? _anthropicStart;
 
     /// <summary>The best usage seen so far (for Anthropic, the start's input with the latest output).</summary>
@@ -35,69 +27,18 @@ public sealed class SseUsageReader(ApiFormat format)
 
     public void Feed(ReadOnlySpan<byte> chunk)
     {
-        while (!chunk.IsEmpty)
+        while (_events.TryRead(ref chunk, out var e))
         {
-            if (_afterCarriageReturn)
+            if (e.IsDone) continue;
+            try
             {
-                // A CRLF is one line end, even when the chunk boundary falls between the two.
-                _afterCarriageReturn = false;
-                if (chunk[0] == (byte)'\n')
-                {
-                    chunk = chunk[1..];
-                    continue;
-                }
+                using var document = JsonDocument.Parse(e.Data);
+                OnEvent(document.RootElement);
             }
-            var end = chunk.IndexOfAny((byte)'\r', (byte)'\n');
-            var part = end < 0 ? chunk : chunk[..end];
-            var room = MaxEventBytes - _line.WrittenCount;
-            if (part.Length > room) _lineTooLong = true;
-            _line.Write(part[..Math.Min(part.Length, room)]);
-            if (end < 0) return;
-            _afterCarriageReturn = chunk[end] == (byte)'\r';
-            EndLine();
-            chunk = chunk[(end + 1)..];
-        }
-    }
-
-    private void EndLine()
-    {
-        var line = _line.WrittenSpan;
-        var tooLong = _lineTooLong;
-        if (line.IsEmpty && !tooLong)
-        {
-            Dispatch();
-        }
-        else if (line.StartsWith("data:"u8))
-        {
-            var value = line[5..];
-            if (value is [(byte)' ', ..]) value = value[1..];
-            if (tooLong || _data.WrittenCount + value.Length + 1 > MaxEventBytes) _dataTooLong = true;
-            else
+            catch (JsonException)
             {
-                if (_data.WrittenCount > 0) _data.Write("\n"u8);
-                _data.Write(value);
+                // Not JSON (a keep-alive, a provider's own text event): nothing to read.
             }
-        }
-        _line.ResetWrittenCount();
-        _lineTooLong = false;
-    }
-
-    private void Dispatch()
-    {
-        try
-        {
-            if (_dataTooLong || _data.WrittenCount == 0 || _data.WrittenSpan.SequenceEqual("[DONE]"u8)) return;
-            using var document = JsonDocument.Parse(_data.WrittenMemory);
-            OnEvent(document.RootElement);
-        }
-        catch (JsonException)
-        {
-            // Not JSON (a keep-alive, a provider's own text event): nothing to read.
-        }
-        finally
-        {
-            _data.ResetWrittenCount();
-            _dataTooLong = false;
         }
     }
 

@@ -1,4 +1,3 @@
-using System.Buffers;
 using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
@@ -6,8 +5,6 @@ using System.Text.Json.Nodes;
 using Lava.Billing.Forward;
 using Lava.Billing.Infrastructure.Http;
 using Lava.Billing.Translation;
-using Lava.Billing.Merchants;
-using Microsoft.AspNetCore.Http.Features;
 
 namespace Lava.Billing.SpendKeys;
 
@@ -48,7 +45,7 @@ public static class SpendKeyGateway
     private static async Task HandleAsync(HttpContext http)
     {
         var result = IsModels(http.Request) ? await ModelsAsync(http) : await ServeAsync(http);
-        if (result is not null) await result.ExecuteAsync(http);
+        await result.ExecuteAsync(http);
     }
 
     /// <summary>
@@ -71,9 +68,9 @@ public static class SpendKeyGateway
 
     private const int MaxModels = 1000;
 
-    /// <summary>A problem to answer, or null when the provider's response was already streamed to the caller.</summary>
-    private static async Task<IResult?> ServeAsync(HttpContext http)
+    private static async Task<IResult> ServeAsync(HttpContext http)
     {
+        var startedAt = Stopwatch.GetTimestamp();
         var services = http.RequestServices;
         var routes = services.GetRequiredService<SpendKeyRoutes>();
         var forward = services.GetRequiredService<ForwardOptions>();
@@ -141,186 +138,39 @@ public static class SpendKeyGateway
         // A token is at least one byte, so the body's length bounds the input tokens, priced at the dearer input rate.
         var worstCase = Math.Max(ProviderCost.Compute(new NormalizedUsage(payload.Length, 0, 0, maxOutput), price),
                                  ProviderCost.Compute(new NormalizedUsage(0, 0, payload.Length, maxOutput), price));
-        var estimate = ProviderCost.Compute(ForwardProxy.Estimate(null, inspected, 0), price);
+        // The prompt's cost: what the call is billed if its client leaves before the provider answers, and what the crash
+        // rule bills until a stream shows more.
+        var estimate = ForwardRelay.Initial(format, price, inspected).ProviderCost ?? 0;
 
         var (grant, refusal, retryAfter) = await limits.ReserveAsync(key,
             new SpendKeyCall(model, route.Provider, worstCase, estimate, forward.PendingLease(upstream.Host)), ct);
         if (grant is null) return Refused(http, refusal!.Value, retryAfter);
-        return await CallAsync(http, grant, upstream, managedKey, shape, translation, inspected, price, limits);
+        var keyStyle = shape == RequestShapes.Anthropic ? ProviderKeyStyle.AnthropicApiKey : ProviderKeyStyle.Bearer;
+        var request = http.Request;
+        var call = new RelayCall(grant.ChargeId, o.MerchantId, null, upstream, format, price, inspected, translation, () =>
+        {
+            var message = new HttpRequestMessage(HttpMethod.Post, upstream) { Content = new ByteArrayContent(payload) };
+            ForwardHeaders.CopyRequest(request.Headers, message);
+            message.Headers.Remove("x-api-key");
+            message.Content.Headers.ContentType = new System.Net.Http.Headers.MediaTypeHeaderValue("application/json");
+            ForwardHeaders.SetProviderKey(message, managedKey, keyStyle);
+            translation?.AdjustHeaders(message);
+            return message;
+        }, startedAt);
+        // From here the call holds a charge: the relay captures it or releases it on every way out, by /v1/forward's rules.
+        return await services.GetRequiredService<ForwardRelay>().RunAsync(http, call, new ChargeBilling(limits, grant));
     }
 
-    private static async Task<IResult?> CallAsync(HttpContext http, SpendKeyGrant grant, Uri upstream, string managedKey, string shape,
-        ChatTranslation? translation, InspectedRequest inspected, ModelPrice price, SpendKeyLimits limits)
+    /// <summary>A spend-key call's usage: its charge captured at the provider's cost (and posted in the same transaction).</summary>
+    private sealed class ChargeBilling(SpendKeyLimits limits, SpendKeyGrant grant) : IRelayBilling
     {
-        var client = http.RequestServices.GetRequiredService<UpstreamClient>();
-        var payload = inspected.Body;
-        HttpResponseMessage response;
-        try
-        {
-            response = await client.SendAsync(upstream, () =>
-            {
-                var request = new HttpRequestMessage(HttpMethod.Post, upstream) { Content = new ByteArrayContent(payload) };
-                ForwardHeaders.CopyRequest(http.Request.Headers, request);
-                request.Headers.Remove("x-api-key");
-                request.Content.Headers.ContentType = new System.Net.Http.Headers.MediaTypeHeaderValue("application/json");
-                ForwardHeaders.SetProviderKey(request, managedKey,
-                    shape == RequestShapes.Anthropic ? ProviderKeyStyle.AnthropicApiKey : ProviderKeyStyle.Bearer);
-                translation?.AdjustHeaders(request);
-                return request;
-            }, http.RequestAborted);
-        }
-        catch (Exception e) when (e is HttpRequestException or Polly.Timeout.TimeoutRejectedException or Polly.CircuitBreaker.BrokenCircuitException or TaskCanceledException)
-        {
-            await limits.EndAsync(grant, null, estimated: false);
-            return Problems.UpstreamUnavailable("The provider could not be reached; nothing was charged.");
-        }
-        using (response)
-            await RelayAsync(http, response, grant, upstream, shape == RequestShapes.Anthropic ? ApiFormat.AnthropicMessages : ApiFormat.OpenAiChat,
-                translation, inspected, price, limits);
-        return null;
-    }
+        public Task ProgressAsync(BilledUsage seen) => limits.ProgressAsync(grant, seen.ProviderCost ?? 0, CancellationToken.None);
 
-    private static readonly Dictionary<string, string> NoMetadata = [];
+        public Task ServeAsync(BilledUsage usage, string? anomaly) => limits.EndAsync(grant, usage.ProviderCost ?? 0, usage.Estimated, anomaly);
 
-    /// <summary>
-    /// Passes the provider's answer on while reading its usage, by /v1/forward's rules (docs/gateway.md): a read that
-    /// waits longer than the provider's timeout cuts the answer; an answer cut (by that, the provider or the client
-    /// leaving) is billed the estimate of what was relayed; the charge is captured before the client has the end of the
-    /// answer (in an event stream as the provider's final count passes by, else by holding the last chunk back), so a
-    /// crash after the client has it never bills less than the provider's count. An error answer is released first.
-    /// </summary>
-    private static async Task RelayAsync(HttpContext http, HttpResponseMessage response, SpendKeyGrant grant, Uri upstream, ApiFormat format,
-        ChatTranslation? translation, InspectedRequest inspected, ModelPrice price, SpendKeyLimits limits)
-    {
-        var forward = http.RequestServices.GetRequiredService<ForwardOptions>();
-        var ct = http.RequestAborted;
-        var succeeded = response.IsSuccessStatusCode;
-        // Ended: captured or released; nothing of the call is left to write.
-        var ended = false;
-        if (!succeeded)
-        {
-            await limits.EndAsync(grant, null, estimated: false);
-            ended = true;
-        }
-        http.Response.StatusCode = (int)response.StatusCode;
-        ForwardHeaders.CopyResponse(response, http.Response);
-        http.Features.Get<IHttpResponseBodyFeature>()?.DisableBuffering();
-        var eventStream = string.Equals(response.Content.Headers.ContentType?.MediaType, "text/event-stream", StringComparison.OrdinalIgnoreCase);
-        // The usage is read from the provider's own bytes; only what the caller receives is translated.
-        var answer = translation?.Answer((int)response.StatusCode, eventStream, DateTimeOffset.UtcNow);
-        if (answer is not null)
-        {
-            http.Response.ContentLength = null;
-            http.Response.ContentType = answer.ContentType;
-        }
-        // The call as /v1/forward's billing sees it: a gateway call at the provider's cost, whose estimate is shared.
-        var call = new ForwardCall(new Caller(grant.MerchantId, grant.SpendKeyId, KeyScopes.Full), new ForwardToken("", null, null, null, false),
-            ForwardMode.Gateway, grant.ChargeId, upstream, format, price.Model, price, NoMetadata);
-        var reader = new UsageReader(format, eventStream);
-        var stallLimit = forward.TimeoutFor(upstream.IdnHost);
-        var cut = false;
-        var lastProgress = Stopwatch.GetTimestamp();
-        var buffer = ArrayPool<byte>.Shared.Rent(CopyBufferBytes);
-        // A translated body is held whole by its translator instead, and written once the charge is.
-        var held = succeeded && !eventStream && answer is null ? ArrayPool<byte>.Shared.Rent(CopyBufferBytes) : null;
-        var heldLength = 0;
-        try
-        {
-            try
-            {
-                await using var stream = await response.Content.ReadAsStreamAsync(ct);
-                while (true)
-                {
-                    int read;
-                    using (var stall = CancellationTokenSource.CreateLinkedTokenSource(ct))
-                    {
-                        stall.CancelAfter(stallLimit);
-                        read = await stream.ReadAsync(buffer, stall.Token);
-                    }
-                    if (read == 0) break;
-                    if (!ended)
-                    {
-                        reader.Feed(buffer.AsSpan(0, read));
-                        if (eventStream && reader.Complete)
-                        {
-                            // The provider's final count: captured before the client sees the end of the answer.
-                            await CaptureAsync(limits, grant, ForwardProxy.Bounded(call, inspected, reader, cut: false));
-                            ended = true;
-                        }
-                        else if (eventStream && Stopwatch.GetElapsedTime(lastProgress) >= forward.ProgressInterval)
-                        {
-                            // The crash rule bills the last note, so a long stream notes what it has shown so far now and then.
-                            await NoteProgressAsync(http, limits, grant, ForwardProxy.Bounded(call, inspected, reader, cut: true).Usage.ProviderCost ?? 0);
-                            lastProgress = Stopwatch.GetTimestamp();
-                        }
-                    }
-                    if (answer is not null)
-                    {
-                        if (answer.Feed(buffer.AsSpan(0, read)) is { Length: > 0 } translated)
-                        {
-                            await http.Response.Body.WriteAsync(translated, ct);
-                            await http.Response.Body.FlushAsync(ct);
-                        }
-                    }
-                    else if (held is null)
-                    {
-                        await http.Response.Body.WriteAsync(buffer.AsMemory(0, read), ct);
-                        await http.Response.Body.FlushAsync(ct);
-                    }
-                    else
-                    {
-                        if (heldLength > 0) await http.Response.Body.WriteAsync(held.AsMemory(0, heldLength), ct);
-                        buffer.AsSpan(0, read).CopyTo(held);
-                        heldLength = read;
-                    }
-                }
-            }
-            catch (Exception e) when (e is OperationCanceledException or IOException or HttpRequestException)
-            {
-                // The client left, or the provider stalled or broke off. Either way the provider's answer ends here (the
-                // response is disposed), and the client must not take a cut body for a whole one.
-                cut = true;
-                http.Abort();
-            }
-            if (!ended)
-            {
-                if (!cut) reader.Finish();
-                await CaptureAsync(limits, grant, ForwardProxy.Bounded(call, inspected, reader, cut));
-                ended = true;
-            }
-            if (held is not null && heldLength > 0 && !cut) await ForwardProxy.WriteLastAsync(http, held.AsMemory(0, heldLength), ct);
-            if (answer is not null && !cut) await ForwardProxy.WriteLastAsync(http, answer.Finish(), ct);
-        }
-        finally
-        {
-            // Something unforeseen broke the relay: the call is billed what was relayed, and no hold stays reserved.
-            if (!ended) await CaptureAsync(limits, grant, ForwardProxy.Bounded(call, inspected, reader, cut: true));
-            ArrayPool<byte>.Shared.Return(buffer);
-            if (held is not null) ArrayPool<byte>.Shared.Return(held);
-        }
-    }
+        public Task ReleaseAsync() => limits.EndAsync(grant, null, estimated: false);
 
-    private const int CopyBufferBytes = 16 * 1024;
-
-    /// <summary>
-    /// The provider's count when it arrived whole, else the estimate of what was relayed (flagged); a count out of
-    /// range is never billed (the estimate is, with its anomaly).
-    /// </summary>
-    private static Task CaptureAsync(SpendKeyLimits limits, SpendKeyGrant grant, (BilledUsage Usage, string? Anomaly) billed) =>
-        limits.EndAsync(grant, billed.Usage.ProviderCost ?? 0, billed.Usage.Estimated, billed.Anomaly);
-
-    private static async Task NoteProgressAsync(HttpContext http, SpendKeyLimits limits, SpendKeyGrant grant, decimal amount)
-    {
-        try
-        {
-            await limits.ProgressAsync(grant, amount, CancellationToken.None);
-        }
-        catch (Exception e)
-        {
-            // A missed note only makes a crash bill less of this call; the stream goes on.
-            http.RequestServices.GetRequiredService<ILoggerFactory>().CreateLogger(typeof(SpendKeyGateway))
-                .LogWarning("Spend key charge {ChargeId}: its progress could not be recorded ({Failure})", grant.ChargeId, e.GetType().Name);
-        }
+        public Task PostServedAsync() => Task.CompletedTask;
     }
 
     private static IResult Refused(HttpContext http, SpendKeyRefusal refusal, TimeSpan? retryAfter)

@@ -23,28 +23,24 @@ public sealed class SseAnswerTranslator(IStreamTranslator events) : IAnswerTrans
     internal static bool Malformed(Exception e) => e is JsonException or ArgumentException or InvalidOperationException or FormatException;
 
     private readonly SseEventReader _reader = new();
-    private readonly List<SseEvent> _seen = [];
 
     public string ContentType => "text/event-stream";
 
     public byte[] Feed(ReadOnlySpan<byte> chunk)
     {
-        _seen.Clear();
-        _reader.Feed(chunk, _seen);
-        if (_seen.Count == 0) return [];
-        var output = new StringBuilder();
-        foreach (var e in _seen)
+        StringBuilder? output = null;
+        while (_reader.TryRead(ref chunk, out var e))
         {
             try
             {
-                events.Translate(e, output);
+                events.Translate(e, output ??= new StringBuilder());
             }
             catch (Exception x) when (Malformed(x))
             {
                 // An event the provider's shape does not allow (duplicate members, a wrong kind): skipped, the stream goes on.
             }
         }
-        return Encoding.UTF8.GetBytes(output.ToString());
+        return output is null ? [] : Encoding.UTF8.GetBytes(output.ToString());
     }
 
     public byte[] Finish() => [];

@@ -27,7 +27,7 @@ public sealed class AnthropicStream : IStreamTranslator
     public void Translate(SseEvent e, StringBuilder output)
     {
         if (_stopped) return;
-        if (e.Data == "[DONE]")
+        if (e.IsDone)
         {
             Start(output, null);
             Close(output);
@@ -44,7 +44,7 @@ public sealed class AnthropicStream : IStreamTranslator
         JsonObject? chunk;
         try
         {
-            chunk = JsonNode.Parse(e.Data) as JsonObject;
+            chunk = JsonNode.Parse(e.Data.Span) as JsonObject;
         }
         catch (JsonException)
         {

@@ -1,31 +1,59 @@
 using System.Buffers;
-using System.Text;
 
 namespace Lava.Billing.Translation;
 
-/// <summary>One server-sent event: its <c>event:</c> name (null when it has none) and its <c>data:</c> lines joined.</summary>
-public readonly record struct SseEvent(string? Name, string Data);
+/// <summary>
+/// One server-sent event: its <c>event:</c> name (empty when it has none) and its <c>data:</c> lines joined by LF, as
+/// the UTF-8 bytes that came. Both are the reader's own buffers, valid until it reads on: a ref struct, so no one keeps
+/// an event past that; memory rather than spans, so a JSON document can be read over the data without a copy.
+/// </summary>
+public readonly ref struct SseEvent(ReadOnlyMemory<byte> name, ReadOnlyMemory<byte> data)
+{
+    public ReadOnlyMemory<byte> Name { get; } = name;
+
+    public ReadOnlyMemory<byte> Data { get; } = data;
+
+    /// <summary>OpenAI's end of stream, <c>data: [DONE]</c>: not JSON.</summary>
+    public bool IsDone => Data.Span.SequenceEqual("[DONE]"u8);
+}
 
 /// <summary>
-/// Splits an event stream into events as its bytes arrive, in chunks cut anywhere (inside a line, between CR and LF,
-/// inside a multi-byte character), holding at most one event. An event larger than the bound is skipped whole.
+/// Splits an event stream into events as its bytes pass by, in chunks cut anywhere (inside a line, between CR and LF,
+/// inside a multi-byte character), without owning the stream: the gateway relays the same bytes unchanged. It holds at
+/// most one line and one event, each bounded by <see cref="MaxEventBytes"/>: an event past the bound (a data line or an
+/// event name too long, or too many data lines) is skipped whole, and a longer line of any other field is ignored, so
+/// a provider cannot make a proxy buffer without end, and what follows an oversized event is read as usual.
 /// </summary>
 public sealed class SseEventReader
 {
-    private const int MaxEventBytes = 1024 * 1024;
+    public const int MaxEventBytes = 1024 * 1024;
 
     private readonly ArrayBufferWriter<byte> _line = new(256);
+    private readonly ArrayBufferWriter<byte> _name = new(32);
     private readonly ArrayBufferWriter<byte> _data = new(1024);
-    private string? _name;
-    private bool _tooLong;
+    private bool _lineTooLong;
+    private bool _eventTooLong;
     private bool _afterCarriageReturn;
+    // The last event was handed out; its bytes stay until the next read, which starts a new event.
+    private bool _handedOut;
 
-    public void Feed(ReadOnlySpan<byte> chunk, List<SseEvent> events)
+    /// <summary>
+    /// Reads <paramref name="chunk"/> up to the end of the next whole event, and takes what it read off the chunk; false
+    /// once the chunk is used up without one (what was read is kept for the next chunk). Call until it returns false.
+    /// </summary>
+    public bool TryRead(ref ReadOnlySpan<byte> chunk, out SseEvent e)
     {
+        if (_handedOut)
+        {
+            _handedOut = false;
+            _name.ResetWrittenCount();
+            _data.ResetWrittenCount();
+        }
         while (!chunk.IsEmpty)
         {
             if (_afterCarriageReturn)
             {
+                // A CRLF is one line end, even when the chunk boundary falls between the two.
                 _afterCarriageReturn = false;
                 if (chunk[0] == (byte)'\n')
                 {
@@ -35,30 +63,48 @@ public sealed class SseEventReader
             }
             var end = chunk.IndexOfAny((byte)'\r', (byte)'\n');
             var part = end < 0 ? chunk : chunk[..end];
-            if (_line.WrittenCount + part.Length > MaxEventBytes) _tooLong = true;
-            else _line.Write(part);
-            if (end < 0) return;
+            var room = MaxEventBytes - _line.WrittenCount;
+            if (part.Length > room) _lineTooLong = true;
+            if (room > 0 && !part.IsEmpty) _line.Write(part[..Math.Min(part.Length, room)]);
+            if (end < 0)
+            {
+                chunk = [];
+                break;
+            }
             _afterCarriageReturn = chunk[end] == (byte)'\r';
-            EndLine(events);
             chunk = chunk[(end + 1)..];
+            if (EndLine())
+            {
+                _handedOut = true;
+                e = new SseEvent(_name.WrittenMemory, _data.WrittenMemory);
+                return true;
+            }
         }
+        e = default;
+        return false;
     }
 
-    private void EndLine(List<SseEvent> events)
+    /// <summary>True when the line ended an event that is to be handed out.</summary>
+    private bool EndLine()
     {
         var line = _line.WrittenSpan;
+        var whole = false;
+        // A line too long to keep is never empty: it holds the bound's worth of bytes.
         if (line.IsEmpty)
         {
-            if (!_tooLong && _data.WrittenCount > 0) events.Add(new SseEvent(_name, Encoding.UTF8.GetString(_data.WrittenSpan)));
-            _data.ResetWrittenCount();
-            _name = null;
-            _tooLong = false;
+            whole = !_eventTooLong && _data.WrittenCount > 0;
+            if (!whole)
+            {
+                _name.ResetWrittenCount();
+                _data.ResetWrittenCount();
+            }
+            _eventTooLong = false;
         }
         else if (line.StartsWith("data:"u8))
         {
             var value = line[5..];
             if (value is [(byte)' ', ..]) value = value[1..];
-            if (_data.WrittenCount + value.Length + 1 > MaxEventBytes) _tooLong = true;
+            if (_lineTooLong || _data.WrittenCount + value.Length + 1 > MaxEventBytes) _eventTooLong = true;
             else
             {
                 if (_data.WrittenCount > 0) _data.Write("\n"u8);
@@ -67,8 +113,12 @@ public sealed class SseEventReader
         }
         else if (line.StartsWith("event:"u8))
         {
-            _name = Encoding.UTF8.GetString(line[6..]).Trim();
+            if (_lineTooLong) _eventTooLong = true;
+            _name.ResetWrittenCount();
+            _name.Write(line[6..].Trim(" \t"u8));
         }
         _line.ResetWrittenCount();
+        _lineTooLong = false;
+        return whole;
     }
 }
