@@ -10,6 +10,7 @@
 #   PGUP_OS_USER=<name> (OS user owning the cluster when run as root; default: postgres if it exists, else pgci, created)
 #   PG_BINDIR=<dir>     (skip bin-dir discovery)
 #   PGUP_TIMEOUT=60     (seconds to wait for readiness)
+#   PGUP_SHARED_BUFFERS=128MB (PostgreSQL's own page cache)
 #   PGUP_ADMIN_PASSWORD=<pw> (also give the postgres superuser this password, for TCP logins by tests)
 # stdout: exactly one line, the Npgsql connection string. Everything else goes to stderr.
 #   e.g.  CONN="$(./pg-up.sh /tmp/pg-ci 55432)"; export ConnectionStrings__Default="$CONN"
@@ -24,12 +25,14 @@ APPUSER="${PGUP_USER:-app}"
 APPPASS="${PGUP_PASSWORD:-app_pw}"
 FSYNC="${PGUP_FSYNC:-off}"
 TIMEOUT="${PGUP_TIMEOUT:-60}"
+SHARED_BUFFERS="${PGUP_SHARED_BUFFERS:-128MB}"
 
 log() { printf '[pg-up] %s\n' "$*" >&2; }
 die() { printf '[pg-up] ERROR: %s\n' "$*" >&2; exit 1; }
 
 [[ "$PORT" =~ ^[0-9]+$ ]] || die "port must be numeric: $PORT"
 [[ "$FSYNC" == on || "$FSYNC" == off ]] || die "PGUP_FSYNC must be on|off"
+[[ "$SHARED_BUFFERS" =~ ^[0-9]+(kB|MB|GB)$ ]] || die "PGUP_SHARED_BUFFERS must be a size such as 128MB or 1GB"
 [[ "$APPUSER" =~ ^[a-z_][a-z0-9_]*$ && "$DB" =~ ^[a-z_][a-z0-9_]*$ ]] || die "PGUP_USER/PGUP_DB must be simple lowercase identifiers"
 case "$DATADIR" in /*) ;; *) DATADIR="$PWD/$DATADIR" ;; esac
 DATADIR="${DATADIR%/}"
@@ -155,7 +158,7 @@ fsync = $FSYNC
 synchronous_commit = $FSYNC
 full_page_writes = $FSYNC
 max_connections = 200
-shared_buffers = 128MB
+shared_buffers = $SHARED_BUFFERS
 max_wal_size = 1GB
 logging_collector = off
 log_min_messages = warning
