@@ -11,12 +11,14 @@
 # Phases, each on the same fresh database, each measured alone (the sequencer's numbering of the phase's entries is
 # waited for and counted in it):
 #   batch     PROFILE_BATCHES calls of POST /v1/requests/batch with 1,000 distinct reports each, one at a time;
-#   single    POST /v1/requests from wrk at 16 connections for PROFILE_SINGLE_SECONDS (group commit on, as shipped);
+#   single    POST /v1/requests from wrk at PROFILE_SINGLE_CONNECTIONS (16) for PROFILE_SINGLE_SECONDS (group commit on);
 #   minimal-K the minimal report transaction (bench/pgbench/minimal.sh K) run by pgbench, K = 1 and 50, 3,200 reports.
 PROFILE_BATCHES="${BENCH_PROFILE_BATCHES:-10}"
 PROFILE_SINGLE_SECONDS="${BENCH_PROFILE_SINGLE_SECONDS:-5}"
-[[ "$PROFILE_BATCHES" =~ ^[0-9]+$ && "$PROFILE_SINGLE_SECONDS" =~ ^[0-9]+$ ]] && (( PROFILE_BATCHES >= 1 && PROFILE_BATCHES <= 100 )) \
-  || die "BENCH_PROFILE_BATCHES is 1-100, BENCH_PROFILE_SINGLE_SECONDS a whole number"
+PROFILE_SINGLE_CONNECTIONS="${BENCH_PROFILE_SINGLE_CONNECTIONS:-16}"
+[[ "$PROFILE_BATCHES" =~ ^[0-9]+$ && "$PROFILE_SINGLE_SECONDS" =~ ^[0-9]+$ && "$PROFILE_SINGLE_CONNECTIONS" =~ ^[0-9]+$ ]] \
+  && (( PROFILE_BATCHES >= 1 && PROFILE_BATCHES <= 100 && PROFILE_SINGLE_CONNECTIONS >= 1 && PROFILE_SINGLE_CONNECTIONS <= 64 )) \
+  || die "BENCH_PROFILE_BATCHES is 1-100, BENCH_PROFILE_SINGLE_SECONDS a whole number, BENCH_PROFILE_SINGLE_CONNECTIONS 1-64"
 
 psql_admin -c "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" -c "CREATE SCHEMA IF NOT EXISTS bench_profile" >/dev/null
 psql_app -v customers="$GC_CUSTOMERS" -f bench/pgbench/minimal-schema.sql >/dev/null
@@ -50,7 +52,7 @@ SQL
 
 # profile_phase NAME REPORT-COUNTER COMMAND...: measures COMMAND; prints one summary line to $results/profile.NAME.*
 profile_phase() {
-  local name="$1" counter="$2" lsn0 lsn1 n0 n1 t0 t1 w0 w1 reports out
+  local name="$1" counter="$2" lsn0 lsn1 n0 n1 t0 t1 w0 w1 s0 s1 reports out
   out="$results/profile.$name"
   shift 2
   log "profile: $name"
@@ -60,10 +62,10 @@ profile_phase() {
   snapshot_stats before
   psql_admin -c "SELECT pg_stat_statements_reset()" -c "SELECT pg_stat_reset_shared('wal')" >/dev/null
   lsn0="$(psql_admin -At -c "SELECT pg_current_wal_insert_lsn()")"
-  n0="$("$counter")"; t0="$(pg_ticks)"; w0="$(date +%s%N)"
+  n0="$("$counter")"; t0="$(pg_ticks)"; w0="$(date +%s%N)"; s0="$(proc_ticks "$svc_pid")"
   "$@"
   wait_sequencer
-  t1="$(pg_ticks)"; w1="$(date +%s%N)"; n1="$("$counter")"
+  t1="$(pg_ticks)"; w1="$(date +%s%N)"; n1="$("$counter")"; s1="$(proc_ticks "$svc_pid")"
   lsn1="$(psql_admin -At -c "SELECT pg_current_wal_insert_lsn()")"
   reports=$(( n1 - n0 ))
   (( reports > 0 )) || die "profile $name stored no reports"
@@ -75,7 +77,7 @@ profile_phase() {
   psql_admin -At -F $'\t' >"$out.statements" <<SQL
 SELECT CASE WHEN toplevel THEN 'top' ELSE 'nested' END, calls, total_plan_time, total_exec_time, rows,
        shared_blks_hit, shared_blks_read, shared_blks_dirtied, shared_blks_written, wal_records, wal_bytes,
-       left(regexp_replace(regexp_replace(query, '\s+', ' ', 'g'), '[|]', '/', 'g'), 110)
+       left(regexp_replace(regexp_replace(query, '\s+', ' ', 'g'), '[|]', '/', 'g'), 110), plans
   FROM pg_stat_statements
  WHERE dbid = (SELECT oid FROM pg_database WHERE datname = 'lava')
    AND query !~* '^(BEGIN|COMMIT|ROLLBACK|SET LOCAL|SELECT pg_stat|SELECT count)'
@@ -105,7 +107,9 @@ SQL
       -v wal="$(cat "$out.wal")" \
     'BEGIN { split(wal, w, "\t"); printf "%d\t%.1f\t%.2f\t%.0f\t%.3f\t%.0f\t%.1f\t%s\n", n, n / ((w1 - w0) / 1e9), w[1] / n, w[3] / n, w[2] / n,
              (t1 - t0) * 1e6 / tick / n, stm * 1000 / n, load }' >"$out.summary"
-  log "profile $name: $(cat "$out.summary")"
+  # The service's CPU per report (noisy as PostgreSQL's; for the minimal phases it is the idle service's).
+  awk -v n="$reports" -v tick="$clk_tck" -v s0="$s0" -v s1="$s1" 'BEGIN { printf "%.0f\n", (s1 - s0) * 1e6 / tick / n }' >"$out.service"
+  log "profile $name: $(cat "$out.summary"), service $(cat "$out.service") µs/report"
 }
 
 batch_body() { # $1 = tag, $2 = items: a batch of distinct reports over the customers, as bench/wrk/batch.lua builds them
@@ -126,7 +130,7 @@ post_batch() { # $1 = tag: one call of 1,000 reports, which must all be stored
 }
 post_batches() { local i; for ((i = 1; i <= PROFILE_BATCHES; i++)); do post_batch "profile-$i-$(date +%s%N)"; done; }
 post_singles() {
-  wrk -t2 -c16 -d"${PROFILE_SINGLE_SECONDS}s" --timeout 30s -s bench/wrk/report.lua "$url/v1/requests" -- "$key" "$CUSTOMERS" 0 \
+  wrk -t2 -c"$PROFILE_SINGLE_CONNECTIONS" -d"${PROFILE_SINGLE_SECONDS}s" --timeout 30s -s bench/wrk/report.lua "$url/v1/requests" -- "$key" "$CUSTOMERS" 0 \
     "profile-single-$(date +%s%N)" >"$results/profile.single.wrk" 2>&1 || die "wrk failed; see $results/profile.single.wrk"
 }
 post_minimal() { # $1 = reports per transaction
@@ -184,7 +188,7 @@ load beside it. WAL includes full-page images, written once per page touched aft
 | phase | reports | reports/s | WAL bytes / report | WAL records / report | full-page images / report | statements / 1,000 reports | PostgreSQL CPU µs / report | load 1/5/15 |
 |---|---|---|---|---|---|---|---|---|
 $(summary_row batch "service, batches of 1,000 ($PROFILE_BATCHES calls, one at a time)")
-$(summary_row single "service, single reports, 16 connections (${PROFILE_SINGLE_SECONDS} s)")
+$(summary_row single "service, single reports, $PROFILE_SINGLE_CONNECTIONS connections (${PROFILE_SINGLE_SECONDS} s)")
 $(summary_row minimal-1 "pgbench, minimal report transaction, 1 per transaction")
 $(summary_row minimal-50 "pgbench, minimal report transaction, 50 per transaction")
 

@@ -9,38 +9,27 @@ using Npgsql;
 namespace Lava.Billing.Tests.Requests;
 
 /// <summary>
-/// One pooled connection whose session would run every prepared statement with its cached generic plan: what
-/// PostgreSQL chooses by itself after five executions when the generic plan looks no dearer, as it does on a young
-/// database whose tables were empty when the plan was made.
+/// One pooled connection whose session runs every prepared statement with the plan cache mode <see cref="Mode"/>, unless a
+/// transaction sets its own.
 /// </summary>
-public sealed class GenericPlanSessionApp : LavaApp
+public abstract class PlanSessionApp : LavaApp
 {
+    protected abstract string Mode { get; }
+
     protected override void ConfigureTestServices(IWebHostBuilder builder) =>
         builder.UseSetting("ConnectionStrings:Billing", new NpgsqlConnectionStringBuilder(ConnectionString)
         {
             MaxPoolSize = 1,
-            Options = "-c plan_cache_mode=force_generic_plan",
+            Options = $"-c plan_cache_mode={Mode}",
         }.ConnectionString);
-}
 
-/// <summary>
-/// The posting's locked reads are planned for the keys they are given at every execution, never from a plan cached
-/// for the statement (<see cref="LockedReads.PlanSettings"/>): a generic plan for arrays of keys reads whole tables,
-/// and one made on a young database is kept while its tables grow.
-/// </summary>
-public class ReportPlanCacheTests(GenericPlanSessionApp app) : IClassFixture<GenericPlanSessionApp>, IAsyncLifetime
-{
-    public Task InitializeAsync() => app.ResetAsync();
-
-    public Task DisposeAsync() => Task.CompletedTask;
-
-    [Fact]
-    public async Task ThePostingsReadsAreNeverRunWithACachedGenericPlanEvenWhereTheSessionWouldChooseOne()
+    /// <summary>Eight reports, one at a time, on a fresh session; then each prepared statement's plans so far.</summary>
+    public async Task<List<(string Statement, long GenericPlans, long CustomPlans)>> PlansAfterReportsAsync()
     {
-        var m = await app.NewMerchantAsync();
-        await app.MeterAsync(m.MerchantId, "tokens", "fixed", "tokens_1m", (0, 1));
-        var customerId = await app.CustomerAsync(m.MerchantId);
-        var db = app.Services.GetRequiredService<NpgsqlDataSource>();
+        var m = await NewMerchantAsync();
+        await this.MeterAsync(m.MerchantId, "tokens", "fixed", "tokens_1m", (0, 1));
+        var customerId = await this.CustomerAsync(m.MerchantId);
+        var db = Services.GetRequiredService<NpgsqlDataSource>();
         // A fresh session, so the statements' uses are counted from zero and they are prepared on the fifth.
         db.Clear();
         for (var i = 0; i < 8; i++)
@@ -49,16 +38,69 @@ public class ReportPlanCacheTests(GenericPlanSessionApp app) : IClassFixture<Gen
                 new { request_id = $"req_plan_{i}", customer_id = customerId, meter_slug = "tokens", input_tokens = 100, output_tokens = 10 });
             Assert.True(r.Status == HttpStatusCode.Created, $"report {i}: {(int)r.Status} {r.Body?.ToJsonString()}");
         }
-
         await using var connection = await db.OpenConnectionAsync();
-        var prepared = (await connection.QueryAsync<(string Statement, long GenericPlans, long CustomPlans)>(
+        return (await connection.QueryAsync<(string, long, long)>(
             "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements")).AsList();
+    }
+}
+
+/// <summary>A session that would plan every statement afresh at each execution.</summary>
+public sealed class CustomPlanSessionApp : PlanSessionApp
+{
+    protected override string Mode => "force_custom_plan";
+}
+
+/// <summary>
+/// A session that would run every prepared statement with its cached generic plan: what PostgreSQL chooses by itself
+/// after five executions when the generic plan looks no dearer than the custom ones.
+/// </summary>
+public sealed class GenericPlanSessionApp : PlanSessionApp
+{
+    protected override string Mode => "force_generic_plan";
+}
+
+/// <summary>
+/// The posting's locked reads run with the plan cached for them on the connection, made once and never again per
+/// execution (<see cref="LockedReads.PlanSettings"/>): planning them afresh was most of what they cost. Whatever the
+/// session would choose.
+/// </summary>
+public class ReportPlanCacheTests(CustomPlanSessionApp app) : IClassFixture<CustomPlanSessionApp>, IAsyncLifetime
+{
+    public Task InitializeAsync() => app.ResetAsync();
+
+    public Task DisposeAsync() => Task.CompletedTask;
+
+    [Fact]
+    public async Task ThePostingsReadsRunWithTheirCachedPlanEvenWhereTheSessionWouldPlanEachExecution()
+    {
+        var prepared = await app.PlansAfterReportsAsync();
         var reads = prepared.Where(p => LockedReads.All.Any(read => p.Statement.Trim() == read.Sql.Trim())).ToList();
-        Assert.NotEmpty(reads);
+        Assert.Equal(LockedReads.All.Count, reads.Count);
         Assert.All(reads, p =>
         {
-            Assert.True(p.GenericPlans == 0, $"{p.GenericPlans} generic plan(s) for: {p.Statement}");
-            Assert.True(p.CustomPlans > 0, $"never executed prepared: {p.Statement}");
+            Assert.True(p.CustomPlans == 0, $"{p.CustomPlans} custom plan(s) for: {p.Statement}");
+            Assert.True(p.GenericPlans > 0, $"never executed prepared: {p.Statement}");
         });
+    }
+}
+
+/// <summary>
+/// The posting's write is planned for its values at every execution (a batch's arrays, one statement per transaction),
+/// even in a session that would reuse a cached generic plan.
+/// </summary>
+public class ReportWritePlanTests(GenericPlanSessionApp app) : IClassFixture<GenericPlanSessionApp>, IAsyncLifetime
+{
+    public Task InitializeAsync() => app.ResetAsync();
+
+    public Task DisposeAsync() => Task.CompletedTask;
+
+    [Fact]
+    public async Task ThePostingsWriteIsPlannedForItsValuesEvenWhereTheSessionWouldReuseACachedPlan()
+    {
+        var prepared = await app.PlansAfterReportsAsync();
+        var write = ReportWriter.Command(new ReportWriter.Writes([], [], [], [])).CommandText.Trim();
+        var (_, generic, custom) = Assert.Single(prepared, p => p.Statement.Trim() == write);
+        Assert.Equal(0, generic);
+        Assert.True(custom > 0, "the write never executed prepared");
     }
 }

@@ -64,26 +64,32 @@ public static class LockedReads
                               LIMIT 1) AS u
         """;
 
+    // Every read below looks its rows up one key at a time, in a LATERAL subquery with LIMIT 1 (or OFFSET 0 where a key has
+    // several rows): a subquery that cannot be flattened into a join is run once per key with the key as its parameters,
+    // so the plan cached for the statement (made without the keys, guessing 10 per array) has no join order to choose
+    // and no side to read whole; it is an index lookup per key whatever the tables held when it was made
+    // (ReportPlanTests, "generic plan"). The locks are taken in the keys' sorted order, one global order for every
+    // transaction, so that two transactions cannot deadlock on them.
     private const string LockBalances = """
         SELECT b.merchant_id, b.account_id, b.balance
-          FROM account_balances b
-          JOIN unnest($1::text[], $2::text[]) AS k(merchant_id, account_id) ON b.merchant_id = k.merchant_id AND b.account_id = k.account_id
-         ORDER BY b.merchant_id, b.account_id
-           FOR UPDATE OF b
+          FROM (SELECT DISTINCT * FROM unnest($1::text[], $2::text[]) ORDER BY 1, 2) AS k(merchant_id, account_id)
+         CROSS JOIN LATERAL (SELECT b.merchant_id, b.account_id, b.balance FROM account_balances b
+                              WHERE b.merchant_id = k.merchant_id AND b.account_id = k.account_id
+                              LIMIT 1 FOR UPDATE) AS b
         """;
 
     private const string LockHolds = """
         SELECT h.merchant_id, h.hold_id, h.customer_id, h.status, h.expires_at
-          FROM holds h
-          JOIN unnest($1::text[], $2::text[]) AS k(merchant_id, hold_id) ON h.merchant_id = k.merchant_id AND h.hold_id = k.hold_id
-         ORDER BY h.merchant_id, h.hold_id
-           FOR UPDATE OF h
+          FROM (SELECT DISTINCT * FROM unnest($1::text[], $2::text[]) ORDER BY 1, 2) AS k(merchant_id, hold_id)
+         CROSS JOIN LATERAL (SELECT h.merchant_id, h.hold_id, h.customer_id, h.status, h.expires_at FROM holds h
+                              WHERE h.merchant_id = k.merchant_id AND h.hold_id = k.hold_id
+                              LIMIT 1 FOR UPDATE) AS h
         """;
 
     private const string SelectExisting = $"""
         SELECT r.merchant_id, r.request_id, r.fingerprint, r.status_code, {StoredReport.ResponseSql}
-          FROM requests r
-          JOIN unnest($1::text[], $2::text[]) AS k(merchant_id, request_id) ON r.merchant_id = k.merchant_id AND r.request_id = k.request_id
+          FROM unnest($1::text[], $2::text[]) AS k(merchant_id, request_id)
+         CROSS JOIN LATERAL (SELECT * FROM requests r WHERE r.merchant_id = k.merchant_id AND r.request_id = k.request_id LIMIT 1) AS r
           {StoredReport.JoinTransaction}
         """;
 
@@ -95,7 +101,9 @@ public static class LockedReads
                  WHERE t.merchant_id = c.merchant_id AND t.customer_id = c.customer_id AND t.kind = '{LedgerKinds.AutoTopUp}'
                    AND t.created_at >= s.cycle_start_at)
           FROM unnest($1::text[], $2::text[]) AS k(merchant_id, customer_id)
-          JOIN customers c ON c.merchant_id = k.merchant_id AND c.customer_id = k.customer_id AND c.deleted_at IS NULL
+         CROSS JOIN LATERAL (SELECT * FROM customers c
+                              WHERE c.merchant_id = k.merchant_id AND c.customer_id = k.customer_id AND c.deleted_at IS NULL
+                              LIMIT 1) AS c
           LEFT JOIN LATERAL (SELECT * FROM subscriptions s
                               WHERE s.merchant_id = c.merchant_id AND s.customer_id = c.customer_id AND s.status = 'active'
                               LIMIT 1) AS s ON true
@@ -104,18 +112,25 @@ public static class LockedReads
                               LIMIT 1) AS b ON true
         """;
 
+    // A plan's meters are several rows: OFFSET 0 keeps that subquery apart as LIMIT 1 does the others.
     private const string SelectPlanMeters = """
         SELECT pm.merchant_id, pm.plan_id, pm.meter_id
-          FROM plan_meters pm
-          JOIN subscriptions s ON s.merchant_id = pm.merchant_id AND s.plan_id = pm.plan_id AND s.status = 'active'
-          JOIN unnest($1::text[], $2::text[]) AS k(merchant_id, customer_id) ON s.merchant_id = k.merchant_id AND s.customer_id = k.customer_id
+          FROM unnest($1::text[], $2::text[]) AS k(merchant_id, customer_id)
+         CROSS JOIN LATERAL (SELECT s.merchant_id, s.plan_id FROM subscriptions s
+                              WHERE s.merchant_id = k.merchant_id AND s.customer_id = k.customer_id AND s.status = 'active'
+                              LIMIT 1) AS s
+         CROSS JOIN LATERAL (SELECT pm.merchant_id, pm.plan_id, pm.meter_id FROM plan_meters pm
+                              WHERE pm.merchant_id = s.merchant_id AND pm.plan_id = s.plan_id
+                              OFFSET 0) AS pm
         """;
 
     // The reporting keys, checked again inside the transaction that posts: auth may have answered from its cache.
     private const string SelectLiveKeys = """
         SELECT s.merchant_id, s.secret_key_id
           FROM unnest($1::text[], $2::text[]) AS k(merchant_id, secret_key_id)
-          JOIN secret_keys s ON s.merchant_id = k.merchant_id AND s.secret_key_id = k.secret_key_id AND s.revoked_at IS NULL
+         CROSS JOIN LATERAL (SELECT s.merchant_id, s.secret_key_id FROM secret_keys s
+                              WHERE s.merchant_id = k.merchant_id AND s.secret_key_id = k.secret_key_id AND s.revoked_at IS NULL
+                              LIMIT 1) AS s
         """;
 
     // Which meter and price version each slug names now: the reports were priced with a cached copy, and the poster starts
@@ -123,7 +138,9 @@ public static class LockedReads
     private const string SelectLiveMeters = """
         SELECT m.merchant_id, m.meter_slug, m.meter_id, m.current_version
           FROM unnest($1::text[], $2::text[]) AS k(merchant_id, meter_slug)
-          JOIN meters m ON m.merchant_id = k.merchant_id AND m.meter_slug = k.meter_slug AND m.deleted_at IS NULL
+         CROSS JOIN LATERAL (SELECT m.merchant_id, m.meter_slug, m.meter_id, m.current_version FROM meters m
+                              WHERE m.merchant_id = k.merchant_id AND m.meter_slug = k.meter_slug AND m.deleted_at IS NULL
+                              LIMIT 1) AS m
         """;
 
     /// <summary>Every read, in the order it is sent and its results are read.</summary>
@@ -171,13 +188,12 @@ public static class LockedReads
     // 5,019 reports/s (scripts/bench.sh, two short runs). Materialize off: before a column is analysed, PostgreSQL
     // guesses `deleted_at IS NULL` true for 0.5% of rows, and read the merchant's every customer into a materialised list
     // scanned once per report (ReportPlanUnanalysedTests). Local to the transaction (and the triggers it fires).
-    // Plans stay custom (made at each execution), forced: a generic plan is made once per statement and connection, and
-    // for arrays it guesses at 10 keys it reads a table that looks small whole (every index entry, keys filtered after)
-    // rather than look 10 keys up; on a young database, where requests, holds and usage totals are empty when the plan
-    // is made, such a plan is kept while the table grows, until the next ANALYZE (bench/notes.md, "Single reports").
-    // PostgreSQL itself switches a prepared statement to its generic plan after five executions when that plan looks no
-    // dearer than the custom ones, which is what it looks on empty tables; plan_cache_mode keeps it from doing so
-    // (ReportPlanCacheTests).
+    // The reads run with the plan PostgreSQL cached for them on the connection (made once, reused at every execution),
+    // forced: planned afresh, as PostgreSQL chooses for arrays of a few keys, the reads of a group commit spent three times
+    // longer planning than executing (bench/notes.md, "Single reports: planning"). That is safe because each read looks its
+    // keys up one at a time (above), which ReportPlanTests holds for the cached plans on analysed and un-analysed tables.
+    // The write goes back to plans made for its values (ReportPoster.CustomPlans): it is one statement per transaction,
+    // and what it fires runs under the same setting.
     public static readonly IReadOnlyList<(string Name, string Value)> PlanSettings =
     [
         ("enable_seqscan", "off"),
@@ -185,7 +201,7 @@ public static class LockedReads
         ("enable_mergejoin", "off"),
         ("enable_bitmapscan", "off"),
         ("enable_material", "off"),
-        ("plan_cache_mode", "force_custom_plan"),
+        ("plan_cache_mode", "force_generic_plan"),
     ];
 
     /// <summary>

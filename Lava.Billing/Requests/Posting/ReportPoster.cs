@@ -19,6 +19,14 @@ public sealed class ReportPoster(NpgsqlDataSource db, MeterPriceCache meters, Ti
 {
     private const int MaxAttempts = 3;
 
+    // The lock step's reads run with cached generic plans (LockedReads.PlanSettings); the write, whose arrays are the
+    // batch's and whose statement is one per transaction, is planned for its values as before, in the same round trip.
+    private const string CustomPlans = "SELECT set_config('plan_cache_mode', 'force_custom_plan', true)";
+
+    // What COMMIT fires (the deferred per-balance-row webhook check, one query per report) is left to PostgreSQL's own
+    // choice, which caches the plan of a one-key query after five uses: planned afresh it cost more than it ran.
+    private const string DefaultPlans = "SELECT set_config('plan_cache_mode', 'auto', true)";
+
     /// <summary>How long a transaction waits for a row another transaction holds, and whether it tries again after.</summary>
     private sealed record LockWait(int TimeoutMs, bool Retry);
 
@@ -137,7 +145,9 @@ public sealed class ReportPoster(NpgsqlDataSource db, MeterPriceCache meters, Ti
 
             await using (var writeStep = new NpgsqlBatch(connection))
             {
+                writeStep.BatchCommands.Add(new NpgsqlBatchCommand(CustomPlans));
                 writeStep.BatchCommands.Add(ReportWriter.Command(planned.Writes));
+                writeStep.BatchCommands.Add(new NpgsqlBatchCommand(DefaultPlans));
                 writeStep.BatchCommands.Add(new NpgsqlBatchCommand("COMMIT"));
                 await writeStep.ExecuteNonQueryAsync(ct);
             }
