@@ -21,11 +21,9 @@ public sealed class ReportPoster(NpgsqlDataSource db, MeterPriceCache meters, Ti
 
     // The lock step's reads run with cached generic plans (LockedReads.PlanSettings); the write, whose arrays are the
     // batch's and whose statement is one per transaction, is planned for its values as before, in the same round trip.
+    // What COMMIT fires (the deferred balance webhook check, one query per report) keeps PostgreSQL's default plan cache
+    // mode through its function's own setting, whatever the posting sets (migrations, PostingTriggerTests).
     private const string CustomPlans = "SELECT set_config('plan_cache_mode', 'force_custom_plan', true)";
-
-    // What COMMIT fires (the deferred per-balance-row webhook check, one query per report) is left to PostgreSQL's own
-    // choice, which caches the plan of a one-key query after five uses: planned afresh it cost more than it ran.
-    private const string DefaultPlans = "SELECT set_config('plan_cache_mode', 'auto', true)";
 
     /// <summary>How long a transaction waits for a row another transaction holds, and whether it tries again after.</summary>
     private sealed record LockWait(int TimeoutMs, bool Retry);
@@ -147,7 +145,6 @@ public sealed class ReportPoster(NpgsqlDataSource db, MeterPriceCache meters, Ti
             {
                 writeStep.BatchCommands.Add(new NpgsqlBatchCommand(CustomPlans));
                 writeStep.BatchCommands.Add(ReportWriter.Command(planned.Writes));
-                writeStep.BatchCommands.Add(new NpgsqlBatchCommand(DefaultPlans));
                 writeStep.BatchCommands.Add(new NpgsqlBatchCommand("COMMIT"));
                 await writeStep.ExecuteNonQueryAsync(ct);
             }
