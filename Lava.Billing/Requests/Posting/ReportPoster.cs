@@ -23,7 +23,7 @@ public sealed class ReportPoster(NpgsqlDataSource db, MeterPriceCache meters, Ti
     // batch's and whose statement is one per transaction, is planned for its values as before, in the same round trip.
     // What COMMIT fires (the deferred balance webhook check, one query per report) keeps PostgreSQL's default plan cache
     // mode through its function's own setting, whatever the posting sets (migrations, PostingTriggerTests).
-    private const string CustomPlans = "SELECT set_config('plan_cache_mode', 'force_custom_plan', true)";
+    internal const string CustomPlans = "SELECT set_config('plan_cache_mode', 'force_custom_plan', true)";
 
     /// <summary>How long a transaction waits for a row another transaction holds, and whether it tries again after.</summary>
     private sealed record LockWait(int TimeoutMs, bool Retry);
