@@ -2,8 +2,8 @@
 --
 -- Measured with `scripts/bench.sh profile` (batches of 1,000): every report changes about one balance row, and
 -- 1. the deferred webhook trigger (webhook_balance_changed, fired at COMMIT for each changed row) planned its first
---    query afresh every time: ~40 µs of planning per report against ~5 µs of execution. The posting transaction forces
---    custom plans for its own reads (plan_cache_mode, set locally), and a trigger's queries inherit the setting. This
+--    query afresh every time: ~40 µs of planning per report against ~5 µs of execution. The posting transaction sets
+--    plan_cache_mode locally for its own statements, and a trigger's queries inherit the setting. This
 --    function's queries are lookups by key whose parameters are the row's own columns, so a cached generic plan is
 --    right for them whatever the table sizes: the function now plans as the server would by default.
 -- 2. the guard (ledger_guard_balances) ran a PL/pgSQL call per updated row only to let the ledger's own update through.
@@ -12,7 +12,8 @@
 --    - INSERT: still per row (accounts are created rarely; a balance row must start at zero);
 --    - UPDATE: allowed only from inside a trigger (the ledger's statement trigger on entries), as before;
 --    - UPDATE OF merchant_id or account_id: refused always (before: refused unless from a trigger, and unchanged);
---    - DELETE: refused always, once per statement (before: once per row, so a DELETE of no row passed).
+--    - DELETE: refused always, once per statement (before: once per row, so a DELETE of no row passed);
+--    - TRUNCATE: refused always (before: not refused, where every other ledger table refused it).
 
 ALTER FUNCTION webhook_balance_changed() SET plan_cache_mode = auto;
 
@@ -34,3 +35,5 @@ CREATE TRIGGER account_balances_guard_key BEFORE UPDATE OF merchant_id, account_
     FOR EACH STATEMENT EXECUTE FUNCTION ledger_guard_balances_statement('key');
 CREATE TRIGGER account_balances_guard_delete BEFORE DELETE ON account_balances
     FOR EACH STATEMENT EXECUTE FUNCTION ledger_guard_balances_statement('delete');
+CREATE TRIGGER account_balances_no_truncate BEFORE TRUNCATE ON account_balances
+    FOR EACH STATEMENT EXECUTE FUNCTION ledger_guard_balances_statement('truncate');

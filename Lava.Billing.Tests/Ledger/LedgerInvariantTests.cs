@@ -288,6 +288,7 @@ public class LedgerInvariantTests(LavaApp app) : ApiTest(app)
         Assert.Contains("maintained by the ledger", e.MessageText);
         await RefusedAsync("DELETE FROM account_balances");
         await RefusedAsync("DELETE FROM account_balances WHERE false");
+        Assert.Contains("maintained by the ledger", (await RefusedAsync("TRUNCATE account_balances")).MessageText);
         await RefusedAsync("UPDATE account_balances SET account_id = account_id || 'x' WHERE merchant_id = @m", new { m = merchant });
         await RefusedAsync("INSERT INTO account_balances (merchant_id, account_id, balance) VALUES (@m, @a, 5)",
             new { m = merchant, a = LedgerAccounts.Receivable(await App.CustomerAsync(merchant)) });

@@ -193,7 +193,8 @@ public static class LockedReads
     // longer planning than executing (bench/notes.md, "Single reports: planning"). That is safe because each read looks its
     // keys up one at a time (above), which ReportPlanTests holds for the cached plans on analysed and un-analysed tables.
     // The write goes back to plans made for its values (ReportPoster.CustomPlans): it is one statement per transaction,
-    // and what it fires runs under the same setting.
+    // and the statement triggers it fires run under that setting too; the balance webhook trigger fired at COMMIT keeps
+    // PostgreSQL's default through its function's own setting.
     public static readonly IReadOnlyList<(string Name, string Value)> PlanSettings =
     [
         ("enable_seqscan", "off"),
