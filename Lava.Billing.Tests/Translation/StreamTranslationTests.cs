@@ -151,4 +151,26 @@ public class StreamTranslationTests
         Assert.EndsWith("data: [DONE]\n\n", output);
         Assert.Contains("Let me check.", output);
     }
+
+    [Fact]
+    public void AStrayByteThatIsNotUtf8CostsTheClientOneCharacterNotTheEvent()
+    {
+        // Read as text, a byte that is not UTF-8 becomes U+FFFD; read as JSON bytes it must too, not lose the delta.
+        var frame = Encoding.UTF8.GetBytes(ProviderFixtures.Frame(
+            """{"type":"content_block_delta","index":1,"delta":{"type":"text_delta","text":"caf#"}}""", "content_block_delta"));
+        byte[] broken = [.. frame.Select(b => b == (byte)'#' ? (byte)0xE9 : b)];
+        var translator = ForOpenAiClient();
+        var output = new MemoryStream();
+        output.Write(translator.Feed(Encoding.UTF8.GetBytes(AnthropicBytes(take: 7))));
+        output.Write(translator.Feed(broken));
+        output.Write(translator.Feed(Encoding.UTF8.GetBytes(string.Concat(ProviderFixtures.AnthropicStream.Skip(7)
+            .Select(e => ProviderFixtures.Frame(e.Data, e.Event))))));
+        output.Write(translator.Finish());
+
+        var contents = Events(Encoding.UTF8.GetString(output.ToArray()))
+            .Select(e => e.Data?["choices"] is JsonArray { Count: > 0 } choices ? (string?)choices[0]!["delta"]?["content"] : null)
+            .ToList();
+        Assert.Contains("caf\uFFFD", contents);
+        Assert.Contains("Let me check.", contents);
+    }
 }

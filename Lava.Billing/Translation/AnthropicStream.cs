@@ -44,7 +44,7 @@ public sealed class AnthropicStream : IStreamTranslator
         JsonObject? chunk;
         try
         {
-            chunk = JsonNode.Parse(e.Data.Span) as JsonObject;
+            chunk = e.Json() as JsonObject;
         }
         catch (JsonException)
         {

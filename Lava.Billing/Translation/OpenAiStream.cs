@@ -25,7 +25,7 @@ public sealed class OpenAiStream(DateTimeOffset now) : IStreamTranslator
         JsonObject? data;
         try
         {
-            data = JsonNode.Parse(e.Data.Span) as JsonObject;
+            data = e.Json() as JsonObject;
         }
         catch (JsonException)
         {

@@ -15,6 +15,14 @@ public readonly ref struct SseEvent(ReadOnlyMemory<byte> name, ReadOnlyMemory<by
 
     /// <summary>OpenAI's end of stream, <c>data: [DONE]</c>: not JSON.</summary>
     public bool IsDone => Data.Span.SequenceEqual("[DONE]"u8);
+
+    /// <summary>
+    /// The data as JSON (throws <see cref="System.Text.Json.JsonException"/> when it is not). Bytes that are not UTF-8 are
+    /// read as U+FFFD, as a text decoder would: a provider's stray byte costs the client one character, not the event.
+    /// </summary>
+    public System.Text.Json.Nodes.JsonNode? Json() => System.Text.Unicode.Utf8.IsValid(Data.Span)
+        ? System.Text.Json.Nodes.JsonNode.Parse(Data.Span)
+        : System.Text.Json.Nodes.JsonNode.Parse(System.Text.Encoding.UTF8.GetString(Data.Span));
 }
 
 /// <summary>
