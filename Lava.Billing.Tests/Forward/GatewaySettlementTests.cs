@@ -442,6 +442,24 @@ public class GatewaySettlementTests(SettlementGatewayApp app) : GatewayTest<Sett
     }
 
     [Fact]
+    public async Task AnUnforeseenFailureAfterTheProviderAnsweredButBeforeAnyByteWasRelayedStillBillsTheCall()
+    {
+        // A whole (not streamed) answer is held back until its usage is written, so the injected failure comes before the
+        // client has any of it; the provider did the work all the same.
+        var (m, customer) = await CustomerWithCreditsAsync();
+        App.Failing.Arm();
+
+        var r = await App.ClientWithToken(m.SecretKey, customer, "chat").PostAsync(App.Forward("/v1/chat/completions"), Chat());
+
+        Assert.Equal(HttpStatusCode.InternalServerError, r.StatusCode);
+        var args = new { m = m.MerchantId };
+        await WaitForAsync("SELECT EXISTS (SELECT 1 FROM forward_calls WHERE merchant_id = @m AND state = 'posted')", args,
+            "the call was never posted");
+        Assert.Equal("captured", await App.QueryAsync<string>("SELECT status FROM holds WHERE merchant_id = @m", args));
+        Assert.Equal(1, await App.QueryAsync<long>("SELECT count(*) FROM requests WHERE merchant_id = @m", args));
+    }
+
+    [Fact]
     public async Task AProviderHeaderOurServerCannotSendIsDroppedAndTheCallIsBilledAsUsual()
     {
         var (m, customer) = await CustomerWithCreditsAsync();

@@ -38,13 +38,15 @@ public sealed class ForwardRelay(ForwardOptions options, UpstreamClient upstream
         }
     }
 
-    // Something unforeseen broke the call: bill what the client received, or release what nobody received. Never
-    // throws, so the exception that got here is the one the error handler sees.
+    // Something unforeseen broke the call: once the provider answered with success its work is owed, billed on what was
+    // seen of its usage (the estimate when its count never passed by), whether or not the client received any of it;
+    // a call the provider never answered so is released. Never throws, so the exception that got here is the one the
+    // error handler sees.
     private async Task SettleUnforeseenAsync(RelayCall call, IRelayBilling billing, CallProgress progress)
     {
         try
         {
-            if (progress.Relayed)
+            if (progress.Answered || progress.Relayed)
             {
                 var (billed, anomaly) = Bounded(call, progress.Usage, cut: true);
                 await ServeAndPostAsync(billing, billed, anomaly);
@@ -63,6 +65,8 @@ public sealed class ForwardRelay(ForwardOptions options, UpstreamClient upstream
     {
         /// <summary>Billed or released: nothing left to do.</summary>
         public bool Settled;
+        /// <summary>The provider answered with success: it did the work, so the call is owed.</summary>
+        public bool Answered;
         /// <summary>Some of the provider's answer went to the client.</summary>
         public bool Relayed;
         public UsageReader? Usage;
@@ -117,6 +121,7 @@ public sealed class ForwardRelay(ForwardOptions options, UpstreamClient upstream
         var status = (int)response.StatusCode;
         LavaMetrics.GatewayCalled(call.Upstream.IdnHost, status);
         var succeeded = response.IsSuccessStatusCode;
+        progress.Answered = succeeded;
         if (!succeeded)
         {
             // Released before the client has the error, so a retry finds the hold (and a spend key's request) given back.
