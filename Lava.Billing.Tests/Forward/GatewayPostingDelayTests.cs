@@ -8,7 +8,7 @@ using Npgsql;
 
 namespace Lava.Billing.Tests.Forward;
 
-/// <summary>The gateway as shipped, gathering served calls for a second before it posts them (long enough for a slow test machine).</summary>
+/// <summary>The gateway gathering served calls before it posts them, for a second here (50 ms by default) so that a slow test machine still gathers them.</summary>
 public sealed class GatheringGatewayApp : GatewayApp
 {
     protected override bool ResponseWaitsForPosting => false;
@@ -91,8 +91,46 @@ public class GatewayPostingDelayTests(GatheringGatewayApp app) : GatewayTest<Gat
             "SELECT count(*), sum(charge_amount) FROM requests WHERE merchant_id = @m", new { m = m.MerchantId }));
     }
 
-    private static ForwardCallRecord Record(string merchantId, string customer, string requestId, string holdId) => new(
-        merchantId, requestId, ForwardMode.Customer, customer, "chat", holdId,
+    [Fact]
+    public async Task InABatchOfTwoMerchantsOneMerchantsRefusedCallLeavesTheOtherMerchantsCallPosted()
+    {
+        var (a, customerA) = await CustomerWithCreditsAsync();
+        var (b, customerB) = await CustomerWithCreditsAsync();
+        var good = await ServedCallAsync(a.MerchantId, customerA, "chat");
+        // Its meter is gone by the time it is posted: the poster refuses this report, and only this one.
+        var refused = await ServedCallAsync(b.MerchantId, customerB, "deleted-meter");
+        var batch = new[] { Record(b.MerchantId, customerB, refused.Request, refused.Hold, "deleted-meter"), Record(a.MerchantId, customerA, good.Request, good.Hold) };
+
+        await App.Services.GetRequiredService<ForwardBilling>().SettleManyAsync(batch, CancellationToken.None);
+
+        Assert.Equal(("posted", "captured"), await App.QueryAsync<(string, string)>("""
+            SELECT f.state, h.status FROM forward_calls f JOIN holds h ON h.merchant_id = f.merchant_id AND h.hold_id = f.hold_id
+             WHERE f.merchant_id = @m AND f.request_id = @r
+            """, new { m = a.MerchantId, r = good.Request }));
+        Assert.Equal(1L, await App.QueryAsync<long>("SELECT count(*) FROM requests WHERE merchant_id = @m", new { m = a.MerchantId }));
+        Assert.Equal(0L, await App.QueryAsync<long>("SELECT count(*) FROM requests WHERE merchant_id = @m", new { m = b.MerchantId }));
+        Assert.NotEqual("posted", await App.QueryAsync<string>(
+            "SELECT state FROM forward_calls WHERE merchant_id = @m AND request_id = @r", new { m = b.MerchantId, r = refused.Request }));
+    }
+
+    /// <summary>A served call and its active hold, due only tomorrow so the settle worker leaves it to the test.</summary>
+    private async Task<(string Hold, string Request)> ServedCallAsync(string merchantId, string customer, string meterSlug)
+    {
+        var call = (Hold: Ids.New("hld"), Request: Ids.New("req"));
+        await using var c = new NpgsqlConnection(App.ConnectionString);
+        await c.ExecuteAsync("""
+            INSERT INTO holds (merchant_id, hold_id, customer_id, amount, status, expires_at, created_at)
+            VALUES (@m, @hold, @customer, 0.2, 'active', now() + interval '1 hour', now());
+            INSERT INTO forward_calls (merchant_id, request_id, state, mode, customer_id, meter_slug, hold_id, call,
+                                       input_uncached, output_tokens, estimated, served_at, next_attempt_at, created_at, updated_at)
+            VALUES (@m, @request, 'served', 'customer', @customer, @meterSlug, @hold, '{}', 1000, 200, false,
+                    now(), now() + interval '1 day', now(), now());
+            """, new { m = merchantId, customer, hold = call.Hold, request = call.Request, meterSlug });
+        return call;
+    }
+
+    private static ForwardCallRecord Record(string merchantId, string customer, string requestId, string holdId, string meterSlug = "chat") => new(
+        merchantId, requestId, ForwardMode.Customer, customer, meterSlug, holdId,
         new ForwardCallDetails("api.openai.com", "managed", "gpt-4o", "/v1/chat/completions", "https://api.openai.com/v1/chat/completions", null, []),
         new BilledUsage(new NormalizedUsage(1000, 0, 0, 200, 0), null, false), null,
         // As PostgreSQL keeps it (microseconds), so a repost would match.

@@ -1,7 +1,6 @@
 using System.Text.Json;
 using Lava.Billing.Infrastructure;
 using Lava.Billing.Infrastructure.Http;
-using Lava.Billing.Infrastructure.Resilience;
 using Lava.Billing.Ledger;
 using Lava.Billing.Meters;
 using Lava.Billing.Pricing;
@@ -74,13 +73,14 @@ public interface IForwardBilling
 /// <summary>
 /// Gateway billing. A customer call first holds the worst case it could cost (402 insufficient_credits, and the
 /// provider is never called, when the customer cannot cover it), in the same transaction as the call's record;
-/// afterwards the usage is written to that record and reported through <see cref="GroupCommit"/>, the one posting
-/// routine behind <c>POST /v1/requests</c>, capturing that hold. A billing-disabled call must be entitled (the meter on
+/// afterwards the usage is written to that record and reported through <see cref="GroupCommit"/> (a lone call through its
+/// queue, calls gathered by <see cref="ForwardPostingQueue"/> together in one transaction), the one posting routine
+/// behind <c>POST /v1/requests</c>, capturing that hold. A billing-disabled call must be entitled (the meter on
 /// the customer's active plan) and is reported at zero charge. Gateway calls charge nobody and are recorded as
 /// provider cost only. A posting that fails is retried by <see cref="ForwardSettler"/>; the hold is never voided for it.
 /// </summary>
 public sealed class ForwardBilling(MeterStore meters, ForwardStore store, ForwardCallStore calls, Customers.CustomerStore customers,
-    GroupCommit reporter, ReportPoster poster, DatabaseRetry retry, SubscriptionStore subscriptions, ForwardOptions options, TimeProvider clock,
+    GroupCommit reporter, SubscriptionStore subscriptions, ForwardOptions options, TimeProvider clock,
     ILogger<ForwardBilling> log) : IForwardBilling
 {
     /// <summary>A hold outlives any call the gateway lets run (timeouts cut stalls, not streams that keep flowing).</summary>
@@ -227,7 +227,7 @@ public sealed class ForwardBilling(MeterStore meters, ForwardStore store, Forwar
     public Task SettleAsync(ForwardCallRecord call, CancellationToken ct) => SettleManyAsync([call], ct);
 
     /// <summary>
-    /// Posts served calls side by side (group commit shares their posting transactions), then closes those posted plainly
+    /// Posts served calls (a lone call through group commit, several in one posting transaction), then closes those posted plainly
     /// in one statement. Each call's failure is its own: it stays served, its hold active, and is retried. Never throws.
     /// </summary>
     internal async Task SettleManyAsync(IReadOnlyList<ForwardCallRecord> batch, CancellationToken ct)
@@ -308,7 +308,7 @@ public sealed class ForwardBilling(MeterStore meters, ForwardStore store, Forwar
             try
             {
                 var items = reported.Select(i => ReportOf(batch[i])).ToList();
-                posted = await retry.ExecuteAsync(async token => await poster.PostAsync(items, token), ct);
+                posted = await reporter.PostWithRetryAsync(items, ct);
             }
             catch (Exception e)
             {
@@ -317,14 +317,13 @@ public sealed class ForwardBilling(MeterStore meters, ForwardStore store, Forwar
             }
         }
         var outcomes = new (ForwardCallRecord, PostResult, bool, string?)[batch.Count];
-        for (var i = 0; i < batch.Count; i++)
+        // Calls that charge nobody are recorded side by side, each on its own: one slow record does not hold the others.
+        var recorded = Enumerable.Range(0, batch.Count).Where(i => batch[i].Mode == ForwardMode.Gateway)
+            .Select(async i => outcomes[i] = await PostAsync(batch[i], ct));
+        await Task.WhenAll(recorded);
+        foreach (var i in reported)
         {
             var call = batch[i];
-            if (call.Mode == ForwardMode.Gateway)
-            {
-                outcomes[i] = await PostAsync(call, ct);
-                continue;
-            }
             if (posted is null)
             {
                 outcomes[i] = (call, PostResult.Failed, false, failure);

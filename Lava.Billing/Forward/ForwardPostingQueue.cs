@@ -18,7 +18,7 @@ public sealed class ForwardPostingQueue(ForwardBilling billing, ForwardOptions o
     /// <summary>One merchant's share; past it that merchant's calls are posted on their own requests' time.</summary>
     internal const int MaxQueuedPerMerchant = 2_000;
 
-    /// <summary>Calls posted side by side (group commit shares their transactions), then closed in one statement.</summary>
+    /// <summary>Calls posted in one posting transaction, then closed in one statement.</summary>
     internal const int MaxBatch = 32;
 
     private readonly Lock _lock = new();

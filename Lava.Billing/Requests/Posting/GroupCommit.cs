@@ -144,8 +144,12 @@ public sealed class GroupCommit : BackgroundService
         }
     }
 
-    // Reposting after a lost connection is safe: a report that did commit is found by its request id and answered as a replay.
-    private async Task<IReadOnlyList<ReportOutcome>> PostWithRetryAsync(IReadOnlyList<ReportItem> items, CancellationToken ct) =>
+    /// <summary>
+    /// Posts <paramref name="items"/> together in one transaction of their own, past the queue (for a caller that gathered
+    /// them itself); each item still gets its own outcome, and one item's failure fails only that item. Reposting after a
+    /// lost connection is safe: a report that did commit is found by its request id and answered as a replay.
+    /// </summary>
+    public async Task<IReadOnlyList<ReportOutcome>> PostWithRetryAsync(IReadOnlyList<ReportItem> items, CancellationToken ct) =>
         await _retry.ExecuteAsync(async token => await _reporter.PostAsync(items, token), ct);
 
     private async Task PostAsync(List<Pending> batch)
