@@ -26,7 +26,7 @@ public static class ExportWriter
 
     public static async Task<long> WriteCsvAsync(PipeWriter pipe, DbDataReader reader, IReadOnlyList<ExportColumn> columns, CancellationToken ct)
     {
-        var kinds = columns.Select(c => c.Kind).ToArray();
+        var kinds = KindsOf(columns);
         WriteCsvHeader(pipe, columns);
         long rows = 0;
         while (await reader.ReadAsync(ct))
@@ -41,7 +41,7 @@ public static class ExportWriter
 
     public static async Task<long> WriteNdjsonAsync(PipeWriter pipe, DbDataReader reader, IReadOnlyList<ExportColumn> columns, CancellationToken ct)
     {
-        var kinds = columns.Select(c => c.Kind).ToArray();
+        var kinds = KindsOf(columns);
         var names = columns.Select(c => JsonEncodedText.Encode(c.Name)).ToArray();
         var scratch = new byte[1024];
         await using var json = new Utf8JsonWriter(pipe);
@@ -56,6 +56,17 @@ public static class ExportWriter
         }
         await pipe.FlushAsync(ct);
         return rows;
+    }
+
+    /// <summary>The columns' kinds; a debit or credit column is derived from the money column before it, so it must follow one.</summary>
+    private static ColumnKind[] KindsOf(IReadOnlyList<ExportColumn> columns)
+    {
+        var kinds = columns.Select(c => c.Kind).ToArray();
+        var firstMoney = Array.IndexOf(kinds, ColumnKind.Money);
+        for (var i = 0; i < kinds.Length; i++)
+            if (kinds[i] is ColumnKind.Debit or ColumnKind.Credit && (firstMoney < 0 || firstMoney > i))
+                throw new InvalidOperationException($"the export column {columns[i].Name} is derived from an amount, and no amount comes before it");
+        return kinds;
     }
 
     private static void WriteCsvHeader(IBufferWriter<byte> pipe, IReadOnlyList<ExportColumn> columns)
