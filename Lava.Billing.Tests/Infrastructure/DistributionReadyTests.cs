@@ -97,7 +97,6 @@ public partial class DistributionReadyTests(LavaApp app) : IClassFixture<LavaApp
         ["WebhookDeliveryStore.TryLock"] = "one webhook fan-out at a time across instances (a global advisory lock, no table)",
         ["WebhookDeliveryStore.LockClaims"] = "claims across instances take turns, so each sees every endpoint's live leases (a global advisory lock, no table)",
         ["LockedReads.Settings"] = "sets the posting transaction's own lock timeout and plan settings (set_config, no table)",
-        ["ReportPoster.CustomPlans"] = "sets the posting write's plan cache mode (set_config, no table)",
         ["CheckoutStore.SelectByToken"] = "the test page has only the session token, not the merchant; it then reads the session by merchant",
         ["HoldExpirySweep.NoteExpired"] = "notes expired holds across merchants; its trigger then records each merchant's event on its own key",
         ["WebhookDeliveryStore.Claim"] = "the dispatcher claims due deliveries across merchants, in turns by endpoint, then leases each by its key",

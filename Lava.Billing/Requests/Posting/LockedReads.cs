@@ -66,8 +66,7 @@ public static class LockedReads
 
     // Every read below looks its rows up one key at a time, in a LATERAL subquery with LIMIT 1 (or OFFSET 0 where a key has
     // several rows): a subquery that cannot be flattened into a join is run once per key with the key as its parameters,
-    // so the plan cached for the statement (made without the keys, guessing 10 per array) has no join order to choose
-    // and no side to read whole; it is an index lookup per key whatever the tables held when it was made
+    // so even a plan made without the keys (guessing 10 per array) has no join order to choose and no side to read whole
     // (ReportPlanTests, "generic plan"). The locks are taken in the keys' sorted order, one global order for every
     // transaction, so that two transactions cannot deadlock on them.
     private const string LockBalances = """
@@ -188,13 +187,14 @@ public static class LockedReads
     // 5,019 reports/s (scripts/bench.sh, two short runs). Materialize off: before a column is analysed, PostgreSQL
     // guesses `deleted_at IS NULL` true for 0.5% of rows, and read the merchant's every customer into a materialised list
     // scanned once per report (ReportPlanUnanalysedTests). Local to the transaction (and the triggers it fires).
-    // The reads run with the plan PostgreSQL cached for them on the connection (made once, reused at every execution),
-    // forced: planned afresh, as PostgreSQL chooses for arrays of a few keys, the reads of a group commit spent three times
-    // longer planning than executing (bench/notes.md, "Single reports: planning"). That is safe because each read looks its
-    // keys up one at a time (above), which ReportPlanTests holds for the cached plans on analysed and un-analysed tables.
-    // The write goes back to plans made for its values (ReportPoster.CustomPlans): it is one statement per transaction,
-    // and the statement triggers it fires run under that setting too; the balance webhook trigger fired at COMMIT keeps
-    // PostgreSQL's default through its function's own setting.
+    // Plans stay custom (made at each execution, for the keys at hand), forced: PostgreSQL switches a prepared statement to
+    // its cached generic plan after five executions when that plan looks no dearer, and a connection keeps it. The reads
+    // are shaped so that their generic plan is a lookup per key on tables with some history (ReportPlanTests), but a plan
+    // made on a fresh database's empty tables ties every index with the key lookup: with cached generic plans, batches of
+    // 1,000 as the first scenario on a fresh database ran 728 reports/s against 6,600 with custom plans (bench/notes.md,
+    // "This round"). Planning afresh costs the reads of a group commit more than running them; that is the price of a plan
+    // that does not depend on what the tables held when it was made. The statement triggers the write fires run under the
+    // same setting; the balance webhook trigger fired at COMMIT keeps PostgreSQL's default through its function's own.
     public static readonly IReadOnlyList<(string Name, string Value)> PlanSettings =
     [
         ("enable_seqscan", "off"),
@@ -202,7 +202,7 @@ public static class LockedReads
         ("enable_mergejoin", "off"),
         ("enable_bitmapscan", "off"),
         ("enable_material", "off"),
-        ("plan_cache_mode", "force_generic_plan"),
+        ("plan_cache_mode", "force_custom_plan"),
     ];
 
     /// <summary>

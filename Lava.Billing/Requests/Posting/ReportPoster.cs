@@ -19,12 +19,6 @@ public sealed class ReportPoster(NpgsqlDataSource db, MeterPriceCache meters, Ti
 {
     private const int MaxAttempts = 3;
 
-    // The lock step's reads run with cached generic plans (LockedReads.PlanSettings); the write, whose arrays are the
-    // batch's and whose statement is one per transaction, is planned for its values as before, in the same round trip.
-    // What COMMIT fires (the deferred balance webhook check, one query per report) keeps PostgreSQL's default plan cache
-    // mode through its function's own setting, whatever the posting sets (migrations, PostingTriggerTests).
-    internal const string CustomPlans = "SELECT set_config('plan_cache_mode', 'force_custom_plan', true)";
-
     /// <summary>How long a transaction waits for a row another transaction holds, and whether it tries again after.</summary>
     private sealed record LockWait(int TimeoutMs, bool Retry);
 
@@ -143,7 +137,6 @@ public sealed class ReportPoster(NpgsqlDataSource db, MeterPriceCache meters, Ti
 
             await using (var writeStep = new NpgsqlBatch(connection))
             {
-                writeStep.BatchCommands.Add(new NpgsqlBatchCommand(CustomPlans));
                 writeStep.BatchCommands.Add(ReportWriter.Command(planned.Writes));
                 writeStep.BatchCommands.Add(new NpgsqlBatchCommand("COMMIT"));
                 await writeStep.ExecuteNonQueryAsync(ct);
