@@ -9,18 +9,17 @@ using Npgsql;
 namespace Lava.Billing.Tests.Requests;
 
 /// <summary>
-/// One pooled connection whose session runs every prepared statement with the plan cache mode <see cref="Mode"/>, unless a
-/// transaction sets its own.
+/// One pooled connection whose session would run every prepared statement with its cached generic plan, unless a
+/// transaction sets its own: what PostgreSQL chooses by itself after five executions when the generic plan looks no
+/// dearer than the custom ones.
 /// </summary>
-public abstract class PlanSessionApp : LavaApp
+public sealed class GenericPlanSessionApp : LavaApp
 {
-    protected abstract string Mode { get; }
-
     protected override void ConfigureTestServices(IWebHostBuilder builder) =>
         builder.UseSetting("ConnectionStrings:Billing", new NpgsqlConnectionStringBuilder(ConnectionString)
         {
             MaxPoolSize = 1,
-            Options = $"-c plan_cache_mode={Mode}",
+            Options = "-c plan_cache_mode=force_generic_plan",
         }.ConnectionString);
 
     /// <summary>Eight reports, one at a time, on a fresh session; then each prepared statement's plans so far.</summary>
@@ -45,18 +44,9 @@ public abstract class PlanSessionApp : LavaApp
 }
 
 /// <summary>
-/// A session that would run every prepared statement with its cached generic plan: what PostgreSQL chooses by itself
-/// after five executions when the generic plan looks no dearer than the custom ones.
-/// </summary>
-public sealed class GenericPlanSessionApp : PlanSessionApp
-{
-    protected override string Mode => "force_generic_plan";
-}
-
-/// <summary>
-/// The posting's locked reads are planned for their keys at every execution (<see cref="LockedReads.PlanSettings"/>),
-/// even in a session that would reuse a cached generic plan: a generic plan made while a fresh database's tables are
-/// empty can read them whole, and a pooled connection keeps it while they grow.
+/// The posting's locked reads and its write are planned for their values at every execution
+/// (<see cref="LockedReads.PlanSettings"/>), even in a session that would reuse a cached generic plan: a generic plan
+/// made while a fresh database's tables are empty can read them whole, and a pooled connection keeps it while they grow.
 /// </summary>
 public class ReportPlanCacheTests(GenericPlanSessionApp app) : IClassFixture<GenericPlanSessionApp>, IAsyncLifetime
 {
@@ -76,18 +66,8 @@ public class ReportPlanCacheTests(GenericPlanSessionApp app) : IClassFixture<Gen
             Assert.True(p.CustomPlans > 0, $"never executed prepared: {p.Statement}");
         });
     }
-}
 
-/// <summary>
-/// The posting's write is planned for its values at every execution (a batch's arrays, one statement per transaction),
-/// even in a session that would reuse a cached generic plan.
-/// </summary>
-public class ReportWritePlanTests(GenericPlanSessionApp app) : IClassFixture<GenericPlanSessionApp>, IAsyncLifetime
-{
-    public Task InitializeAsync() => app.ResetAsync();
-
-    public Task DisposeAsync() => Task.CompletedTask;
-
+    // The write too: a batch's arrays, one statement per transaction.
     [Fact]
     public async Task ThePostingsWriteIsPlannedForItsValuesEvenWhereTheSessionWouldReuseACachedPlan()
     {

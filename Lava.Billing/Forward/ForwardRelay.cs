@@ -46,7 +46,7 @@ public sealed class ForwardRelay(ForwardOptions options, UpstreamClient upstream
     {
         try
         {
-            if (progress.Answered || progress.Relayed)
+            if (progress.Answered)
             {
                 var (billed, anomaly) = Bounded(call, progress.Usage, cut: true);
                 await ServeAndPostAsync(billing, billed, anomaly);
@@ -67,8 +67,6 @@ public sealed class ForwardRelay(ForwardOptions options, UpstreamClient upstream
         public bool Settled;
         /// <summary>The provider answered with success: it did the work, so the call is owed.</summary>
         public bool Answered;
-        /// <summary>Some of the provider's answer went to the client.</summary>
-        public bool Relayed;
         public UsageReader? Usage;
     }
 
@@ -198,7 +196,6 @@ public sealed class ForwardRelay(ForwardOptions options, UpstreamClient upstream
                         buffer.AsSpan(0, read).CopyTo(held);
                         heldLength = read;
                     }
-                    progress.Relayed = true;
                 }
             }
             catch (Exception e) when (e is OperationCanceledException or IOException or HttpRequestException)
