@@ -1,4 +1,5 @@
 using System.Net;
+using Lava.Billing.Merchants;
 using Lava.Billing.Tests.Infrastructure;
 
 namespace Lava.Billing.Tests.Checkout;
@@ -71,5 +72,26 @@ public class CheckoutPageTests(LavaApp app) : ApiTest(app)
         Assert.Equal(HttpStatusCode.NotFound, (await App.CreateClient().GetAsync($"/checkout/{token}")).StatusCode);
         Assert.Equal(HttpStatusCode.NotFound, (await App.CreateClient().PostAsync($"/checkout/{token}", Form(token))).StatusCode);
         Assert.Null((await m.Client.GetJsonAsync($"/v1/checkout_sessions/{id}")).Body!["checkout_url"]);
+    }
+
+    [Fact]
+    public async Task TheTokenIsAnsweredOnceAndTheDatabaseHoldsOnlyItsHash()
+    {
+        var (m, id, token) = await SessionAsync();
+
+        var row = await App.QueryAsync<string>("SELECT to_jsonb(s)::text FROM checkout_sessions s WHERE merchant_id = @m", new { m = m.MerchantId });
+        Assert.DoesNotContain(token["cst_".Length..], row);
+        var stored = await App.QueryAsync<byte[]>("SELECT token_hash FROM checkout_sessions WHERE merchant_id = @m", new { m = m.MerchantId });
+        Assert.Equal(SecretKeys.Hash(token), stored);
+
+        var retrieved = (await m.Client.GetJsonAsync($"/v1/checkout_sessions/{id}")).Body!;
+        Assert.Equal(id, (string)retrieved["checkout_session_id"]!);
+        Assert.Null(retrieved["checkout_session_token"]);
+        Assert.Null(retrieved["checkout_url"]);
+        Assert.Equal(HttpStatusCode.OK, (await App.CreateClient().GetAsync($"/checkout/{token}")).StatusCode);
+        var completed = await m.Client.PostJsonAsync($"/v1/checkout_sessions/{id}/complete", new { payment_reference = "pi_token_once" });
+        Assert.Equal("completed", (string)completed.Body!["status"]!);
+        Assert.Null(completed.Body["checkout_session_token"]);
+        Assert.Null(completed.Body["checkout_url"]);
     }
 }

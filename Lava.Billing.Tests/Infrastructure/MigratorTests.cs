@@ -9,13 +9,7 @@ public class MigratorTests : IAsyncLifetime
 {
     private string _database = "";
 
-    public async Task InitializeAsync()
-    {
-        _database = $"lava_mig_{Guid.NewGuid():N}";
-        await using var admin = new NpgsqlConnection(TestDatabase.AdminConnectionString);
-        var owner = new NpgsqlConnectionStringBuilder(TestDatabase.OwnerConnectionString).Username;
-        await admin.ExecuteAsync($"CREATE DATABASE {_database} OWNER {owner}");
-    }
+    public async Task InitializeAsync() => _database = await TestDatabase.CreateEmptyAsync();
 
     public Task DisposeAsync() => TestDatabase.DropAsync(_database);
 

@@ -35,6 +35,15 @@ public static class TestDatabase
         return name;
     }
 
+    /// <summary>A database with no migration applied, for tests of the migrations themselves; drop it with <see cref="DropAsync"/>.</summary>
+    public static async Task<string> CreateEmptyAsync()
+    {
+        var name = $"lava_mig_{Guid.NewGuid():N}";
+        await using var admin = new NpgsqlConnection(AdminConnectionString);
+        await admin.ExecuteAsync($"CREATE DATABASE {name} OWNER {Owner}");
+        return name;
+    }
+
     public static async Task DropAsync(string database)
     {
         NpgsqlConnection.ClearAllPools();

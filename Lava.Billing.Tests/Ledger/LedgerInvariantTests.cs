@@ -296,6 +296,20 @@ public class LedgerInvariantTests(LavaApp app) : ApiTest(app)
     }
 
     [Fact]
+    public async Task TheBalanceRowGuardIsBoundToInsertsAlone()
+    {
+        // It checks only that a balance starts at zero: bound to an update or a delete it would let them by. Those are
+        // refused by the statement guards (ACachedBalanceCannotBeWrittenDirectly).
+        await using var c = new NpgsqlConnection(App.ConnectionString);
+        var bindings = await c.QueryAsync<string>(
+            "SELECT pg_get_triggerdef(oid) FROM pg_trigger WHERE tgfoid = 'ledger_guard_balances'::regproc AND NOT tgisinternal");
+
+        Assert.Equal(
+            ["CREATE TRIGGER account_balances_guard BEFORE INSERT ON public.account_balances FOR EACH ROW EXECUTE FUNCTION ledger_guard_balances()"],
+            bindings);
+    }
+
+    [Fact]
     public async Task ABalanceRowKeepsItsKeyEvenWhenATriggerChangesIt()
     {
         // The ledger's own update runs inside a trigger and sets only the balance; an update from inside any other

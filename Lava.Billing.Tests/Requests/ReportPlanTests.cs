@@ -106,6 +106,116 @@ public class ReportPlanTests(LavaApp app) : ApiTest(app)
                     yield return found;
     }
 
+    /// <summary>
+    /// The two lock reads take their row locks one key at a time, in the order their nested loop reads its outer side:
+    /// only when that side is the keys sorted by (merchant, key) do all transactions lock in one global order, which is
+    /// what keeps two postings from deadlocking. Nothing in the SQL forces that shape, so each plan is read for it: the plan
+    /// for the keys at hand, as the posting makes it, and the generic plan a cached statement would keep. The same
+    /// statements with their keys sorted the other way round must be found out, or this test could not fail.
+    /// </summary>
+    [Theory]
+    [InlineData(1)]
+    [InlineData(1_000)]
+    public async Task TheLockReadsLockTheirRowsInTheSortedOrderOfTheirKeys(int reports)
+    {
+        var locks = new Dictionary<string, string[]>
+        {
+            ["lock balances"] = ["merchant_id", "account_id"],
+            ["lock holds"] = ["merchant_id", "hold_id"],
+        };
+        var statements = (await StatementsAsync(reports)).Where(s => locks.ContainsKey(s.Name)).ToList();
+        Assert.Equal(locks.Keys.Order(), statements.Select(s => s.Name).Order());
+        var db = App.Services.GetRequiredService<NpgsqlDataSource>();
+        await using var connection = await db.OpenConnectionAsync();
+        await using var tx = await connection.BeginTransactionAsync();
+        await using (var settings = new NpgsqlBatch(connection, tx) { BatchCommands = { LockedReads.SettingsCommand(1_000) } })
+            await settings.ExecuteNonQueryAsync();
+
+        async Task<System.Text.Json.JsonElement> CustomPlanAsync(NpgsqlBatchCommand statement, string sql)
+        {
+            await using var explain = new NpgsqlCommand("EXPLAIN (VERBOSE, FORMAT JSON) " + sql, connection, tx);
+            foreach (NpgsqlParameter parameter in statement.Parameters) explain.Parameters.Add(parameter.Clone());
+            return System.Text.Json.JsonDocument.Parse((string)(await explain.ExecuteScalarAsync())!).RootElement[0].GetProperty("Plan");
+        }
+        var i = 0;
+        async Task<System.Text.Json.JsonElement> GenericPlanAsync(NpgsqlBatchCommand statement, string sql)
+        {
+            var prepared = $"posting_lock_{i++}";
+            await connection.ExecuteAsync($"PREPARE {prepared} AS {sql}", transaction: tx);
+            await connection.ExecuteAsync("SET LOCAL plan_cache_mode = force_generic_plan", transaction: tx);
+            var values = string.Join(", ", Enumerable.Repeat("NULL", statement.Parameters.Count));
+            var json = await connection.QuerySingleAsync<string>($"EXPLAIN (VERBOSE, FORMAT JSON) EXECUTE {prepared}({values})", transaction: tx);
+            // A prepared statement outlives the transaction, on a connection the pool hands the next test.
+            await connection.ExecuteAsync($"DEALLOCATE {prepared}; SET LOCAL plan_cache_mode = force_custom_plan", transaction: tx);
+            return System.Text.Json.JsonDocument.Parse(json).RootElement[0].GetProperty("Plan");
+        }
+
+        var faults = new List<string>();
+        foreach (var (name, statement) in statements)
+        {
+            var reversed = statement.CommandText.Replace("ORDER BY 1, 2", "ORDER BY 2, 1");
+            Assert.NotEqual(statement.CommandText, reversed);
+            foreach (var (kind, plan) in new[] { ("custom", await CustomPlanAsync(statement, statement.CommandText)), ("generic", await GenericPlanAsync(statement, statement.CommandText)) })
+                if (LockOrderFaults(plan, locks[name]) is { } fault) faults.Add($"{name}, {kind} plan, {reports} report(s): {fault}\n{plan}");
+            Assert.NotNull(LockOrderFaults(await CustomPlanAsync(statement, reversed), locks[name]));
+            Assert.NotNull(LockOrderFaults(await GenericPlanAsync(statement, reversed), locks[name]));
+        }
+        Assert.True(faults.Count == 0, string.Join("\n\n", faults));
+    }
+
+    // Why a lock read's plan would not lock its rows in the sorted order of the keys (null when it does): the one
+    // row-locking node must sit on the inner side of a nested loop, looking its rows up by every key column, and the loop's
+    // outer side must hand it the keys from a sort by those columns in the table's key order, through nodes that keep order.
+    private static string? LockOrderFaults(System.Text.Json.JsonElement plan, string[] keyColumns)
+    {
+        var paths = new List<System.Text.Json.JsonElement[]>();
+        void Walk(System.Text.Json.JsonElement node, System.Text.Json.JsonElement[] above)
+        {
+            var path = above.Append(node).ToArray();
+            if (node.GetProperty("Node Type").GetString() == "LockRows") paths.Add(path);
+            if (node.TryGetProperty("Plans", out var children))
+                foreach (var child in children.EnumerateArray()) Walk(child, path);
+        }
+        Walk(plan, []);
+        if (paths.Count != 1) return $"{paths.Count} row-locking nodes, not one";
+        var lockPath = paths[0];
+        static string Type(System.Text.Json.JsonElement n) => n.GetProperty("Node Type").GetString()!;
+        static string? Relationship(System.Text.Json.JsonElement n) => n.TryGetProperty("Parent Relationship", out var r) ? r.GetString() : null;
+        static string[] Output(System.Text.Json.JsonElement n) => n.GetProperty("Output").EnumerateArray().Select(o => o.GetString()!).ToArray();
+
+        var loop = Enumerable.Range(0, lockPath.Length - 1).Reverse()
+            .FirstOrDefault(a => Type(lockPath[a]) == "Nested Loop" && Relationship(lockPath[a + 1]) == "Inner", -1);
+        if (loop < 0) return "the rows are not locked on the inner side of a nested loop, one outer row at a time";
+
+        var scan = lockPath[^1];
+        while (!scan.TryGetProperty("Index Cond", out _) && scan.TryGetProperty("Plans", out var below) && below.GetArrayLength() == 1) scan = below[0];
+        var condition = scan.TryGetProperty("Index Cond", out var c) ? c.GetString()! : "";
+        var outerOf = System.Text.RegularExpressions.Regex.Matches(condition, @"\(\w+\.(\w+) = ([^()\s]+)\)")
+            .ToDictionary(m => m.Groups[1].Value, m => m.Groups[2].Value);
+        if (!keyColumns.All(outerOf.ContainsKey)) return $"the locked rows are not looked up by every key column: '{condition}'";
+
+        // The keys by the names each node below the loop's outer side gives them, followed down to the sort.
+        var node = lockPath[loop].GetProperty("Plans").EnumerateArray().Single(p => Relationship(p) == "Outer");
+        var names = keyColumns.Select(k => outerOf[k]).ToArray();
+        while (true)
+        {
+            var positions = names.Select(n => Array.IndexOf(Output(node), n)).ToArray();
+            if (positions.Contains(-1)) return $"{Type(node)} on the outer side does not hand on the keys {string.Join(", ", names)}";
+            if (Type(node) is "Sort" or "Incremental Sort")
+            {
+                var sortKey = node.GetProperty("Sort Key").EnumerateArray().Select(k => k.GetString()!).ToArray();
+                return sortKey.Take(names.Length).SequenceEqual(names) ? null : $"sorted by {string.Join(", ", sortKey)}, not by {string.Join(", ", names)}";
+            }
+            var keepsOrder = Type(node) is "Unique" or "Group" or "Subquery Scan" or "Limit" or "Result" ||
+                             (Type(node) == "Aggregate" && node.GetProperty("Strategy").GetString() == "Sorted");
+            if (!keepsOrder || node.GetProperty("Plans").GetArrayLength() != 1)
+                return $"{Type(node)} on the outer side hands the keys on in no sorted order";
+            var child = node.GetProperty("Plans")[0];
+            names = positions.Select(p => Output(child)[p]).ToArray();
+            node = child;
+        }
+    }
+
     private const string HistorySql = """
         INSERT INTO requests (merchant_id, request_id, fingerprint, mode, customer_id, meter_id, price_version, input_tokens, output_tokens,
                               input_characters, output_characters, input_seconds, output_seconds, charge_amount, occurred_at, transaction_id, status_code, response)

@@ -30,15 +30,18 @@ public class StreamTranslationTests
         return (Encoding.UTF8.GetString(output.ToArray()), emitted);
     }
 
+    // The translators' own framing, read as strictly as they write it: an optional event line, one data line, a blank line.
     private static List<(string? Event, JsonNode? Data, string Raw)> Events(string stream)
     {
+        Assert.EndsWith("\n\n", stream);
         var events = new List<(string? Event, JsonNode? Data, string Raw)>();
-        var reader = new SseEventReader();
-        ReadOnlySpan<byte> bytes = Encoding.UTF8.GetBytes(stream);
-        while (reader.TryRead(ref bytes, out var e))
+        foreach (var frame in stream[..^2].Split("\n\n"))
         {
-            var data = Encoding.UTF8.GetString(e.Data.Span);
-            events.Add((e.Name.IsEmpty ? null : Encoding.UTF8.GetString(e.Name.Span), e.IsDone ? null : JsonNode.Parse(data), data));
+            var lines = frame.Split('\n');
+            var name = lines is [var first, _] && first.StartsWith("event: ", StringComparison.Ordinal) ? first["event: ".Length..] : null;
+            Assert.True(lines.Length == (name is null ? 1 : 2) && lines[^1].StartsWith("data: ", StringComparison.Ordinal), $"not one event: {frame}");
+            var data = lines[^1]["data: ".Length..];
+            events.Add((name, data == "[DONE]" ? null : JsonNode.Parse(data), data));
         }
         return events;
     }

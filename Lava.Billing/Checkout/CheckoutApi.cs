@@ -30,7 +30,7 @@ public static class CheckoutApi
     private static bool IsTestKey(HttpContext http) =>
         Auth.BearerToken(http.Request.Headers.Authorization.ToString())?.StartsWith("aks_test_", StringComparison.Ordinal) == true;
 
-    public static string? TestPageUrl(HttpContext http, CheckoutOptions options, string token) =>
+    private static string? TestPageUrl(HttpContext http, CheckoutOptions options, string token) =>
         options.TestPage ? $"{http.Request.Scheme}://{http.Request.Host}{CheckoutPage.Path}/{token}" : null;
 
     public static async Task<Results<Created<RestCheckoutSession>, ProblemResult>> Create(
@@ -57,35 +57,34 @@ public static class CheckoutApi
             new NewCheckoutSession(body.CheckoutMode!, body.OriginUrl!, body.CustomerId, body.PlanId, body.CreditBundleId, amount, IsTestKey(http)),
             token, now, now.AddMinutes(options.SessionLifetimeMinutes), ct);
         return TypedResults.Created($"/v1/checkout_sessions/{row.CheckoutSessionId}",
-            RestCheckoutSession.From(row, now, TestPageUrl(http, options, row.Token)));
+            RestCheckoutSession.From(row, now, token, TestPageUrl(http, options, token)));
     }
 
     public static async Task<Results<Ok<RestCheckoutSession>, ProblemResult>> Retrieve(
-        Caller caller, string checkoutSessionId, HttpContext http, CheckoutStore sessions, CheckoutOptions options, TimeProvider clock,
-        CancellationToken ct) =>
+        Caller caller, string checkoutSessionId, CheckoutStore sessions, TimeProvider clock, CancellationToken ct) =>
         await sessions.FindAsync(caller.MerchantId, checkoutSessionId, ct) is { } row
-            ? TypedResults.Ok(RestCheckoutSession.From(row, clock.GetUtcNow(), TestPageUrl(http, options, row.Token)))
+            ? TypedResults.Ok(RestCheckoutSession.From(row, clock.GetUtcNow()))
             : Problems.NotFound("checkout session", checkoutSessionId);
 
     public static async Task<IResult> Complete(
         Caller caller, string checkoutSessionId, CompleteCheckoutSessionParams body, HttpContext http, CheckoutStore sessions,
-        CheckoutOptions options, TimeProvider clock, CancellationToken ct)
+        TimeProvider clock, CancellationToken ct)
     {
         var outcome = await sessions.CompleteAsync(caller.MerchantId, checkoutSessionId, body.PaymentReference!, body.Amount, clock.GetUtcNow(), ct);
-        return Answer(outcome, checkoutSessionId, body.PaymentReference!, http, options, clock.GetUtcNow());
+        return Answer(outcome, checkoutSessionId, body.PaymentReference!, http, clock.GetUtcNow());
     }
 
-    /// <summary>The HTTP answer to a completion, for the API and the test page alike.</summary>
+    /// <summary>The HTTP answer to a completion. The token is not in it: only the creating answer has it.</summary>
     public static IResult Answer(CheckoutStore.CompleteOutcome outcome, string sessionId, string reference, HttpContext http,
-        CheckoutOptions options, DateTimeOffset now)
+        DateTimeOffset now)
     {
         switch (outcome)
         {
             case CheckoutStore.CompleteOutcome.Completed c:
-                return TypedResults.Ok(RestCheckoutSession.From(c.Session, now, TestPageUrl(http, options, c.Session.Token)));
+                return TypedResults.Ok(RestCheckoutSession.From(c.Session, now));
             case CheckoutStore.CompleteOutcome.Replayed r:
                 http.Response.Headers["Idempotent-Replayed"] = "true";
-                return TypedResults.Ok(RestCheckoutSession.From(r.Session, now, TestPageUrl(http, options, r.Session.Token)));
+                return TypedResults.Ok(RestCheckoutSession.From(r.Session, now));
             case CheckoutStore.CompleteOutcome.NotFound:
                 return Problems.NotFound("checkout session", sessionId);
             case CheckoutStore.CompleteOutcome.Expired e:

@@ -25,15 +25,16 @@ public sealed record CompleteCheckoutSessionParams
 
 /// <summary>
 /// The SDK's <c>RestCheckoutSession</c>, plus what a self-hosted checkout needs: the amount to take, status, expiry,
-/// the payment that completed it and what it bought, and the test page's address for a test-mode session.
+/// the payment that completed it and what it bought, and the test page's address for a test-mode session. The token
+/// (and the test page's address, which holds it) is in the creating answer only: the service keeps its hash alone.
 /// </summary>
 public sealed record RestCheckoutSession(
-    string CheckoutSessionId, string CheckoutSessionToken, string CheckoutMode, string OriginUrl, string? CustomerId, string? PlanId,
+    string CheckoutSessionId, string? CheckoutSessionToken, string CheckoutMode, string OriginUrl, string? CustomerId, string? PlanId,
     string? CreditBundleId, string Amount, string Status, DateTimeOffset ExpiresAt, string? PaymentReference, string? SubscriptionId,
     string? TransactionId, string? CheckoutUrl, DateTimeOffset CreatedAt, DateTimeOffset? CompletedAt)
 {
-    public static RestCheckoutSession From(CheckoutSessionRow r, DateTimeOffset now, string? checkoutUrl) => new(
-        r.CheckoutSessionId, r.Token, r.CheckoutMode, r.OriginUrl, r.CustomerId, r.PlanId, r.CreditBundleId, Money.Format(r.Amount),
+    public static RestCheckoutSession From(CheckoutSessionRow r, DateTimeOffset now, string? token = null, string? checkoutUrl = null) => new(
+        r.CheckoutSessionId, token, r.CheckoutMode, r.OriginUrl, r.CustomerId, r.PlanId, r.CreditBundleId, Money.Format(r.Amount),
         r.StatusAt(now), Utc(r.ExpiresAt), r.Status == "completed" ? r.PaymentReference : null, r.SubscriptionId, r.TransactionId,
         r.TestMode ? checkoutUrl : null, Utc(r.CreatedAt), r.CompletedAt is { } c ? Utc(c) : null);
 

@@ -4,6 +4,7 @@ using Lava.Billing.Credits;
 using Lava.Billing.Customers;
 using Lava.Billing.Infrastructure;
 using Lava.Billing.Infrastructure.Http;
+using Lava.Billing.Merchants;
 using Lava.Billing.Plans;
 using Lava.Billing.Subscriptions;
 using Npgsql;
@@ -11,7 +12,7 @@ using Npgsql;
 namespace Lava.Billing.Checkout;
 
 public sealed record CheckoutSessionRow(
-    string CheckoutSessionId, string Token, string CheckoutMode, string OriginUrl, string? CustomerId, string? PlanId, string? CreditBundleId,
+    string CheckoutSessionId, string CheckoutMode, string OriginUrl, string? CustomerId, string? PlanId, string? CreditBundleId,
     decimal Amount, bool TestMode, string Status, DateTime ExpiresAt, string? PaymentReference, string? SubscriptionId, string? TransactionId,
     DateTime CreatedAt, DateTime? CompletedAt)
 {
@@ -31,24 +32,25 @@ public sealed record NewCheckoutSession(string CheckoutMode, string OriginUrl, s
 public sealed class CheckoutStore(NpgsqlDataSource db, CreditStore credits, PlanStore plans)
 {
     private const string Columns = """
-        checkout_session_id, token, checkout_mode, origin_url, customer_id, plan_id, credit_bundle_id, amount, test_mode, status,
+        checkout_session_id, checkout_mode, origin_url, customer_id, plan_id, credit_bundle_id, amount, test_mode, status,
         expires_at, payment_reference, subscription_id, transaction_id, created_at, completed_at
         """;
 
     private const string Insert = $"""
-        INSERT INTO checkout_sessions (merchant_id, checkout_session_id, token, checkout_mode, origin_url, customer_id, plan_id,
+        INSERT INTO checkout_sessions (merchant_id, checkout_session_id, token_hash, checkout_mode, origin_url, customer_id, plan_id,
                                        credit_bundle_id, amount, test_mode, expires_at, created_at)
-        VALUES (@MerchantId, @Id, @Token, @CheckoutMode, @OriginUrl, @CustomerId, @PlanId, @CreditBundleId, @Amount, @TestMode, @ExpiresAt, @Now)
+        VALUES (@MerchantId, @Id, @TokenHash, @CheckoutMode, @OriginUrl, @CustomerId, @PlanId, @CreditBundleId, @Amount, @TestMode, @ExpiresAt, @Now)
         RETURNING {Columns}
         """;
 
+    /// <summary>The token is stored as its SHA-256 only: the caller answers it once, and a database read cannot use it.</summary>
     public async Task<CheckoutSessionRow> CreateAsync(string merchantId, NewCheckoutSession s, string token, DateTimeOffset now,
         DateTimeOffset expiresAt, CancellationToken ct)
     {
         await using var c = await db.OpenConnectionAsync(ct);
         return await c.QuerySingleAsync<CheckoutSessionRow>(new CommandDefinition(Insert, new
         {
-            MerchantId = merchantId, Id = Ids.New("cs", now), Token = token, s.CheckoutMode, s.OriginUrl, s.CustomerId, s.PlanId,
+            MerchantId = merchantId, Id = Ids.New("cs", now), TokenHash = SecretKeys.Hash(token), s.CheckoutMode, s.OriginUrl, s.CustomerId, s.PlanId,
             s.CreditBundleId, s.Amount, s.TestMode, ExpiresAt = expiresAt.UtcDateTime, Now = now.UtcDateTime,
         }, cancellationToken: ct));
     }
@@ -64,7 +66,7 @@ public sealed class CheckoutStore(NpgsqlDataSource db, CreditStore credits, Plan
     }
 
     private const string SelectByToken = """
-        SELECT merchant_id, checkout_session_id FROM checkout_sessions WHERE token = @Token
+        SELECT merchant_id, checkout_session_id FROM checkout_sessions WHERE token_hash = @TokenHash
         """;
 
     /// <summary>The test page's lookup: the token is all the browser has.</summary>
@@ -72,7 +74,7 @@ public sealed class CheckoutStore(NpgsqlDataSource db, CreditStore credits, Plan
     {
         await using var c = await db.OpenConnectionAsync(ct);
         var key = await c.QuerySingleOrDefaultAsync<(string MerchantId, string SessionId)?>(new CommandDefinition(SelectByToken,
-            new { Token = token }, cancellationToken: ct));
+            new { TokenHash = SecretKeys.Hash(token) }, cancellationToken: ct));
         if (key is not { } k) return null;
         var row = await c.QuerySingleAsync<CheckoutSessionRow>(new CommandDefinition(Select,
             new { k.MerchantId, Id = k.SessionId }, cancellationToken: ct));

@@ -3,14 +3,13 @@ using System.Buffers;
 namespace Lava.Billing.Translation;
 
 /// <summary>
-/// One server-sent event: its <c>event:</c> name (empty when it has none) and its <c>data:</c> lines joined by LF, as
-/// the UTF-8 bytes that came. Both are the reader's own buffers, valid until it reads on: a ref struct, so no one keeps
-/// an event past that; memory rather than spans, so a JSON document can be read over the data without a copy.
+/// One server-sent event: its <c>data:</c> lines joined by LF, as the UTF-8 bytes that came. Its <c>event:</c> name is
+/// not kept: Anthropic repeats it as the data's <c>type</c>, which is what the readers go by, and OpenAI sends none. The data is the
+/// reader's own buffer, valid until it reads on: a ref struct, so no one keeps an event past that; memory rather than a
+/// span, so a JSON document can be read over the data without a copy.
 /// </summary>
-public readonly ref struct SseEvent(ReadOnlyMemory<byte> name, ReadOnlyMemory<byte> data)
+public readonly ref struct SseEvent(ReadOnlyMemory<byte> data)
 {
-    public ReadOnlyMemory<byte> Name { get; } = name;
-
     public ReadOnlyMemory<byte> Data { get; } = data;
 
     /// <summary>OpenAI's end of stream, <c>data: [DONE]</c>: not JSON.</summary>
@@ -28,16 +27,15 @@ public readonly ref struct SseEvent(ReadOnlyMemory<byte> name, ReadOnlyMemory<by
 /// <summary>
 /// Splits an event stream into events as its bytes pass by, in chunks cut anywhere (inside a line, between CR and LF,
 /// inside a multi-byte character), without owning the stream: the gateway relays the same bytes unchanged. It holds at
-/// most one line and one event, each bounded by <see cref="MaxEventBytes"/>: an event past the bound (a data line or an
-/// event name too long, or too many data lines) is skipped whole, and a longer line of any other field is ignored, so
-/// a provider cannot make a proxy buffer without end, and what follows an oversized event is read as usual.
+/// most one line and one event, each bounded by <see cref="MaxEventBytes"/>: an event past the bound (a data line too
+/// long, or too many data lines) is skipped whole, and a longer line of any other field is ignored, so a provider
+/// cannot make a proxy buffer without end, and what follows an oversized event is read as usual.
 /// </summary>
 public sealed class SseEventReader
 {
     public const int MaxEventBytes = 1024 * 1024;
 
     private readonly ArrayBufferWriter<byte> _line = new(256);
-    private readonly ArrayBufferWriter<byte> _name = new(32);
     private readonly ArrayBufferWriter<byte> _data = new(1024);
     private bool _lineTooLong;
     private bool _eventTooLong;
@@ -54,7 +52,6 @@ public sealed class SseEventReader
         if (_handedOut)
         {
             _handedOut = false;
-            _name.ResetWrittenCount();
             _data.ResetWrittenCount();
         }
         while (!chunk.IsEmpty)
@@ -84,7 +81,7 @@ public sealed class SseEventReader
             if (EndLine())
             {
                 _handedOut = true;
-                e = new SseEvent(_name.WrittenMemory, _data.WrittenMemory);
+                e = new SseEvent(_data.WrittenMemory);
                 return true;
             }
         }
@@ -101,11 +98,7 @@ public sealed class SseEventReader
         if (line.IsEmpty)
         {
             whole = !_eventTooLong && _data.WrittenCount > 0;
-            if (!whole)
-            {
-                _name.ResetWrittenCount();
-                _data.ResetWrittenCount();
-            }
+            if (!whole) _data.ResetWrittenCount();
             _eventTooLong = false;
         }
         else if (line.StartsWith("data:"u8))
@@ -118,12 +111,6 @@ public sealed class SseEventReader
                 if (_data.WrittenCount > 0) _data.Write("\n"u8);
                 _data.Write(value);
             }
-        }
-        else if (line.StartsWith("event:"u8))
-        {
-            if (_lineTooLong) _eventTooLong = true;
-            _name.ResetWrittenCount();
-            _name.Write(line[6..].Trim(" \t"u8));
         }
         _line.ResetWrittenCount();
         _lineTooLong = false;
