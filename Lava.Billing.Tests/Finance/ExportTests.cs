@@ -207,8 +207,9 @@ public class ExportTests(LavaApp app) : ApiTest(app)
             INSERT INTO entries (merchant_id, transaction_id, account_id, currency, amount)
             SELECT @m, 'txn_seed_' || g, a.account_id, 'USD', a.sign * (g % 997 + 1) / 100.0
               FROM generate_series(1, @n) g, (VALUES ('provider_cost', 1), ('provider_payable', -1)) a(account_id, sign);
-            INSERT INTO entry_sequence (merchant_id, seq, entry_id)
-            SELECT merchant_id, row_number() OVER (ORDER BY entry_id), entry_id FROM entries WHERE merchant_id = @m;
+            INSERT INTO ledger_sequence (merchant_id, first_seq, transaction_id, entry_ids)
+            SELECT @m, sum(count(*)) OVER (ORDER BY min(entry_id)) - count(*) + 1, transaction_id, array_agg(entry_id ORDER BY entry_id)
+              FROM entries WHERE merchant_id = @m GROUP BY transaction_id;
             SET session_replication_role = origin;
             """, new { m = merchantId, n = transactions }, commandTimeout: 300);
     }
@@ -234,7 +235,7 @@ public class ExportTests(LavaApp app) : ApiTest(app)
         var database = new NpgsqlConnectionStringBuilder(App.ConnectionString).Database;
         Assert.Equal(1, await App.QueryAsync<long>("""
             SELECT count(*) FROM pg_stat_activity
-             WHERE datname = @database AND pid <> pg_backend_pid() AND xact_start IS NOT NULL AND query LIKE '%FROM entry_sequence s%'
+             WHERE datname = @database AND pid <> pg_backend_pid() AND xact_start IS NOT NULL AND query LIKE '%FROM ledger_sequence r%'
             """, new { database }));
 
         long rows = 1, lastSeq = 1;

@@ -14,6 +14,14 @@ namespace Lava.Billing.Tests.Ledger;
 /// <summary>Entries are read in ledger sequence order: gap-free, assigned after commit, so a cursor never skips a row.</summary>
 public class LedgerSequenceTests(LavaApp app) : ApiTest(app)
 {
+    /// <summary>Every numbered entry with its seq: the n-th entry of a transaction's row has seq first_seq + n - 1.</summary>
+    internal const string NumberedEntries = """
+        SELECT r.first_seq + p.position - 1 AS seq, p.entry_id
+          FROM ledger_sequence r CROSS JOIN LATERAL unnest(r.entry_ids) WITH ORDINALITY AS p(entry_id, position)
+         WHERE r.merchant_id = @m
+         ORDER BY seq
+        """;
+
     private Task<List<long>> EntryIdsAsync(string merchantId) =>
         QueryListAsync<long>("SELECT entry_id FROM entries WHERE merchant_id = @m ORDER BY entry_id", merchantId);
 
@@ -139,8 +147,7 @@ public class LedgerSequenceTests(LavaApp app) : ApiTest(app)
 
         await Task.WhenAll(Enumerable.Range(0, 5).Select(i => Task.Run(() => sequencer.RunOnceAsync(i == 0 ? null : m.MerchantId, CancellationToken.None))));
 
-        var numbered = await QueryListAsync<(long Seq, long EntryId)>(
-            "SELECT seq, entry_id FROM entry_sequence WHERE merchant_id = @m ORDER BY seq", m.MerchantId);
+        var numbered = await QueryListAsync<(long Seq, long EntryId)>(NumberedEntries, m.MerchantId);
         Assert.Equal(Enumerable.Range(1, 24_000).Select(i => (long)i), numbered.Select(n => n.Seq));
         Assert.Equal(await EntryIdsAsync(m.MerchantId), numbered.Select(n => n.EntryId).Order());
         Assert.Equal(0L, await App.QueryAsync<long>("SELECT count(*) FROM entry_unsequenced WHERE merchant_id = @m", new { m = m.MerchantId }));
@@ -194,8 +201,7 @@ public class LedgerSequenceTests(LavaApp app) : ApiTest(app)
         await Task.WhenAll(writers.Concat(sequencers));
         await sequencer.RunOnceAsync(m.MerchantId, CancellationToken.None);
 
-        var numbered = await QueryListAsync<(long Seq, long EntryId)>(
-            "SELECT seq, entry_id FROM entry_sequence WHERE merchant_id = @m ORDER BY seq", m.MerchantId);
+        var numbered = await QueryListAsync<(long Seq, long EntryId)>(NumberedEntries, m.MerchantId);
         Assert.NotEmpty(rolledBack);
         Assert.Equal(Enumerable.Range(1, committed.Count).Select(i => (long)i), numbered.Select(n => n.Seq));
         Assert.Equal(committed.Order(), numbered.Select(n => n.EntryId).Order());
@@ -215,7 +221,8 @@ public class LedgerSequenceTests(LavaApp app) : ApiTest(app)
         for (var attempt = 0; attempt < 200 && numbered < 2; attempt++)
         {
             await Task.Delay(50);
-            numbered = await App.QueryAsync<long>("SELECT count(*) FROM entry_sequence WHERE merchant_id = @m", new { m = m.MerchantId });
+            numbered = await App.QueryAsync<long>("SELECT coalesce(sum(cardinality(entry_ids)), 0) FROM ledger_sequence WHERE merchant_id = @m",
+                new { m = m.MerchantId });
         }
         Assert.Equal(2L, numbered);
     }
@@ -228,8 +235,9 @@ public class LedgerSequenceTests(LavaApp app) : ApiTest(app)
         await m.ReportAsync("r", null, "gpt", cost: "0.2");
         await App.Services.GetRequiredService<LedgerSequencer>().RunOnceAsync(m.MerchantId, CancellationToken.None);
         await using var c = new NpgsqlConnection(App.ConnectionString);
-        var e = await Assert.ThrowsAsync<PostgresException>(() => c.ExecuteAsync("UPDATE entry_sequence SET seq = seq + 10"));
+        var e = await Assert.ThrowsAsync<PostgresException>(() => c.ExecuteAsync("UPDATE ledger_sequence SET first_seq = first_seq + 10"));
         Assert.Contains("append-only", e.MessageText);
-        await Assert.ThrowsAsync<PostgresException>(() => c.ExecuteAsync("DELETE FROM entry_sequence"));
+        await Assert.ThrowsAsync<PostgresException>(() => c.ExecuteAsync("DELETE FROM ledger_sequence"));
+        await Assert.ThrowsAsync<PostgresException>(() => c.ExecuteAsync("TRUNCATE ledger_sequence"));
     }
 }
