@@ -210,6 +210,52 @@ public class LedgerSequenceTests(LavaApp app) : ApiTest(app)
     }
 
     [Fact]
+    public async Task TransactionsWhoseEntryIdsInterleaveGetConsecutiveSeqsInEntryIdOrderAndOneRowEach()
+    {
+        var m = await App.NewMerchantAsync();
+        var (a, b) = (Ids.New("txn"), Ids.New("txn"));
+        await using var first = new NpgsqlConnection(App.ConnectionString);
+        await using var second = new NpgsqlConnection(App.ConnectionString);
+        await first.OpenAsync();
+        await second.OpenAsync();
+        // Two posting statements of one merchant in flight at once whose entry ids interleave (a, b, a, b), as two
+        // concurrent statements drawing from the identity do; the ids are drawn here so the interleaving is certain.
+        var drawn = (await first.QueryAsync<long>(
+            "SELECT nextval(pg_get_serial_sequence('entries', 'entry_id')) FROM generate_series(1, 4) ORDER BY 1")).ToList();
+        var ids = new List<(string Transaction, long EntryId)> { (a, drawn[0]), (b, drawn[1]), (a, drawn[2]), (b, drawn[3]) };
+        await using var firstTx = await first.BeginTransactionAsync();
+        await using var secondTx = await second.BeginTransactionAsync();
+        const string Post = """
+            INSERT INTO ledger_transactions (merchant_id, transaction_id, kind, reference, effective_at) VALUES (@m, @t, 'manual', @t, now());
+            INSERT INTO entries (merchant_id, entry_id, transaction_id, account_id, currency, amount) OVERRIDING SYSTEM VALUE
+            VALUES (@m, @debit, @t, 'provider_cost', 'USD', 1), (@m, @credit, @t, 'provider_payable', 'USD', -1);
+            """;
+        await first.ExecuteAsync(Post, new { m = m.MerchantId, t = a, debit = drawn[0], credit = drawn[2] }, firstTx);
+        await second.ExecuteAsync(Post, new { m = m.MerchantId, t = b, debit = drawn[1], credit = drawn[3] }, secondTx);
+        await secondTx.CommitAsync();
+        await firstTx.CommitAsync();
+
+        await App.Services.GetRequiredService<LedgerSequencer>().RunOnceAsync(m.MerchantId, CancellationToken.None);
+
+        // a took the smallest id, so it comes first: its two entries are seq 1 and 2, then b's are 3 and 4.
+        var expected = ids.Where(i => i.Transaction == a).Concat(ids.Where(i => i.Transaction == b))
+            .Select((i, n) => (Seq: (long)n + 1, i.EntryId)).ToList();
+        Assert.Equal(expected, await QueryListAsync<(long, long)>(NumberedEntries, m.MerchantId));
+        Assert.Equal([(1L, a), (3L, b)], await QueryListAsync<(long, string)>(
+            "SELECT first_seq, transaction_id FROM ledger_sequence WHERE merchant_id = @m ORDER BY first_seq", m.MerchantId));
+        // Every reader answers the same seqs: the page, the export, the transaction.
+        var (page, _) = await PageAsync(m.Client, "");
+        Assert.Equal(expected, page);
+        var csv = (await m.Client.GetStringAsync("/v1/ledger/entries?format=csv")).Split('\n', StringSplitOptions.RemoveEmptyEntries).Skip(1)
+            .Select(l => l.Split(',')).Select(f => (long.Parse(f[0], CultureInfo.InvariantCulture), long.Parse(f[1], CultureInfo.InvariantCulture)));
+        Assert.Equal(expected, csv);
+        var second3 = await PageAsync(m.Client, "after_seq=2");
+        Assert.Equal(expected.Skip(2), second3.Rows);
+        var transaction = (await m.Client.GetJsonAsync($"/v1/ledger/transactions/{b}")).Body!;
+        Assert.Equal(expected.Skip(2), transaction["entries"]!.AsArray().Select(e => ((long)e!["seq"]!, (long)e["entry_id"]!)));
+    }
+
+    [Fact]
     public async Task TheBackgroundSequencerNumbersEntriesThatNobodyReads()
     {
         var m = await App.NewMerchantAsync();
