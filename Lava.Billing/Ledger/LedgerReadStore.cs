@@ -156,6 +156,8 @@ public sealed class LedgerReadStore(ReadDataSource db)
 
     // The whole ledger (after a seq) in seq order straight off the sequence's key: one row per transaction, its
     // transaction looked up once and its entries read with one scan of entries_transaction, each account as it comes.
+    // The entries name t's transaction_id rather than r's, so the transaction is looked up before them (once per row);
+    // naming r's, the planner may look it up after them, once per entry.
     // As plain joins the planner prefers, on cost, to hash the whole ledger and sort a million rows (to disk) before the
     // first leaves; a LATERAL … OFFSET 0 lookup cannot be turned into that. Consecutive entries share a few accounts, so
     // Memoize answers most of those lookups; it names the merchant as the parameter rather than the outer row's column,
@@ -165,12 +167,12 @@ public sealed class LedgerReadStore(ReadDataSource db)
                t.customer_id, t.meter_id, t.price_version::bigint AS price_version, e.account_id, a.kind AS account_kind,
                a.type AS account_type, e.currency::text AS currency, e.amount
           FROM ledger_sequence r
-         CROSS JOIN LATERAL (SELECT t.effective_at, t.kind, t.reference, t.customer_id, t.meter_id, t.price_version
+         CROSS JOIN LATERAL (SELECT t.transaction_id, t.effective_at, t.kind, t.reference, t.customer_id, t.meter_id, t.price_version
                                FROM ledger_transactions t
                               WHERE t.merchant_id = @MerchantId AND t.transaction_id = r.transaction_id OFFSET 0) t
          CROSS JOIN LATERAL (SELECT e.entry_id, e.created_at, e.account_id, e.currency, e.amount
                                FROM entries e
-                              WHERE e.merchant_id = @MerchantId AND e.transaction_id = r.transaction_id
+                              WHERE e.merchant_id = @MerchantId AND e.transaction_id = t.transaction_id
                                 AND e.entry_id = ANY (r.entry_ids) OFFSET 0) e
          CROSS JOIN LATERAL (SELECT a.kind, a.type
                                FROM accounts a
