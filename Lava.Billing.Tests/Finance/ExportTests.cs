@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Net;
 using System.Net.Http.Headers;
+using System.Reflection;
 using System.Text;
 using System.Text.Json.Nodes;
 using CsvHelper;
@@ -212,6 +213,25 @@ public class ExportTests(LavaApp app) : ApiTest(app)
               FROM entries WHERE merchant_id = @m GROUP BY transaction_id;
             SET session_replication_role = origin;
             """, new { m = merchantId, n = transactions }, commandTimeout: 300);
+    }
+
+    [Fact]
+    public async Task TheWholeLedgerExportLooksEachTransactionUpOncePerTransactionNotOncePerEntry()
+    {
+        var m = await App.NewMerchantAsync();
+        await SeedEntriesAsync(m.MerchantId, 2_000);
+        var sql = (string)typeof(LedgerReadStore).GetField("ExportAllEntries", BindingFlags.NonPublic | BindingFlags.Static)!.GetValue(null)!;
+        await using var c = new NpgsqlConnection(App.ConnectionString);
+        await c.ExecuteAsync("ANALYZE ledger_transactions, entries, ledger_sequence");
+
+        var plan = JsonNode.Parse(await c.QuerySingleAsync<string>("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, new { MerchantId = m.MerchantId, AfterSeq = 0L }))!;
+
+        var lookups = Nodes(plan[0]!["Plan"]!).Where(n => (string?)n["Relation Name"] == "ledger_transactions").ToList();
+        Assert.Equal(2_000L, lookups.Sum(n => (long)n["Actual Loops"]!));
+        Assert.Equal(4_000L, (long)plan[0]!["Plan"]!["Actual Rows"]!);
+
+        static IEnumerable<JsonNode> Nodes(JsonNode node) =>
+            new[] { node }.Concat((node["Plans"]?.AsArray() ?? []).SelectMany(child => Nodes(child!)));
     }
 
     [Fact]
