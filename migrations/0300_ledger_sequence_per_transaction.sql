@@ -65,26 +65,36 @@ CREATE TRIGGER ledger_sequence_no_truncate BEFORE TRUNCATE ON ledger_sequence
 -- keeps every entry numbered once. Three probes per numbered transaction, paid by the sequencer, not by a posting.
 -- Only the sequencer inserts here, under the merchant's lock, so the rows these checks read are all committed.
 CREATE FUNCTION ledger_sequence_refuse_renumbering() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    refused boolean;
 BEGIN
-    IF EXISTS (SELECT 1
-                 FROM inserted n
-                CROSS JOIN LATERAL (SELECT p.first_seq, cardinality(p.entry_ids) AS entries FROM ledger_sequence p
-                                     WHERE p.merchant_id = n.merchant_id AND p.first_seq < n.first_seq
-                                     ORDER BY p.first_seq DESC LIMIT 1) p
-                WHERE p.first_seq + p.entries > n.first_seq)
-       OR EXISTS (SELECT 1
-                    FROM inserted n
-                   CROSS JOIN LATERAL (SELECT f.first_seq FROM ledger_sequence f
-                                        WHERE f.merchant_id = n.merchant_id AND f.first_seq > n.first_seq
-                                        ORDER BY f.first_seq LIMIT 1) f
-                   WHERE n.first_seq + cardinality(n.entry_ids) > f.first_seq) THEN
+    -- EXECUTE: planned at every call for the table as it is. A plan a pooled connection cached while the table was small
+    -- (a scan of the whole table per new row) would still be used when it holds millions of rows.
+    EXECUTE $q$
+        SELECT EXISTS (SELECT 1
+                         FROM inserted n
+                        CROSS JOIN LATERAL (SELECT p.first_seq, cardinality(p.entry_ids) AS entries FROM ledger_sequence p
+                                             WHERE p.merchant_id = n.merchant_id AND p.first_seq < n.first_seq
+                                             ORDER BY p.first_seq DESC LIMIT 1) p
+                        WHERE p.first_seq + p.entries > n.first_seq)
+            OR EXISTS (SELECT 1
+                         FROM inserted n
+                        CROSS JOIN LATERAL (SELECT f.first_seq FROM ledger_sequence f
+                                             WHERE f.merchant_id = n.merchant_id AND f.first_seq > n.first_seq
+                                             ORDER BY f.first_seq LIMIT 1) f
+                        WHERE n.first_seq + cardinality(n.entry_ids) > f.first_seq)
+        $q$ INTO refused;
+    IF refused THEN
         RAISE EXCEPTION 'ledger_sequence: a seq is numbered twice (a row overlaps its neighbour)'
             USING ERRCODE = 'exclusion_violation';
     END IF;
-    IF EXISTS (SELECT 1
-                 FROM inserted n
-                 JOIN ledger_sequence x ON x.merchant_id = n.merchant_id AND x.transaction_id = n.transaction_id
-                                       AND x.first_seq <> n.first_seq AND x.entry_ids && n.entry_ids) THEN
+    EXECUTE $q$
+        SELECT EXISTS (SELECT 1
+                         FROM inserted n
+                         JOIN ledger_sequence x ON x.merchant_id = n.merchant_id AND x.transaction_id = n.transaction_id
+                                               AND x.first_seq <> n.first_seq AND x.entry_ids && n.entry_ids)
+        $q$ INTO refused;
+    IF refused THEN
         RAISE EXCEPTION 'ledger_sequence: an entry is numbered twice (two rows of its transaction name it)'
             USING ERRCODE = 'unique_violation';
     END IF;
