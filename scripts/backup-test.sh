@@ -59,7 +59,7 @@ pg_bin="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1)"
 figures() {
   pg_env_from_npgsql "$1"
   "$pg_bin/psql" -XAtq --no-password -c "SELECT merchant_id, account_id, sum(amount) FROM entries GROUP BY 1, 2 ORDER BY 1, 2" \
-    -c "SELECT count(*), coalesce(sum(charge_amount), 0) FROM requests" -c "SELECT count(*), coalesce(max(seq), 0) FROM entry_sequence"
+    -c "SELECT count(*), coalesce(sum(charge_amount), 0) FROM requests" -c "SELECT coalesce(sum(cardinality(entry_ids)), 0), coalesce(max(first_seq + cardinality(entry_ids) - 1), 0) FROM ledger_sequence"
 }
 passed=0 failed=0
 check() { if "$@"; then passed=$((passed + 1)); log "ok: ${label}"; else failed=$((failed + 1)); log "FAILED: ${label}"; fi; }

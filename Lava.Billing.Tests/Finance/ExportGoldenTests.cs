@@ -43,8 +43,9 @@ public class ExportGoldenTests(LavaApp app) : ApiTest(app)
                 (@m, 9006, 'txn_golden_2', 'cus_golden:credits_cycle', 'USD', -123456789012345678.0123456789, '2026-03-02 00:00:00+00'),
                 (@m, 9007, 'txn_golden_3', 'provider_cost', 'USD', 5, '2026-03-03 12:00:00.5+00'),
                 (@m, 9008, 'txn_golden_3', 'provider_payable', 'USD', -5, '2026-03-03 12:00:00.5+00');
-            INSERT INTO entry_sequence (merchant_id, seq, entry_id) VALUES
-                (@m, 1, 9002), (@m, 2, 9001), (@m, 3, 9004), (@m, 4, 9003), (@m, 5, 9005), (@m, 6, 9006), (@m, 7, 9008), (@m, 8, 9007);
+            INSERT INTO ledger_sequence (merchant_id, first_seq, transaction_id, entry_ids) VALUES
+                (@m, 1, 'txn_golden_1', '{9002, 9001, 9004, 9003}'), (@m, 5, 'txn_golden_2', '{9005, 9006}'),
+                (@m, 7, 'txn_golden_3', '{9008, 9007}');
             SET session_replication_role = origin;
             """, new { m = merchantId });
     }

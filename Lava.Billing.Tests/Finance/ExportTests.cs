@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Net;
 using System.Net.Http.Headers;
+using System.Reflection;
 using System.Text;
 using System.Text.Json.Nodes;
 using CsvHelper;
@@ -207,10 +208,30 @@ public class ExportTests(LavaApp app) : ApiTest(app)
             INSERT INTO entries (merchant_id, transaction_id, account_id, currency, amount)
             SELECT @m, 'txn_seed_' || g, a.account_id, 'USD', a.sign * (g % 997 + 1) / 100.0
               FROM generate_series(1, @n) g, (VALUES ('provider_cost', 1), ('provider_payable', -1)) a(account_id, sign);
-            INSERT INTO entry_sequence (merchant_id, seq, entry_id)
-            SELECT merchant_id, row_number() OVER (ORDER BY entry_id), entry_id FROM entries WHERE merchant_id = @m;
+            INSERT INTO ledger_sequence (merchant_id, first_seq, transaction_id, entry_ids)
+            SELECT @m, sum(count(*)) OVER (ORDER BY min(entry_id)) - count(*) + 1, transaction_id, array_agg(entry_id ORDER BY entry_id)
+              FROM entries WHERE merchant_id = @m GROUP BY transaction_id;
             SET session_replication_role = origin;
             """, new { m = merchantId, n = transactions }, commandTimeout: 300);
+    }
+
+    [Fact]
+    public async Task TheWholeLedgerExportLooksEachTransactionUpOncePerTransactionNotOncePerEntry()
+    {
+        var m = await App.NewMerchantAsync();
+        await SeedEntriesAsync(m.MerchantId, 2_000);
+        var sql = (string)typeof(LedgerReadStore).GetField("ExportAllEntries", BindingFlags.NonPublic | BindingFlags.Static)!.GetValue(null)!;
+        await using var c = new NpgsqlConnection(App.ConnectionString);
+        await c.ExecuteAsync("ANALYZE ledger_transactions, entries, ledger_sequence");
+
+        var plan = JsonNode.Parse(await c.QuerySingleAsync<string>("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, new { MerchantId = m.MerchantId, AfterSeq = 0L }))!;
+
+        var lookups = Nodes(plan[0]!["Plan"]!).Where(n => (string?)n["Relation Name"] == "ledger_transactions").ToList();
+        Assert.Equal(2_000L, lookups.Sum(n => (long)n["Actual Loops"]!));
+        Assert.Equal(4_000L, (long)plan[0]!["Plan"]!["Actual Rows"]!);
+
+        static IEnumerable<JsonNode> Nodes(JsonNode node) =>
+            new[] { node }.Concat((node["Plans"]?.AsArray() ?? []).SelectMany(child => Nodes(child!)));
     }
 
     [Fact]
@@ -234,7 +255,7 @@ public class ExportTests(LavaApp app) : ApiTest(app)
         var database = new NpgsqlConnectionStringBuilder(App.ConnectionString).Database;
         Assert.Equal(1, await App.QueryAsync<long>("""
             SELECT count(*) FROM pg_stat_activity
-             WHERE datname = @database AND pid <> pg_backend_pid() AND xact_start IS NOT NULL AND query LIKE '%FROM entry_sequence s%'
+             WHERE datname = @database AND pid <> pg_backend_pid() AND xact_start IS NOT NULL AND query LIKE '%FROM ledger_sequence r%'
             """, new { database }));
 
         long rows = 1, lastSeq = 1;

@@ -3,6 +3,7 @@ using Dapper;
 using Lava.Billing.Infrastructure;
 using Lava.Billing.Ledger;
 using Lava.Billing.Tests.Infrastructure;
+using Microsoft.Extensions.DependencyInjection;
 using Npgsql;
 
 namespace Lava.Billing.Tests.Ledger;
@@ -34,6 +35,42 @@ public class LedgerInvariantTests(LavaApp app) : ApiTest(app)
         Assert.Contains("append-only", (await RefusedAsync("TRUNCATE entries CASCADE")).MessageText);
         Assert.Contains("append-only", (await RefusedAsync("UPDATE ledger_transactions SET reference = 'x'")).MessageText);
         Assert.Contains("append-only", (await RefusedAsync("DELETE FROM ledger_transactions")).MessageText);
+    }
+
+    [Fact]
+    public async Task ASeqOrAnEntryIsNeverNumberedTwice()
+    {
+        var (merchant, _) = await ArrangeWithOneReportAsync();
+        await App.Services.GetRequiredService<LedgerSequencer>().RunOnceAsync(merchant, CancellationToken.None);
+        await using var c = new NpgsqlConnection(App.ConnectionString);
+        var row = await c.QuerySingleAsync<(long FirstSeq, string TransactionId, long[] EntryIds)>(
+            "SELECT first_seq, transaction_id, entry_ids FROM ledger_sequence WHERE merchant_id = @merchant ORDER BY first_seq LIMIT 1", new { merchant });
+        var next = await c.QuerySingleAsync<long>(
+            "SELECT max(first_seq + cardinality(entry_ids)) FROM ledger_sequence WHERE merchant_id = @merchant", new { merchant });
+        Assert.Equal(1L, row.FirstSeq);
+        Assert.True(row.EntryIds.Length >= 2);
+        const string Insert = "INSERT INTO ledger_sequence (merchant_id, first_seq, transaction_id, entry_ids) VALUES (@merchant, @first, @t, @ids)";
+
+        // The row holds seqs 1 … n: a row starting inside it (not at its key) overlaps it.
+        var overlap = await RefusedAsync(Insert, new { merchant, first = 2L, t = "txn_other", ids = new[] { -1L } });
+        Assert.Equal(PostgresErrorCodes.ExclusionViolation, overlap.SqlState);
+        // A row before it whose seqs run into it.
+        Assert.Equal(PostgresErrorCodes.CheckViolation,
+            (await RefusedAsync(Insert, new { merchant, first = 0L, t = "txn_other", ids = new[] { -1L } })).SqlState);
+        Assert.Equal(PostgresErrorCodes.UniqueViolation,
+            (await RefusedAsync(Insert, new { merchant, first = 1L, t = "txn_other", ids = new[] { -1L } })).SqlState);
+        // The transaction's entry again, after the last seq: the seqs are free, but the entry already has one.
+        var again = await RefusedAsync(Insert, new { merchant, first = next, t = row.TransactionId, ids = new[] { row.EntryIds[^1] } });
+        Assert.Equal(PostgresErrorCodes.UniqueViolation, again.SqlState);
+        Assert.Contains("numbered twice", again.MessageText);
+        // A second row in one statement that overlaps the first one.
+        Assert.Equal(PostgresErrorCodes.ExclusionViolation, (await RefusedAsync("""
+            INSERT INTO ledger_sequence (merchant_id, first_seq, transaction_id, entry_ids)
+            VALUES (@merchant, @next, 'txn_x', '{-1, -2}'), (@merchant, @next + 1, 'txn_y', '{-3}')
+            """, new { merchant, next })).SqlState);
+
+        // What the sequencer does next is still allowed: the next seq, another transaction.
+        await c.ExecuteAsync(Insert, new { merchant, first = next, t = "txn_other", ids = new[] { -1L } });
     }
 
     [Fact]

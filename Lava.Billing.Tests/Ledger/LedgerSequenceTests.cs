@@ -14,6 +14,14 @@ namespace Lava.Billing.Tests.Ledger;
 /// <summary>Entries are read in ledger sequence order: gap-free, assigned after commit, so a cursor never skips a row.</summary>
 public class LedgerSequenceTests(LavaApp app) : ApiTest(app)
 {
+    /// <summary>Every numbered entry with its seq: the n-th entry of a transaction's row has seq first_seq + n - 1.</summary>
+    internal const string NumberedEntries = """
+        SELECT r.first_seq + p.position - 1 AS seq, p.entry_id
+          FROM ledger_sequence r CROSS JOIN LATERAL unnest(r.entry_ids) WITH ORDINALITY AS p(entry_id, position)
+         WHERE r.merchant_id = @m
+         ORDER BY seq
+        """;
+
     private Task<List<long>> EntryIdsAsync(string merchantId) =>
         QueryListAsync<long>("SELECT entry_id FROM entries WHERE merchant_id = @m ORDER BY entry_id", merchantId);
 
@@ -139,8 +147,7 @@ public class LedgerSequenceTests(LavaApp app) : ApiTest(app)
 
         await Task.WhenAll(Enumerable.Range(0, 5).Select(i => Task.Run(() => sequencer.RunOnceAsync(i == 0 ? null : m.MerchantId, CancellationToken.None))));
 
-        var numbered = await QueryListAsync<(long Seq, long EntryId)>(
-            "SELECT seq, entry_id FROM entry_sequence WHERE merchant_id = @m ORDER BY seq", m.MerchantId);
+        var numbered = await QueryListAsync<(long Seq, long EntryId)>(NumberedEntries, m.MerchantId);
         Assert.Equal(Enumerable.Range(1, 24_000).Select(i => (long)i), numbered.Select(n => n.Seq));
         Assert.Equal(await EntryIdsAsync(m.MerchantId), numbered.Select(n => n.EntryId).Order());
         Assert.Equal(0L, await App.QueryAsync<long>("SELECT count(*) FROM entry_unsequenced WHERE merchant_id = @m", new { m = m.MerchantId }));
@@ -194,13 +201,58 @@ public class LedgerSequenceTests(LavaApp app) : ApiTest(app)
         await Task.WhenAll(writers.Concat(sequencers));
         await sequencer.RunOnceAsync(m.MerchantId, CancellationToken.None);
 
-        var numbered = await QueryListAsync<(long Seq, long EntryId)>(
-            "SELECT seq, entry_id FROM entry_sequence WHERE merchant_id = @m ORDER BY seq", m.MerchantId);
+        var numbered = await QueryListAsync<(long Seq, long EntryId)>(NumberedEntries, m.MerchantId);
         Assert.NotEmpty(rolledBack);
         Assert.Equal(Enumerable.Range(1, committed.Count).Select(i => (long)i), numbered.Select(n => n.Seq));
         Assert.Equal(committed.Order(), numbered.Select(n => n.EntryId).Order());
         Assert.Equal(committed.Order(), await EntryIdsAsync(m.MerchantId));
         Assert.Equal(0L, await App.QueryAsync<long>("SELECT count(*) FROM entry_unsequenced WHERE merchant_id = @m", new { m = m.MerchantId }));
+    }
+
+    [Fact]
+    public async Task TransactionsWhoseEntryIdsInterleaveGetConsecutiveSeqsInEntryIdOrderAndOneRowEach()
+    {
+        var m = await App.NewMerchantAsync();
+        var (a, b) = (Ids.New("txn"), Ids.New("txn"));
+        await using var first = new NpgsqlConnection(App.ConnectionString);
+        await using var second = new NpgsqlConnection(App.ConnectionString);
+        await first.OpenAsync();
+        await second.OpenAsync();
+        // Two posting statements of one merchant in flight at once whose entry ids interleave (a, b, a, b), as two
+        // concurrent statements drawing from the identity do; the ids are drawn here so the interleaving is certain.
+        var drawn = (await first.QueryAsync<long>(
+            "SELECT nextval(pg_get_serial_sequence('entries', 'entry_id')) FROM generate_series(1, 4) ORDER BY 1")).ToList();
+        var ids = new List<(string Transaction, long EntryId)> { (a, drawn[0]), (b, drawn[1]), (a, drawn[2]), (b, drawn[3]) };
+        await using var firstTx = await first.BeginTransactionAsync();
+        await using var secondTx = await second.BeginTransactionAsync();
+        const string Post = """
+            INSERT INTO ledger_transactions (merchant_id, transaction_id, kind, reference, effective_at) VALUES (@m, @t, 'manual', @t, now());
+            INSERT INTO entries (merchant_id, entry_id, transaction_id, account_id, currency, amount) OVERRIDING SYSTEM VALUE
+            VALUES (@m, @debit, @t, 'provider_cost', 'USD', 1), (@m, @credit, @t, 'provider_payable', 'USD', -1);
+            """;
+        await first.ExecuteAsync(Post, new { m = m.MerchantId, t = a, debit = drawn[0], credit = drawn[2] }, firstTx);
+        await second.ExecuteAsync(Post, new { m = m.MerchantId, t = b, debit = drawn[1], credit = drawn[3] }, secondTx);
+        await secondTx.CommitAsync();
+        await firstTx.CommitAsync();
+
+        await App.Services.GetRequiredService<LedgerSequencer>().RunOnceAsync(m.MerchantId, CancellationToken.None);
+
+        // a took the smallest id, so it comes first: its two entries are seq 1 and 2, then b's are 3 and 4.
+        var expected = ids.Where(i => i.Transaction == a).Concat(ids.Where(i => i.Transaction == b))
+            .Select((i, n) => (Seq: (long)n + 1, i.EntryId)).ToList();
+        Assert.Equal(expected, await QueryListAsync<(long, long)>(NumberedEntries, m.MerchantId));
+        Assert.Equal([(1L, a), (3L, b)], await QueryListAsync<(long, string)>(
+            "SELECT first_seq, transaction_id FROM ledger_sequence WHERE merchant_id = @m ORDER BY first_seq", m.MerchantId));
+        // Every reader answers the same seqs: the page, the export, the transaction.
+        var (page, _) = await PageAsync(m.Client, "");
+        Assert.Equal(expected, page);
+        var csv = (await m.Client.GetStringAsync("/v1/ledger/entries?format=csv")).Split('\n', StringSplitOptions.RemoveEmptyEntries).Skip(1)
+            .Select(l => l.Split(',')).Select(f => (long.Parse(f[0], CultureInfo.InvariantCulture), long.Parse(f[1], CultureInfo.InvariantCulture)));
+        Assert.Equal(expected, csv);
+        var second3 = await PageAsync(m.Client, "after_seq=2");
+        Assert.Equal(expected.Skip(2), second3.Rows);
+        var transaction = (await m.Client.GetJsonAsync($"/v1/ledger/transactions/{b}")).Body!;
+        Assert.Equal(expected.Skip(2), transaction["entries"]!.AsArray().Select(e => ((long)e!["seq"]!, (long)e["entry_id"]!)));
     }
 
     [Fact]
@@ -215,7 +267,8 @@ public class LedgerSequenceTests(LavaApp app) : ApiTest(app)
         for (var attempt = 0; attempt < 200 && numbered < 2; attempt++)
         {
             await Task.Delay(50);
-            numbered = await App.QueryAsync<long>("SELECT count(*) FROM entry_sequence WHERE merchant_id = @m", new { m = m.MerchantId });
+            numbered = await App.QueryAsync<long>("SELECT coalesce(sum(cardinality(entry_ids)), 0) FROM ledger_sequence WHERE merchant_id = @m",
+                new { m = m.MerchantId });
         }
         Assert.Equal(2L, numbered);
     }
@@ -228,8 +281,9 @@ public class LedgerSequenceTests(LavaApp app) : ApiTest(app)
         await m.ReportAsync("r", null, "gpt", cost: "0.2");
         await App.Services.GetRequiredService<LedgerSequencer>().RunOnceAsync(m.MerchantId, CancellationToken.None);
         await using var c = new NpgsqlConnection(App.ConnectionString);
-        var e = await Assert.ThrowsAsync<PostgresException>(() => c.ExecuteAsync("UPDATE entry_sequence SET seq = seq + 10"));
+        var e = await Assert.ThrowsAsync<PostgresException>(() => c.ExecuteAsync("UPDATE ledger_sequence SET first_seq = first_seq + 10"));
         Assert.Contains("append-only", e.MessageText);
-        await Assert.ThrowsAsync<PostgresException>(() => c.ExecuteAsync("DELETE FROM entry_sequence"));
+        await Assert.ThrowsAsync<PostgresException>(() => c.ExecuteAsync("DELETE FROM ledger_sequence"));
+        await Assert.ThrowsAsync<PostgresException>(() => c.ExecuteAsync("TRUNCATE ledger_sequence"));
     }
 }

@@ -122,9 +122,14 @@ public class LedgerVerifyTests(LavaApp app) : ApiTest(app)
         await CorruptAsync("""
             INSERT INTO ledger_transactions (merchant_id, transaction_id, kind, reference, effective_at) VALUES (@m, @t, 'usage', 'ghost', now());
             INSERT INTO entries (merchant_id, transaction_id, account_id, currency, amount) VALUES (@m, @t, 'provider_cost', 'USD', 1);
-            INSERT INTO entry_unsequenced (merchant_id, first_entry_id, entry_count, entry_ids)
-            SELECT @m, max(entry_id), 1, ARRAY[max(entry_id)] FROM entries WHERE merchant_id = @m;
-            DELETE FROM entry_sequence WHERE merchant_id = @m AND seq = 2;
+            INSERT INTO entry_unsequenced (merchant_id, first_entry_id, entry_count, entry_ids, transaction_ids)
+            SELECT @m, max(entry_id), 1, ARRAY[max(entry_id)], ARRAY[@t] FROM entries WHERE merchant_id = @m;
+            WITH holder AS (DELETE FROM ledger_sequence WHERE merchant_id = @m AND first_seq <= 2 AND first_seq + cardinality(entry_ids) > 2
+                            RETURNING *)
+            INSERT INTO ledger_sequence (merchant_id, first_seq, transaction_id, entry_ids)
+            SELECT merchant_id, first_seq + p.position - 1, transaction_id, ARRAY[p.entry_id]
+              FROM holder CROSS JOIN LATERAL unnest(holder.entry_ids) WITH ORDINALITY AS p(entry_id, position)
+             WHERE first_seq + p.position - 1 <> 2;
             UPDATE requests SET transaction_id = (SELECT transaction_id FROM requests WHERE merchant_id = @m AND request_id = 'a')
              WHERE merchant_id = @m AND request_id = 'b';
             UPDATE requests SET charge_amount = charge_amount + 1 WHERE merchant_id = @m AND request_id = 'c';

@@ -47,7 +47,9 @@ public sealed class StatementStore(ReadDataSource db)
           FROM accounts a
           JOIN entries e             ON e.merchant_id = a.merchant_id AND e.account_id = a.account_id
           JOIN ledger_transactions t ON t.merchant_id = e.merchant_id AND t.transaction_id = e.transaction_id
-          LEFT JOIN entry_sequence s ON s.merchant_id = e.merchant_id AND s.entry_id = e.entry_id
+          LEFT JOIN ledger_sequence r ON r.merchant_id = e.merchant_id AND r.transaction_id = e.transaction_id
+                                     AND e.entry_id = ANY (r.entry_ids)
+         CROSS JOIN LATERAL (SELECT r.first_seq + array_position(r.entry_ids, e.entry_id) - 1 AS seq) s
          WHERE a.merchant_id = @MerchantId AND a.customer_id = @CustomerId
            AND (@From::timestamptz IS NULL OR e.created_at > @From)
            AND (@To::timestamptz IS NULL OR e.created_at <= @To)

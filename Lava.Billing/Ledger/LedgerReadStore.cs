@@ -62,7 +62,9 @@ public sealed class LedgerReadStore(ReadDataSource db)
         SELECT s.seq, e.entry_id, e.account_id, a.type AS account_type, e.currency::text AS currency, e.amount
           FROM entries e
           JOIN accounts a ON a.merchant_id = e.merchant_id AND a.account_id = e.account_id
-          LEFT JOIN entry_sequence s ON s.merchant_id = e.merchant_id AND s.entry_id = e.entry_id
+          LEFT JOIN ledger_sequence r ON r.merchant_id = e.merchant_id AND r.transaction_id = e.transaction_id
+                                     AND e.entry_id = ANY (r.entry_ids)
+          CROSS JOIN LATERAL (SELECT r.first_seq + array_position(r.entry_ids, e.entry_id) - 1 AS seq) s
          WHERE e.merchant_id = @MerchantId AND e.transaction_id = @TransactionId
          ORDER BY e.entry_id
         """;
@@ -105,16 +107,23 @@ public sealed class LedgerReadStore(ReadDataSource db)
     ];
 
     // Pages by seq, which is gap-free and assigned after commit: a row can never appear behind a cursor already
-    // handed out. LIMIT NULL (an export) means every row.
+    // handed out. LIMIT NULL (an export) means every row. An entry's seq is its transaction row's first_seq plus its
+    // position in the row; the row holding seq @AfterSeq + 1 is the last to start at or before it, so the walk of the
+    // sequence's key starts there. Ordered by first_seq, then seq: with a limit and no filter the plan walks the key and
+    // sorts only each row's few entries; with a filter it may start from the entries and look up their rows.
     private const string SelectEntries = """
         SELECT s.seq, e.entry_id, e.created_at, t.effective_at, e.transaction_id, t.kind AS transaction_kind, t.reference,
                t.customer_id, t.meter_id, t.price_version::bigint AS price_version, e.account_id, a.kind AS account_kind,
                a.type AS account_type, e.currency::text AS currency, e.amount
-          FROM entry_sequence s
-          JOIN entries e             ON e.merchant_id = s.merchant_id AND e.entry_id = s.entry_id
-          JOIN ledger_transactions t ON t.merchant_id = e.merchant_id AND t.transaction_id = e.transaction_id
+          FROM ledger_sequence r
+          JOIN entries e             ON e.merchant_id = r.merchant_id AND e.transaction_id = r.transaction_id
+                                    AND e.entry_id = ANY (r.entry_ids)
+          JOIN ledger_transactions t ON t.merchant_id = r.merchant_id AND t.transaction_id = r.transaction_id
           JOIN accounts a            ON a.merchant_id = e.merchant_id AND a.account_id = e.account_id
-         WHERE s.merchant_id = @MerchantId
+         CROSS JOIN LATERAL (SELECT r.first_seq + array_position(r.entry_ids, e.entry_id) - 1 AS seq) s
+         WHERE r.merchant_id = @MerchantId
+           AND r.first_seq >= coalesce((SELECT max(first_seq) FROM ledger_sequence
+                                         WHERE merchant_id = @MerchantId AND first_seq <= @AfterSeq + 1), 1)
            AND s.seq > @AfterSeq
            AND (@From::timestamptz IS NULL OR e.created_at > @From)
            AND (@To::timestamptz IS NULL OR e.created_at <= @To)
@@ -122,7 +131,7 @@ public sealed class LedgerReadStore(ReadDataSource db)
            AND (@CustomerId::text IS NULL OR t.customer_id = @CustomerId)
            AND (@MeterId::text IS NULL OR t.meter_id = @MeterId)
            AND (@Kind::text IS NULL OR t.kind = @Kind)
-         ORDER BY s.seq
+         ORDER BY r.first_seq, s.seq
          LIMIT @Take
         """;
 
@@ -139,34 +148,50 @@ public sealed class LedgerReadStore(ReadDataSource db)
     public async Task<List<LedgerEntryResponse>> EntriesAsync(string merchantId, EntryFilter filter, long afterSeq, int take, CancellationToken ct)
     {
         await using var connection = await db.Source.OpenConnectionAsync(ct);
-        var rows = await connection.QueryAsync<EntryRow>(new CommandDefinition(SelectEntries, EntryArgs(merchantId, filter, afterSeq, take), cancellationToken: ct));
+        var rows = await connection.QueryAsync<EntryRow>(new CommandDefinition(filter.IsEmpty ? PageAllEntries : SelectEntries,
+            EntryArgs(merchantId, filter, afterSeq, take), cancellationToken: ct));
         return rows.Select(r => new LedgerEntryResponse(r.Seq, r.EntryId, r.CreatedAt, r.EffectiveAt, r.TransactionId, r.TransactionKind,
             r.Reference, r.CustomerId, r.MeterId, r.PriceVersion, r.AccountId, r.AccountKind, r.AccountType, r.Currency,
             Money.Format(r.Amount), Money.Format(r.Amount > 0 ? r.Amount : 0m), Money.Format(r.Amount < 0 ? -r.Amount : 0m))).ToList();
     }
 
-    // The whole ledger (after a seq) in seq order straight off entry_sequence's key, each entry's row, transaction and
-    // account looked up as it comes. As plain joins the planner prefers, on cost, to hash the whole ledger and sort a
-    // million rows (to disk) before the first leaves; a LATERAL … OFFSET 0 lookup cannot be turned into that. Consecutive
-    // entries share their transaction and a few accounts, so Memoize answers most of those lookups; those two name the
-    // merchant as the parameter rather than the outer row's column, so Memoize's key is the one id it hashes per entry.
+    // The whole ledger (after a seq) in seq order straight off the sequence's key: one row per transaction, its
+    // transaction looked up once and its entries read with one scan of entries_transaction, each account as it comes.
+    // The entries name t's transaction_id rather than r's, so the transaction is looked up before them (once per row);
+    // naming r's, the planner may look it up after them, once per entry.
+    // As plain joins the planner prefers, on cost, to hash the whole ledger and sort a million rows (to disk) before the
+    // first leaves; a LATERAL … OFFSET 0 lookup cannot be turned into that. Consecutive entries share a few accounts, so
+    // Memoize answers most of those lookups; it names the merchant as the parameter rather than the outer row's column,
+    // so Memoize's key is the one id it hashes per entry. The sort by seq within first_seq only orders each row's entries.
     private const string ExportAllEntries = """
-        SELECT s.seq, e.entry_id, e.created_at, t.effective_at, e.transaction_id, t.kind AS transaction_kind, t.reference,
+        SELECT s.seq, e.entry_id, e.created_at, t.effective_at, r.transaction_id, t.kind AS transaction_kind, t.reference,
                t.customer_id, t.meter_id, t.price_version::bigint AS price_version, e.account_id, a.kind AS account_kind,
                a.type AS account_type, e.currency::text AS currency, e.amount
-          FROM entry_sequence s
-         CROSS JOIN LATERAL (SELECT e.entry_id, e.created_at, e.transaction_id, e.account_id, e.currency, e.amount
-                               FROM entries e
-                              WHERE e.merchant_id = s.merchant_id AND e.entry_id = s.entry_id OFFSET 0) e
-         CROSS JOIN LATERAL (SELECT t.effective_at, t.kind, t.reference, t.customer_id, t.meter_id, t.price_version
+          FROM ledger_sequence r
+         CROSS JOIN LATERAL (SELECT t.transaction_id, t.effective_at, t.kind, t.reference, t.customer_id, t.meter_id, t.price_version
                                FROM ledger_transactions t
-                              WHERE t.merchant_id = @MerchantId AND t.transaction_id = e.transaction_id OFFSET 0) t
+                              WHERE t.merchant_id = @MerchantId AND t.transaction_id = r.transaction_id OFFSET 0) t
+         CROSS JOIN LATERAL (SELECT e.entry_id, e.created_at, e.account_id, e.currency, e.amount
+                               FROM entries e
+                              WHERE e.merchant_id = @MerchantId AND e.transaction_id = t.transaction_id
+                                AND e.entry_id = ANY (r.entry_ids) OFFSET 0) e
          CROSS JOIN LATERAL (SELECT a.kind, a.type
                                FROM accounts a
                               WHERE a.merchant_id = @MerchantId AND a.account_id = e.account_id OFFSET 0) a
-         WHERE s.merchant_id = @MerchantId
+         CROSS JOIN LATERAL (SELECT r.first_seq + array_position(r.entry_ids, e.entry_id) - 1 AS seq) s
+         WHERE r.merchant_id = @MerchantId
+           AND r.first_seq >= coalesce((SELECT max(first_seq) FROM ledger_sequence
+                                         WHERE merchant_id = @MerchantId AND first_seq <= @AfterSeq + 1), 1)
            AND s.seq > @AfterSeq
-         ORDER BY s.seq
+         ORDER BY r.first_seq, s.seq
+        """;
+
+    // A page with no filter: the export's walk of the key, stopped at the page's end. The filtered query would, without
+    // a filter, number every entry after the cursor and sort them for the first few (its estimate of the rows after the
+    // cursor is a handful, so that looks cheap).
+    private const string PageAllEntries = ExportAllEntries + """
+
+         LIMIT @Take
         """;
 
     /// <summary>

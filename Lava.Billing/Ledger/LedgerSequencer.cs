@@ -5,7 +5,7 @@ using Npgsql;
 namespace Lava.Billing.Ledger;
 
 /// <summary>
-/// Numbers committed entries 1, 2, 3 … per merchant (<c>entry_sequence.seq</c>), with no gap and never out of order, so
+/// Numbers committed entries 1, 2, 3 … per merchant (<c>ledger_sequence</c>, a row per ledger transaction), with no gap and never out of order, so
 /// exports page by seq and resume exactly (docs/ledger.md, "The ledger sequence"). Runs in the background every
 /// <c>Ledger:SequencerIntervalMs</c> (default 1000; 0 turns the loop off), and synchronously from every ledger read so
 /// what a reader sees is fresh.
@@ -30,9 +30,12 @@ public sealed class LedgerSequencer(NpgsqlDataSource db, TimeProvider clock, ICo
         SELECT pg_advisory_xact_lock(hashtextextended('lava.entry_sequence:' || @MerchantId, 0))
         """;
 
-    // A statement after the lock, so its snapshot sees the previous batch's commit: max(seq) is the true last number.
-    // Taking and numbering happen in one transaction, so a batch is all numbered or not at all: no gap. A queue row is
-    // taken while the rows before it hold fewer than @BatchSize entries; the first row always is.
+    // A statement after the lock, so its snapshot sees the previous batch's commit: the last row gives the true last
+    // number. Taking and numbering happen in one transaction, so a batch is all numbered or not at all: no gap. A queue
+    // row is taken while the rows before it hold fewer than @BatchSize entries; the first row always is. Each taken
+    // transaction becomes one row, its entries in entry_id order from first_seq on (entries of one transaction inserted by
+    // two statements are two queue rows, joined here); transactions follow their queue rows' order and, within a row,
+    // their smallest entry ids. Answers how many entries it numbered.
     private const string NumberBatch = """
         WITH picked AS (
             SELECT first_entry_id
@@ -47,13 +50,23 @@ public sealed class LedgerSequencer(NpgsqlDataSource db, TimeProvider clock, ICo
             DELETE FROM entry_unsequenced u
              WHERE u.merchant_id = @MerchantId
                AND u.first_entry_id IN (SELECT first_entry_id FROM picked)
-            RETURNING u.entry_ids
+            RETURNING u.first_entry_id, u.entry_ids, u.transaction_ids
+        ), transactions AS (
+            SELECT min(taken.first_entry_id) AS queue_row, q.transaction_id, min(q.entry_id) AS first_entry_id,
+                   array_agg(q.entry_id ORDER BY q.entry_id) AS entry_ids, count(*) AS entries
+              FROM taken CROSS JOIN LATERAL unnest(taken.entry_ids, taken.transaction_ids) AS q(entry_id, transaction_id)
+             GROUP BY q.transaction_id
         ), last AS (
-            SELECT coalesce(max(seq), 0) AS seq FROM entry_sequence WHERE merchant_id = @MerchantId
+            SELECT coalesce((SELECT first_seq + cardinality(entry_ids) - 1 FROM ledger_sequence
+                              WHERE merchant_id = @MerchantId ORDER BY first_seq DESC LIMIT 1), 0) AS seq
+        ), numbered AS (
+            INSERT INTO ledger_sequence (merchant_id, first_seq, transaction_id, entry_ids)
+            SELECT @MerchantId, last.seq + sum(t.entries) OVER (ORDER BY t.queue_row, t.first_entry_id) - t.entries + 1,
+                   t.transaction_id, t.entry_ids
+              FROM transactions t CROSS JOIN last
+            RETURNING cardinality(entry_ids) AS entries
         )
-        INSERT INTO entry_sequence (merchant_id, seq, entry_id)
-        SELECT @MerchantId, last.seq + row_number() OVER (ORDER BY e.entry_id), e.entry_id
-          FROM taken CROSS JOIN LATERAL unnest(taken.entry_ids) AS e(entry_id) CROSS JOIN last
+        SELECT coalesce(sum(entries), 0)::int FROM numbered
         """;
 
     /// <summary>Numbers every entry committed so far, for one merchant or (null) all of them; returns how many.</summary>
@@ -88,7 +101,7 @@ public sealed class LedgerSequencer(NpgsqlDataSource db, TimeProvider clock, ICo
         await using var tx = await connection.BeginTransactionAsync(ct);
         var args = new { MerchantId = merchantId, BatchSize };
         await connection.ExecuteAsync(new CommandDefinition(LockMerchant, args, tx, cancellationToken: ct));
-        var numbered = await connection.ExecuteAsync(new CommandDefinition(NumberBatch, args, tx, cancellationToken: ct));
+        var numbered = await connection.ExecuteScalarAsync<int>(new CommandDefinition(NumberBatch, args, tx, cancellationToken: ct));
         await tx.CommitAsync(ct);
         return numbered;
     }

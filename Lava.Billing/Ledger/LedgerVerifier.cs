@@ -43,11 +43,11 @@ public sealed class LedgerVerifier(NpgsqlDataSource db, LedgerSequencer sequence
         """;
 
     private const string SelectSequenceGaps = """
-        SELECT previous + 1 AS missing_from, seq - 1 AS missing_to
-          FROM (SELECT seq, lag(seq, 1, 0::bigint) OVER (ORDER BY seq) AS previous
-                  FROM entry_sequence WHERE merchant_id = @MerchantId) s
-         WHERE seq <> previous + 1
-         ORDER BY seq
+        SELECT previous + 1 AS missing_from, first_seq - 1 AS missing_to
+          FROM (SELECT first_seq, lag(first_seq + cardinality(entry_ids) - 1, 1, 0::bigint) OVER (ORDER BY first_seq) AS previous
+                  FROM ledger_sequence WHERE merchant_id = @MerchantId) s
+         WHERE first_seq <> previous + 1
+         ORDER BY first_seq
          LIMIT @Max
         """;
 
@@ -57,7 +57,8 @@ public sealed class LedgerVerifier(NpgsqlDataSource db, LedgerSequencer sequence
         SELECT e.entry_id, e.transaction_id
           FROM entries e
          WHERE e.merchant_id = @MerchantId
-           AND NOT EXISTS (SELECT 1 FROM entry_sequence s WHERE s.merchant_id = e.merchant_id AND s.entry_id = e.entry_id)
+           AND NOT EXISTS (SELECT 1 FROM ledger_sequence r
+                            WHERE r.merchant_id = e.merchant_id AND r.transaction_id = e.transaction_id AND e.entry_id = ANY (r.entry_ids))
            AND e.entry_id NOT IN (SELECT q.entry_id FROM entry_unsequenced u CROSS JOIN LATERAL unnest(u.entry_ids) AS q(entry_id)
                                    WHERE u.merchant_id = @MerchantId AND q.entry_id IS NOT NULL)
          ORDER BY e.entry_id
