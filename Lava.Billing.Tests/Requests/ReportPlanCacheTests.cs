@@ -8,26 +8,32 @@ using Npgsql;
 
 namespace Lava.Billing.Tests.Requests;
 
-/// <summary>
-/// One pooled connection whose session would run every prepared statement with its cached generic plan, unless a
-/// transaction sets its own: what PostgreSQL chooses by itself after five executions when the generic plan looks no
-/// dearer than the custom ones.
-/// </summary>
-public sealed class GenericPlanSessionApp : LavaApp
+/// <summary>One pooled connection, so that every report posts on the same session and its prepared statements' plans can be counted.</summary>
+public abstract class PlanSessionApp : LavaApp
 {
+    /// <summary>The session's own settings (<c>-c name=value</c>), if any.</summary>
+    protected abstract string? SessionOptions { get; }
+
     protected override void ConfigureTestServices(IWebHostBuilder builder) =>
         builder.UseSetting("ConnectionStrings:Billing", new NpgsqlConnectionStringBuilder(ConnectionString)
         {
             MaxPoolSize = 1,
-            Options = "-c plan_cache_mode=force_generic_plan",
+            Options = SessionOptions,
         }.ConnectionString);
 
-    /// <summary>Eight reports, one at a time, on a fresh session; then each prepared statement's plans so far.</summary>
-    public async Task<List<(string Statement, long GenericPlans, long CustomPlans)>> PlansAfterReportsAsync()
+    /// <summary>
+    /// A merchant with a meter and a customer, whatever <paramref name="arrange"/> adds for that merchant, the posting's
+    /// view of the tables' statistics read again; then eight reports, one at a time, on a fresh session; then each
+    /// prepared statement of that session with its plans so far.
+    /// </summary>
+    public async Task<List<(string Name, string Statement, long GenericPlans, long CustomPlans)>> PlansAfterReportsAsync(
+        Func<string, Task>? arrange = null)
     {
         var m = await NewMerchantAsync();
         await this.MeterAsync(m.MerchantId, "tokens", "fixed", "tokens_1m", (0, 1));
         var customerId = await this.CustomerAsync(m.MerchantId);
+        if (arrange is not null) await arrange(m.MerchantId);
+        await Services.GetRequiredService<PostingPlans>().RefreshAsync(CancellationToken.None);
         var db = Services.GetRequiredService<NpgsqlDataSource>();
         // A fresh session, so the statements' uses are counted from zero and they are prepared on the fifth.
         db.Clear();
@@ -38,15 +44,36 @@ public sealed class GenericPlanSessionApp : LavaApp
             Assert.True(r.Status == HttpStatusCode.Created, $"report {i}: {(int)r.Status} {r.Body?.ToJsonString()}");
         }
         await using var connection = await db.OpenConnectionAsync();
-        return (await connection.QueryAsync<(string, long, long)>(
-            "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements")).AsList();
+        return (await connection.QueryAsync<(string, string, long, long)>(
+            "SELECT name, statement, generic_plans, custom_plans FROM pg_prepared_statements")).AsList();
     }
+
+    /// <summary>Of <paramref name="prepared"/>, the posting's locked reads, each with its read.</summary>
+    public static List<(LockedRead Read, string Name, long GenericPlans, long CustomPlans)> Reads(
+        IEnumerable<(string Name, string Statement, long GenericPlans, long CustomPlans)> prepared) =>
+        prepared.SelectMany(p => LockedReads.All.Where(read => p.Statement.Trim() == read.Sql.Trim())
+            .Select(read => (read, p.Name, p.GenericPlans, p.CustomPlans))).ToList();
 }
 
 /// <summary>
-/// The posting's locked reads and its write are planned for their values at every execution
-/// (<see cref="LockedReads.PlanSettings"/>), even in a session that would reuse a cached generic plan: a generic plan
-/// made while a fresh database's tables are empty can read them whole, and a pooled connection keeps it while they grow.
+/// A session that would run every prepared statement with its cached generic plan, unless a transaction sets its own:
+/// what PostgreSQL chooses by itself after five executions when the generic plan looks no dearer than the custom ones.
+/// </summary>
+public sealed class GenericPlanSessionApp : PlanSessionApp
+{
+    protected override string? SessionOptions => "-c plan_cache_mode=force_generic_plan";
+}
+
+/// <summary>A session with PostgreSQL's default plan cache mode (<c>auto</c>).</summary>
+public sealed class DefaultPlanSessionApp : PlanSessionApp
+{
+    protected override string? SessionOptions => null;
+}
+
+/// <summary>
+/// On a freshly migrated database the posting's locked reads and its write are planned for their values at every
+/// execution, even in a session that would reuse a cached generic plan: a generic plan made while the tables are empty
+/// or never analysed can read them whole, and a pooled connection keeps it while they grow.
 /// </summary>
 public class ReportPlanCacheTests(GenericPlanSessionApp app) : IClassFixture<GenericPlanSessionApp>, IAsyncLifetime
 {
@@ -55,15 +82,14 @@ public class ReportPlanCacheTests(GenericPlanSessionApp app) : IClassFixture<Gen
     public Task DisposeAsync() => Task.CompletedTask;
 
     [Fact]
-    public async Task ThePostingsReadsArePlannedForTheirKeysEvenWhereTheSessionWouldReuseACachedPlan()
+    public async Task OnAFreshDatabaseThePostingsReadsArePlannedForTheirKeysEvenWhereTheSessionWouldReuseACachedPlan()
     {
-        var prepared = await app.PlansAfterReportsAsync();
-        var reads = prepared.Where(p => LockedReads.All.Any(read => p.Statement.Trim() == read.Sql.Trim())).ToList();
+        var reads = PlanSessionApp.Reads(await app.PlansAfterReportsAsync());
         Assert.Equal(LockedReads.All.Count, reads.Count);
         Assert.All(reads, p =>
         {
-            Assert.True(p.GenericPlans == 0, $"{p.GenericPlans} generic plan(s) for: {p.Statement}");
-            Assert.True(p.CustomPlans > 0, $"never executed prepared: {p.Statement}");
+            Assert.True(p.GenericPlans == 0, $"{p.GenericPlans} generic plan(s) for: {p.Read.Name}");
+            Assert.True(p.CustomPlans > 0, $"never executed prepared: {p.Read.Name}");
         });
     }
 
@@ -73,8 +99,74 @@ public class ReportPlanCacheTests(GenericPlanSessionApp app) : IClassFixture<Gen
     {
         var prepared = await app.PlansAfterReportsAsync();
         var write = ReportWriter.Command(new ReportWriter.Writes([], [], [], [])).CommandText.Trim();
-        var (_, generic, custom) = Assert.Single(prepared, p => p.Statement.Trim() == write);
+        var (_, _, generic, custom) = Assert.Single(prepared, p => p.Statement.Trim() == write);
         Assert.Equal(0, generic);
         Assert.True(custom > 0, "the write never executed prepared");
     }
+}
+
+/// <summary>
+/// Once every table the posting reads holds rows and has been analysed, each locked read runs the plan cached on its
+/// connection (planned once, not at every execution), and that plan looks its rows up by their keys; the write is still
+/// planned for its values.
+/// </summary>
+public class ReportPlanCacheAnalysedTests(DefaultPlanSessionApp app) : IClassFixture<DefaultPlanSessionApp>, IAsyncLifetime
+{
+    public Task InitializeAsync() => app.ResetAsync();
+
+    public Task DisposeAsync() => Task.CompletedTask;
+
+    private async Task<List<(string Name, string Statement, long GenericPlans, long CustomPlans)>> PlansOnAnalysedTablesAsync() =>
+        await app.PlansAfterReportsAsync(async merchantId =>
+        {
+            // The merchant's history, written past the checks (its references are made up), then analysed.
+            await using var admin = new NpgsqlConnection(app.AdminConnectionString);
+            await admin.ExecuteAsync("SET session_replication_role = replica;\n" + ReportPlanTests.HistorySql +
+                "\nSET session_replication_role = origin;", new { m = merchantId });
+            await admin.ExecuteAsync("ANALYZE", commandType: System.Data.CommandType.Text);
+        });
+
+    [Fact]
+    public async Task OnceItsTablesAreAnalysedEachReadRunsItsCachedPlanWhichLooksItsRowsUpByTheirKeys()
+    {
+        var prepared = await PlansOnAnalysedTablesAsync();
+        var reads = PlanSessionApp.Reads(prepared);
+        Assert.Equal(LockedReads.All.Count, reads.Count);
+        Assert.All(reads, p => Assert.True(p.GenericPlans > 0 && p.CustomPlans == 0,
+            $"{p.Read.Name}: {p.GenericPlans} generic, {p.CustomPlans} custom plan(s)"));
+
+        // The plans the session cached, explained on that very session (the pool's one connection).
+        await using var connection = await app.Services.GetRequiredService<NpgsqlDataSource>().OpenConnectionAsync();
+        await using var tx = await connection.BeginTransactionAsync();
+        await connection.ExecuteAsync("SET LOCAL plan_cache_mode = force_generic_plan", transaction: tx);
+        var wholeReads = new List<string>();
+        foreach (var (read, name, _, _) in reads)
+        {
+            var values = string.Join(", ", Enumerable.Repeat("NULL", read.Parameters([]).Length));
+            var json = await connection.QuerySingleAsync<string>($"EXPLAIN (FORMAT JSON) EXECUTE {name}({values})", transaction: tx);
+            var found = ReportPlanTests.GenericPlanWholeReads(System.Text.Json.JsonDocument.Parse(json).RootElement[0].GetProperty("Plan")).ToList();
+            if (found.Count > 0) wholeReads.Add($"{read.Name}: {string.Join("; ", found)}\n{json}");
+        }
+        Assert.True(wholeReads.Count == 0, string.Join("\n\n", wholeReads));
+    }
+
+    [Fact]
+    public async Task OnceItsTablesAreAnalysedThePostingsWriteIsStillPlannedForItsValues()
+    {
+        var prepared = await PlansOnAnalysedTablesAsync();
+        var write = ReportWriter.Command(new ReportWriter.Writes([], [], [], [])).CommandText.Trim();
+        var (_, _, generic, custom) = Assert.Single(prepared, p => p.Statement.Trim() == write);
+        Assert.Equal(0, generic);
+        Assert.True(custom > 0, "the write never executed prepared");
+    }
+
+    [Theory]
+    [InlineData(-1, 0, false)]      // never analysed nor vacuumed
+    [InlineData(0, 0, false)]       // analysed empty: every index ties with the key lookup
+    [InlineData(0, 40, false)]      // analysed empty, rows written since
+    [InlineData(1_000, 0, true)]
+    [InlineData(1_000, 1_000, true)]
+    [InlineData(1_000, 1_001, false)] // more than doubled since it was analysed
+    public void ATableHasSettledStatisticsOnceAnalysedWithRowsAndNotOutgrownSince(double counted, long changed, bool settled) =>
+        Assert.Equal(settled, PostingPlans.Settled(counted, changed));
 }

@@ -87,7 +87,7 @@ public class ReportPlanTests(LavaApp app) : ApiTest(app)
 
     // The nodes of a plan that read more than the keys: whole-table reads, an index scan without a condition (every entry
     // of the index), or one whose only condition is the merchant (every row of the merchant).
-    private static IEnumerable<string> GenericPlanWholeReads(System.Text.Json.JsonElement node)
+    internal static IEnumerable<string> GenericPlanWholeReads(System.Text.Json.JsonElement node)
     {
         var type = node.GetProperty("Node Type").GetString()!;
         var relation = node.TryGetProperty("Relation Name", out var r) ? r.GetString() : null;
@@ -216,7 +216,7 @@ public class ReportPlanTests(LavaApp app) : ApiTest(app)
         }
     }
 
-    private const string HistorySql = """
+    internal const string HistorySql = """
         INSERT INTO requests (merchant_id, request_id, fingerprint, mode, customer_id, meter_id, price_version, input_tokens, output_tokens,
                               input_characters, output_characters, input_seconds, output_seconds, charge_amount, occurred_at, transaction_id, status_code, response)
         SELECT @m, 'req_seed_' || i, decode(repeat('00', 32), 'hex'), 'customer', 'cus_plan_' || (i % 1200 + 1), 'mtr_seed', 1, 1, 1, 0, 0, 0, 0, 0,

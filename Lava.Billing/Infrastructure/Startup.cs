@@ -37,6 +37,8 @@ public static class Startup
         services.AddSingleton<Requests.RequestListStore>();
         services.AddSingleton<Requests.Posting.MeterPriceCache>();
         services.AddSingleton<Requests.Posting.ReportPoster>();
+        services.AddSingleton<Requests.Posting.PostingPlans>();
+        services.AddHostedService(sp => sp.GetRequiredService<Requests.Posting.PostingPlans>());
         services.AddSingleton<Plans.PlanStore>();
         services.AddSingleton<Subscriptions.SubscriptionStore>();
         services.AddSingleton<Subscriptions.CycleProcessor>();

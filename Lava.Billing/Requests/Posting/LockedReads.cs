@@ -6,11 +6,12 @@ namespace Lava.Billing.Requests.Posting;
 
 /// <summary>
 /// One read of the lock step, whole: its SQL, the parameters it takes from the reports, and what each of its rows adds to
-/// the <see cref="LockedState"/> (null: the statement returns no rows). Adding a read is adding one entry to
+/// the <see cref="LockedState"/> (null: the statement returns no rows), and the tables it reads (whose statistics decide
+/// whether it may run a cached plan, <see cref="PostingPlans"/>). Adding a read is adding one entry to
 /// <see cref="LockedReads.All"/>.
 /// </summary>
 public sealed record LockedRead(string Name, string Sql, Func<IReadOnlyList<PreparedReport>, NpgsqlParameter[]> Parameters,
-    Action<NpgsqlDataReader, LockedState>? Row)
+    Action<NpgsqlDataReader, LockedState>? Row, params string[] Tables)
 {
     public NpgsqlBatchCommand Command(IReadOnlyList<PreparedReport> reports)
     {
@@ -142,41 +143,47 @@ public static class LockedReads
                               LIMIT 1) AS m
         """;
 
+    // The tables UsagePeriods and the usage reads touch.
+    private static readonly string[] UsageTables = ["usage_totals", "subscriptions", "customers"];
+
     /// <summary>Every read, in the order it is sent and its results are read.</summary>
     public static readonly IReadOnlyList<LockedRead> All =
     [
-        new("lock usage totals", LockUsage, UsageKeys, null),
+        new("lock usage totals", LockUsage, UsageKeys, null, UsageTables),
         new("read usage totals", SelectUsage, UsageKeys, (r, s) =>
             s.Usage[(r.GetString(0), r.GetString(1), r.GetString(2), Utc(r.GetDateTime(3)))] =
-                new LockedState.UsageRow(Utc(r.GetDateTime(4)), r.IsDBNull(5) ? null : Utc(r.GetDateTime(5)), r.GetDecimal(6))),
+                new LockedState.UsageRow(Utc(r.GetDateTime(4)), r.IsDBNull(5) ? null : Utc(r.GetDateTime(5)), r.GetDecimal(6)),
+            UsageTables),
         new("lock balances", LockBalances,
             reports => Pairs(Customers(reports).SelectMany(c => new[]
             {
                 (c.Merchant, LedgerAccounts.CreditsBundle(c.Customer)), (c.Merchant, LedgerAccounts.CreditsCycle(c.Customer)),
                 (c.Merchant, LedgerAccounts.Receivable(c.Customer)),
             })),
-            (r, s) => s.Balances[(r.GetString(0), r.GetString(1))] = r.GetDecimal(2)),
+            (r, s) => s.Balances[(r.GetString(0), r.GetString(1))] = r.GetDecimal(2), "account_balances"),
         new("lock holds", LockHolds,
             reports => Pairs(reports.Where(p => p.Body.HoldId is not null).Select(p => (p.MerchantId, p.Body.HoldId!))),
-            (r, s) => s.Holds[(r.GetString(0), r.GetString(1))] = new LockedState.HoldState(r.GetString(2), r.GetString(3), Utc(r.GetDateTime(4)))),
+            (r, s) => s.Holds[(r.GetString(0), r.GetString(1))] = new LockedState.HoldState(r.GetString(2), r.GetString(3), Utc(r.GetDateTime(4))), "holds"),
         new("read replays", SelectExisting,
             reports => Pairs(reports.Select(p => (p.MerchantId, p.RequestId))),
             (r, s) => s.Existing[(r.GetString(0), r.GetString(1))] =
-                new LockedState.Stored(r.GetFieldValue<byte[]>(2), r.GetInt16(3), StoredReport.Body(r.GetString(4)))),
+                new LockedState.Stored(r.GetFieldValue<byte[]>(2), r.GetInt16(3), StoredReport.Body(r.GetString(4))),
+            "requests", "ledger_transactions"),
         new("read customers", SelectCustomers,
             reports => Pairs(Customers(reports)),
             (r, s) => s.Customers[(r.GetString(0), r.GetString(1))] = new LockedState.BillingContext(
                 r.IsDBNull(2) ? null : Utc(r.GetDateTime(2)), r.IsDBNull(3) ? null : r.GetString(3),
-                r.IsDBNull(4) ? null : r.GetDecimal(4), r.IsDBNull(5) ? null : r.GetDecimal(5), r.GetInt32(6))),
+                r.IsDBNull(4) ? null : r.GetDecimal(4), r.IsDBNull(5) ? null : r.GetDecimal(5), r.GetInt32(6)),
+            "customers", "subscriptions", "credit_bundles", "ledger_transactions"),
         new("read plan meters", SelectPlanMeters,
             reports => Pairs(Customers(reports)),
-            (r, s) => s.PlanMeters.Add((r.GetString(0), r.GetString(1), r.GetString(2)))),
+            (r, s) => s.PlanMeters.Add((r.GetString(0), r.GetString(1), r.GetString(2))), "subscriptions", "plan_meters"),
         new("read live keys", SelectLiveKeys,
             reports => Pairs(reports.Where(p => p.SecretKeyId is not null).Select(p => (p.MerchantId, p.SecretKeyId!))),
-            (r, s) => s.LiveKeys.Add((r.GetString(0), r.GetString(1)))),
+            (r, s) => s.LiveKeys.Add((r.GetString(0), r.GetString(1))), "secret_keys"),
         new("read live meters", SelectLiveMeters,
             reports => Pairs(reports.Select(p => (p.MerchantId, p.MeterSlug))),
-            (r, s) => s.LiveMeters[(r.GetString(0), r.GetString(1))] = (r.GetString(2), r.GetInt32(3))),
+            (r, s) => s.LiveMeters[(r.GetString(0), r.GetString(1))] = (r.GetString(2), r.GetInt32(3)), "meters"),
     ];
 
     // Every statement of the posting transaction looks rows up by key from arrays of keys. Planned for those arrays,
@@ -187,14 +194,11 @@ public static class LockedReads
     // 5,019 reports/s (scripts/bench.sh, two short runs). Materialize off: before a column is analysed, PostgreSQL
     // guesses `deleted_at IS NULL` true for 0.5% of rows, and read the merchant's every customer into a materialised list
     // scanned once per report (ReportPlanUnanalysedTests). Local to the transaction (and the triggers it fires).
-    // Plans stay custom (made at each execution, for the keys at hand), forced: PostgreSQL switches a prepared statement to
-    // its cached generic plan after five executions when that plan looks no dearer, and a connection keeps it. The reads
-    // are shaped so that their generic plan is a lookup per key on tables with some history (ReportPlanTests), but a plan
-    // made on a fresh database's empty tables ties every index with the key lookup: with cached generic plans, batches of
-    // 1,000 as the first scenario on a fresh database ran 728 reports/s against 6,600 with custom plans (bench/notes.md,
-    // "This round"). Planning afresh costs the reads of a group commit more than running them; that is the price of a plan
-    // that does not depend on what the tables held when it was made. The statement triggers the write fires run under the
-    // same setting; the balance webhook trigger fired at COMMIT keeps PostgreSQL's default through its function's own.
+    // Plans are made for the keys at hand at every execution unless the poster says otherwise before a read
+    // (GenericPlans, for a read whose tables have settled statistics, PostingPlans): PostgreSQL's own choice (`auto`)
+    // would keep the custom plans of a single report, which look cheaper than a plan guessing 10 keys per array. The
+    // write and the statement triggers it fires run with custom plans; the balance webhook trigger fired at COMMIT keeps
+    // PostgreSQL's default through its function's own setting.
     public static readonly IReadOnlyList<(string Name, string Value)> PlanSettings =
     [
         ("enable_seqscan", "off"),
@@ -211,6 +215,12 @@ public static class LockedReads
     /// </summary>
     public static readonly string Settings = "SELECT set_config('lock_timeout', $1::int || 'ms', true), " +
         string.Join(", ", PlanSettings.Select(s => $"set_config('{s.Name}', '{s.Value}', true)"));
+
+    /// <summary>What the reads after it run: each its cached plan, made once per connection without the keys.</summary>
+    public const string GenericPlans = "SELECT set_config('plan_cache_mode', 'force_generic_plan', true)";
+
+    /// <summary>What the statements after it run: plans made for their values (the settings' own choice).</summary>
+    public const string CustomPlans = "SELECT set_config('plan_cache_mode', 'force_custom_plan', true)";
 
     public static NpgsqlBatchCommand SettingsCommand(int lockTimeoutMs) =>
         new(Settings) { Parameters = { new NpgsqlParameter { Value = lockTimeoutMs, NpgsqlDbType = NpgsqlDbType.Integer } } };

@@ -14,8 +14,8 @@ namespace Lava.Billing.Requests.Posting;
 /// under lock is <see cref="LockedReads"/>, what is decided from it <see cref="ReportPlanner"/>, what is written
 /// <see cref="ReportWriter"/>. A refused report is left out without touching the others.
 /// </summary>
-public sealed class ReportPoster(NpgsqlDataSource db, MeterPriceCache meters, TimeProvider clock, BillingOptions options,
-    ILogger<ReportPoster> log)
+public sealed class ReportPoster(NpgsqlDataSource db, MeterPriceCache meters, PostingPlans plans, TimeProvider clock,
+    BillingOptions options, ILogger<ReportPoster> log)
 {
     private const int MaxAttempts = 3;
 
@@ -115,17 +115,37 @@ public sealed class ReportPoster(NpgsqlDataSource db, MeterPriceCache meters, Ti
         try
         {
             var state = new LockedState();
+            // The settings plan every statement for its values; a switch goes in before a read whose choice differs
+            // from the one before it (none at all while no table has settled, nor once every table has but the first).
+            var generic = false;
             await using (var lockStep = new NpgsqlBatch(connection))
             {
                 lockStep.BatchCommands.Add(new NpgsqlBatchCommand("BEGIN"));
                 lockStep.BatchCommands.Add(LockedReads.SettingsCommand(wait.TimeoutMs));
-                foreach (var read in LockedReads.All) lockStep.BatchCommands.Add(read.Command(reports));
-                await using var reader = await lockStep.ExecuteReaderAsync(ct);
-                // The settings' one row; statements without rows (BEGIN, the usage lock) have no result to step over.
-                await reader.NextResultAsync(ct);
+                var steps = new List<LockedRead?>(LockedReads.All.Count + 2);
                 foreach (var read in LockedReads.All)
                 {
-                    if (read.Row is not { } row) continue;
+                    if (plans.Generic(read) != generic)
+                    {
+                        generic = !generic;
+                        lockStep.BatchCommands.Add(new NpgsqlBatchCommand(generic ? LockedReads.GenericPlans : LockedReads.CustomPlans));
+                        steps.Add(null);
+                    }
+                    lockStep.BatchCommands.Add(read.Command(reports));
+                    steps.Add(read);
+                }
+                await using var reader = await lockStep.ExecuteReaderAsync(ct);
+                // The settings' one row, and each switch's (null); statements without rows (BEGIN, the usage lock) have no
+                // result to step over.
+                await reader.NextResultAsync(ct);
+                foreach (var step in steps)
+                {
+                    if (step is null)
+                    {
+                        await reader.NextResultAsync(ct);
+                        continue;
+                    }
+                    if (step.Row is not { } row) continue;
                     while (await reader.ReadAsync(ct)) row(reader, state);
                     await reader.NextResultAsync(ct);
                 }
@@ -137,6 +157,8 @@ public sealed class ReportPoster(NpgsqlDataSource db, MeterPriceCache meters, Ti
 
             await using (var writeStep = new NpgsqlBatch(connection))
             {
+                // The write is planned for its values whatever the reads ran (its generic plan is not held by a test).
+                if (generic) writeStep.BatchCommands.Add(new NpgsqlBatchCommand(LockedReads.CustomPlans));
                 writeStep.BatchCommands.Add(ReportWriter.Command(planned.Writes));
                 writeStep.BatchCommands.Add(new NpgsqlBatchCommand("COMMIT"));
                 await writeStep.ExecuteNonQueryAsync(ct);
