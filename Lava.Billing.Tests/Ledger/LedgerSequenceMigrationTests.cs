@@ -18,27 +18,11 @@ public class LedgerSequenceMigrationTests : IAsyncLifetime
     private const string Merchant = "mer_legacy";
     private string _database = "";
 
-    public async Task InitializeAsync()
-    {
-        _database = $"lava_seqmig_{Guid.NewGuid():N}";
-        await using var admin = new NpgsqlConnection(TestDatabase.AdminConnectionString);
-        var owner = new NpgsqlConnectionStringBuilder(TestDatabase.OwnerConnectionString).Username;
-        await admin.ExecuteAsync($"CREATE DATABASE {_database} OWNER {owner}");
-    }
+    public async Task InitializeAsync() => _database = await TestDatabase.CreateEmptyAsync();
 
     public Task DisposeAsync() => TestDatabase.DropAsync(_database);
 
-    private async Task RunScriptsAsync(Func<int, bool> which)
-    {
-        await using var c = new NpgsqlConnection(TestDatabase.For(TestDatabase.OwnerConnectionString, _database));
-        await c.OpenAsync();
-        foreach (var script in Migrator.Scripts.Where(s => which(s.Version)))
-        {
-            await using var tx = await c.BeginTransactionAsync();
-            await c.ExecuteAsync(script.Sql, transaction: tx, commandTimeout: 120);
-            await tx.CommitAsync();
-        }
-    }
+    private Task RunScriptsAsync(Func<int, bool> which) => TestDatabase.ApplyMigrationsAsync(_database, which);
 
     [Fact]
     public async Task PerEntryNumbersAreConvertedRunByRunAndQueuedEntriesNumberedWithNoSeqChanged()
