@@ -113,6 +113,31 @@ public class GatewayPostingDelayTests(GatheringGatewayApp app) : GatewayTest<Gat
             "SELECT state FROM forward_calls WHERE merchant_id = @m AND request_id = @r", new { m = b.MerchantId, r = refused.Request }));
     }
 
+    [Fact]
+    public async Task ABatchFilledWhileThePostingDelayRunsIsPostedAtOnceInsteadOfAfterTheDelay()
+    {
+        var (m, customer) = await CustomerWithCreditsAsync();
+        var calls = new List<ForwardCallRecord>();
+        for (var i = 0; i < ForwardPostingQueue.MaxBatch; i++)
+        {
+            var (hold, request) = await ServedCallAsync(m.MerchantId, customer, "chat");
+            calls.Add(Record(m.MerchantId, customer, request, hold));
+        }
+        var queue = App.Services.GetRequiredService<ForwardPostingQueue>();
+
+        // The first call starts the second-long gathering; the rest fill the batch a moment later.
+        Assert.True(queue.TryEnqueue(calls[0]));
+        await Task.Delay(50);
+        var filled = System.Diagnostics.Stopwatch.StartNew();
+        foreach (var call in calls.Skip(1)) Assert.True(queue.TryEnqueue(call));
+        await App.PostedAsync();
+
+        // Waiting out the delay would take the rest of the second (950 ms) before the posting even began.
+        Assert.True(filled.ElapsedMilliseconds < 900, $"posted {filled.ElapsedMilliseconds} ms after the batch was full");
+        Assert.Equal(((long)ForwardPostingQueue.MaxBatch, 1L), await App.QueryAsync<(long, long)>(
+            "SELECT count(*), count(DISTINCT xmin::text) FROM requests WHERE merchant_id = @m", new { m = m.MerchantId }));
+    }
+
     /// <summary>A served call and its active hold, due only tomorrow so the settle worker leaves it to the test.</summary>
     private async Task<(string Hold, string Request)> ServedCallAsync(string merchantId, string customer, string meterSlug)
     {

@@ -27,29 +27,26 @@ public sealed class CreditStore(NpgsqlDataSource db)
          WHERE c.merchant_id = @MerchantId AND c.customer_id = @CustomerId AND c.deleted_at IS NULL
         """;
 
-    private static async Task<CustomerBalanceResponse?> BalanceAsync(NpgsqlConnection c, NpgsqlTransaction? tx, string merchantId,
-        string customerId, string? meterId, DateTimeOffset now, bool locking, CancellationToken ct)
+    private sealed record Limits(decimal CreditLimit, decimal Held, bool MeterUnderPlan, bool MeterOnPlan);
+
+    public async Task<CustomerBalanceResponse?> BalanceAsync(string merchantId, string customerId, DateTimeOffset now, CancellationToken ct)
     {
-        var balances = locking
-            ? await CustomerBalances.LockAsync(c, tx!, merchantId, customerId, ct)
-            : await CustomerBalances.ReadAsync(c, merchantId, customerId, ct);
-        if (balances is null) return null;
+        await using var c = await db.OpenConnectionAsync(ct);
+        if (await CustomerBalances.ReadAsync(c, merchantId, customerId, ct) is not { } balances) return null;
         var limits = await c.QuerySingleOrDefaultAsync<(decimal CreditLimit, decimal Held, bool MeterUnderPlan, bool MeterOnPlan)?>(
             new CommandDefinition(SelectLimitAndHeld,
-                new { MerchantId = merchantId, CustomerId = customerId, MeterId = meterId, Now = now.UtcDateTime }, tx, cancellationToken: ct));
-        if (limits is not { } l) return null;
+                new { MerchantId = merchantId, CustomerId = customerId, MeterId = (string?)null, Now = now.UtcDateTime }, cancellationToken: ct));
+        return limits is { } l ? Balance(customerId, balances, new Limits(l.CreditLimit, l.Held, l.MeterUnderPlan, l.MeterOnPlan)) : null;
+    }
+
+    private static CustomerBalanceResponse Balance(string customerId, CustomerBalances balances, Limits l)
+    {
         // Available = usable credits + the unused part of the credit limit − what holds have reserved.
         var credits = UsagePosting.PlanCreditsUsable(l.MeterUnderPlan, l.MeterOnPlan) ? balances.CreditsRemaining : 0;
         var available = credits + Math.Max(l.CreditLimit - balances.Receivable, 0) - l.Held;
         return new CustomerBalanceResponse(customerId, Money.Format(balances.CycleRemaining), Money.Format(balances.BundleRemaining),
             Money.Format(balances.CreditsRemaining), Money.Format(l.CreditLimit), Money.Format(balances.Receivable), Money.Format(l.Held),
             Money.Format(available));
-    }
-
-    public async Task<CustomerBalanceResponse?> BalanceAsync(string merchantId, string customerId, DateTimeOffset now, CancellationToken ct)
-    {
-        await using var c = await db.OpenConnectionAsync(ct);
-        return await BalanceAsync(c, null, merchantId, customerId, null, now, locking: false, ct);
     }
 
     public abstract record HoldOutcome
@@ -64,32 +61,93 @@ public sealed class CreditStore(NpgsqlDataSource db)
         VALUES (@MerchantId, @HoldId, @CustomerId, @Amount, 'active', @ExpiresAt, @Now)
         """;
 
+    /// <summary>
+    /// A hold taken in two round trips of its caller's transaction: its reads (the customer's balance rows locked, the
+    /// limit and what is held) go in the batch that begins it, the decision is made here, and its insert goes in the
+    /// batch that commits it, with whatever the hold was taken for (a gateway call's record).
+    /// </summary>
+    public sealed class HoldRequest(string merchantId, string customerId, string? meterId, decimal amount, TimeSpan expiresIn, DateTimeOffset now)
+    {
+        public IEnumerable<NpgsqlBatchCommand> Reads() =>
+        [
+            CustomerBalances.LockCommand(merchantId, customerId),
+            new(SelectLimitAndHeld)
+            {
+                Parameters =
+                {
+                    new NpgsqlParameter<string>("MerchantId", merchantId),
+                    new NpgsqlParameter<string>("CustomerId", customerId),
+                    new NpgsqlParameter("MeterId", NpgsqlTypes.NpgsqlDbType.Text) { Value = (object?)meterId ?? DBNull.Value },
+                    new NpgsqlParameter<DateTime>("Now", now.UtcDateTime),
+                },
+            },
+        ];
+
+        /// <summary>Reads the results of <see cref="Reads"/>, the reader standing on the first; granted, the hold to insert.</summary>
+        public async Task<HoldOutcome> DecideAsync(NpgsqlDataReader reader, CancellationToken ct)
+        {
+            var balances = await CustomerBalances.ReadLockedAsync(reader, customerId, ct);
+            await reader.NextResultAsync(ct);
+            Limits? limits = null;
+            if (await reader.ReadAsync(ct))
+                limits = new Limits(reader.GetDecimal(0), reader.GetDecimal(1), reader.GetBoolean(2), reader.GetBoolean(3));
+            if (balances is null || limits is null) return new HoldOutcome.CustomerNotFound();
+            var available = Balance(customerId, balances, limits).Available;
+            if (amount > decimal.Parse(available, System.Globalization.CultureInfo.InvariantCulture)) return new HoldOutcome.Insufficient(available);
+            return new HoldOutcome.Created(new HoldResponse(Ids.New("hld", now), customerId, Money.Format(amount), "active", now + expiresIn,
+                null, null, now));
+        }
+
+        /// <summary>The insert of a granted hold, for the batch that commits it.</summary>
+        public NpgsqlBatchCommand Insert(HoldResponse hold) => new(InsertHold)
+        {
+            Parameters =
+            {
+                new NpgsqlParameter<string>("MerchantId", merchantId),
+                new NpgsqlParameter<string>("HoldId", hold.HoldId),
+                new NpgsqlParameter<string>("CustomerId", customerId),
+                new NpgsqlParameter<decimal>("Amount", amount),
+                new NpgsqlParameter<DateTime>("ExpiresAt", hold.ExpiresAt.UtcDateTime),
+                new NpgsqlParameter<DateTime>("Now", now.UtcDateTime),
+            },
+        };
+    }
+
     /// <summary>Reserves <paramref name="amount"/> for work on <paramref name="meterId"/> (null: any meter).</summary>
     public async Task<HoldOutcome> CreateHoldAsync(string merchantId, string customerId, string? meterId, decimal amount, TimeSpan expiresIn,
         DateTimeOffset now, CancellationToken ct)
     {
+        var request = new HoldRequest(merchantId, customerId, meterId, amount, expiresIn, now);
         await using var c = await db.OpenConnectionAsync(ct);
-        await using var tx = await c.BeginTransactionAsync(ct);
-        var outcome = await CreateHoldAsync(c, tx, merchantId, customerId, meterId, amount, expiresIn, now, ct);
-        if (outcome is HoldOutcome.Created) await tx.CommitAsync(ct);
-        return outcome;
-    }
-
-    /// <summary>The same inside the caller's transaction, so the hold commits with what it was taken for (a gateway call's record).</summary>
-    public static async Task<HoldOutcome> CreateHoldAsync(NpgsqlConnection c, NpgsqlTransaction tx, string merchantId, string customerId,
-        string? meterId, decimal amount, TimeSpan expiresIn, DateTimeOffset now, CancellationToken ct)
-    {
-        var balance = await BalanceAsync(c, tx, merchantId, customerId, meterId, now, locking: true, ct);
-        if (balance is null) return new HoldOutcome.CustomerNotFound();
-        if (amount > decimal.Parse(balance.Available, System.Globalization.CultureInfo.InvariantCulture))
-            return new HoldOutcome.Insufficient(balance.Available);
-        var hold = new HoldResponse(Ids.New("hld", now), customerId, Money.Format(amount), "active", now + expiresIn, null, null, now);
-        await c.ExecuteAsync(new CommandDefinition(InsertHold, new
+        var committed = false;
+        try
         {
-            MerchantId = merchantId, hold.HoldId, CustomerId = customerId, Amount = amount,
-            ExpiresAt = hold.ExpiresAt.UtcDateTime, Now = now.UtcDateTime,
-        }, tx, cancellationToken: ct));
-        return new HoldOutcome.Created(hold);
+            HoldOutcome outcome;
+            await using (var reads = new NpgsqlBatch(c))
+            {
+                reads.BatchCommands.Add(new NpgsqlBatchCommand("BEGIN"));
+                foreach (var read in request.Reads()) reads.BatchCommands.Add(read);
+                await using var reader = await reads.ExecuteReaderAsync(ct);
+                outcome = await request.DecideAsync(reader, ct);
+            }
+            if (outcome is not HoldOutcome.Created created) return outcome;
+            await using (var write = new NpgsqlBatch(c))
+            {
+                write.BatchCommands.Add(request.Insert(created.Hold));
+                write.BatchCommands.Add(new NpgsqlBatchCommand("COMMIT"));
+                await write.ExecuteNonQueryAsync(ct);
+            }
+            committed = true;
+            return outcome;
+        }
+        finally
+        {
+            if (!committed && c.State == System.Data.ConnectionState.Open)
+            {
+                await using var rollback = new NpgsqlCommand("ROLLBACK", c);
+                await rollback.ExecuteNonQueryAsync(CancellationToken.None);
+            }
+        }
     }
 
     private sealed record HoldRow(string HoldId, string CustomerId, decimal Amount, string Status, DateTime ExpiresAt,

@@ -145,8 +145,8 @@ public sealed class ForwardBilling(MeterStore meters, ForwardStore store, Forwar
             await calls.BeginAsync(record, due, now, null, ct);
             return ForwardAdmission.Go;
         }
-        var outcome = await calls.BeginAsync(record, due, now, (c, tx) =>
-            CreditStore.CreateHoldAsync(c, tx, merchantId, call.Token.CustomerId!, meter.MeterId, worst, HoldLifetime, now, ct), ct);
+        var outcome = await calls.BeginAsync(record, due, now,
+            new CreditStore.HoldRequest(merchantId, call.Token.CustomerId!, meter.MeterId, worst, HoldLifetime, now), ct);
         return outcome switch
         {
             CreditStore.HoldOutcome.Created created => new ForwardAdmission(null, created.Hold.HoldId),

@@ -32,27 +32,84 @@ public sealed class ForwardCallStore(NpgsqlDataSource db)
         """;
 
     /// <summary>
-    /// Writes the call's record (pending, with the prompt's estimate) before the provider is called; with
-    /// <paramref name="hold"/>, the hold is taken in the same transaction, and nothing commits unless it was granted.
+    /// Writes the call's record (pending, with the prompt's estimate) before the provider is called. Alone it is one
+    /// statement and one round trip; with <paramref name="hold"/>, two round trips of one transaction: BEGIN with the
+    /// hold's reads, then the hold and the record with COMMIT, sent only when the hold was granted (else ROLLBACK).
     /// </summary>
     public async Task<CreditStore.HoldOutcome?> BeginAsync(ForwardCallRecord call, DateTimeOffset due, DateTimeOffset now,
-        Func<NpgsqlConnection, NpgsqlTransaction, Task<CreditStore.HoldOutcome>>? hold, CancellationToken ct)
+        CreditStore.HoldRequest? hold, CancellationToken ct)
     {
         await using var c = await db.OpenConnectionAsync(ct);
-        await using var tx = await c.BeginTransactionAsync(ct);
-        CreditStore.HoldOutcome? outcome = null;
-        if (hold is not null)
+        if (hold is null)
         {
-            outcome = await hold(c, tx);
-            if (outcome is not CreditStore.HoldOutcome.Created created) return outcome;
-            call = call with { HoldId = created.Hold.HoldId };
+            await using var insert = new NpgsqlBatch(c) { BatchCommands = { PendingCommand(call, due, now) } };
+            // Not cancelled by a client that leaves now: a commit cut short may still have happened, and the caller must
+            // know whether it did, since a committed record is billed by the crash rule unless it is released.
+            await insert.ExecuteNonQueryAsync(CancellationToken.None);
+            return null;
         }
-        // Not cancelled by a client that leaves now: a commit cut short may still have happened, and the caller must know
-        // whether it did, since a committed record is billed by the crash rule unless it is released.
-        await c.ExecuteAsync(new CommandDefinition(InsertPending, Parameters(call, due, now), tx, cancellationToken: CancellationToken.None));
-        await tx.CommitAsync(CancellationToken.None);
-        return outcome;
+        var committed = false;
+        try
+        {
+            CreditStore.HoldOutcome outcome;
+            await using (var reads = new NpgsqlBatch(c))
+            {
+                reads.BatchCommands.Add(new NpgsqlBatchCommand("BEGIN"));
+                foreach (var read in hold.Reads()) reads.BatchCommands.Add(read);
+                await using var reader = await reads.ExecuteReaderAsync(ct);
+                outcome = await hold.DecideAsync(reader, ct);
+            }
+            if (outcome is not CreditStore.HoldOutcome.Created created) return outcome;
+            await using (var write = new NpgsqlBatch(c))
+            {
+                write.BatchCommands.Add(hold.Insert(created.Hold));
+                write.BatchCommands.Add(PendingCommand(call with { HoldId = created.Hold.HoldId }, due, now));
+                write.BatchCommands.Add(new NpgsqlBatchCommand("COMMIT"));
+                // Not cancelled either, for the same reason.
+                await write.ExecuteNonQueryAsync(CancellationToken.None);
+            }
+            committed = true;
+            return outcome;
+        }
+        finally
+        {
+            if (!committed && c.State == System.Data.ConnectionState.Open)
+            {
+                await using var rollback = new NpgsqlCommand("ROLLBACK", c);
+                await rollback.ExecuteNonQueryAsync(CancellationToken.None);
+            }
+        }
     }
+
+    private static NpgsqlBatchCommand PendingCommand(ForwardCallRecord call, DateTimeOffset due, DateTimeOffset now)
+    {
+        var usage = call.Usage.Usage;
+        return new NpgsqlBatchCommand(InsertPending)
+        {
+            Parameters =
+            {
+                new NpgsqlParameter<string>("MerchantId", call.MerchantId),
+                new NpgsqlParameter<string>("RequestId", call.RequestId),
+                new NpgsqlParameter<string>("Mode", ForwardModes.Name(call.Mode)),
+                Text("CustomerId", call.CustomerId),
+                Text("MeterSlug", call.MeterSlug),
+                Text("HoldId", call.HoldId),
+                new NpgsqlParameter<string>("Call", JsonSerializer.Serialize(call.Details, LavaJson.Options)),
+                new NpgsqlParameter<long>("InputUncached", usage.InputUncached),
+                new NpgsqlParameter<long>("CacheRead", usage.CacheRead),
+                new NpgsqlParameter<long>("CacheWrite", usage.CacheWrite),
+                new NpgsqlParameter<long>("Output", usage.Output),
+                new NpgsqlParameter<long>("InputCharacters", usage.InputCharacters),
+                new NpgsqlParameter<decimal>("InputSeconds", usage.InputSeconds),
+                new NpgsqlParameter("ProviderCost", NpgsqlTypes.NpgsqlDbType.Numeric) { Value = (object?)call.Usage.ProviderCost ?? DBNull.Value },
+                new NpgsqlParameter<DateTime>("Due", due.UtcDateTime),
+                new NpgsqlParameter<DateTime>("Now", now.UtcDateTime),
+            },
+        };
+    }
+
+    private static NpgsqlParameter Text(string name, string? value) =>
+        new(name, NpgsqlTypes.NpgsqlDbType.Text) { Value = (object?)value ?? DBNull.Value };
 
     private const string UpdateProgress = """
         UPDATE forward_calls

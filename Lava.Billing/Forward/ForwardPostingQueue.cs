@@ -28,6 +28,8 @@ public sealed class ForwardPostingQueue(ForwardBilling billing, ForwardOptions o
     private int _queued;
     private int _posting;
     private readonly Channel<bool> _wake = Channel.CreateBounded<bool>(new BoundedChannelOptions(1) { FullMode = BoundedChannelFullMode.DropWrite });
+    // A batch's worth is waiting: the gathering delay ends early, since waiting longer cannot make the batch bigger.
+    private readonly Channel<bool> _full = Channel.CreateBounded<bool>(new BoundedChannelOptions(1) { FullMode = BoundedChannelFullMode.DropWrite });
 
     /// <summary>Calls queued or being posted: none means every call handed over so far has been posted (or retried).</summary>
     internal bool Idle
@@ -73,6 +75,7 @@ public sealed class ForwardPostingQueue(ForwardBilling billing, ForwardOptions o
             }
             calls.Enqueue(call);
             _queued++;
+            if (_queued >= MaxBatch) _full.Writer.TryWrite(true);
         }
         _wake.Writer.TryWrite(true);
         return true;
@@ -105,8 +108,8 @@ public sealed class ForwardPostingQueue(ForwardBilling billing, ForwardOptions o
             {
                 await _wake.Reader.ReadAsync(stoppingToken);
                 // The calls served meanwhile join this one's posting (ForwardOptions.PostingDelay): one transaction, planned
-                // once, for all of them. A batch already full goes at once.
-                if (options.PostingDelay > TimeSpan.Zero && Queued < MaxBatch) await Task.Delay(options.PostingDelay, stoppingToken);
+                // once, for all of them. A batch already full, or filled meanwhile, goes at once.
+                if (options.PostingDelay > TimeSpan.Zero) await GatherAsync(stoppingToken);
             }
             catch (OperationCanceledException)
             {
@@ -116,6 +119,25 @@ public sealed class ForwardPostingQueue(ForwardBilling billing, ForwardOptions o
                 return;
             }
             await DrainAsync();
+        }
+    }
+
+    /// <summary>Waits the posting delay, or until a whole batch is queued, whichever comes first.</summary>
+    private async Task GatherAsync(CancellationToken stoppingToken)
+    {
+        // A signal left from a batch already taken says nothing about this one; cleared before the count is looked at,
+        // so a batch filling from here on signals again.
+        _full.Reader.TryRead(out _);
+        if (Queued >= MaxBatch) return;
+        using var delay = CancellationTokenSource.CreateLinkedTokenSource(stoppingToken);
+        delay.CancelAfter(options.PostingDelay);
+        try
+        {
+            await _full.Reader.ReadAsync(delay.Token);
+        }
+        catch (OperationCanceledException) when (!stoppingToken.IsCancellationRequested)
+        {
+            // The delay ran out first: post what was gathered.
         }
     }
 

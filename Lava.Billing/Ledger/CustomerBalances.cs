@@ -26,18 +26,42 @@ public sealed record CustomerBalances(decimal Cycle, decimal Bundle, decimal Rec
     public static Task<CustomerBalances?> LockAsync(NpgsqlConnection connection, NpgsqlTransaction tx, string merchantId, string customerId, CancellationToken ct) =>
         LoadAsync(connection, tx, Lock, merchantId, customerId, ct);
 
+    /// <summary>The same lock as one command of the caller's batch (after its BEGIN); <see cref="ReadLockedAsync"/> reads its rows.</summary>
+    public static NpgsqlBatchCommand LockCommand(string merchantId, string customerId) => new(Lock)
+    {
+        Parameters =
+        {
+            new NpgsqlParameter<string>("MerchantId", merchantId),
+            new NpgsqlParameter<string[]>("Accounts", Accounts(customerId)),
+        },
+    };
+
+    /// <summary>The rows of <see cref="LockCommand"/>, the reader standing on its result; null when the customer has no balances.</summary>
+    public static async Task<CustomerBalances?> ReadLockedAsync(NpgsqlDataReader reader, string customerId, CancellationToken ct)
+    {
+        var rows = new Dictionary<string, decimal>(3, StringComparer.Ordinal);
+        while (await reader.ReadAsync(ct)) rows[reader.GetString(0)] = reader.GetDecimal(1);
+        return Of(rows, customerId);
+    }
+
     public static Task<CustomerBalances?> ReadAsync(NpgsqlConnection connection, string merchantId, string customerId, CancellationToken ct) =>
         LoadAsync(connection, null, Read, merchantId, customerId, ct);
 
     private static async Task<CustomerBalances?> LoadAsync(NpgsqlConnection connection, NpgsqlTransaction? tx, string sql,
         string merchantId, string customerId, CancellationToken ct)
     {
-        var cycle = LedgerAccounts.CreditsCycle(customerId);
-        var bundle = LedgerAccounts.CreditsBundle(customerId);
-        var receivable = LedgerAccounts.Receivable(customerId);
         var rows = (await connection.QueryAsync<(string AccountId, decimal Balance)>(new CommandDefinition(sql,
-            new { MerchantId = merchantId, Accounts = new[] { bundle, cycle, receivable } }, tx, cancellationToken: ct)))
+            new { MerchantId = merchantId, Accounts = Accounts(customerId) }, tx, cancellationToken: ct)))
             .ToDictionary(r => r.AccountId, r => r.Balance);
-        return rows.Count == 3 ? new CustomerBalances(rows[cycle], rows[bundle], rows[receivable]) : null;
+        return Of(rows, customerId);
     }
+
+    private static string[] Accounts(string customerId) =>
+        [LedgerAccounts.CreditsBundle(customerId), LedgerAccounts.CreditsCycle(customerId), LedgerAccounts.Receivable(customerId)];
+
+    private static CustomerBalances? Of(Dictionary<string, decimal> rows, string customerId) =>
+        rows.Count == 3
+            ? new CustomerBalances(rows[LedgerAccounts.CreditsCycle(customerId)], rows[LedgerAccounts.CreditsBundle(customerId)],
+                rows[LedgerAccounts.Receivable(customerId)])
+            : null;
 }

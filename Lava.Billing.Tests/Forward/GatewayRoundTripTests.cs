@@ -1,0 +1,126 @@
+using System.Diagnostics;
+using System.Net;
+using Lava.Billing.Tests.Infrastructure;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.Extensions.DependencyInjection;
+
+namespace Lava.Billing.Tests.Forward;
+
+/// <summary>
+/// The gateway as shipped, each request run inside an activity of its own, so the database commands a call sends on its
+/// client's path (Npgsql traces one activity per command or batch, that is per round trip) can be told from the posting
+/// and the background workers of the same process.
+/// </summary>
+public sealed class TracedGatewayApp : GatewayApp
+{
+    public const string SourceName = "Lava.Billing.Tests.Requests";
+
+    public static readonly ActivitySource Requests = new(SourceName);
+
+    protected override bool ResponseWaitsForPosting => false;
+
+    protected override void ConfigureTestServices(IWebHostBuilder builder)
+    {
+        base.ConfigureTestServices(builder);
+        builder.ConfigureServices(services => services.AddTransient<IStartupFilter, TraceEachRequest>());
+    }
+
+    private sealed class TraceEachRequest : IStartupFilter
+    {
+        public Action<IApplicationBuilder> Configure(Action<IApplicationBuilder> next) => app =>
+        {
+            app.Use(async (context, inner) =>
+            {
+                using var activity = Requests.StartActivity("request");
+                activity?.SetTag("trace", context.Request.Headers["x-test-trace"].ToString());
+                await inner(context);
+            });
+            next(app);
+        };
+    }
+}
+
+/// <summary>What one call costs its client in database round trips and commits: the count does not move with the machine's load.</summary>
+public class GatewayRoundTripTests(TracedGatewayApp app) : GatewayTest<TracedGatewayApp>(app)
+{
+    private static HttpContent Chat() =>
+        Http.Json(new { model = "gpt-4o", max_tokens = 1000, messages = new[] { new { role = "user", content = "Say hello" } } });
+
+    /// <summary>The statements of each round trip the call with <paramref name="trace"/> sent, in order, once its request ended.</summary>
+    private static async Task<List<string>> RoundTripsAsync(string trace, Func<Task> call)
+    {
+        var roundTrips = new List<string>();
+        var ended = new TaskCompletionSource();
+        using var listener = new ActivityListener
+        {
+            // By name: the source may be created while this listener is being asked about it.
+            ShouldListenTo = s => s.Name is "Npgsql" or TracedGatewayApp.SourceName,
+            Sample = (ref ActivityCreationOptions<ActivityContext> _) => ActivitySamplingResult.AllDataAndRecorded,
+            ActivityStopped = a =>
+            {
+                if (a.Source.Name == TracedGatewayApp.SourceName)
+                {
+                    if ((string?)a.GetTagItem("trace") == trace) ended.TrySetResult();
+                    return;
+                }
+                for (var parent = a.Parent; parent is not null; parent = parent.Parent)
+                {
+                    if (parent.Source.Name != TracedGatewayApp.SourceName || (string?)parent.GetTagItem("trace") != trace) continue;
+                    lock (roundTrips) roundTrips.Add((a.GetTagItem("db.query.text") as string ?? a.DisplayName).ReplaceLineEndings(" "));
+                    return;
+                }
+            },
+        };
+        ActivitySource.AddActivityListener(listener);
+        await call();
+        await ended.Task.WaitAsync(TimeSpan.FromSeconds(10));
+        lock (roundTrips) return [.. roundTrips];
+    }
+
+    private static HttpRequestMessage Traced(string uri, string trace) => new(HttpMethod.Post, uri) { Content = Chat(), Headers = { { "x-test-trace", trace } } };
+
+    [Fact]
+    public async Task ACallBilledToACustomerTakesItsHoldInTwoRoundTripsAndSixInAll()
+    {
+        var m = await App.NewMerchantAsync();
+        var customer = await App.CustomerAsync(m.MerchantId);
+        await App.MeterAsync(m.MerchantId, "chat", "fixed", "tokens_1m", (0, 5m));
+        await App.GrantAsync(m.MerchantId, customer, 1m);
+        var client = App.ClientWithToken(m.SecretKey, customer, "chat");
+        var trace = Guid.NewGuid().ToString();
+
+        var roundTrips = await RoundTripsAsync(trace, async () =>
+            Assert.Equal(HttpStatusCode.OK, (await client.SendAsync(Traced(App.Forward("/v1/chat/completions"), trace))).StatusCode));
+
+        // The key, the model's price, the meter; BEGIN with the balance lock and the limits; the hold, the call's record and
+        // COMMIT; the served usage (its own commit, before the client has the last byte).
+        Assert.True(roundTrips.Count == 6, string.Join("\n", roundTrips));
+        var hold = roundTrips.Where(r => r.Contains("account_balances", StringComparison.Ordinal)).ToList();
+        Assert.Single(hold);
+        Assert.StartsWith("BEGIN", hold[0], StringComparison.Ordinal);
+        Assert.Contains("credit_limit", hold[0], StringComparison.Ordinal);
+        var record = Assert.Single(roundTrips, r => r.Contains("INSERT INTO forward_calls", StringComparison.Ordinal));
+        Assert.Contains("INSERT INTO holds", record, StringComparison.Ordinal);
+        Assert.EndsWith("COMMIT", record.TrimEnd(), StringComparison.Ordinal);
+        Assert.StartsWith("UPDATE forward_calls", roundTrips[^1].TrimStart(), StringComparison.Ordinal);
+        await App.PostedAsync();
+        Assert.Equal("posted", await App.QueryAsync<string>("SELECT state FROM forward_calls WHERE merchant_id = @m", new { m = m.MerchantId }));
+    }
+
+    [Fact]
+    public async Task ACallThatHoldsNothingWritesItsRecordInOneStatementAndFourRoundTripsInAll()
+    {
+        var m = await App.NewMerchantAsync();
+        var client = App.ClientWithToken(m.SecretKey, providerKey: "sk-callers-own-key");
+        var trace = Guid.NewGuid().ToString();
+
+        var roundTrips = await RoundTripsAsync(trace, async () =>
+            Assert.Equal(HttpStatusCode.OK, (await client.SendAsync(Traced(App.Forward("/v1/chat/completions"), trace))).StatusCode));
+
+        Assert.True(roundTrips.Count == 4, string.Join("\n", roundTrips));
+        Assert.StartsWith("INSERT INTO forward_calls", Assert.Single(roundTrips, r => r.Contains("forward_calls (", StringComparison.Ordinal)).TrimStart(),
+            StringComparison.Ordinal);
+        Assert.DoesNotContain(roundTrips, r => r.Contains("BEGIN", StringComparison.Ordinal) || r.Contains("COMMIT", StringComparison.Ordinal));
+    }
+}
