@@ -54,9 +54,14 @@ public class LedgerInvariantTests(LavaApp app) : ApiTest(app)
         // The row holds seqs 1 … n: a row starting inside it (not at its key) overlaps it.
         var overlap = await RefusedAsync(Insert, new { merchant, first = 2L, t = "txn_other", ids = new[] { -1L } });
         Assert.Equal(PostgresErrorCodes.ExclusionViolation, overlap.SqlState);
-        // A row before it whose seqs run into it.
+        // Seqs start at 1.
         Assert.Equal(PostgresErrorCodes.CheckViolation,
             (await RefusedAsync(Insert, new { merchant, first = 0L, t = "txn_other", ids = new[] { -1L } })).SqlState);
+        // A row whose seqs run into the row after it (its row before it ends well before it).
+        await c.ExecuteAsync(Insert, new { merchant, first = next + 5, t = "txn_later", ids = new[] { -9L } });
+        var intoNext = await RefusedAsync(Insert, new { merchant, first = next + 4, t = "txn_other", ids = new[] { -1L, -2L } });
+        Assert.Equal(PostgresErrorCodes.ExclusionViolation, intoNext.SqlState);
+        Assert.Contains("overlaps its neighbour", intoNext.MessageText);
         Assert.Equal(PostgresErrorCodes.UniqueViolation,
             (await RefusedAsync(Insert, new { merchant, first = 1L, t = "txn_other", ids = new[] { -1L } })).SqlState);
         // The transaction's entry again, after the last seq: the seqs are free, but the entry already has one.

@@ -53,6 +53,21 @@ public class LedgerSequenceTests(LavaApp app) : ApiTest(app)
     }
 
     [Fact]
+    public async Task ACursorAtTheLargestSeqReadsAnEmptyPageFilteredOrNotAndAnEmptyExport()
+    {
+        var m = await App.NewMerchantAsync();
+        await App.MeterAsync(m.MerchantId, "gpt", "fixed", "requests", (0, 1));
+        await m.ReportAsync("one", null, "gpt", cost: "0.1");
+        var last = long.MaxValue;
+
+        Assert.Empty((await PageAsync(m.Client, $"after_seq={last}")).Rows);
+        Assert.Empty((await PageAsync(m.Client, $"after_seq={last}&kind=usage")).Rows);
+        var csv = await m.Client.GetAsync($"/v1/ledger/entries?format=csv&after_seq={last}");
+        Assert.Equal(HttpStatusCode.OK, csv.StatusCode);
+        Assert.Single((await csv.Content.ReadAsStringAsync()).Split('\n', StringSplitOptions.RemoveEmptyEntries)); // the header alone
+    }
+
+    [Fact]
     public async Task AnEntryThatCommitsLateWithASmallerIdIsNotSkippedByACursorAndARollbackLeavesNoGap()
     {
         var m = await App.NewMerchantAsync();

@@ -114,6 +114,27 @@ public class LedgerVerifyTests(LavaApp app) : ApiTest(app)
     }
 
     [Fact]
+    public async Task ASeqNamingNoEntryOfItsTransactionIsReportedAsAGap()
+    {
+        var (m, _) = await ArrangeAsync();
+        await App.Services.GetRequiredService<LedgerSequencer>().RunOnceAsync(m.MerchantId, CancellationToken.None);
+        await CorruptAsync("""
+            INSERT INTO ledger_sequence (merchant_id, first_seq, transaction_id, entry_ids)
+            SELECT merchant_id, max(first_seq + cardinality(entry_ids)), min(transaction_id), '{-1}'
+              FROM ledger_sequence WHERE merchant_id = @m GROUP BY merchant_id;
+            """, new { m = m.MerchantId });
+        await using var c = new NpgsqlConnection(App.ConnectionString);
+        var next = await c.ExecuteScalarAsync<long>("SELECT max(first_seq) FROM ledger_sequence WHERE merchant_id = @m", new { m = m.MerchantId });
+
+        var report = (await m.Client.GetJsonAsync("/v1/ledger/verify")).Body!;
+
+        Assert.False((bool)report["ok"]!);
+        var problem = Assert.Single(Problems(report, "sequence_gap_free"));
+        Assert.Equal(next, (long)problem["seq"]!);
+        Assert.Contains("entry -1", (string)problem["detail"]!);
+    }
+
+    [Fact]
     public async Task VerificationReportsEveryKindOfDamage()
     {
         var (m, customer) = await ArrangeAsync();

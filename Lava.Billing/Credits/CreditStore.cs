@@ -135,7 +135,9 @@ public sealed class CreditStore(NpgsqlDataSource db)
             {
                 write.BatchCommands.Add(request.Insert(created.Hold));
                 write.BatchCommands.Add(new NpgsqlBatchCommand("COMMIT"));
-                await write.ExecuteNonQueryAsync(ct);
+                // Not cancelled once decided: a caller leaving mid-COMMIT would leave it unknown whether the hold was
+                // reserved; finished, it is, and expires as any unused hold does.
+                await write.ExecuteNonQueryAsync(CancellationToken.None);
             }
             committed = true;
             return outcome;

@@ -108,9 +108,10 @@ public sealed class LedgerReadStore(ReadDataSource db)
 
     // Pages by seq, which is gap-free and assigned after commit: a row can never appear behind a cursor already
     // handed out. LIMIT NULL (an export) means every row. An entry's seq is its transaction row's first_seq plus its
-    // position in the row; the row holding seq @AfterSeq + 1 is the last to start at or before it, so the walk of the
-    // sequence's key starts there. Ordered by first_seq, then seq: with a limit and no filter the plan walks the key and
-    // sorts only each row's few entries; with a filter it may start from the entries and look up their rows.
+    // position in the row; the walk of the sequence's key starts at the last row to start at or before @AfterSeq (the
+    // row holding it; a row starting at @AfterSeq + 1 comes next), so no arithmetic on the cursor can overflow. Ordered
+    // by first_seq, then seq: with a limit and no filter the plan walks the key and sorts only each row's few entries;
+    // with a filter it may start from the entries and look up their rows.
     private const string SelectEntries = """
         SELECT s.seq, e.entry_id, e.created_at, t.effective_at, e.transaction_id, t.kind AS transaction_kind, t.reference,
                t.customer_id, t.meter_id, t.price_version::bigint AS price_version, e.account_id, a.kind AS account_kind,
@@ -123,7 +124,7 @@ public sealed class LedgerReadStore(ReadDataSource db)
          CROSS JOIN LATERAL (SELECT r.first_seq + array_position(r.entry_ids, e.entry_id) - 1 AS seq) s
          WHERE r.merchant_id = @MerchantId
            AND r.first_seq >= coalesce((SELECT max(first_seq) FROM ledger_sequence
-                                         WHERE merchant_id = @MerchantId AND first_seq <= @AfterSeq + 1), 1)
+                                         WHERE merchant_id = @MerchantId AND first_seq <= @AfterSeq), 1)
            AND s.seq > @AfterSeq
            AND (@From::timestamptz IS NULL OR e.created_at > @From)
            AND (@To::timestamptz IS NULL OR e.created_at <= @To)
@@ -181,7 +182,7 @@ public sealed class LedgerReadStore(ReadDataSource db)
          CROSS JOIN LATERAL (SELECT r.first_seq + array_position(r.entry_ids, e.entry_id) - 1 AS seq) s
          WHERE r.merchant_id = @MerchantId
            AND r.first_seq >= coalesce((SELECT max(first_seq) FROM ledger_sequence
-                                         WHERE merchant_id = @MerchantId AND first_seq <= @AfterSeq + 1), 1)
+                                         WHERE merchant_id = @MerchantId AND first_seq <= @AfterSeq), 1)
            AND s.seq > @AfterSeq
          ORDER BY r.first_seq, s.seq
         """;

@@ -51,6 +51,20 @@ public sealed class LedgerVerifier(NpgsqlDataSource db, LedgerSequencer sequence
          LIMIT @Max
         """;
 
+    // A seq stands for one entry of its row's transaction: one naming anything else is a number no reader returns, a gap
+    // in every export as much as a missing number. The database refuses overlapping rows and an entry numbered twice in
+    // its transaction, not a row naming an entry that is not its transaction's; this finds one.
+    private const string SelectSeqsWithoutEntry = """
+        SELECT r.first_seq + p.position - 1 AS seq, r.transaction_id, p.entry_id
+          FROM ledger_sequence r
+         CROSS JOIN LATERAL unnest(r.entry_ids) WITH ORDINALITY AS p(entry_id, position)
+         WHERE r.merchant_id = @MerchantId
+           AND NOT EXISTS (SELECT 1 FROM entries e
+                            WHERE e.merchant_id = r.merchant_id AND e.entry_id = p.entry_id AND e.transaction_id = r.transaction_id)
+         ORDER BY 1
+         LIMIT @Max
+        """;
+
     // Committed entries are numbered or queued for numbering (named by a queue row of their posting statement); one that
     // is neither would never reach an export.
     private const string SelectUnsequencedEntries = """
@@ -186,6 +200,11 @@ public sealed class LedgerVerifier(NpgsqlDataSource db, LedgerSequencer sequence
         {
             problems.Add(new("sequence_gap_free", r.From == r.To ? $"seq {r.From} is missing" : $"seq {r.From} to {r.To} are missing",
                 Seq: r.From));
+        }
+        foreach (var r in await connection.QueryAsync<(long Seq, string TransactionId, long EntryId)>(Command(SelectSeqsWithoutEntry)))
+        {
+            problems.Add(new("sequence_gap_free", $"seq {r.Seq} names entry {r.EntryId}, which is not an entry of transaction {r.TransactionId}",
+                Seq: r.Seq, TransactionId: r.TransactionId));
         }
         foreach (var r in await connection.QueryAsync<(long EntryId, string TransactionId)>(Command(SelectUnsequencedEntries)))
         {

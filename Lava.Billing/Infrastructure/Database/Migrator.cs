@@ -99,7 +99,9 @@ public sealed class Migrator(NpgsqlDataSource db, ILogger<Migrator> log)
                     continue;
                 }
                 await using var tx = await connection.BeginTransactionAsync(ct);
-                await connection.ExecuteAsync(new CommandDefinition(script.Sql, transaction: tx, cancellationToken: ct));
+                // No command timeout: a migration that rewrites a table takes as long as the table is large, and one cut off
+                // at the pool's 30 s would roll back and fail again at every retry of the deploy.
+                await connection.ExecuteAsync(new CommandDefinition(script.Sql, transaction: tx, commandTimeout: 0, cancellationToken: ct));
                 await connection.ExecuteAsync(new CommandDefinition(InsertApplied, script, tx, cancellationToken: ct));
                 await tx.CommitAsync(ct);
                 log.LogInformation("Applied migration {Name}", script.Name);

@@ -16,10 +16,14 @@ public sealed class PostingPlans(NpgsqlDataSource db, ILogger<PostingPlans> log)
     /// <summary>How often the tables' statistics are read again: how long a table that outgrew them may keep its cached plans.</summary>
     public static readonly TimeSpan Every = TimeSpan.FromSeconds(2);
 
-    // Every table a locked read touches, by name, with the rows its statistics counted (-1: never analysed nor vacuumed)
-    // and the rows written since they were taken.
+    // Every table a locked read touches, by name: whether ANALYZE (by hand or autovacuum) has ever run on it since the
+    // statistics were last reset, the rows it counted then (reltuples; -1 never analysed nor vacuumed, and also set by
+    // CREATE INDEX or kept by pg_upgrade, which is why the ANALYZE itself is asked for), and the rows live now.
     private const string SelectStatistics = """
-        SELECT c.relname AS name, c.reltuples::float8 AS counted, coalesce(s.n_mod_since_analyze, 0) AS changed
+        SELECT c.relname AS name,
+               (s.last_analyze IS NOT NULL OR s.last_autoanalyze IS NOT NULL) AS analysed,
+               c.reltuples::float8 AS counted,
+               coalesce(s.n_live_tup, 0) AS live
           FROM pg_class c
           LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
          WHERE c.oid IN (SELECT to_regclass(t) FROM unnest(@Tables::text[]) AS t)
@@ -33,6 +37,7 @@ public sealed class PostingPlans(NpgsqlDataSource db, ILogger<PostingPlans> log)
     /// <summary>Whether <paramref name="read"/> runs its cached generic plan: every table it touches has settled statistics.</summary>
     public bool Generic(LockedRead read)
     {
+        if (read.Tables.Length == 0) throw new InvalidOperationException($"The locked read '{read.Name}' names no table its plan depends on");
         var settled = _settled;
         foreach (var table in read.Tables)
             if (!settled.Contains(table)) return false;
@@ -40,12 +45,13 @@ public sealed class PostingPlans(NpgsqlDataSource db, ILogger<PostingPlans> log)
     }
 
     /// <summary>
-    /// Settled: analysed (or vacuumed) with rows, so that the plan's estimates tell the key's index from the others, and
-    /// written since by at most as many rows as were counted, so that the table has not outgrown them. A table past
-    /// that is analysed again by autovacuum (after a tenth of its rows by default), which also makes every cached plan
-    /// that reads it be made again.
+    /// Settled: analysed with rows, so that the plan's estimates tell the key's index from the others, and holding at
+    /// most twice the rows counted then, so that the table has not outgrown them. Growth, not rows written: balances
+    /// and usage totals are updated by every report, and their row count does not move. A table past that is analysed
+    /// again by autovacuum (after a tenth of its rows are written, by default), which also makes every cached plan that
+    /// reads it be made again.
     /// </summary>
-    public static bool Settled(double counted, long changed) => counted > 0 && changed <= counted;
+    public static bool Settled(bool analysed, double counted, long live) => analysed && counted > 0 && live <= 2 * counted;
 
     /// <summary>Reads the tables' statistics now (the background loop does every <see cref="Every"/>).</summary>
     public async Task RefreshAsync(CancellationToken ct)
@@ -53,9 +59,9 @@ public sealed class PostingPlans(NpgsqlDataSource db, ILogger<PostingPlans> log)
         try
         {
             await using var connection = await db.OpenConnectionAsync(ct);
-            var rows = await connection.QueryAsync<(string Name, double Counted, long Changed)>(
+            var rows = await connection.QueryAsync<(string Name, bool Analysed, double Counted, long Live)>(
                 new CommandDefinition(SelectStatistics, new { Tables }, cancellationToken: ct));
-            _settled = rows.Where(r => Settled(r.Counted, r.Changed)).Select(r => r.Name).ToHashSet(StringComparer.Ordinal);
+            _settled = rows.Where(r => Settled(r.Analysed, r.Counted, r.Live)).Select(r => r.Name).ToHashSet(StringComparer.Ordinal);
         }
         catch (Exception e) when (e is not OperationCanceledException || !ct.IsCancellationRequested)
         {
