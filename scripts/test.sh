@@ -44,6 +44,7 @@ log "building"
 dotnet build Lava.sln -c Debug -nologo -clp:ErrorsOnly
 
 passed=0 failed=0
+failures=()   # what failed, repeated just above the last line (a CI log is often read from its end)
 log "running the xunit suite"
 set +e
 dotnet test Lava.sln --no-build -nologo --logger "trx" --logger "console;verbosity=minimal" --results-directory "$results"
@@ -55,6 +56,15 @@ for trx in "$results"/**/*.trx; do
   failed=$((failed + $(attr failed) + $(attr error) + $(attr timeout) + $(attr aborted)))
   total=$(attr total); executed=$(attr executed)
   failed=$((failed + total - executed))   # a test that never executed did not pass
+  # each failed test's name and the first lines of its message
+  while IFS= read -r line; do failures+=("xunit: $line"); done < <(awk '
+    /<UnitTestResult / && /outcome="(Failed|Error|Timeout|Aborted)"/ {
+      match($0, /testName="[^"]*"/); name = substr($0, RSTART + 10, RLENGTH - 11); want = 1; next }
+    want && /<Message>/ { sub(/.*<Message>/, ""); msg = $0; n = 1
+      while (msg !~ /<\/Message>/ && n < 4 && (getline more) > 0) { msg = msg " " more; n++ }
+      sub(/<\/Message>.*/, "", msg); gsub(/[ \t]+/, " ", msg)
+      print name " -- " substr(msg, 1, 400); want = 0; next }
+    want && /<\/UnitTestResult>/ { print name; want = 0 }' "$trx")
 done
 
 if [[ ! -f compat/run.sh ]]; then
@@ -73,7 +83,8 @@ else
   cp="$(tap_count pass)"; cf="$(tap_count fail)"; cc="$(tap_count cancelled)"
   passed=$((passed + ${cp:-0})); failed=$((failed + ${cf:-0} + ${cc:-0}))
   # a run that failed without a failing test (npm, start-up, a crash) counts as one failure
-  if [[ $compat_rc -ne 0 && $(( ${cf:-0} + ${cc:-0} )) -eq 0 ]]; then failed=$((failed + 1)); fi
+  if [[ $compat_rc -ne 0 && $(( ${cf:-0} + ${cc:-0} )) -eq 0 ]]; then failed=$((failed + 1)); failures+=("compat: exit $compat_rc"); fi
+  while IFS= read -r line; do failures+=("compat: $line"); done < <(printf '%s\n' "$compat_out" | grep -E '^ *not ok ' || true)
 fi
 
 # The bounded fault suite: 2,000 fuzz cases and one crash cycle (a service SIGKILL mid-stream, a PostgreSQL immediate
@@ -95,7 +106,8 @@ else
   chaos_fail="$(printf '%s\n' "$chaos_out" | grep -c '^FAIL ' || true)"
   passed=$((passed + chaos_pass)); failed=$((failed + chaos_fail))
   # a run that failed without a failing check (start-up, a crash of the harness) counts as one failure
-  if [[ $chaos_rc -ne 0 && $chaos_fail -eq 0 ]]; then failed=$((failed + 1)); fi
+  if [[ $chaos_rc -ne 0 && $chaos_fail -eq 0 ]]; then failed=$((failed + 1)); failures+=("chaos: exit $chaos_rc"); fi
+  while IFS= read -r line; do failures+=("chaos: $line"); done < <(printf '%s\n' "$chaos_out" | grep '^FAIL ' || true)
   if [[ $chaos_rc -ne 0 && -f "$work/chaos/fuzz-failures.txt" ]]; then
     log "first failing fuzz cases:"
     head -n 40 "$work/chaos/fuzz-failures.txt" >&2
@@ -119,9 +131,10 @@ run_checked_script() { # $1: the prefix of its "NAME: N passed, N failed" line; 
   log "$name: exit $rc after $((SECONDS - started)) s"
   p="$(printf '%s\n' "$out" | sed -n "s/^$name: \([0-9]*\) passed, \([0-9]*\) failed\$/\1/p" | tail -n1)"
   f="$(printf '%s\n' "$out" | sed -n "s/^$name: \([0-9]*\) passed, \([0-9]*\) failed\$/\2/p" | tail -n1)"
-  if [[ -z "$p" ]]; then failed=$((failed + 1)); return; fi
+  while IFS= read -r line; do failures+=("$name: $line"); done < <(printf '%s\n' "$out" | grep -iE '^\[[a-z-]+\] (fail|not ok)|^FAIL ' || true)
+  if [[ -z "$p" ]]; then failed=$((failed + 1)); failures+=("$name: no result line (exit $rc)"); return; fi
   passed=$((passed + p)); failed=$((failed + f))
-  if [[ $rc -ne 0 && $f -eq 0 ]]; then failed=$((failed + 1)); fi
+  if [[ $rc -ne 0 && $f -eq 0 ]]; then failed=$((failed + 1)); failures+=("$name: exit $rc"); fi
 }
 if ! command -v node >/dev/null 2>&1; then
   log "node not found: the backup and replica checks cannot run"
@@ -142,7 +155,13 @@ else
   printf '%s\n' "$guide_out"
   gp="$(printf '%s\n' "$guide_out" | sed -n 's/^getting-started: \([0-9]*\) passed, \([0-9]*\) failed$/\1/p' | tail -n1)"
   gf="$(printf '%s\n' "$guide_out" | sed -n 's/^getting-started: \([0-9]*\) passed, \([0-9]*\) failed$/\2/p' | tail -n1)"
-  if [[ -z "$gp" ]]; then failed=$((failed + 1)); else passed=$((passed + gp)); failed=$((failed + gf)); fi
+  if [[ -z "$gp" ]]; then failed=$((failed + 1)); failures+=("getting-started: no result line"); else passed=$((passed + gp)); failed=$((failed + gf)); fi
+  while IFS= read -r line; do failures+=("getting-started: $line"); done < <(printf '%s\n' "$guide_out" | grep -iE '^\[getting-started\] (fail|block [0-9]+ failed)' || true)
+fi
+
+if (( ${#failures[@]} > 0 )); then
+  echo "failed:"
+  printf '  %s\n' "${failures[@]}"
 fi
 
 echo "$passed passed, $failed failed"

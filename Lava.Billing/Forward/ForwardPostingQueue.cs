@@ -1,4 +1,5 @@
 using System.Threading.Channels;
+using Lava.Billing.Infrastructure.Observability;
 
 namespace Lava.Billing.Forward;
 
@@ -39,6 +40,18 @@ public sealed class ForwardPostingQueue(ForwardBilling billing, ForwardOptions o
             lock (_lock) return _queued == 0 && _posting == 0;
         }
     }
+
+    /// <summary>Gatherings this queue ended because a batch's worth was waiting, and because the delay ran out.</summary>
+    internal (long Full, long Delay) GatheringsEnded
+    {
+        get
+        {
+            lock (_lock) return (_endedFull, _endedByDelay);
+        }
+    }
+
+    private long _endedFull;
+    private long _endedByDelay;
 
     private int Queued
     {
@@ -110,6 +123,7 @@ public sealed class ForwardPostingQueue(ForwardBilling billing, ForwardOptions o
                 // The calls served meanwhile join this one's posting (ForwardOptions.PostingDelay): one transaction, planned
                 // once, for all of them. A batch already full, or filled meanwhile, goes at once.
                 if (options.PostingDelay > TimeSpan.Zero) await GatherAsync(stoppingToken);
+                else LavaMetrics.GatewayPostingGathered("none");
             }
             catch (OperationCanceledException)
             {
@@ -128,17 +142,33 @@ public sealed class ForwardPostingQueue(ForwardBilling billing, ForwardOptions o
         // A signal left from a batch already taken says nothing about this one; cleared before the count is looked at,
         // so a batch filling from here on signals again.
         _full.Reader.TryRead(out _);
-        if (Queued >= MaxBatch) return;
+        if (Queued >= MaxBatch)
+        {
+            Ended(full: true);
+            return;
+        }
         using var delay = CancellationTokenSource.CreateLinkedTokenSource(stoppingToken);
         delay.CancelAfter(options.PostingDelay);
         try
         {
             await _full.Reader.ReadAsync(delay.Token);
+            Ended(full: true);
         }
         catch (OperationCanceledException) when (!stoppingToken.IsCancellationRequested)
         {
             // The delay ran out first: post what was gathered.
+            Ended(full: false);
         }
+    }
+
+    private void Ended(bool full)
+    {
+        lock (_lock)
+        {
+            if (full) _endedFull++;
+            else _endedByDelay++;
+        }
+        LavaMetrics.GatewayPostingGathered(full ? "full" : "delay");
     }
 
     private async Task DrainAsync()

@@ -42,6 +42,9 @@ public static class LavaMetrics
         "Time the gateway adds to a provider call: before (checks, price, hold) and after (billing) the provider's answer.",
         advice: SecondsBuckets);
 
+    private static readonly Counter<long> GatewayPostings = Meter.CreateCounter<long>("lava.gateway.postings", "{posting}",
+        "Gathered postings of served gateway calls, by what ended the gathering: full (a batch's worth queued), delay (the posting delay ran out) or none (no delay set).");
+
     private static readonly ConcurrentDictionary<Registration, Func<IEnumerable<Measurement<long>>>> OpenHoldsObservers = new();
 
     private static readonly ObservableGauge<long> OpenHolds = Meter.CreateObservableGauge("lava.holds.open",
@@ -109,6 +112,8 @@ public static class LavaMetrics
     /// <summary>The gateway's own time before the provider is called, from <paramref name="startedAt"/> (a <see cref="Stopwatch"/> timestamp).</summary>
     public static void GatewayBefore(long startedAt) =>
         GatewayAdded.Record(Stopwatch.GetElapsedTime(startedAt).TotalSeconds, new KeyValuePair<string, object?>("phase", "before"));
+
+    public static void GatewayPostingGathered(string endedBy) => GatewayPostings.Add(1, new KeyValuePair<string, object?>("ended_by", endedBy));
 
     /// <summary>Times the gateway's billing after the provider answered: <c>using var _ = LavaMetrics.GatewayAfter();</c>.</summary>
     public static Timer GatewayAfter() => new(GatewayAdded, new("phase", "after"));
