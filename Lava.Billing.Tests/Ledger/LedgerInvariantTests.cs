@@ -138,6 +138,31 @@ public class LedgerInvariantTests(LavaApp app) : ApiTest(app)
     }
 
     [Fact]
+    public async Task TwoNumberingsOfOneMerchantCannotInterleaveEvenWithoutTheSequencersLock()
+    {
+        var (merchant, _) = await ArrangeWithOneReportAsync();
+        await App.Services.GetRequiredService<LedgerSequencer>().RunOnceAsync(merchant, CancellationToken.None);
+        var next = await App.QueryAsync<long>(
+            "SELECT max(first_seq + cardinality(entry_ids)) FROM ledger_sequence WHERE merchant_id = @merchant", new { merchant });
+        const string Insert = "INSERT INTO ledger_sequence (merchant_id, first_seq, transaction_id, entry_ids) VALUES (@merchant, @first, @t, @ids)";
+        await using var first = new NpgsqlConnection(App.ConnectionString);
+        await first.OpenAsync();
+        await using var firstTx = await first.BeginTransactionAsync();
+        await first.ExecuteAsync(Insert, new { merchant, first = next, t = "txn_a", ids = new[] { -1L, -2L } }, firstTx);
+
+        // The second numbering does not see the first's rows yet: after them is a gap from where it stands.
+        Assert.Equal(PostgresErrorCodes.CheckViolation,
+            (await RefusedAsync(Insert, new { merchant, first = next + 2, t = "txn_b", ids = new[] { -3L } })).SqlState);
+        // Where it stands, it meets the first's key, waits for it to commit, and is refused.
+        await using var second = new NpgsqlConnection(App.ConnectionString);
+        var waiting = Assert.ThrowsAsync<PostgresException>(() => second.ExecuteAsync(Insert, new { merchant, first = next, t = "txn_b", ids = new[] { -3L } }));
+        await Task.Delay(300);
+        Assert.False(waiting.IsCompleted);
+        await firstTx.CommitAsync();
+        Assert.Equal(PostgresErrorCodes.UniqueViolation, (await waiting).SqlState);
+    }
+
+    [Fact]
     public async Task CustomersAndMerchantsAreNeverDeletedNorGivenAnotherKey()
     {
         var (merchant, customer) = await ArrangeWithOneReportAsync();
