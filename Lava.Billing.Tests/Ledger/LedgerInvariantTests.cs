@@ -57,11 +57,7 @@ public class LedgerInvariantTests(LavaApp app) : ApiTest(app)
         // Seqs start at 1.
         Assert.Equal(PostgresErrorCodes.CheckViolation,
             (await RefusedAsync(Insert, new { merchant, first = 0L, t = "txn_other", ids = new[] { -1L } })).SqlState);
-        // A row whose seqs run into the row after it (its row before it ends well before it).
-        await c.ExecuteAsync(Insert, new { merchant, first = next + 5, t = "txn_later", ids = new[] { -9L } });
-        var intoNext = await RefusedAsync(Insert, new { merchant, first = next + 4, t = "txn_other", ids = new[] { -1L, -2L } });
-        Assert.Equal(PostgresErrorCodes.ExclusionViolation, intoNext.SqlState);
-        Assert.Contains("overlaps its neighbour", intoNext.MessageText);
+        Assert.Contains("overlaps the one before it", overlap.MessageText);
         Assert.Equal(PostgresErrorCodes.UniqueViolation,
             (await RefusedAsync(Insert, new { merchant, first = 1L, t = "txn_other", ids = new[] { -1L } })).SqlState);
         // The transaction's entry again, after the last seq: the seqs are free, but the entry already has one.
@@ -74,8 +70,96 @@ public class LedgerInvariantTests(LavaApp app) : ApiTest(app)
             VALUES (@merchant, @next, 'txn_x', '{-1, -2}'), (@merchant, @next + 1, 'txn_y', '{-3}')
             """, new { merchant, next })).SqlState);
 
+        // Two rows of one transaction in one statement naming the same entry.
+        Assert.Equal(PostgresErrorCodes.UniqueViolation, (await RefusedAsync("""
+            INSERT INTO ledger_sequence (merchant_id, first_seq, transaction_id, entry_ids)
+            VALUES (@merchant, @next, 'txn_x', '{-1}'), (@merchant, @next + 1, 'txn_x', '{-1}')
+            """, new { merchant, next })).SqlState);
+
         // What the sequencer does next is still allowed: the next seq, another transaction.
         await c.ExecuteAsync(Insert, new { merchant, first = next, t = "txn_other", ids = new[] { -1L } });
+    }
+
+    [Fact]
+    public async Task ASeqIsNeverSkippedNewRowsFollowTheLastOneWithNoGap()
+    {
+        var (merchant, _) = await ArrangeWithOneReportAsync();
+        await App.Services.GetRequiredService<LedgerSequencer>().RunOnceAsync(merchant, CancellationToken.None);
+        await using var c = new NpgsqlConnection(App.ConnectionString);
+        var next = await c.QuerySingleAsync<long>(
+            "SELECT max(first_seq + cardinality(entry_ids)) FROM ledger_sequence WHERE merchant_id = @merchant", new { merchant });
+        const string Insert = "INSERT INTO ledger_sequence (merchant_id, first_seq, transaction_id, entry_ids) VALUES (@merchant, @first, @t, @ids)";
+
+        // One number left out after the last row.
+        var skipped = await RefusedAsync(Insert, new { merchant, first = next + 1, t = "txn_other", ids = new[] { -1L } });
+        Assert.Equal(PostgresErrorCodes.CheckViolation, skipped.SqlState);
+        Assert.Contains($"seqs {next} to {next} of merchant {merchant} would be skipped", skipped.MessageText);
+        // Rows of one statement with a hole between them, though the first follows the last row.
+        Assert.Equal(PostgresErrorCodes.CheckViolation, (await RefusedAsync("""
+            INSERT INTO ledger_sequence (merchant_id, first_seq, transaction_id, entry_ids)
+            VALUES (@merchant, @next, 'txn_x', '{-1, -2}'), (@merchant, @next + 3, 'txn_y', '{-3}')
+            """, new { merchant, next })).SqlState);
+        // A merchant's first row starts at 1.
+        var other = await App.NewMerchantAsync("Other");
+        Assert.Equal(PostgresErrorCodes.CheckViolation,
+            (await RefusedAsync(Insert, new { merchant = other.MerchantId, first = 2L, t = "txn_other", ids = new[] { -1L } })).SqlState);
+
+        // Contiguous rows after the last one, in one statement, are what the sequencer writes.
+        await c.ExecuteAsync("""
+            INSERT INTO ledger_sequence (merchant_id, first_seq, transaction_id, entry_ids)
+            VALUES (@merchant, @next, 'txn_x', '{-1, -2}'), (@merchant, @next + 2, 'txn_y', '{-3}')
+            """, new { merchant, next });
+        await c.ExecuteAsync(Insert, new { merchant = other.MerchantId, first = 1L, t = "txn_other", ids = new[] { -1L } });
+    }
+
+    [Fact]
+    public async Task ARowStartingBelowTheMerchantsLastSeqIsRefusedEvenWhereAHoleWouldFitIt()
+    {
+        var (merchant, _) = await ArrangeWithOneReportAsync();
+        await App.Services.GetRequiredService<LedgerSequencer>().RunOnceAsync(merchant, CancellationToken.None);
+        var next = await App.QueryAsync<long>(
+            "SELECT max(first_seq + cardinality(entry_ids)) FROM ledger_sequence WHERE merchant_id = @merchant", new { merchant });
+        // A hole before a row that only a superuser with the triggers off could have written: seqs next to next + 4.
+        await using (var admin = new NpgsqlConnection(App.AdminConnectionString))
+        {
+            await admin.ExecuteAsync("""
+                SET session_replication_role = replica;
+                INSERT INTO ledger_sequence (merchant_id, first_seq, transaction_id, entry_ids) VALUES (@merchant, @first, 'txn_later', '{-9}');
+                SET session_replication_role = origin;
+                """, new { merchant, first = next + 5 });
+        }
+
+        // It fits the hole and overlaps nothing, yet the merchant's last seq is past it.
+        var refused = await RefusedAsync(
+            "INSERT INTO ledger_sequence (merchant_id, first_seq, transaction_id, entry_ids) VALUES (@merchant, @next, 'txn_other', '{-1, -2}')",
+            new { merchant, next });
+        Assert.Equal(PostgresErrorCodes.ExclusionViolation, refused.SqlState);
+        Assert.Contains($"has seqs after {next} already", refused.MessageText);
+    }
+
+    [Fact]
+    public async Task TwoNumberingsOfOneMerchantCannotInterleaveEvenWithoutTheSequencersLock()
+    {
+        var (merchant, _) = await ArrangeWithOneReportAsync();
+        await App.Services.GetRequiredService<LedgerSequencer>().RunOnceAsync(merchant, CancellationToken.None);
+        var next = await App.QueryAsync<long>(
+            "SELECT max(first_seq + cardinality(entry_ids)) FROM ledger_sequence WHERE merchant_id = @merchant", new { merchant });
+        const string Insert = "INSERT INTO ledger_sequence (merchant_id, first_seq, transaction_id, entry_ids) VALUES (@merchant, @first, @t, @ids)";
+        await using var first = new NpgsqlConnection(App.ConnectionString);
+        await first.OpenAsync();
+        await using var firstTx = await first.BeginTransactionAsync();
+        await first.ExecuteAsync(Insert, new { merchant, first = next, t = "txn_a", ids = new[] { -1L, -2L } }, firstTx);
+
+        // The second numbering does not see the first's rows yet: after them is a gap from where it stands.
+        Assert.Equal(PostgresErrorCodes.CheckViolation,
+            (await RefusedAsync(Insert, new { merchant, first = next + 2, t = "txn_b", ids = new[] { -3L } })).SqlState);
+        // Where it stands, it meets the first's key, waits for it to commit, and is refused.
+        await using var second = new NpgsqlConnection(App.ConnectionString);
+        var waiting = Assert.ThrowsAsync<PostgresException>(() => second.ExecuteAsync(Insert, new { merchant, first = next, t = "txn_b", ids = new[] { -3L } }));
+        await Task.Delay(300);
+        Assert.False(waiting.IsCompleted);
+        await firstTx.CommitAsync();
+        Assert.Equal(PostgresErrorCodes.UniqueViolation, (await waiting).SqlState);
     }
 
     [Fact]

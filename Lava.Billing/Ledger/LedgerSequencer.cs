@@ -25,7 +25,9 @@ public sealed class LedgerSequencer(NpgsqlDataSource db, TimeProvider clock, ICo
         SELECT DISTINCT merchant_id FROM entry_unsequenced
         """;
 
-    // Serialises the sequencers of one merchant (a transaction-level lock: released by COMMIT or ROLLBACK).
+    // Serialises the sequencers of one merchant (a transaction-level lock: released by COMMIT or ROLLBACK), on one instance
+    // or several. The database would not let two numberings interleave anyway (new rows must start right after the last
+    // committed one, so a second numbering waits on the first's key and is refused); the lock makes it wait instead of fail.
     private const string LockMerchant = """
         SELECT pg_advisory_xact_lock(hashtextextended('lava.entry_sequence:' || @MerchantId, 0))
         """;
