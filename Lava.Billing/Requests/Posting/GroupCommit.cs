@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using Lava.Billing.Infrastructure.Observability;
 using Lava.Billing.Infrastructure.Resilience;
 
@@ -34,7 +35,7 @@ public sealed class GroupCommitOptions
 /// </summary>
 public sealed class GroupCommit : BackgroundService
 {
-    private sealed record Pending(ReportItem Item, TaskCompletionSource<ReportOutcome> Done, SemaphoreSlim MerchantRoom);
+    private sealed record Pending(ReportItem Item, TaskCompletionSource<ReportOutcome> Done, SemaphoreSlim MerchantRoom, long QueuedAt);
 
     private readonly ReportPoster _reporter;
     private readonly GroupCommitOptions _options;
@@ -85,7 +86,7 @@ public sealed class GroupCommit : BackgroundService
                 _queues[item.MerchantId] = queue;
             }
             if (queue.Count == 0) _turns.Enqueue(item.MerchantId);
-            queue.Enqueue(new Pending(item, done, merchantRoom));
+            queue.Enqueue(new Pending(item, done, merchantRoom, Stopwatch.GetTimestamp()));
         }
         _waiting.Release();
         LavaMetrics.GroupCommitQueued(1);
@@ -111,6 +112,7 @@ public sealed class GroupCommit : BackgroundService
         {
             pending.MerchantRoom.Release();
             _room.Release();
+            LavaMetrics.GroupCommitWaited(pending.QueuedAt);
         }
         return batch;
     }
