@@ -11,9 +11,11 @@ public sealed class GroupCommitOptions
     public bool Enabled { get; init; } = true;
     /// <summary>
     /// Batches in flight at once; each holds one connection while it posts. One of them at a time runs its statements, the
-    /// others are in their write and commit.
+    /// others are in their write and commit. Callers that wait for their answer before sending again share the writers'
+    /// transactions, so fewer writers carry more reports each: three keep a commit overlapping the next batch's statements,
+    /// and two customers' rows held for long (each keeping a writer through its lock waits) still leave one writer.
     /// </summary>
-    public int Writers { get; init; } = 4;
+    public int Writers { get; init; } = 3;
     /// <summary>At most this many reports share a transaction.</summary>
     public int MaxBatch { get; init; } = 128;
     /// <summary>Reports waiting at most, all merchants together; a full queue makes callers wait (backpressure), it never drops one.</summary>
@@ -78,8 +80,8 @@ public sealed class GroupCommit : BackgroundService
     private readonly Queue<string> _turns = new();
 
     // Also guarded by _lock: the batch in its statements now (null: none), and a signal completed when it hands the turn on.
-    private Turn? _turn;
-    private TaskCompletionSource _turnHandedOn = NewSignal();
+    private Turn? _statementTurn;
+    private TaskCompletionSource _statementTurnHandedOn = NewSignal();
 
     private readonly SemaphoreSlim _room;
     private readonly SemaphoreSlim _waiting = new(0);
@@ -161,7 +163,7 @@ public sealed class GroupCommit : BackgroundService
             while (true)
             {
                 await _waiting.WaitAsync(stoppingToken);
-                var turn = await TakeTurnAsync(stoppingToken);
+                var turn = await TakeStatementTurnAsync(stoppingToken);
                 try
                 {
                     var batch = Take(Math.Max(_options.MaxBatch, 1));
@@ -192,7 +194,7 @@ public sealed class GroupCommit : BackgroundService
     /// The turn to run statements: at once when no batch is in its statements, else when that batch hands the turn on, or
     /// by taking it over once that batch has had it for <see cref="GroupCommitOptions.HandOverAfterMs"/>.
     /// </summary>
-    private async Task<Turn> TakeTurnAsync(CancellationToken ct)
+    private async Task<Turn> TakeStatementTurnAsync(CancellationToken ct)
     {
         var handOverAfter = TimeSpan.FromMilliseconds(Math.Max(_options.HandOverAfterMs, 0));
         while (true)
@@ -201,14 +203,14 @@ public sealed class GroupCommit : BackgroundService
             TimeSpan left;
             lock (_lock)
             {
-                left = _turn is null ? TimeSpan.Zero : handOverAfter - Stopwatch.GetElapsedTime(_turn.StartedAt);
+                left = _statementTurn is null ? TimeSpan.Zero : handOverAfter - Stopwatch.GetElapsedTime(_statementTurn.StartedAt);
                 if (left <= TimeSpan.Zero)
                 {
                     // A turn taken over belongs to no batch any more: its batch's own hand-on then frees nothing.
-                    _turn = new Turn(Stopwatch.GetTimestamp());
-                    return _turn;
+                    _statementTurn = new Turn(Stopwatch.GetTimestamp());
+                    return _statementTurn;
                 }
-                handedOn = _turnHandedOn.Task;
+                handedOn = _statementTurnHandedOn.Task;
             }
             try
             {
@@ -227,10 +229,10 @@ public sealed class GroupCommit : BackgroundService
         TaskCompletionSource handedOn;
         lock (_lock)
         {
-            if (_turn != turn) return;
-            _turn = null;
-            handedOn = _turnHandedOn;
-            _turnHandedOn = NewSignal();
+            if (_statementTurn != turn) return;
+            _statementTurn = null;
+            handedOn = _statementTurnHandedOn;
+            _statementTurnHandedOn = NewSignal();
         }
         handedOn.TrySetResult();
     }
