@@ -52,6 +52,7 @@ public class MetricsTests(LavaApp app) : ApiTest(app)
         Assert.True(Moved("lava_reports_total", "outcome=\"refused\"", "reason=\"not_found\"") >= 1, after);
         Assert.True(Moved("lava_reports_post_duration_seconds_count") >= 3, after);
         Assert.True(Moved("lava_group_commit_batch_size_count") >= 1, after);
+        Assert.True(Moved("lava_group_commit_wait_duration_seconds_count") >= 1, after);
         Assert.NotNull(Sample(after, "lava_group_commit_queue_depth"));
         // Npgsql's own: the pool's connections by state.
         Assert.True(Sample(after, "db_client_connection_count") >= 1, after);

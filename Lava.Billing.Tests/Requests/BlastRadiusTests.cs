@@ -102,18 +102,34 @@ public class BlastRadiusTests(LavaApp app) : ApiTest(app)
         Assert.Equal(5m, await App.BalanceAsync(other.MerchantId, LedgerAccounts.Receivable(otherCustomer)));
     }
 
-    /// <summary>Holds the customer's balance rows locked from another transaction, as a long-running writer would.</summary>
-    private async Task<Npgsql.NpgsqlTransaction> LockBalancesAsync(string merchantId, string customer)
+    [Fact]
+    public async Task AReportWaitingForLockedBalancesHoldsBackAnotherMerchantsReportNoLongerThanTheHandOver()
     {
-        var connection = new Npgsql.NpgsqlConnection(App.ConnectionString);
-        await connection.OpenAsync();
-        var tx = await connection.BeginTransactionAsync();
-        await using var command = new Npgsql.NpgsqlCommand(
-            "SELECT 1 FROM account_balances WHERE merchant_id = @m AND account_id = ANY(@a) FOR UPDATE", connection, tx);
-        command.Parameters.AddWithValue("m", merchantId);
-        command.Parameters.AddWithValue("a", new[] { LedgerAccounts.CreditsBundle(customer), LedgerAccounts.CreditsCycle(customer), LedgerAccounts.Receivable(customer) });
-        await command.ExecuteNonQueryAsync();
-        return tx;
+        var (m, held) = await MerchantWithMeterAsync();
+        var (other, otherCustomer) = await MerchantWithMeterAsync();
+        var groupCommit = App.Services.GetRequiredService<GroupCommit>();
+        var tx = await App.LockBalancesAsync(m.MerchantId, held);
+        Task<ReportOutcome> stuck;
+        try
+        {
+            stuck = groupCommit.ReportAsync(new ReportItem(m.MerchantId, Body("stuck", held, "gpt")), CancellationToken.None);
+            await App.UntilASessionWaitsForALockAsync();
+
+            // The stuck report's batch keeps its turn (its statements) through up to three lock waits of 5 s; the other
+            // merchant's report takes the turn over after 50 ms instead of waiting for them.
+            var otherOutcome = await groupCommit.ReportAsync(new ReportItem(other.MerchantId, Body("other", otherCustomer, "gpt")), CancellationToken.None)
+                .WaitAsync(TimeSpan.FromSeconds(30));
+
+            Assert.IsType<ReportOutcome.Created>(otherOutcome);
+            Assert.False(stuck.IsCompleted, "the other merchant's report waited until the stuck one was answered");
+        }
+        finally
+        {
+            await tx.RollbackAsync();
+            await tx.Connection!.DisposeAsync();
+        }
+        Assert.IsType<ReportOutcome.Created>(await stuck);
+        Assert.Equal(1m, await App.BalanceAsync(other.MerchantId, LedgerAccounts.Receivable(otherCustomer)));
     }
 
     [Fact]
@@ -122,7 +138,7 @@ public class BlastRadiusTests(LavaApp app) : ApiTest(app)
         var (m, held) = await MerchantWithMeterAsync();
         var free = await App.CustomerAsync(m.MerchantId);
         var (other, otherCustomer) = await MerchantWithMeterAsync();
-        var tx = await LockBalancesAsync(m.MerchantId, held);
+        var tx = await App.LockBalancesAsync(m.MerchantId, held);
         IReadOnlyList<ReportOutcome> outcomes;
         var elapsed = System.Diagnostics.Stopwatch.StartNew();
         try
@@ -156,7 +172,7 @@ public class BlastRadiusTests(LavaApp app) : ApiTest(app)
     public async Task BalancesLockedPastTheLockTimeoutAreRetriedAndThenPosted()
     {
         var (m, customer) = await MerchantWithMeterAsync();
-        var tx = await LockBalancesAsync(m.MerchantId, customer);
+        var tx = await App.LockBalancesAsync(m.MerchantId, customer);
         // Released after the first attempt's lock timeout (5 s), before the last attempt gives up.
         var release = Task.Delay(TimeSpan.FromSeconds(6)).ContinueWith(async _ => { await tx.RollbackAsync(); await tx.Connection!.DisposeAsync(); }).Unwrap();
 
@@ -171,7 +187,7 @@ public class BlastRadiusTests(LavaApp app) : ApiTest(app)
     public async Task BalancesLockedThroughEveryAttemptAnswer503AndPostNothing()
     {
         var (m, customer) = await MerchantWithMeterAsync();
-        var tx = await LockBalancesAsync(m.MerchantId, customer);
+        var tx = await App.LockBalancesAsync(m.MerchantId, customer);
         try
         {
             var outcome = (await Reporter.PostAsync([new ReportItem(m.MerchantId, Body("stuck", customer, "gpt"))], CancellationToken.None))[0];

@@ -32,6 +32,9 @@ public static class LavaMetrics
         "Reports that shared one group-commit transaction.",
         advice: new InstrumentAdvice<int> { HistogramBucketBoundaries = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024] });
 
+    private static readonly Histogram<double> QueueWait = Meter.CreateHistogram("lava.group_commit.wait.duration", "s",
+        "Time a single report waited in the group-commit queue before a writer took it into a transaction.", advice: SecondsBuckets);
+
     private static readonly UpDownCounter<long> QueueDepth = Meter.CreateUpDownCounter<long>("lava.group_commit.queue.depth", "{report}",
         "Reports waiting for a group-commit writer.");
 
@@ -96,6 +99,9 @@ public static class LavaMetrics
         QueueDepth.Add(-reports);
         BatchSize.Record(reports);
     }
+
+    /// <summary>A writer took a report queued at <paramref name="queuedAt"/> (a <see cref="Stopwatch"/> timestamp).</summary>
+    public static void GroupCommitWaited(long queuedAt) => QueueWait.Record(Stopwatch.GetElapsedTime(queuedAt).TotalSeconds);
 
     public static void GatewayCalled(string provider, int status) =>
         GatewayCalls.Add(1, new("provider", provider), new("status", status.ToString(System.Globalization.CultureInfo.InvariantCulture)));

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using Lava.Billing.Infrastructure.Observability;
 using Lava.Billing.Infrastructure.Resilience;
 
@@ -8,22 +9,48 @@ public sealed class GroupCommitOptions
 {
     /// <summary>Off: each report is its own database transaction.</summary>
     public bool Enabled { get; init; } = true;
-    /// <summary>Batches in flight at once; each holds one connection while it posts.</summary>
-    public int Writers { get; init; } = 4;
+    /// <summary>
+    /// Batches in flight at once; each holds one connection while it posts. One of them at a time runs its statements, the
+    /// others are in their write and commit. Callers that wait for their answer before sending again share the writers'
+    /// transactions, so fewer writers carry more reports each: three keep a commit overlapping the next batch's statements,
+    /// and two customers' rows held for long (each keeping a writer through its lock waits) still leave one writer.
+    /// </summary>
+    public int Writers { get; init; } = 3;
     /// <summary>At most this many reports share a transaction.</summary>
     public int MaxBatch { get; init; } = 128;
     /// <summary>Reports waiting at most, all merchants together; a full queue makes callers wait (backpressure), it never drops one.</summary>
     public int QueueCapacity { get; init; } = 10_000;
     /// <summary>Reports of one merchant waiting at most; beyond it only that merchant's callers wait.</summary>
     public int MerchantQueueCapacity { get; init; } = 1_000;
+    /// <summary>
+    /// A batch still in its statements after this long (its rows held by another transaction, a crowded machine) lets the
+    /// next batch start beside it: the most a report waits for another batch's statements.
+    /// </summary>
+    public int HandOverAfterMs { get; init; } = 50;
 }
 
 /// <summary>
-/// Coalesces concurrent single reports into shared database transactions. One report per transaction is bound by the
-/// commit (fsync) rate; a writer here takes whatever has queued while the previous batch was in flight, so under load
-/// many reports share one commit, and alone a report is posted at once (no added wait). Each caller is answered only
-/// after the commit that holds its report. Posting goes through <see cref="ReportPoster.PostAsync(IReadOnlyList{ReportItem}, CancellationToken)"/>, so a
-/// refused or failing item never takes its neighbours down and idempotency is exactly that of one-by-one posting.
+/// Coalesces concurrent single reports into shared database transactions. A transaction has a fixed cost whatever it
+/// carries (BEGIN, the settings, a dozen statements each planned, COMMIT and its fsync); one report per transaction pays
+/// all of it, and is bound by the commit rate. Here many reports share it. Each caller is answered only after the commit
+/// that holds its report. Posting goes through <see cref="ReportPoster.PostAsync(IReadOnlyList{ReportItem}, Action?, CancellationToken)"/>,
+/// so a refused or failing item never takes its neighbours down and idempotency is exactly that of one-by-one posting.
+/// <para>
+/// Pipelined: the writers take turns. At most one batch at a time is in its statements (taken off the queue, its meters
+/// resolved, its rows locked and read, its plan made); when it sends its write and COMMIT it hands the turn on, and the
+/// next writer takes everything that queued meanwhile. Reports arriving during one batch's statements so go together
+/// into the next transaction, and a batch grows with the load: the more reports a batch carries and the busier the
+/// machine, the longer its statements, and the more reports queue behind them. One batch's commit (the write, the fsync)
+/// overlaps the next batch's statements; up to <see cref="GroupCommitOptions.Writers"/> batches are in flight, one in its
+/// statements and the others committing. Writers that each take whatever is queued the moment they wake find about one
+/// report each once the statements are fast, and so pay the fixed cost per report.
+/// </para>
+/// <para>
+/// Alone, a report finds no batch in its statements and is posted at once: nothing waits for company. A batch that keeps
+/// its turn past <see cref="GroupCommitOptions.HandOverAfterMs"/> (another transaction holds its rows; it may wait up to
+/// its lock timeout) loses it and the next writer starts beside it, so one contended customer delays the other reports
+/// by that much at most, never by its lock waits.
+/// </para>
 /// <para>
 /// Fair between merchants: each merchant has its own queue, and a batch takes one report from each merchant with
 /// reports waiting in turn (round robin), so a merchant flooding the service gets its share of every batch and no more;
@@ -34,7 +61,13 @@ public sealed class GroupCommitOptions
 /// </summary>
 public sealed class GroupCommit : BackgroundService
 {
-    private sealed record Pending(ReportItem Item, TaskCompletionSource<ReportOutcome> Done, SemaphoreSlim MerchantRoom);
+    /// <summary>One batch's time in its statements, from <paramref name="startedAt"/> (a <see cref="Stopwatch"/> timestamp).</summary>
+    private sealed class Turn(long startedAt)
+    {
+        public long StartedAt { get; } = startedAt;
+    }
+
+    private sealed record Pending(ReportItem Item, TaskCompletionSource<ReportOutcome> Done, SemaphoreSlim MerchantRoom, long QueuedAt);
 
     private readonly ReportPoster _reporter;
     private readonly GroupCommitOptions _options;
@@ -45,6 +78,10 @@ public sealed class GroupCommit : BackgroundService
     private readonly Lock _lock = new();
     private readonly Dictionary<string, Queue<Pending>> _queues = new(StringComparer.Ordinal);
     private readonly Queue<string> _turns = new();
+
+    // Also guarded by _lock: the batch in its statements now (null: none), and a signal completed when it hands the turn on.
+    private Turn? _statementTurn;
+    private TaskCompletionSource _statementTurnHandedOn = NewSignal();
 
     private readonly SemaphoreSlim _room;
     private readonly SemaphoreSlim _waiting = new(0);
@@ -85,7 +122,7 @@ public sealed class GroupCommit : BackgroundService
                 _queues[item.MerchantId] = queue;
             }
             if (queue.Count == 0) _turns.Enqueue(item.MerchantId);
-            queue.Enqueue(new Pending(item, done, merchantRoom));
+            queue.Enqueue(new Pending(item, done, merchantRoom, Stopwatch.GetTimestamp()));
         }
         _waiting.Release();
         LavaMetrics.GroupCommitQueued(1);
@@ -111,6 +148,7 @@ public sealed class GroupCommit : BackgroundService
         {
             pending.MerchantRoom.Release();
             _room.Release();
+            LavaMetrics.GroupCommitWaited(pending.QueuedAt);
         }
         return batch;
     }
@@ -125,13 +163,21 @@ public sealed class GroupCommit : BackgroundService
             while (true)
             {
                 await _waiting.WaitAsync(stoppingToken);
-                var batch = Take(Math.Max(_options.MaxBatch, 1));
-                // The first report was counted by the wait; the others' counts are taken now (a count whose report another
-                // writer took wakes a writer that finds nothing, which is harmless).
-                for (var i = 1; i < batch.Count; i++) _waiting.Wait(0, CancellationToken.None);
-                if (batch.Count == 0) continue;
-                LavaMetrics.GroupCommitTaken(batch.Count);
-                await PostAsync(batch);
+                var turn = await TakeStatementTurnAsync(stoppingToken);
+                try
+                {
+                    var batch = Take(Math.Max(_options.MaxBatch, 1));
+                    // The first report was counted by the wait; the others' counts are taken now (a count whose report another
+                    // writer took wakes a writer that finds nothing, which is harmless).
+                    for (var i = 1; i < batch.Count; i++) _waiting.Wait(0, CancellationToken.None);
+                    if (batch.Count == 0) continue;
+                    LavaMetrics.GroupCommitTaken(batch.Count);
+                    await PostAsync(batch, () => HandOn(turn));
+                }
+                finally
+                {
+                    HandOn(turn);
+                }
             }
         }
         catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
@@ -140,9 +186,59 @@ public sealed class GroupCommit : BackgroundService
         finally
         {
             // Shutting down: whatever is still queued is posted here rather than lost.
-            for (var batch = Take(1); batch.Count > 0; batch = Take(1)) await PostAsync(batch);
+            for (var batch = Take(1); batch.Count > 0; batch = Take(1)) await PostAsync(batch, writing: null);
         }
     }
+
+    /// <summary>
+    /// The turn to run statements: at once when no batch is in its statements, else when that batch hands the turn on, or
+    /// by taking it over once that batch has had it for <see cref="GroupCommitOptions.HandOverAfterMs"/>.
+    /// </summary>
+    private async Task<Turn> TakeStatementTurnAsync(CancellationToken ct)
+    {
+        var handOverAfter = TimeSpan.FromMilliseconds(Math.Max(_options.HandOverAfterMs, 0));
+        while (true)
+        {
+            Task handedOn;
+            TimeSpan left;
+            lock (_lock)
+            {
+                left = _statementTurn is null ? TimeSpan.Zero : handOverAfter - Stopwatch.GetElapsedTime(_statementTurn.StartedAt);
+                if (left <= TimeSpan.Zero)
+                {
+                    // A turn taken over belongs to no batch any more: its batch's own hand-on then frees nothing.
+                    _statementTurn = new Turn(Stopwatch.GetTimestamp());
+                    return _statementTurn;
+                }
+                handedOn = _statementTurnHandedOn.Task;
+            }
+            try
+            {
+                await handedOn.WaitAsync(left, ct);
+            }
+            catch (TimeoutException)
+            {
+                // Held too long: taken over at the top of the loop.
+            }
+        }
+    }
+
+    /// <summary>Ends <paramref name="turn"/> if it is still the current one; again (after the write, then after the commit), it does nothing.</summary>
+    private void HandOn(Turn turn)
+    {
+        TaskCompletionSource handedOn;
+        lock (_lock)
+        {
+            if (_statementTurn != turn) return;
+            _statementTurn = null;
+            handedOn = _statementTurnHandedOn;
+            _statementTurnHandedOn = NewSignal();
+        }
+        handedOn.TrySetResult();
+    }
+
+    // Continuations run on the thread pool, never inside the hand-on (which runs in the middle of the poster's batch).
+    private static TaskCompletionSource NewSignal() => new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     /// <summary>
     /// Posts <paramref name="items"/> together in one transaction of their own, past the queue (for a caller that gathered
@@ -152,12 +248,14 @@ public sealed class GroupCommit : BackgroundService
     public async Task<IReadOnlyList<ReportOutcome>> PostWithRetryAsync(IReadOnlyList<ReportItem> items, CancellationToken ct) =>
         await _retry.ExecuteAsync(async token => await _reporter.PostAsync(items, token), ct);
 
-    private async Task PostAsync(List<Pending> batch)
+    /// <summary><paramref name="writing"/>: called when the batch's statements are done and its write and commit go out.</summary>
+    private async Task PostAsync(List<Pending> batch, Action? writing)
     {
         try
         {
+            var items = batch.Select(p => p.Item).ToList();
             // Never throws for one report's failure (each gets its own outcome); only a failure of the service itself lands here.
-            var outcomes = await PostWithRetryAsync(batch.Select(p => p.Item).ToList(), CancellationToken.None);
+            var outcomes = await _retry.ExecuteAsync(async token => await _reporter.PostAsync(items, writing, token), CancellationToken.None);
             for (var i = 0; i < batch.Count; i++) batch[i].Done.TrySetResult(outcomes[i]);
         }
         catch (Exception e)

@@ -48,9 +48,16 @@ public sealed class ReportPoster(NpgsqlDataSource db, MeterPriceCache meters, Po
     public async Task<ReportOutcome> PostAsync(ReportItem item, CancellationToken ct) => (await PostAsync([item], ct))[0];
 
     public Task<IReadOnlyList<ReportOutcome>> PostAsync(IReadOnlyList<ReportItem> items, CancellationToken ct) =>
-        PostAsync(items, items.Count == 1 ? Alone : Shared, ct);
+        PostAsync(items, writing: null, ct);
 
-    private async Task<IReadOnlyList<ReportOutcome>> PostAsync(IReadOnlyList<ReportItem> items, LockWait wait, CancellationToken ct)
+    /// <summary>
+    /// <paramref name="writing"/> is called when the reads and the plan are done and the write and COMMIT are sent, or the
+    /// reports go one by one: from then on this call is only committing (group commit lets its next batch start then).
+    /// </summary>
+    public Task<IReadOnlyList<ReportOutcome>> PostAsync(IReadOnlyList<ReportItem> items, Action? writing, CancellationToken ct) =>
+        PostAsync(items, items.Count == 1 ? Alone : Shared, writing, ct);
+
+    private async Task<IReadOnlyList<ReportOutcome>> PostAsync(IReadOnlyList<ReportItem> items, LockWait wait, Action? writing, CancellationToken ct)
     {
         var fresh = false;
         for (var attempt = 1; ; attempt++)
@@ -61,7 +68,7 @@ public sealed class ReportPoster(NpgsqlDataSource db, MeterPriceCache meters, Po
                 // Inside the try: a meter lookup the database refuses (a slug it cannot even compare) is one item's
                 // failure like any other, so it falls back to one by one rather than failing the whole batch.
                 var prices = await meters.ResolveAsync(items, fresh, ct);
-                result = await PostOnceAsync(items, prices, wait, ct);
+                result = await PostOnceAsync(items, prices, wait, writing, ct);
             }
             catch (Exception e) when (!CallerCancelled(e, ct) && !DatabaseRetry.IsConnectionFailure(e))
             {
@@ -94,8 +101,9 @@ public sealed class ReportPoster(NpgsqlDataSource db, MeterPriceCache meters, Po
             // by one, so it fails only its own report and never its neighbours (other merchants' among them, when group
             // commit batched them together).
             log.LogWarning(cause, "A batch of {Count} reports failed as a whole; posting them one by one", items.Count);
+            writing?.Invoke();
             var outcomes = new List<ReportOutcome>(items.Count);
-            foreach (var item in items) outcomes.Add((await PostAsync([item], OneOfMany, ct))[0]);
+            foreach (var item in items) outcomes.Add((await PostAsync([item], OneOfMany, writing: null, ct))[0]);
             return outcomes;
         }
     }
@@ -105,7 +113,7 @@ public sealed class ReportPoster(NpgsqlDataSource db, MeterPriceCache meters, Po
     /// (or ROLLBACK when nothing is to be written, and whenever anything failed).
     /// </summary>
     private async Task<Attempt> PostOnceAsync(IReadOnlyList<ReportItem> items,
-        Dictionary<(string MerchantId, string MeterSlug), MeterPrice> prices, LockWait wait, CancellationToken ct)
+        Dictionary<(string MerchantId, string MeterSlug), MeterPrice> prices, LockWait wait, Action? writing, CancellationToken ct)
     {
         using var timer = LavaMetrics.Posting();
         var now = clock.GetUtcNow();
@@ -161,6 +169,7 @@ public sealed class ReportPoster(NpgsqlDataSource db, MeterPriceCache meters, Po
                 if (generic) writeStep.BatchCommands.Add(new NpgsqlBatchCommand(LockedReads.CustomPlans));
                 writeStep.BatchCommands.Add(ReportWriter.Command(planned.Writes));
                 writeStep.BatchCommands.Add(new NpgsqlBatchCommand("COMMIT"));
+                writing?.Invoke();
                 await writeStep.ExecuteNonQueryAsync(ct);
             }
             committed = true;
