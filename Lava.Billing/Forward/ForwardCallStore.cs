@@ -358,8 +358,8 @@ public sealed class ForwardCallStore(NpgsqlDataSource db)
 
     private static object Parameters(ForwardCallRecord call, DateTimeOffset due, DateTimeOffset now) => new
     {
-        call.MerchantId, call.RequestId, Mode = ForwardModes.Name(call.Mode), call.CustomerId, call.MeterSlug, call.HoldId,
-        Call = JsonSerializer.Serialize(call.Details, LavaJson.Options),
+        // The usage and the deadline: what the progress and served updates change (the call's details never do).
+        call.MerchantId, call.RequestId,
         call.Usage.Usage.InputUncached, call.Usage.Usage.CacheRead, call.Usage.Usage.CacheWrite, call.Usage.Usage.Output,
         call.Usage.Usage.InputCharacters, call.Usage.Usage.InputSeconds, call.Usage.ProviderCost, call.Usage.Estimated, call.Anomaly,
         ServedAt = call.ServedAt?.UtcDateTime, Due = due.UtcDateTime, Now = now.UtcDateTime,
