@@ -3,6 +3,7 @@ using Lava.Billing.Infrastructure;
 using Lava.Billing.Infrastructure.Http;
 using Lava.Billing.Ledger;
 using Lava.Billing.Meters;
+using Lava.Billing.Merchants;
 using Lava.Billing.Pricing;
 using Lava.Billing.Requests;
 using Lava.Billing.Requests.Posting;
@@ -25,10 +26,16 @@ public sealed record ForwardCall(
     IReadOnlyDictionary<string, string> Metadata,
     string? HoldId = null);
 
-/// <summary>The answer before the call: a refusal, or go ahead (holding the worst case for a customer).</summary>
-public sealed record ForwardAdmission(ProblemResult? Refusal, string? HoldId)
+/// <summary>
+/// The answer before the call: a refusal, or go ahead (holding the worst case for a customer), or
+/// <see cref="Retry"/>: a price the call was admitted with from memory had moved, nothing was written, and the call is
+/// admitted again with what the database holds now.
+/// </summary>
+public sealed record ForwardAdmission(ProblemResult? Refusal, string? HoldId, bool Retry = false)
 {
     public static readonly ForwardAdmission Go = new(null, null);
+
+    public static readonly ForwardAdmission Again = new(null, null, Retry: true);
 
     public static ForwardAdmission Refuse(ProblemResult problem) => new(problem, null);
 }
@@ -79,7 +86,7 @@ public interface IForwardBilling
 /// the customer's active plan) and is reported at zero charge. Gateway calls charge nobody and are recorded as
 /// provider cost only. A posting that fails is retried by <see cref="ForwardSettler"/>; the hold is never voided for it.
 /// </summary>
-public sealed class ForwardBilling(MeterStore meters, ForwardStore store, ForwardCallStore calls, Customers.CustomerStore customers,
+public sealed class ForwardBilling(ForwardLookups lookups, SecretKeyStore keys, ForwardStore store, ForwardCallStore calls, Customers.CustomerStore customers,
     GroupCommit reporter, SubscriptionStore subscriptions, ForwardOptions options, TimeProvider clock,
     ILogger<ForwardBilling> log) : IForwardBilling
 {
@@ -110,11 +117,8 @@ public sealed class ForwardBilling(MeterStore meters, ForwardStore store, Forwar
         var record = RecordOf(call, initial, null, null);
         var due = now + options.PendingLease(call.Upstream.IdnHost);
         if (call.Mode == ForwardMode.Gateway)
-        {
-            await calls.BeginAsync(record, due, now, null, ct);
-            return ForwardAdmission.Go;
-        }
-        var meter = await meters.FindLivePriceAsync(merchantId, call.Token.MeterSlug!, ct);
+            return Admitted(call, null, await calls.BeginAsync(record, due, now, Assumed(call, null), null, ct));
+        var meter = await lookups.MeterAsync(merchantId, call.Token.MeterSlug!, ct);
         if (meter is null) return ForwardAdmission.Refuse(Problems.NotFound("meter", call.Token.MeterSlug!, "slug"));
         // A percentage of an unknown cost would bill 0: refuse before the provider is paid.
         var priceUnknown = meter.Price.RateType == RateType.Percentage && call.Price is null && call.Mode != ForwardMode.BillingDisabled;
@@ -130,30 +134,65 @@ public sealed class ForwardBilling(MeterStore meters, ForwardStore store, Forwar
             return ForwardAdmission.Refuse(Problems.NotFound("customer", customerId));
         if (priceUnknown)
         {
-            return ForwardAdmission.Refuse(Problems.Unprocessable("model_price_unknown", call.Model is null
+            return await ConfirmedAsync(call, meter, Problems.Unprocessable("model_price_unknown", call.Model is null
                 ? $"Meter '{meter.MeterSlug}' charges a percentage of the provider cost, and this request names no model."
-                : $"Meter '{meter.MeterSlug}' charges a percentage of the provider cost, and model '{call.Model}' has no price (POST /v1/model_prices)."));
+                : $"Meter '{meter.MeterSlug}' charges a percentage of the provider cost, and model '{call.Model}' has no price (POST /v1/model_prices)."), ct);
         }
         if (call.Mode == ForwardMode.BillingDisabled &&
             !await subscriptions.IsMeterOnActivePlanAsync(merchantId, call.Token.CustomerId!, meter.MeterId, ct))
         {
-            return ForwardAdmission.Refuse(Problems.Forbidden("meter_not_on_plan",
-                $"Meter '{meter.MeterSlug}' is not linked to the customer's active plan."));
+            return await ConfirmedAsync(call, meter, Problems.Forbidden("meter_not_on_plan",
+                $"Meter '{meter.MeterSlug}' is not linked to the customer's active plan."), ct);
         }
-        if (worst <= 0)
-        {
-            await calls.BeginAsync(record, due, now, null, ct);
-            return ForwardAdmission.Go;
-        }
-        var outcome = await calls.BeginAsync(record, due, now,
+        if (worst <= 0) return Admitted(call, meter, await calls.BeginAsync(record, due, now, Assumed(call, meter), null, ct));
+        var begun = await calls.BeginAsync(record, due, now, Assumed(call, meter),
             new CreditStore.HoldRequest(merchantId, call.Token.CustomerId!, meter.MeterId, worst, HoldLifetime, now), ct);
-        return outcome switch
+        if (begun.Check != ForwardCallStore.Checked.Current) return Admitted(call, meter, begun);
+        return begun.Hold switch
         {
             CreditStore.HoldOutcome.Created created => new ForwardAdmission(null, created.Hold.HoldId),
             CreditStore.HoldOutcome.Insufficient insufficient => ForwardAdmission.Refuse(Problems.InsufficientCredits(
                 $"This call could cost up to {Money.Format(worst)}; the customer can spend {insufficient.Available}. The provider was not called.")),
             _ => ForwardAdmission.Refuse(Problems.NotFound("customer", call.Token.CustomerId!)),
         };
+    }
+
+    private static ForwardCallStore.Assumed Assumed(ForwardCall call, Meters.MeterPrice? meter) => new(call.Caller.SecretKeyId,
+        meter is null ? null : call.Token.MeterSlug, meter is null ? null : ForwardLookups.KeyOf(meter),
+        call.Model is null ? null : ModelPriceStore.Candidates(call.Model), ForwardLookups.KeyOf(call.Caller.MerchantId, call.Price));
+
+    /// <summary>
+    /// A record written (or a hold refused, which the caller answers), else what the check found: a key revoked since it
+    /// was authenticated from memory is refused; a meter or price that moved is forgotten and the call admitted again.
+    /// </summary>
+    private ForwardAdmission Admitted(ForwardCall call, Meters.MeterPrice? meter, ForwardCallStore.Begun begun)
+    {
+        switch (begun.Check)
+        {
+            case ForwardCallStore.Checked.KeyRevoked:
+                keys.Forget(call.Caller.MerchantId, call.Caller.SecretKeyId);
+                return ForwardAdmission.Refuse(Problems.Unauthorized());
+            case ForwardCallStore.Checked.Moved:
+                lookups.Forget(call.Caller.MerchantId, call.Model, meter is null ? null : call.Token.MeterSlug);
+                return ForwardAdmission.Again;
+            default:
+                return ForwardAdmission.Go;
+        }
+    }
+
+    /// <summary>
+    /// A refusal that rests on the meter and price taken from memory stands only if the database still says so: otherwise
+    /// the call is admitted again with what it says now.
+    /// </summary>
+    private async Task<ForwardAdmission> ConfirmedAsync(ForwardCall call, Meters.MeterPrice meter, ProblemResult refusal, CancellationToken ct)
+    {
+        var merchantId = call.Caller.MerchantId;
+        lookups.Forget(merchantId, call.Model, call.Token.MeterSlug);
+        var nowMeter = await lookups.MeterAsync(merchantId, call.Token.MeterSlug!, ct);
+        var nowPrice = call.Model is null ? null : await lookups.PriceAsync(merchantId, call.Model, ct);
+        var same = nowMeter is not null && ForwardLookups.KeyOf(nowMeter) == ForwardLookups.KeyOf(meter) &&
+                   ForwardLookups.KeyOf(merchantId, nowPrice) == ForwardLookups.KeyOf(merchantId, call.Price);
+        return same ? ForwardAdmission.Refuse(refusal) : ForwardAdmission.Again;
     }
 
     public async Task ProgressAsync(ForwardCall call, BilledUsage seen, CancellationToken ct)

@@ -22,31 +22,80 @@ public sealed record ForwardCallRecord(
 /// <summary>The rows of <c>forward_calls</c>; each method is one unit of SQL (one transaction where it writes two tables).</summary>
 public sealed class ForwardCallStore(NpgsqlDataSource db)
 {
-    private const string InsertPending = """
-        INSERT INTO forward_calls (merchant_id, request_id, state, mode, customer_id, meter_slug, hold_id, call,
-                                   input_uncached, cache_read, cache_write, output_tokens, input_characters, input_seconds,
-                                   provider_cost, estimated, next_attempt_at, created_at, updated_at)
-        VALUES (@MerchantId, @RequestId, 'pending', @Mode, @CustomerId, @MeterSlug, @HoldId, @Call::jsonb,
-                @InputUncached, @CacheRead, @CacheWrite, @Output, @InputCharacters, @InputSeconds,
-                @ProviderCost, true, @Due, @Now, @Now)
+    private const string PendingColumns = """
+        merchant_id, request_id, state, mode, customer_id, meter_slug, hold_id, call,
+        input_uncached, cache_read, cache_write, output_tokens, input_characters, input_seconds,
+        provider_cost, estimated, next_attempt_at, created_at, updated_at
+        """;
+
+    private const string PendingValues = """
+        @MerchantId, @RequestId, 'pending', @Mode, @CustomerId, @MeterSlug, @HoldId, @Call::jsonb,
+        @InputUncached, @CacheRead, @CacheWrite, @Output, @InputCharacters, @InputSeconds,
+        @ProviderCost, true, @Due, @Now, @Now
+        """;
+
+    private const string InsertPending = $"INSERT INTO forward_calls ({PendingColumns}) VALUES ({PendingValues})";
+
+    // Whether what the call was admitted with from memory (ForwardLookups, and the key from SecretKeyStore's cache) is
+    // still so: the key live, the meter the slug names now and its current price version, the model price that
+    // ModelPriceStore.FindCurrentAsync would pick now (the model's own, else its undated alias's; the merchant's newest,
+    // else the default's). Each is one primary or unique key lookup.
+    private const string Check = """
+        SELECT EXISTS (SELECT 1 FROM secret_keys k
+                        WHERE k.merchant_id = @MerchantId AND k.secret_key_id = @SecretKeyId AND k.revoked_at IS NULL) AS key_live,
+               @AssumedMeterSlug::text IS NULL
+                OR coalesce((SELECT m.meter_id || ':' || m.current_version FROM meters m
+                              WHERE m.merchant_id = @MerchantId AND m.meter_slug = @AssumedMeterSlug AND m.deleted_at IS NULL), '')
+                   = @AssumedMeter AS meter_current,
+               @AssumedModels::text[] IS NULL
+                OR coalesce((SELECT p.model || ':' || p.merchant_id || ':' || p.version FROM model_prices p
+                              WHERE p.merchant_id IN (@MerchantId, '') AND p.model = ANY(@AssumedModels)
+                              ORDER BY array_position(@AssumedModels, p.model), p.merchant_id = @MerchantId DESC, p.version DESC
+                              LIMIT 1), '')
+                   = @AssumedPrice AS price_current
+        """;
+
+    // The record of a call that holds nothing, written only when the check passes, in one autocommitted statement.
+    private const string InsertPendingChecked = $"""
+        WITH checked AS ({Check}),
+             inserted AS (INSERT INTO forward_calls ({PendingColumns})
+                          SELECT {PendingValues} FROM checked WHERE key_live AND meter_current AND price_current)
+        SELECT key_live, meter_current, price_current FROM checked
         """;
 
     /// <summary>
-    /// Writes the call's record (pending, with the prompt's estimate) before the provider is called. Alone it is one
-    /// statement and one round trip; with <paramref name="hold"/>, two round trips of one transaction: BEGIN with the
-    /// hold's reads, then the hold and the record with COMMIT, sent only when the hold was granted (else ROLLBACK).
+    /// What a call was admitted with, taken from memory, and checked when its record is written: its secret key, and the
+    /// keys of the meter (<see cref="ForwardLookups.KeyOf(Meters.MeterPrice)"/>) and model price
+    /// (<see cref="ForwardLookups.KeyOf(string, ModelPrice)"/>) it was priced with; a null slug or model checks nothing.
     /// </summary>
-    public async Task<CreditStore.HoldOutcome?> BeginAsync(ForwardCallRecord call, DateTimeOffset due, DateTimeOffset now,
+    public sealed record Assumed(string SecretKeyId, string? MeterSlug, string? Meter, string[]? Models, string? Price);
+
+    /// <summary>How the check of <see cref="Assumed"/> came out; only when current was anything written.</summary>
+    public enum Checked { Current, KeyRevoked, Moved }
+
+    /// <summary>The check, and with a hold the hold's outcome (the record was written only when the hold was created).</summary>
+    public sealed record Begun(Checked Check, CreditStore.HoldOutcome? Hold);
+
+    /// <summary>
+    /// Writes the call's record (pending, with the prompt's estimate) before the provider is called, if what it was
+    /// admitted with (<paramref name="assumed"/>) still holds. Alone it is one statement and one round trip; with
+    /// <paramref name="hold"/>, two round trips of one transaction: BEGIN with the check and the hold's reads, then the
+    /// hold and the record with COMMIT, sent only when the check passed and the hold was granted (else ROLLBACK).
+    /// </summary>
+    public async Task<Begun> BeginAsync(ForwardCallRecord call, DateTimeOffset due, DateTimeOffset now, Assumed assumed,
         CreditStore.HoldRequest? hold, CancellationToken ct)
     {
         await using var c = await db.OpenConnectionAsync(ct);
         if (hold is null)
         {
-            await using var insert = new NpgsqlBatch(c) { BatchCommands = { PendingCommand(call, due, now) } };
+            var insert = PendingCommand(call, due, now);
+            insert.CommandText = InsertPendingChecked;
+            AddAssumed(insert, assumed);
+            await using var batch = new NpgsqlBatch(c) { BatchCommands = { insert } };
             // Not cancelled by a client that leaves now: a commit cut short may still have happened, and the caller must
             // know whether it did, since a committed record is billed by the crash rule unless it is released.
-            await insert.ExecuteNonQueryAsync(CancellationToken.None);
-            return null;
+            await using var reader = await batch.ExecuteReaderAsync(CancellationToken.None);
+            return new Begun(await ReadCheckAsync(reader, CancellationToken.None), null);
         }
         var committed = false;
         try
@@ -55,11 +104,17 @@ public sealed class ForwardCallStore(NpgsqlDataSource db)
             await using (var reads = new NpgsqlBatch(c))
             {
                 reads.BatchCommands.Add(new NpgsqlBatchCommand("BEGIN"));
+                var check = new NpgsqlBatchCommand(Check);
+                AddAssumed(check, assumed);
+                check.Parameters.Add(new NpgsqlParameter<string>("MerchantId", call.MerchantId));
+                reads.BatchCommands.Add(check);
                 foreach (var read in hold.Reads()) reads.BatchCommands.Add(read);
                 await using var reader = await reads.ExecuteReaderAsync(ct);
+                if (await ReadCheckAsync(reader, ct) is not Checked.Current and var moved) return new Begun(moved, null);
+                await reader.NextResultAsync(ct);
                 outcome = await hold.DecideAsync(reader, ct);
             }
-            if (outcome is not CreditStore.HoldOutcome.Created created) return outcome;
+            if (outcome is not CreditStore.HoldOutcome.Created created) return new Begun(Checked.Current, outcome);
             await using (var write = new NpgsqlBatch(c))
             {
                 write.BatchCommands.Add(hold.Insert(created.Hold));
@@ -69,7 +124,7 @@ public sealed class ForwardCallStore(NpgsqlDataSource db)
                 await write.ExecuteNonQueryAsync(CancellationToken.None);
             }
             committed = true;
-            return outcome;
+            return new Begun(Checked.Current, outcome);
         }
         finally
         {
@@ -79,6 +134,26 @@ public sealed class ForwardCallStore(NpgsqlDataSource db)
                 await rollback.ExecuteNonQueryAsync(CancellationToken.None);
             }
         }
+    }
+
+    private static void AddAssumed(NpgsqlBatchCommand command, Assumed assumed)
+    {
+        command.Parameters.Add(new NpgsqlParameter<string>("SecretKeyId", assumed.SecretKeyId));
+        command.Parameters.Add(Text("AssumedMeterSlug", assumed.MeterSlug));
+        command.Parameters.Add(Text("AssumedMeter", assumed.Meter));
+        command.Parameters.Add(new NpgsqlParameter("AssumedModels", NpgsqlTypes.NpgsqlDbType.Array | NpgsqlTypes.NpgsqlDbType.Text)
+        {
+            Value = (object?)assumed.Models ?? DBNull.Value,
+        });
+        command.Parameters.Add(Text("AssumedPrice", assumed.Price));
+    }
+
+    private static async Task<Checked> ReadCheckAsync(NpgsqlDataReader reader, CancellationToken ct)
+    {
+        if (!await reader.ReadAsync(ct)) throw new InvalidOperationException("The admission check returned no row.");
+        return !reader.GetBoolean(0) ? Checked.KeyRevoked
+            : reader.GetBoolean(1) && reader.GetBoolean(2) ? Checked.Current
+            : Checked.Moved;
     }
 
     private static NpgsqlBatchCommand PendingCommand(ForwardCallRecord call, DateTimeOffset due, DateTimeOffset now)
@@ -283,8 +358,8 @@ public sealed class ForwardCallStore(NpgsqlDataSource db)
 
     private static object Parameters(ForwardCallRecord call, DateTimeOffset due, DateTimeOffset now) => new
     {
-        call.MerchantId, call.RequestId, Mode = ForwardModes.Name(call.Mode), call.CustomerId, call.MeterSlug, call.HoldId,
-        Call = JsonSerializer.Serialize(call.Details, LavaJson.Options),
+        // The usage and the deadline: what the progress and served updates change (the call's details never do).
+        call.MerchantId, call.RequestId,
         call.Usage.Usage.InputUncached, call.Usage.Usage.CacheRead, call.Usage.Usage.CacheWrite, call.Usage.Usage.Output,
         call.Usage.Usage.InputCharacters, call.Usage.Usage.InputSeconds, call.Usage.ProviderCost, call.Usage.Estimated, call.Anomaly,
         ServedAt = call.ServedAt?.UtcDateTime, Due = due.UtcDateTime, Now = now.UtcDateTime,

@@ -14,8 +14,14 @@ namespace Lava.Billing.Forward;
 /// as it arrives while reading its usage, and bills it through the call's record.
 /// </summary>
 public sealed class ForwardProxy(ForwardOptions options, ForwardRelay relay, IForwardBilling billing, ForwardPostingQueue posting,
-    ModelPriceStore prices, IValidator<CreateRequestBody> reportValidator)
+    ForwardLookups lookups, IValidator<CreateRequestBody> reportValidator)
 {
+    /// <summary>
+    /// How often a call is admitted before it gives up: a second time only when a price it was admitted with from memory
+    /// had moved (then it reads the database), a third when one moved again in those milliseconds.
+    /// </summary>
+    private const int MaxAdmissions = 3;
+
     public const string RequestIdHeader = "x-lava-request-id";
     public const string MetadataHeader = "x-lava-metadata";
     private const int MaxMetadataHeaderChars = 64 * 1024;
@@ -64,21 +70,34 @@ public sealed class ForwardProxy(ForwardOptions options, ForwardRelay relay, IFo
         }
         var format = ApiFormats.Detect(target!);
         var inspected = RequestInspector.Inspect(format, target!, contentType, body);
-        var price = inspected.Model is null ? null : await prices.FindCurrentAsync(caller.MerchantId, inspected.Model, ct);
         var requestId = Ids.New("req");
         http.Response.Headers[RequestIdHeader] = requestId;
+        var prompt = new NormalizedUsage(inspected.InputTokensEstimate, 0, 0, 0, inspected.InputCharacters);
+        ModelPrice? price;
+        ForwardCall call;
+        for (var attempt = 1; ; attempt++)
+        {
+            price = inspected.Model is null ? null : await lookups.PriceAsync(caller.MerchantId, inspected.Model, ct);
+            call = new ForwardCall(caller, token, mode, requestId, target!, format, inspected.Model, price, metadata);
+            // Billed if the process dies before anything better is known (docs/gateway.md, the crash rule).
+            var admission = await billing.BeforeAsync(call, new UsageEstimate(prompt, inspected.MaxOutputTokens),
+                ForwardRelay.Initial(format, price, inspected), ct);
+            if (admission.Refusal is { } refusal) return refusal;
+            if (!admission.Retry)
+            {
+                call = call with { HoldId = admission.HoldId };
+                break;
+            }
+            if (attempt == MaxAdmissions)
+                return Problems.Unavailable("The prices this call is costed with changed while it was admitted; nothing was held. Try again.");
+        }
         var providerKey = token.ProviderKey ?? options.ManagedKeyFor(target!.IdnHost);
         var keyStyle = ProviderKeyStyles.For(target!, format);
         var request = http.Request;
         var relayed = new RelayCall(requestId, caller.MerchantId, requestId, target!, format, price, inspected, translation,
             () => BuildRequest(request, target!, inspected, translation, providerKey, keyStyle), startedAt);
-        var call = new ForwardCall(caller, token, mode, requestId, target!, format, inspected.Model, price, metadata);
-        var prompt = new NormalizedUsage(inspected.InputTokensEstimate, 0, 0, 0, inspected.InputCharacters);
-        // Billed if the process dies before anything better is known (docs/gateway.md, the crash rule).
-        var admission = await billing.BeforeAsync(call, new UsageEstimate(prompt, inspected.MaxOutputTokens), ForwardRelay.Initial(format, price, inspected), ct);
-        if (admission.Refusal is { } refusal) return refusal;
         // From here the call has a record (and maybe a hold): the relay bills it or releases it on every way out.
-        return await relay.RunAsync(http, relayed, new GatewayCallBilling(billing, posting, call with { HoldId = admission.HoldId }));
+        return await relay.RunAsync(http, relayed, new GatewayCallBilling(billing, posting, call));
     }
 
     /// <summary>A gateway call's usage: written to its record (with its hold), then posted off the client's path.</summary>

@@ -9,6 +9,7 @@ public static class ForwardStartup
         services.AddSingleton<UpstreamClient>();
         services.AddSingleton<ForwardStore>();
         services.AddSingleton<ModelPriceStore>();
+        services.AddSingleton<ForwardLookups>();
         services.AddSingleton<ForwardCallStore>();
         services.AddSingleton<ForwardBilling>();
         services.AddSingleton<IForwardBilling>(sp => sp.GetRequiredService<ForwardBilling>());

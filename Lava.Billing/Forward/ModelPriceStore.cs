@@ -41,12 +41,18 @@ public sealed partial class ModelPriceStore(NpgsqlDataSource db)
     /// </summary>
     public async Task<ModelPrice?> FindCurrentAsync(string merchantId, string model, CancellationToken ct)
     {
-        var alias = DateSuffix().Replace(model, "");
-        string[] models = alias == model ? [model] : [model, alias];
+        var models = Candidates(model);
         await using var connection = await db.OpenConnectionAsync(ct);
         var row = await connection.QuerySingleOrDefaultAsync<Row>(new CommandDefinition(SelectForModels,
             new { MerchantId = merchantId, Models = models }, cancellationToken: ct));
         return row?.ToPrice();
+    }
+
+    /// <summary>The models whose prices <paramref name="model"/> is costed with, in order: itself, then its undated alias.</summary>
+    public static string[] Candidates(string model)
+    {
+        var alias = DateSuffix().Replace(model, "");
+        return alias == model ? [model] : [model, alias];
     }
 
     private const string SelectPage = $"""

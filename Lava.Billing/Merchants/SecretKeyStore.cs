@@ -15,10 +15,11 @@ public sealed class SecretKeyStore(NpgsqlDataSource db, TimeProvider clock)
     public static readonly TimeSpan CacheLifetime = TimeSpan.FromSeconds(5);
     private const int CacheLimit = 10_000;
 
-    // By the key's hash (never the secret). Only usage reports read it: they re-check the key inside the transaction that
-    // posts them (ReportPoster), so a revoked key never writes; what the cache can still answer for up to CacheLifetime
-    // after a revocation made by another instance is a validation error, which reads nothing. RevokeAsync clears
-    // this instance's entries at once.
+    // By the key's hash (never the secret). Only usage reports and gateway calls read it: reports re-check the key inside
+    // the transaction that posts them (ReportPoster), gateway calls in the statements that write their record before the
+    // provider is called (ForwardCallStore), so a revoked key never writes; what the cache can still answer for up to
+    // CacheLifetime after a revocation made by another instance is a validation error, which reads nothing. RevokeAsync
+    // clears this instance's entries at once.
     private readonly ConcurrentDictionary<string, (Caller Caller, DateTimeOffset Until)> _cache = new();
     private const string SelectByHash = """
         SELECT merchant_id, secret_key_id, scope, key_hash
@@ -123,6 +124,13 @@ public sealed class SecretKeyStore(NpgsqlDataSource db, TimeProvider clock)
 
     public enum RevokeOutcome { Revoked, NotFound, LastKey }
 
+    /// <summary>The key is no longer live (revoked here, or found revoked by a re-check): it is looked up again next time.</summary>
+    public void Forget(string merchantId, string secretKeyId)
+    {
+        foreach (var entry in _cache.Where(e => e.Value.Caller.MerchantId == merchantId && e.Value.Caller.SecretKeyId == secretKeyId))
+            _cache.TryRemove(entry.Key, out _);
+    }
+
     public async Task<RevokeOutcome> RevokeAsync(string merchantId, string secretKeyId, CancellationToken ct)
     {
         await using var connection = await db.OpenConnectionAsync(ct);
@@ -130,8 +138,7 @@ public sealed class SecretKeyStore(NpgsqlDataSource db, TimeProvider clock)
         var revoked = await connection.QuerySingleOrDefaultAsync<string>(new CommandDefinition(Revoke, args, cancellationToken: ct));
         if (revoked is not null)
         {
-            foreach (var entry in _cache.Where(e => e.Value.Caller.MerchantId == merchantId && e.Value.Caller.SecretKeyId == secretKeyId))
-                _cache.TryRemove(entry.Key, out _);
+            Forget(merchantId, secretKeyId);
             return RevokeOutcome.Revoked;
         }
         var exists = await connection.ExecuteScalarAsync<bool>(new CommandDefinition(Exists, args, cancellationToken: ct));

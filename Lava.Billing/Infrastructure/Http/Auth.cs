@@ -36,7 +36,7 @@ public static class Auth
             var forwardToken = gateway && bearer is not null ? ForwardToken.TryParse(bearer) : null;
             var secret = gateway ? forwardToken?.SecretKey : bearer;
             var keys = context.RequestServices.GetRequiredService<SecretKeyStore>();
-            var caller = secret is null ? null : await keys.AuthenticateAsync(secret, ReChecksKeyWhenPosting(context.Request), context.RequestAborted);
+            var caller = secret is null ? null : await keys.AuthenticateAsync(secret, gateway || ReChecksKeyWhenPosting(context.Request), context.RequestAborted);
             if (caller is null)
             {
                 context.Response.Headers.WWWAuthenticate = "Bearer";
@@ -57,7 +57,8 @@ public static class Auth
 
     /// <summary>
     /// Usage reports, the hot path: their key may come from <see cref="SecretKeyStore"/>'s cache because the posting
-    /// transaction checks it again (ReportPoster), so a revoked key never posts.
+    /// transaction checks it again (ReportPoster), so a revoked key never posts. Gateway calls too: the statements that
+    /// write a call's record check the key again (ForwardCallStore), so a revoked key never reaches a provider.
     /// </summary>
     private static bool ReChecksKeyWhenPosting(HttpRequest request) =>
         HttpMethods.IsPost(request.Method) && (request.Path.Equals("/v1/requests") || request.Path.Equals("/v1/requests/batch"));
