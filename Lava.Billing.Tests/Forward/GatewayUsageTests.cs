@@ -117,7 +117,9 @@ public class GatewayUsageTests(GatewayApp app) : GatewayTest<GatewayApp>(app)
     {
         var m = await App.NewMerchantAsync();
         await App.MeterAsync(m.MerchantId, "llm", "fixed", "tokens_1m", (0, 10));
-        Fake.EventDelay = TimeSpan.FromMilliseconds(250); // 8 events: 2 s in all, against a 1 s timeout
+        // 8 events 150 ms apart: 1.2 s in all against a 1 s timeout, and each gap far enough inside it that a loaded machine
+        // does not stretch one past it (250 ms apart, a gap did at load 24).
+        Fake.EventDelay = TimeSpan.FromMilliseconds(150);
 
         var r = await App.ClientWithToken(m.SecretKey, meterSlug: "llm").PostAsync(App.Forward("/v1/messages"),
             Http.Json("""{"model":"claude-sonnet-4-5","max_tokens":500,"stream":true,"messages":[]}"""));
