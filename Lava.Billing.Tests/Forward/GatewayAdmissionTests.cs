@@ -22,10 +22,7 @@ public class GatewayAdmissionTests(GatewayApp app) : GatewayTest<GatewayApp>(app
     [InlineData(true)]
     public async Task AKeyRevokedElsewhereIsRefusedByTheNextCallAndNothingIsHeldOrSent(bool billedToACustomer)
     {
-        var m = await App.NewMerchantAsync();
-        var customer = await App.CustomerAsync(m.MerchantId);
-        await App.MeterAsync(m.MerchantId, "chat", "fixed", "tokens_1m", (0, 5m));
-        await App.GrantAsync(m.MerchantId, customer, 1m);
+        var (m, customer) = await App.ChatCustomerAsync();
         var client = billedToACustomer
             ? App.ClientWithToken(m.SecretKey, customer, "chat")
             : App.ClientWithToken(m.SecretKey, providerKey: "sk-callers-own-key");
@@ -126,10 +123,7 @@ public class GatewayAdmissionTests(GatewayApp app) : GatewayTest<GatewayApp>(app
     [Fact]
     public async Task AMeterDeletedElsewhereIsRefusedByTheNextCallBeforeTheProviderIsCalled()
     {
-        var m = await App.NewMerchantAsync();
-        var customer = await App.CustomerAsync(m.MerchantId);
-        await App.MeterAsync(m.MerchantId, "chat", "fixed", "tokens_1m", (0, 5m));
-        await App.GrantAsync(m.MerchantId, customer, 1m);
+        var (m, customer) = await App.ChatCustomerAsync();
         var client = App.ClientWithToken(m.SecretKey, customer, "chat");
         Assert.Equal(HttpStatusCode.OK, (await client.PostAsync(App.Forward("/v1/chat/completions"), Chat())).StatusCode);
         await App.PostedAsync();

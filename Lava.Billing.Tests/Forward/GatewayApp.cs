@@ -69,6 +69,16 @@ public class GatewayApp : LavaApp
     }
 
     /// <summary>Waits until every gateway call handed to the posting queue has been posted (or left to the settle worker).</summary>
+    /// <summary>A merchant with a "chat" meter (5 per 1M tokens) and a customer granted 1 credit: what a billed call needs.</summary>
+    public async Task<(Merchant M, string Customer)> ChatCustomerAsync()
+    {
+        var m = await NewMerchantAsync();
+        var customer = await this.CustomerAsync(m.MerchantId);
+        await this.MeterAsync(m.MerchantId, "chat", "fixed", "tokens_1m", (0, 5m));
+        await this.GrantAsync(m.MerchantId, customer, 1m);
+        return (m, customer);
+    }
+
     public async Task PostedAsync()
     {
         var posting = Services.GetRequiredService<ForwardPostingQueue>();

@@ -22,19 +22,10 @@ public class GatewayPostingDelayTests(GatheringGatewayApp app) : GatewayTest<Gat
     private static HttpContent Chat() =>
         Http.Json(new { model = "gpt-4o", max_tokens = 1000, messages = new[] { new { role = "user", content = "Say hello" } } });
 
-    private async Task<(LavaApp.Merchant M, string Customer)> CustomerWithCreditsAsync()
-    {
-        var m = await App.NewMerchantAsync();
-        var customer = await App.CustomerAsync(m.MerchantId);
-        await App.MeterAsync(m.MerchantId, "chat", "fixed", "tokens_1m", (0, 5m));
-        await App.GrantAsync(m.MerchantId, customer, 1m);
-        return (m, customer);
-    }
-
     [Fact]
     public async Task CallsServedWithinThePostingDelayArePostedInOneTransaction()
     {
-        var (m, customer) = await CustomerWithCreditsAsync();
+        var (m, customer) = await App.ChatCustomerAsync();
         var client = App.ClientWithToken(m.SecretKey, customer, "chat");
         // One call through the gateway starts the second-long gathering; two more calls, served by hand beforehand, are
         // handed to the queue right behind it: nothing but memory work between them, so a slow machine cannot spread the
@@ -63,7 +54,7 @@ public class GatewayPostingDelayTests(GatheringGatewayApp app) : GatewayTest<Gat
     [Fact]
     public async Task InABatchPostedTogetherACallWhoseHoldLapsedIsPostedWithoutItAndItsNeighbourCapturesItsOwn()
     {
-        var (m, customer) = await CustomerWithCreditsAsync();
+        var (m, customer) = await App.ChatCustomerAsync();
         var lapsed = (Hold: Ids.New("hld"), Request: Ids.New("req"));
         var live = (Hold: Ids.New("hld"), Request: Ids.New("req"));
         // Two served calls left to the caller below (due only tomorrow, so the settle worker stays out of them): one whose
@@ -106,8 +97,8 @@ public class GatewayPostingDelayTests(GatheringGatewayApp app) : GatewayTest<Gat
     [Fact]
     public async Task InABatchOfTwoMerchantsOneMerchantsRefusedCallLeavesTheOtherMerchantsCallPosted()
     {
-        var (a, customerA) = await CustomerWithCreditsAsync();
-        var (b, customerB) = await CustomerWithCreditsAsync();
+        var (a, customerA) = await App.ChatCustomerAsync();
+        var (b, customerB) = await App.ChatCustomerAsync();
         var good = await ServedCallAsync(a.MerchantId, customerA, "chat");
         // Its meter is gone by the time it is posted: the poster refuses this report, and only this one.
         var refused = await ServedCallAsync(b.MerchantId, customerB, "deleted-meter");
@@ -158,10 +149,7 @@ public class GatewayFullBatchTests(GatheringGatewayApp app) : GatewayTest<Gather
     [Fact]
     public async Task ABatchFilledWhileThePostingDelayRunsIsPostedAtOnceInsteadOfAfterTheDelay()
     {
-        var m = await App.NewMerchantAsync();
-        var customer = await App.CustomerAsync(m.MerchantId);
-        await App.MeterAsync(m.MerchantId, "chat", "fixed", "tokens_1m", (0, 5m));
-        await App.GrantAsync(m.MerchantId, customer, 1m);
+        var (m, customer) = await App.ChatCustomerAsync();
         var calls = new List<ForwardCallRecord>();
         for (var i = 0; i < ForwardPostingQueue.MaxBatch; i++)
         {

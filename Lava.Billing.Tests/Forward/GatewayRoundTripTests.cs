@@ -83,10 +83,7 @@ public class GatewayRoundTripTests(TracedGatewayApp app) : GatewayTest<TracedGat
     [Fact]
     public async Task ACallBilledToACustomerSendsThreeRoundTripsOnceItsKeyPriceAndMeterAreKnown()
     {
-        var m = await App.NewMerchantAsync();
-        var customer = await App.CustomerAsync(m.MerchantId);
-        await App.MeterAsync(m.MerchantId, "chat", "fixed", "tokens_1m", (0, 5m));
-        await App.GrantAsync(m.MerchantId, customer, 1m);
+        var (m, customer) = await App.ChatCustomerAsync();
         var client = App.ClientWithToken(m.SecretKey, customer, "chat");
         Assert.Equal(HttpStatusCode.OK, (await client.SendAsync(Traced(App.Forward("/v1/chat/completions"), "first"))).StatusCode);
         var trace = Guid.NewGuid().ToString();
