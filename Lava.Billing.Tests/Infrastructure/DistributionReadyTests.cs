@@ -141,7 +141,8 @@ public partial class DistributionReadyTests(LavaApp app) : IClassFixture<LavaApp
 
         Assert.True(statements.Count > 50, $"found only {statements.Count} SQL statements: the scan is looking in the wrong place");
         // The posting's write and the ledger insert are built from column lists at start-up: the scan must see them.
-        Assert.Contains(statements, c => c.Name == "ReportWriter.WriteAll");
+        Assert.Contains(statements, c => c.Name == "ReportWriter.WithHolds");
+        Assert.Contains(statements, c => c.Name == "ReportWriter.WithoutHolds");
         Assert.Contains(statements, c => c.Name == "LedgerWriter.PostOne");
         var unrouted = Unrouted(statements, NotRoutedByMerchant);
         Assert.True(unrouted.Count == 0, "These statements do not filter by merchant_id (add the filter, or list the field in " +

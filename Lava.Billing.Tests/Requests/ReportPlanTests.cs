@@ -27,6 +27,12 @@ public class ReportPlanTests(LavaApp app) : ApiTest(app)
     protected virtual Task StatisticsAsync(NpgsqlConnection connection) =>
         connection.ExecuteAsync("ANALYZE", commandType: System.Data.CommandType.Text);
 
+    /// <summary>
+    /// The statements of <see cref="StatementsAsync"/> the posting plans for their values at every execution on this
+    /// database (<see cref="PostingPlans"/>): here, with every table analysed with rows, only the write that captures holds.
+    /// </summary>
+    protected virtual IEnumerable<string> PlannedAtEveryExecution => ["write capturing holds"];
+
     [Theory]
     [InlineData(1)]
     [InlineData(1_000)]
@@ -56,13 +62,25 @@ public class ReportPlanTests(LavaApp app) : ApiTest(app)
     /// <summary>
     /// The plan PostgreSQL caches for a statement and reuses at every later execution on the connection, made once without
     /// the keys' values (a guess of 10 keys per array): every lookup in it still an index lookup bounded by the keys, never
-    /// a whole table, a whole index, or every row of a merchant read with the keys filtered after. Explained as the
-    /// posting's transaction runs them (its settings), each statement prepared and its generic plan forced.
+    /// a whole table, a whole index, or every row of a merchant read with the keys filtered after. Held for each statement
+    /// the posting runs with its cached plan on this database, as <see cref="PostingPlans"/> decides from the statistics
+    /// (the others are planned for their keys, as <see cref="EveryStatementOfThePostingFindsItsRowsByKey"/> holds).
+    /// Explained as the posting's transaction runs them (its settings), each statement prepared and its generic plan forced.
     /// </summary>
     [Fact]
-    public async Task EveryStatementOfThePostingsGenericPlanLooksItsRowsUpByTheirKeys()
+    public async Task EveryStatementThePostingRunsWithItsCachedPlanLooksItsRowsUpByTheirKeysInThatPlan()
     {
-        var statements = (await StatementsAsync(1)).Where(s => s.Name != "write");
+        var all = await StatementsAsync(1);
+        var plans = App.Services.GetRequiredService<PostingPlans>();
+        await plans.RefreshAsync(CancellationToken.None);
+        bool Cached(string name) => name switch
+        {
+            "write" => plans.Generic(ReportWriter.TablesRead),
+            "write capturing holds" => false,
+            _ => plans.Generic(LockedReads.All.Single(r => r.Name == name)),
+        };
+        Assert.Equal(PlannedAtEveryExecution.Order(), all.Select(s => s.Name).Where(n => !Cached(n)).Order());
+        var statements = all.Where(s => Cached(s.Name));
         var db = App.Services.GetRequiredService<NpgsqlDataSource>();
         await using var connection = await db.OpenConnectionAsync();
         await using var tx = await connection.BeginTransactionAsync();
@@ -216,7 +234,8 @@ public class ReportPlanTests(LavaApp app) : ApiTest(app)
         }
     }
 
-    internal const string HistorySql = """
+    // The history of the tables every merchant fills: requests, ledger transactions, usage totals, meters and keys.
+    internal const string KeyedHistorySql = """
         INSERT INTO requests (merchant_id, request_id, fingerprint, mode, customer_id, meter_id, price_version, input_tokens, output_tokens,
                               input_characters, output_characters, input_seconds, output_seconds, charge_amount, occurred_at, transaction_id, status_code, response)
         SELECT @m, 'req_seed_' || i, decode(repeat('00', 32), 'hex'), 'customer', 'cus_plan_' || (i % 1200 + 1), 'mtr_seed', 1, 1, 1, 0, 0, 0, 0, 0,
@@ -224,12 +243,20 @@ public class ReportPlanTests(LavaApp app) : ApiTest(app)
           FROM generate_series(1, 5000) AS i;
         INSERT INTO ledger_transactions (merchant_id, transaction_id, kind, reference, customer_id, effective_at)
         SELECT @m, 'txn_seed_' || i, 'usage', 'req_seed_' || i, 'cus_plan_' || (i % 1200 + 1), now() FROM generate_series(1, 5000) AS i;
-        INSERT INTO holds (merchant_id, hold_id, customer_id, amount, status, expires_at)
-        SELECT @m, 'hld_seed_' || i, 'cus_plan_' || (i % 1200 + 1), 1, CASE WHEN i % 2 = 0 THEN 'active' ELSE 'captured' END, now() + interval '1 hour'
-          FROM generate_series(1, 5000) AS i;
         INSERT INTO usage_totals (merchant_id, meter_id, customer_id, period_start, quantity)
         SELECT @m, 'mtr_seed_' || (i % 5), 'cus_plan_' || (i % 1200 + 1), date_trunc('month', now()) - (i / 6000) * interval '1 month', 1
           FROM generate_series(1, 5000) AS i ON CONFLICT DO NOTHING;
+        INSERT INTO meters (merchant_id, meter_id, meter_slug, name, rate_type, tier_type)
+        SELECT @m, 'mtr_seed_' || i, 'seed-' || i, 'm', 'fixed', 'tokens_1m' FROM generate_series(1, 400) AS i;
+        INSERT INTO secret_keys (merchant_id, secret_key_id, name, key_hash, secret_key_hint, revoked_at)
+        SELECT @m, 'key_seed_' || i, 'k', sha256(i::text::bytea), 'h', CASE WHEN i % 2 = 0 THEN now() END FROM generate_series(1, 400) AS i;
+        """;
+
+    // The history of the tables only some merchants fill: holds (the gateway), subscriptions, plan meters and bundles.
+    internal const string PlanHistorySql = """
+        INSERT INTO holds (merchant_id, hold_id, customer_id, amount, status, expires_at)
+        SELECT @m, 'hld_seed_' || i, 'cus_plan_' || (i % 1200 + 1), 1, CASE WHEN i % 2 = 0 THEN 'active' ELSE 'captured' END, now() + interval '1 hour'
+          FROM generate_series(1, 5000) AS i;
         INSERT INTO subscriptions (merchant_id, subscription_id, customer_id, plan_id, status, auto_top_up_bundle_id, started_at, cycle_number, cycle_start_at, cycle_end_at)
         SELECT @m, 'sub_seed_' || i, 'cus_plan_' || i, 'pln_seed_' || (i % 20), CASE WHEN i % 3 = 0 THEN 'cancelled' ELSE 'active' END, 'bnd_seed_' || (i % 20),
                now(), 1, now() - interval '1 day', now() + interval '29 days'
@@ -237,11 +264,12 @@ public class ReportPlanTests(LavaApp app) : ApiTest(app)
         INSERT INTO plan_meters (merchant_id, plan_id, meter_id) SELECT @m, 'pln_seed_' || (i % 20), 'mtr_seed_' || i FROM generate_series(1, 400) AS i;
         INSERT INTO credit_bundles (merchant_id, credit_bundle_id, plan_id, name, cost, credit_amount, position)
         SELECT @m, 'bnd_seed_' || i, 'pln_seed_' || (i % 20), 'b', 1, 1, i FROM generate_series(1, 400) AS i;
-        INSERT INTO meters (merchant_id, meter_id, meter_slug, name, rate_type, tier_type)
-        SELECT @m, 'mtr_seed_' || i, 'seed-' || i, 'm', 'fixed', 'tokens_1m' FROM generate_series(1, 400) AS i;
-        INSERT INTO secret_keys (merchant_id, secret_key_id, name, key_hash, secret_key_hint, revoked_at)
-        SELECT @m, 'key_seed_' || i, 'k', sha256(i::text::bytea), 'h', CASE WHEN i % 2 = 0 THEN now() END FROM generate_series(1, 400) AS i;
         """;
+
+    internal const string HistorySql = KeyedHistorySql + "\n" + PlanHistorySql;
+
+    /// <summary>The history written before the statistics are taken: here in every table the posting reads.</summary>
+    protected virtual string History => HistorySql;
 
     /// <summary>
     /// A merchant with <see cref="Customers"/> customers and their balance accounts, the statistics of
@@ -265,14 +293,18 @@ public class ReportPlanTests(LavaApp app) : ApiTest(app)
                      WHERE c.merchant_id = @m
                     RETURNING merchant_id, account_id)
                 INSERT INTO account_balances (merchant_id, account_id) SELECT merchant_id, account_id FROM created;
+                SELECT pg_stat_force_next_flush();
                 """, new { m = m.MerchantId, n = Customers });
         }
         // The merchant's history in the tables the posting reads by key, written past the checks (its references are
         // made up): a table that is empty when a plan is made is read whole at no cost and ties every index with the
-        // lookup; with rows in it, only a lookup by the keys is cheap.
+        // lookup; with rows in it, only a lookup by the keys is cheap. Each writer hands its row counts to the statistics
+        // before it answers (a backend otherwise reports them up to a second or more later, and counts reported after the
+        // ANALYZE are added to its count: the posting would see tables doubled since, at the edge of outgrown).
         await using (var admin = new NpgsqlConnection(App.AdminConnectionString))
         {
-            await admin.ExecuteAsync("SET session_replication_role = replica;\n" + HistorySql + "\nSET session_replication_role = origin;", new { m = m.MerchantId });
+            await admin.ExecuteAsync("SET session_replication_role = replica;\n" + History +
+                "\nSET session_replication_role = origin;\nSELECT pg_stat_force_next_flush();", new { m = m.MerchantId });
         }
         await using (var c = new NpgsqlConnection(App.ConnectionString)) await StatisticsAsync(c);
         var customers = Enumerable.Range(1, reports).Select(i => $"cus_plan_{i}").ToList();
@@ -288,7 +320,9 @@ public class ReportPlanTests(LavaApp app) : ApiTest(app)
                 [new(LedgerAccounts.CreditsCycle(c), 0.01m), new(LedgerAccounts.UsageRevenue, -0.01m)]) { MeterId = meterId, PriceVersion = 1, CreatedAt = now })).ToList(),
             customers.Select(c => new ReportWriter.UsageIncrement(m.MerchantId, meterId, c, now, 110)).ToList(),
             customers.Select(c => new ReportWriter.HoldCapture(m.MerchantId, "hld_" + c, 0.01m, "req_" + c, now)).ToList());
-        return LockedReads.All.Select(r => (r.Name, r.Command(prepared))).Append(("write", ReportWriter.Command(writes))).ToList();
+        return LockedReads.All.Select(r => (r.Name, r.Command(prepared)))
+            .Append(("write", ReportWriter.Command(writes with { Holds = [] })))
+            .Append(("write capturing holds", ReportWriter.Command(writes))).ToList();
     }
 
     /// <summary>
@@ -328,8 +362,11 @@ public class ReportPlanTests(LavaApp app) : ApiTest(app)
             return types;
         }
 
-        var empty = await TypesAsync(LockedReads.All.Select(r => r.Command([])).Append(ReportWriter.Command(nothing)));
-        var filled = await TypesAsync(LockedReads.All.Select(r => r.Command(one)).Append(ReportWriter.Command(something)));
+        // The write has two texts, with and without hold captures: each compared with itself.
+        var empty = await TypesAsync(LockedReads.All.Select(r => r.Command([]))
+            .Append(ReportWriter.Command(nothing)).Append(ReportWriter.Command(nothing with { Holds = something.Holds })));
+        var filled = await TypesAsync(LockedReads.All.Select(r => r.Command(one))
+            .Append(ReportWriter.Command(something with { Holds = [] })).Append(ReportWriter.Command(something)));
         Assert.Equal(filled, empty);
         Assert.Contains("timestamp with time zone[]", empty);
     }

@@ -165,8 +165,10 @@ public sealed class ReportPoster(NpgsqlDataSource db, MeterPriceCache meters, Po
 
             await using (var writeStep = new NpgsqlBatch(connection))
             {
-                // The write is planned for its values whatever the reads ran (its generic plan is not held by a test).
-                if (generic) writeStep.BatchCommands.Add(new NpgsqlBatchCommand(LockedReads.CustomPlans));
+                // The write runs its cached plan on the same terms as a read (and never when it captures holds).
+                var writeGeneric = ReportWriter.MayRunCachedPlan(planned.Writes) && plans.Generic(ReportWriter.TablesRead);
+                if (writeGeneric != generic)
+                    writeStep.BatchCommands.Add(new NpgsqlBatchCommand(writeGeneric ? LockedReads.GenericPlans : LockedReads.CustomPlans));
                 writeStep.BatchCommands.Add(ReportWriter.Command(planned.Writes));
                 writeStep.BatchCommands.Add(new NpgsqlBatchCommand("COMMIT"));
                 writing?.Invoke();
