@@ -28,10 +28,17 @@ public class ReportPlanTests(LavaApp app) : ApiTest(app)
         connection.ExecuteAsync("ANALYZE", commandType: System.Data.CommandType.Text);
 
     /// <summary>
-    /// The statements of <see cref="StatementsAsync"/> the posting plans for their values at every execution on this
-    /// database (<see cref="PostingPlans"/>): here, with every table analysed with rows, only the write that captures holds.
+    /// Whether requests holds rows when the statements are planned. On an empty table every index ties, and a plan made
+    /// for the keys at one execution may look requests up by another index than its key's at no cost; it is made again at
+    /// the next execution, with the rows then there.
     /// </summary>
-    protected virtual IEnumerable<string> PlannedAtEveryExecution => ["write capturing holds"];
+    protected virtual bool RequestsHoldRows => true;
+
+    /// <summary>
+    /// The statements of <see cref="StatementsAsync"/> the posting plans for their values at every execution on this
+    /// database (<see cref="PostingPlans"/>): here, with every table analysed with rows, none.
+    /// </summary>
+    protected virtual IEnumerable<string> PlannedAtEveryExecution => [];
 
     [Theory]
     [InlineData(1)]
@@ -53,7 +60,7 @@ public class ReportPlanTests(LavaApp app) : ApiTest(app)
             await using (var reader = await explain.ExecuteReaderAsync())
                 while (await reader.ReadAsync()) plan.Add(reader.GetString(0));
             var text = string.Join("\n", plan);
-            if (WholeReads.Any(text.Contains) || (name == "read replays" && !text.Contains("requests_pkey")))
+            if (WholeReads.Any(text.Contains) || (name == "read replays" && RequestsHoldRows && !text.Contains("requests_pkey")))
                 wholeReads.Add($"{name}, {reports} report(s):\n{text}");
         }
         Assert.True(wholeReads.Count == 0, string.Join("\n\n", wholeReads));
@@ -73,10 +80,11 @@ public class ReportPlanTests(LavaApp app) : ApiTest(app)
         var all = await StatementsAsync(1);
         var plans = App.Services.GetRequiredService<PostingPlans>();
         await plans.RefreshAsync(CancellationToken.None);
+        var hold = new ReportWriter.HoldCapture("m", "h", 1m, "r", DateTimeOffset.UtcNow);
         bool Cached(string name) => name switch
         {
-            "write" => plans.Generic(ReportWriter.TablesRead),
-            "write capturing holds" => false,
+            "write" => ReportWriter.RunsCachedPlan(new ReportWriter.Writes([], [], [], []), plans),
+            "write capturing holds" => ReportWriter.RunsCachedPlan(new ReportWriter.Writes([], [], [], [hold]), plans),
             _ => plans.Generic(LockedReads.All.Single(r => r.Name == name)),
         };
         Assert.Equal(PlannedAtEveryExecution.Order(), all.Select(s => s.Name).Where(n => !Cached(n)).Order());

@@ -29,10 +29,31 @@ public sealed class PostingPlans(NpgsqlDataSource db, ILogger<PostingPlans> log)
          WHERE c.oid IN (SELECT to_regclass(t) FROM unnest(@Tables::text[]) AS t)
         """;
 
-    private static readonly string[] Tables = LockedReads.All.SelectMany(r => r.Tables).Concat(ReportWriter.TablesRead).Distinct().Order(StringComparer.Ordinal).ToArray();
+    private static readonly string[] Tables = LockedReads.All.SelectMany(r => r.Tables).Concat(ReportWriter.TablesReadCapturingHolds).Distinct().Order(StringComparer.Ordinal).ToArray();
 
-    // Starts empty (every read planned for its keys) and falls back to empty when the catalogue cannot be read.
-    private volatile IReadOnlySet<string> _settled = new HashSet<string>();
+    /// <summary>What the statistics of a table say about the plans that may be cached on it.</summary>
+    public enum TableStatistics
+    {
+        /// <summary>Never analysed, analysed empty and written since, or outgrown since: plans are made for the keys.</summary>
+        Unsettled,
+        /// <summary>Analysed empty and still empty: a cached plan will do where the schema leaves its lookups one index.</summary>
+        Empty,
+        /// <summary>Analysed with rows and at most doubled since.</summary>
+        WithRows,
+    }
+
+    /// <summary>
+    /// The tables of the features a ledger may not use (plans with their meters and bundles, the gateway's holds), empty for
+    /// as long as nobody does: the posting's lookups in them have one usable index each, their key's, so a plan cached on
+    /// them analysed empty is still a lookup by key when rows arrive (ReportPlanEmptyTablesTests). Any other table must
+    /// have been analysed with rows: on a ledger analysed before its first report, the cached replay read looked requests
+    /// up through another index by merchant only, and the write read the usage totals whole (ReportPlanFreshLedgerTests).
+    /// </summary>
+    public static readonly IReadOnlySet<string> CachedWhenEmpty =
+        new HashSet<string>(["subscriptions", "plan_meters", "credit_bundles", "holds"], StringComparer.Ordinal);
+
+    // Starts empty (every statement planned for its keys) and falls back to empty when the catalogue cannot be read.
+    private volatile IReadOnlyDictionary<string, TableStatistics> _tables = new Dictionary<string, TableStatistics>();
 
     /// <summary>Whether <paramref name="read"/> runs its cached generic plan: every table it touches has settled statistics.</summary>
     public bool Generic(LockedRead read)
@@ -41,23 +62,34 @@ public sealed class PostingPlans(NpgsqlDataSource db, ILogger<PostingPlans> log)
         return Generic(read.Tables);
     }
 
-    /// <summary>Whether a statement that looks rows up in <paramref name="tables"/> (at least one) runs its cached generic plan.</summary>
-    public bool Generic(IReadOnlyCollection<string> tables)
+    /// <summary>
+    /// Whether a statement that looks rows up in <paramref name="tables"/> (at least one) runs its cached generic plan:
+    /// each table analysed with rows, or one of <see cref="CachedWhenEmpty"/> analysed empty and still empty unless
+    /// <paramref name="rowsRequired"/> (a statement whose join order, not only its index, a table's emptiness could turn).
+    /// </summary>
+    public bool Generic(IReadOnlyCollection<string> tables, bool rowsRequired = false)
     {
-        var settled = _settled;
-        return tables.Count > 0 && tables.All(settled.Contains);
+        var known = _tables;
+        return tables.Count > 0 && tables.All(t => known.GetValueOrDefault(t) switch
+        {
+            TableStatistics.WithRows => true,
+            TableStatistics.Empty => !rowsRequired && CachedWhenEmpty.Contains(t),
+            _ => false,
+        });
     }
 
     /// <summary>
-    /// Settled: analysed with rows, so that the plan's estimates tell the key's index from the others, and holding at
-    /// most twice the rows counted then, so that the table has not outgrown them. Growth, not rows written: balances
-    /// and usage totals are updated by every report, and their row count does not move. A table past that is analysed
-    /// again by autovacuum (after a tenth of its rows are written, by default), which also makes every cached plan that
-    /// reads it be made again. Or analysed empty and still empty (the tables of a feature nobody uses yet): every index
-    /// then ties, and the schema leaves the posting's lookups one index each to choose (ReportPlanEmptyTablesTests), so
-    /// the plan cached then stays a lookup by key while the first rows arrive, until the posting sees them.
+    /// Settled with rows: analysed with rows, so that the plan's estimates tell the key's index from the others, and
+    /// holding at most twice the rows counted then, so that the table has not outgrown them. Growth, not rows written:
+    /// balances and usage totals are updated by every report, and their row count does not move. A table past that is
+    /// analysed again by autovacuum (after a tenth of its rows are written, by default), which also makes every cached
+    /// plan that reads it be made again. Settled empty: analysed empty and still empty; from the first row the posting
+    /// sees, the table is planned for its keys until autovacuum analyses it with rows.
     /// </summary>
-    public static bool Settled(bool analysed, double counted, long live) => analysed && (counted > 0 ? live <= 2 * counted : live == 0);
+    public static TableStatistics Classify(bool analysed, double counted, long live) =>
+        !analysed ? TableStatistics.Unsettled
+        : counted > 0 ? (live <= 2 * counted ? TableStatistics.WithRows : TableStatistics.Unsettled)
+        : live == 0 ? TableStatistics.Empty : TableStatistics.Unsettled;
 
     /// <summary>Reads the tables' statistics now (the background loop does every <see cref="Every"/>).</summary>
     public async Task RefreshAsync(CancellationToken ct)
@@ -67,11 +99,11 @@ public sealed class PostingPlans(NpgsqlDataSource db, ILogger<PostingPlans> log)
             await using var connection = await db.OpenConnectionAsync(ct);
             var rows = await connection.QueryAsync<(string Name, bool Analysed, double Counted, long Live)>(
                 new CommandDefinition(SelectStatistics, new { Tables }, cancellationToken: ct));
-            _settled = rows.Where(r => Settled(r.Analysed, r.Counted, r.Live)).Select(r => r.Name).ToHashSet(StringComparer.Ordinal);
+            _tables = rows.ToDictionary(r => r.Name, r => Classify(r.Analysed, r.Counted, r.Live), StringComparer.Ordinal);
         }
         catch (Exception e) when (e is not OperationCanceledException || !ct.IsCancellationRequested)
         {
-            _settled = new HashSet<string>();
+            _tables = new Dictionary<string, TableStatistics>();
             log.LogWarning(e, "Could not read the posting tables' statistics; the posting plans its reads for their keys until it can");
         }
     }

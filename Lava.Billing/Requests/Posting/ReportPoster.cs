@@ -165,8 +165,7 @@ public sealed class ReportPoster(NpgsqlDataSource db, MeterPriceCache meters, Po
 
             await using (var writeStep = new NpgsqlBatch(connection))
             {
-                // The write runs its cached plan on the same terms as a read (and never when it captures holds).
-                var writeGeneric = ReportWriter.MayRunCachedPlan(planned.Writes) && plans.Generic(ReportWriter.TablesRead);
+                var writeGeneric = ReportWriter.RunsCachedPlan(planned.Writes, plans);
                 if (writeGeneric != generic)
                     writeStep.BatchCommands.Add(new NpgsqlBatchCommand(writeGeneric ? LockedReads.GenericPlans : LockedReads.CustomPlans));
                 writeStep.BatchCommands.Add(ReportWriter.Command(planned.Writes));

@@ -68,8 +68,8 @@ public static class ReportWriter
     private static readonly int HoldsFrom = UsageFrom + UsageColumns.Count;
 
     // A plain INSERT: a request id taken meanwhile by another transaction fails the whole statement (23505), and the poster
-    // retries the batch, which then answers it as a replay. Two texts: with the hold captures, and without them for the
-    // batches that capture none (nearly all: holds are the gateway's), which may run a cached plan (CachedPlan).
+    // retries the batch, which then answers it as a replay. Two texts: with the hold captures (the gateway's reports),
+    // and without them, so that a batch capturing none never touches holds, a table many ledgers leave empty.
     private static string WriteAll(bool holds) => $"""
         WITH req AS (
             INSERT INTO requests ({RequestColumns.Names})
@@ -93,18 +93,23 @@ public static class ReportWriter
     private static readonly string WithoutHolds = WriteAll(holds: false);
 
     /// <summary>
-    /// The tables the write without hold captures looks rows up in (accounts for the entries' currency, usage totals to
-    /// add to): whether it may run its cached plan (<see cref="PostingPlans"/>). The tables it only inserts into plan
-    /// nothing; their triggers plan their own statements.
+    /// The tables the write looks rows up in (accounts for the entries' currency, usage totals to add to, and holds when
+    /// it captures some): whether it may run its cached plan (<see cref="PostingPlans"/>). The tables it only inserts into
+    /// plan nothing; their triggers plan their own statements.
     /// </summary>
     public static readonly string[] TablesRead = ["accounts", "usage_totals"];
 
+    /// <inheritdoc cref="TablesRead"/>
+    public static readonly string[] TablesReadCapturingHolds = [.. TablesRead, "holds"];
+
     /// <summary>
-    /// Whether the write of <paramref name="w"/> may run its cached plan once <see cref="TablesRead"/> have settled. One that
-    /// captures holds never does: the holds table is empty wherever nobody uses the gateway, and a plan cached on it empty
-    /// reads it whole (ReportPlanEmptyTablesTests).
+    /// Whether the write of <paramref name="w"/> runs its cached plan: its tables analysed with rows. An UPDATE joined to
+    /// its keys may be turned round, the table read whole on the outer side, where the table is estimated at one row; a
+    /// read's lateral lookups cannot be, which is why a read may cache its plan on a table analysed empty and the write
+    /// may not (ReportPlanEmptyTablesTests, where the capture of holds analysed empty read holds_pkey whole).
     /// </summary>
-    public static bool MayRunCachedPlan(Writes w) => w.Holds.Count == 0;
+    public static bool RunsCachedPlan(Writes w, PostingPlans plans) =>
+        plans.Generic(w.Holds.Count > 0 ? TablesReadCapturingHolds : TablesRead, rowsRequired: true);
 
     public static NpgsqlBatchCommand Command(Writes w)
     {
