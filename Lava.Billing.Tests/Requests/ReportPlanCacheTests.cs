@@ -211,6 +211,7 @@ public class ReportPlanCacheAnalysedTests(DefaultPlanSessionApp app) : IClassFix
     [InlineData(false, -1, 0, PostingPlans.TableStatistics.Unsettled)]       // never analysed nor vacuumed
     [InlineData(true, 0, 0, PostingPlans.TableStatistics.Empty)]             // analysed empty and still empty
     [InlineData(true, 0, 1, PostingPlans.TableStatistics.Unsettled)]         // analysed empty, rows written since: estimated from its size alone
+    [InlineData(true, -1, 0, PostingPlans.TableStatistics.Unsettled)]        // truncated: the last analyse kept, the count reset
     [InlineData(false, 1_000, 1_000, PostingPlans.TableStatistics.Unsettled)] // counted by CREATE INDEX or kept by pg_upgrade, never analysed: no column statistics
     [InlineData(true, 1_000, 1_000, PostingPlans.TableStatistics.WithRows)]
     [InlineData(true, 1_000, 2_000, PostingPlans.TableStatistics.WithRows)]

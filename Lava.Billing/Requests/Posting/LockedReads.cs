@@ -197,8 +197,9 @@ public static class LockedReads
     // Plans are made for the keys at hand at every execution unless the poster says otherwise before a read
     // (GenericPlans, for a read whose tables have settled statistics, PostingPlans): PostgreSQL's own choice (`auto`)
     // would keep the custom plans of a single report, which look cheaper than a plan guessing 10 keys per array. The
-    // write and the statement triggers it fires run with custom plans; the balance webhook trigger fired at COMMIT keeps
-    // PostgreSQL's default through its function's own setting.
+    // write follows the same rule on stricter terms (ReportWriter.RunsCachedPlan). The statement triggers it fires take
+    // no parameters, so PostgreSQL plans them once per connection whatever the mode; the balance webhook trigger fired at
+    // COMMIT keeps PostgreSQL's default through its function's own setting.
     public static readonly IReadOnlyList<(string Name, string Value)> PlanSettings =
     [
         ("enable_seqscan", "off"),

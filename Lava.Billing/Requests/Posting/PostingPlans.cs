@@ -84,12 +84,13 @@ public sealed class PostingPlans(NpgsqlDataSource db, ILogger<PostingPlans> log)
     /// balances and usage totals are updated by every report, and their row count does not move. A table past that is
     /// analysed again by autovacuum (after a tenth of its rows are written, by default), which also makes every cached
     /// plan that reads it be made again. Settled empty: analysed empty and still empty; from the first row the posting
-    /// sees, the table is planned for its keys until autovacuum analyses it with rows.
+    /// sees, the table is planned for its keys until autovacuum analyses it with rows. Not a table emptied by TRUNCATE,
+    /// which keeps its last analyse but has its count reset (-1): PostgreSQL estimates it as never analysed.
     /// </summary>
     public static TableStatistics Classify(bool analysed, double counted, long live) =>
         !analysed ? TableStatistics.Unsettled
         : counted > 0 ? (live <= 2 * counted ? TableStatistics.WithRows : TableStatistics.Unsettled)
-        : live == 0 ? TableStatistics.Empty : TableStatistics.Unsettled;
+        : counted == 0 && live == 0 ? TableStatistics.Empty : TableStatistics.Unsettled;
 
     /// <summary>Reads the tables' statistics now (the background loop does every <see cref="Every"/>).</summary>
     public async Task RefreshAsync(CancellationToken ct)
