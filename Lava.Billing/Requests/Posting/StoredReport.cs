@@ -130,7 +130,7 @@ public static class StoredReport
         var response = ReportResponses.Build(row[2].GetString()!, row[3].GetString(), row[4].GetString()!, source, lineage.Usage, lineage.Cost,
             lineage.RateType, lineage.TierType, lineage.Charge, metadata, Utc(row[8]), Utc(row[9]), row[6].GetString()!, row[5].GetInt32(),
             row[10].GetString()!, balance, row[11].GetString());
-        return JsonSerializer.Serialize(response, LavaJson.Options);
+        return RequestJson.Response(response);
     }
 
     /// <summary>The lineage of a usage transaction stored compactly, as it was recorded in full.</summary>
