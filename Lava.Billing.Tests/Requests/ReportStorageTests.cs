@@ -141,6 +141,26 @@ public class ReportStorageTests(LavaApp app) : ApiTest(app)
         Assert.Equal(JsonSerializer.Serialize(response, LavaJson.Options), StoredReport.Body(row));
     }
 
+    [Theory]
+    [InlineData(false, false, false, "[1]")]
+    [InlineData(true, false, false, "[1,[\"2\",\"0\"]]")]
+    [InlineData(false, true, false, "[1,null,[\"openai\",\"managed\",null,\"/v1/embeddings\"]]")]
+    [InlineData(false, false, true, "[1,null,null,[2,0,1]]")]
+    [InlineData(true, true, true, "[1,[\"2\",\"0\"],[\"openai\",\"managed\",null,\"/v1/embeddings\"],[2,0,1]]")]
+    public void TheStoredResponseLeavesOffTheTrailingPartsThatSayNothing(bool withBalance, bool fromGateway, bool unsortedMetadata, string expected)
+    {
+        var metadata = unsortedMetadata
+            ? new Dictionary<string, string> { ["z"] = "1", ["a"] = "2", ["m"] = "3" }
+            : new Dictionary<string, string> { ["a"] = "2", ["m"] = "3", ["z"] = "1" };
+        var response = ReportResponses.Build("r", "cus_1", "mtr_1",
+            fromGateway ? new ReportSource("openai", "managed", null, "/v1/embeddings") : ReportSource.Reported,
+            new Usage(1, 2, 0, 0, 0, 0), null, RateType.Fixed, TierType.Tokens1M, new Charge(0m, []), metadata,
+            new DateTimeOffset(2026, 1, 2, 3, 4, 5, TimeSpan.Zero), new DateTimeOffset(2026, 1, 2, 3, 4, 6, TimeSpan.Zero), "customer", 1,
+            "txn_1", withBalance ? new CustomerBalance("2.0000000000", "0.0000000000") : null, null);
+
+        Assert.Equal(expected, StoredReport.Response(response));
+    }
+
     [Fact]
     public void TheResponseIsWrittenExactlyAsReportsWereAnsweredBefore()
     {

@@ -125,11 +125,11 @@ public sealed class ReportPlanner
         var transactionId = Ids.New("txn", p.Now);
         var (postings, balance) = Post(p, charge, billing, meterOnPlan);
         var response = ReportResponses.Of(p, meter, charge, transactionId, balance);
-        var responseJson = JsonSerializer.Serialize(response, LavaJson.Options);
+        var responseJson = RequestJson.Response(response);
         _writes.Transactions.Add(new(p.MerchantId, new LedgerWriter.Transaction(transactionId, LedgerKinds.Usage, requestId, customerId,
             p.OccurredAt, postings) { MeterId = meter.MeterId, PriceVersion = meter.Version, CreatedAt = p.Now, CompactLineage = StoredReport.Lineage(p, meter.Price, charge) }));
         _writes.Requests.Add(new(p.MerchantId, requestId, p.Fingerprint, p.Mode, customerId, meter.MeterId, meter.Version, p.Usage,
-            body.Cost, charge.Amount, JsonSerializer.Serialize(response.Metadata), p.OccurredAt, p.Now,
+            body.Cost, charge.Amount, RequestJson.Metadata(response.Metadata), p.OccurredAt, p.Now,
             transactionId, StatusCodes.Status201Created, StoredReport.Response(response), body.HoldId));
         if (body.HoldId is { } captured)
         {

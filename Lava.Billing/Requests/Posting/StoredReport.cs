@@ -79,38 +79,58 @@ public static class StoredReport
     /// </summary>
     public static string Response(RestRequest r)
     {
+        // Written straight, without a list of parts or sorted copies: every posted report stores one.
+        var balance = r.CustomerBalance;
         var source = new ReportSource(r.Provider, r.ProviderKeyType, r.Model, r.Endpoint);
-        var keys = r.Metadata.Keys.ToList();
-        var sorted = keys.Order(StringComparer.Ordinal).ToList();
-        var parts = new List<Action<Utf8JsonWriter>?>
-        {
-            r.CustomerBalance is { } b ? w => { w.WriteStartArray(); w.WriteStringValue(Cut(b.CreditsRemaining)); w.WriteStringValue(Cut(b.Receivable)); w.WriteEndArray(); } : null,
-            source != ReportSource.Reported ? w =>
-            {
-                w.WriteStartArray();
-                w.WriteStringValue(source.Provider);
-                w.WriteStringValue(source.ProviderKeyType);
-                w.WriteStringValue(source.Model);
-                w.WriteStringValue(source.Endpoint);
-                w.WriteEndArray();
-            } : null,
-            keys.SequenceEqual(sorted) ? null : w =>
-            {
-                w.WriteStartArray();
-                foreach (var key in keys) w.WriteNumberValue(sorted.IndexOf(key));
-                w.WriteEndArray();
-            },
-        };
-        while (parts.Count > 0 && parts[^1] is null) parts.RemoveAt(parts.Count - 1);
+        var ordinalOrder = InOrdinalOrder(r.Metadata.Keys);
+        var parts = !ordinalOrder ? 3 : source != ReportSource.Reported ? 2 : balance is not null ? 1 : 0;
         return Write(w =>
         {
             w.WriteNumberValue(Version);
-            foreach (var part in parts)
+            if (parts >= 1)
             {
-                if (part is null) w.WriteNullValue();
-                else part(w);
+                if (balance is null) w.WriteNullValue();
+                else
+                {
+                    w.WriteStartArray();
+                    w.WriteStringValue(Cut(balance.CreditsRemaining));
+                    w.WriteStringValue(Cut(balance.Receivable));
+                    w.WriteEndArray();
+                }
+            }
+            if (parts >= 2)
+            {
+                if (source == ReportSource.Reported) w.WriteNullValue();
+                else
+                {
+                    w.WriteStartArray();
+                    w.WriteStringValue(source.Provider);
+                    w.WriteStringValue(source.ProviderKeyType);
+                    w.WriteStringValue(source.Model);
+                    w.WriteStringValue(source.Endpoint);
+                    w.WriteEndArray();
+                }
+            }
+            if (parts >= 3)
+            {
+                var keys = r.Metadata.Keys.ToList();
+                var sorted = keys.Order(StringComparer.Ordinal).ToList();
+                w.WriteStartArray();
+                foreach (var key in keys) w.WriteNumberValue(sorted.IndexOf(key));
+                w.WriteEndArray();
             }
         });
+    }
+
+    private static bool InOrdinalOrder(IEnumerable<string> keys)
+    {
+        string? previous = null;
+        foreach (var key in keys)
+        {
+            if (previous is not null && string.CompareOrdinal(previous, key) > 0) return false;
+            previous = key;
+        }
+        return true;
     }
 
     /// <summary>The response body from what <see cref="ResponseSql"/> read.</summary>
@@ -130,7 +150,7 @@ public static class StoredReport
         var response = ReportResponses.Build(row[2].GetString()!, row[3].GetString(), row[4].GetString()!, source, lineage.Usage, lineage.Cost,
             lineage.RateType, lineage.TierType, lineage.Charge, metadata, Utc(row[8]), Utc(row[9]), row[6].GetString()!, row[5].GetInt32(),
             row[10].GetString()!, balance, row[11].GetString());
-        return JsonSerializer.Serialize(response, LavaJson.Options);
+        return RequestJson.Response(response);
     }
 
     /// <summary>The lineage of a usage transaction stored compactly, as it was recorded in full.</summary>
