@@ -81,6 +81,30 @@ public class LedgerInvariantTests(LavaApp app) : ApiTest(app)
     }
 
     [Fact]
+    public async Task ARowNamingOneEntryTwiceWithinItselfIsRefusedThoughNoOtherRowNamesIt()
+    {
+        var (merchant, _) = await ArrangeWithOneReportAsync();
+        await App.Services.GetRequiredService<LedgerSequencer>().RunOnceAsync(merchant, CancellationToken.None);
+        var next = await App.QueryAsync<long>(
+            "SELECT max(first_seq + cardinality(entry_ids)) FROM ledger_sequence WHERE merchant_id = @merchant", new { merchant });
+        const string Insert = "INSERT INTO ledger_sequence (merchant_id, first_seq, transaction_id, entry_ids) VALUES (@merchant, @next, @t, @ids)";
+
+        // Seqs next and next + 1 would both be entry -5: an export would list it twice.
+        var refused = await RefusedAsync(Insert, new { merchant, next, t = "txn_other", ids = new[] { -5L, -5L } });
+        Assert.Equal(PostgresErrorCodes.UniqueViolation, refused.SqlState);
+        Assert.Contains($"the row at seq {next} of merchant {merchant} names one entry twice", refused.MessageText);
+        // Among other entries, and in a statement whose other row is sound.
+        Assert.Contains("names one entry twice", (await RefusedAsync("""
+            INSERT INTO ledger_sequence (merchant_id, first_seq, transaction_id, entry_ids)
+            VALUES (@merchant, @next, 'txn_x', '{-1, -2}'), (@merchant, @next + 2, 'txn_y', '{-3, -4, -3}')
+            """, new { merchant, next })).MessageText);
+
+        // Distinct entries in one row are what the sequencer writes.
+        await using var c = new NpgsqlConnection(App.ConnectionString);
+        await c.ExecuteAsync(Insert, new { merchant, next, t = "txn_other", ids = new[] { -5L, -6L } });
+    }
+
+    [Fact]
     public async Task ASeqIsNeverSkippedNewRowsFollowTheLastOneWithNoGap()
     {
         var (merchant, _) = await ArrangeWithOneReportAsync();

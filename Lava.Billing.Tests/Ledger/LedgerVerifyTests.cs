@@ -135,6 +135,34 @@ public class LedgerVerifyTests(LavaApp app) : ApiTest(app)
     }
 
     [Fact]
+    public async Task AnEntryNamedTwiceWithinOneSequenceRowIsReportedAtItsSecondSeq()
+    {
+        var (m, _) = await ArrangeAsync();
+        await App.Services.GetRequiredService<LedgerSequencer>().RunOnceAsync(m.MerchantId, CancellationToken.None);
+        // The last row names its first entry once more, on a seq appended after the merchant's last: no gap, no overlap,
+        // and every seq names an entry of its transaction, so only the repeat is wrong.
+        var last = await App.QueryAsync<(long FirstSeq, string TransactionId, long[] EntryIds)>(
+            "SELECT first_seq, transaction_id, entry_ids FROM ledger_sequence WHERE merchant_id = @m ORDER BY first_seq DESC LIMIT 1",
+            new { m = m.MerchantId });
+        await CorruptAsync("""
+            WITH old AS (DELETE FROM ledger_sequence WHERE merchant_id = @m AND first_seq = @first RETURNING *)
+            INSERT INTO ledger_sequence (merchant_id, first_seq, transaction_id, entry_ids)
+            SELECT merchant_id, first_seq, transaction_id, entry_ids || entry_ids[1] FROM old;
+            """, new { m = m.MerchantId, first = last.FirstSeq });
+        var repeated = last.FirstSeq + last.EntryIds.Length;
+
+        var report = (await m.Client.GetJsonAsync("/v1/ledger/verify")).Body!;
+
+        Assert.False((bool)report["ok"]!);
+        var problem = Assert.Single(Problems(report, "sequence_gap_free"));
+        Assert.Equal(repeated, (long)problem["seq"]!);
+        Assert.Equal(last.TransactionId, (string)problem["transaction_id"]!);
+        Assert.Contains($"names entry {last.EntryIds[0]} of transaction {last.TransactionId}, which seq {last.FirstSeq} names already",
+            (string)problem["detail"]!);
+        Assert.Single(report["problems"]!.AsArray());
+    }
+
+    [Fact]
     public async Task VerificationReportsEveryKindOfDamage()
     {
         var (m, customer) = await ArrangeAsync();

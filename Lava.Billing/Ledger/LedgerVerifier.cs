@@ -65,6 +65,20 @@ public sealed class LedgerVerifier(NpgsqlDataSource db, LedgerSequencer sequence
          LIMIT @Max
         """;
 
+    // An entry with two seqs (named twice by one row, or by two rows of its transaction) would be listed twice by every
+    // export; the database refuses both as rows are written, so only a hand past the triggers leaves one.
+    private const string SelectEntriesNumberedTwice = """
+        SELECT seq, first_named_at, transaction_id, entry_id
+          FROM (SELECT r.first_seq + p.position - 1 AS seq, r.transaction_id, p.entry_id,
+                       first_value(r.first_seq + p.position - 1) OVER (PARTITION BY p.entry_id ORDER BY r.first_seq, p.position) AS first_named_at
+                  FROM ledger_sequence r
+                 CROSS JOIN LATERAL unnest(r.entry_ids) WITH ORDINALITY AS p(entry_id, position)
+                 WHERE r.merchant_id = @MerchantId) s
+         WHERE seq <> first_named_at
+         ORDER BY seq
+         LIMIT @Max
+        """;
+
     // Committed entries are numbered or queued for numbering (named by a queue row of their posting statement); one that
     // is neither would never reach an export.
     private const string SelectUnsequencedEntries = """
@@ -204,6 +218,11 @@ public sealed class LedgerVerifier(NpgsqlDataSource db, LedgerSequencer sequence
         foreach (var r in await connection.QueryAsync<(long Seq, string TransactionId, long EntryId)>(Command(SelectSeqsWithoutEntry)))
         {
             problems.Add(new("sequence_gap_free", $"seq {r.Seq} names entry {r.EntryId}, which is not an entry of transaction {r.TransactionId}",
+                Seq: r.Seq, TransactionId: r.TransactionId));
+        }
+        foreach (var r in await connection.QueryAsync<(long Seq, long FirstNamedAt, string TransactionId, long EntryId)>(Command(SelectEntriesNumberedTwice)))
+        {
+            problems.Add(new("sequence_gap_free", $"seq {r.Seq} names entry {r.EntryId} of transaction {r.TransactionId}, which seq {r.FirstNamedAt} names already",
                 Seq: r.Seq, TransactionId: r.TransactionId));
         }
         foreach (var r in await connection.QueryAsync<(long EntryId, string TransactionId)>(Command(SelectUnsequencedEntries)))
