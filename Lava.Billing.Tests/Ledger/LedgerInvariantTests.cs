@@ -26,6 +26,20 @@ public class LedgerInvariantTests(LavaApp app) : ApiTest(app)
         return await Assert.ThrowsAsync<PostgresException>(() => c.ExecuteAsync(sql, args));
     }
 
+    // One row of the ledger sequence, written by hand as the tests below write it.
+    private const string InsertSequenceRow =
+        "INSERT INTO ledger_sequence (merchant_id, first_seq, transaction_id, entry_ids) VALUES (@merchant, @first, @t, @ids)";
+
+    /// <summary>A merchant with one report numbered by the sequencer, and the seq its next sequence row must start at.</summary>
+    private async Task<(string Merchant, long Next)> NumberedMerchantAsync()
+    {
+        var (merchant, _) = await ArrangeWithOneReportAsync();
+        await App.Services.GetRequiredService<LedgerSequencer>().RunOnceAsync(merchant, CancellationToken.None);
+        var next = await App.QueryAsync<long>(
+            "SELECT max(first_seq + cardinality(entry_ids)) FROM ledger_sequence WHERE merchant_id = @merchant", new { merchant });
+        return (merchant, next);
+    }
+
     [Fact]
     public async Task EntriesCannotBeUpdatedOrDeleted()
     {
@@ -40,28 +54,24 @@ public class LedgerInvariantTests(LavaApp app) : ApiTest(app)
     [Fact]
     public async Task ASeqOrAnEntryIsNeverNumberedTwice()
     {
-        var (merchant, _) = await ArrangeWithOneReportAsync();
-        await App.Services.GetRequiredService<LedgerSequencer>().RunOnceAsync(merchant, CancellationToken.None);
+        var (merchant, next) = await NumberedMerchantAsync();
         await using var c = new NpgsqlConnection(App.ConnectionString);
         var row = await c.QuerySingleAsync<(long FirstSeq, string TransactionId, long[] EntryIds)>(
             "SELECT first_seq, transaction_id, entry_ids FROM ledger_sequence WHERE merchant_id = @merchant ORDER BY first_seq LIMIT 1", new { merchant });
-        var next = await c.QuerySingleAsync<long>(
-            "SELECT max(first_seq + cardinality(entry_ids)) FROM ledger_sequence WHERE merchant_id = @merchant", new { merchant });
         Assert.Equal(1L, row.FirstSeq);
         Assert.True(row.EntryIds.Length >= 2);
-        const string Insert = "INSERT INTO ledger_sequence (merchant_id, first_seq, transaction_id, entry_ids) VALUES (@merchant, @first, @t, @ids)";
 
         // The row holds seqs 1 … n: a row starting inside it (not at its key) overlaps it.
-        var overlap = await RefusedAsync(Insert, new { merchant, first = 2L, t = "txn_other", ids = new[] { -1L } });
+        var overlap = await RefusedAsync(InsertSequenceRow, new { merchant, first = 2L, t = "txn_other", ids = new[] { -1L } });
         Assert.Equal(PostgresErrorCodes.ExclusionViolation, overlap.SqlState);
         // Seqs start at 1.
         Assert.Equal(PostgresErrorCodes.CheckViolation,
-            (await RefusedAsync(Insert, new { merchant, first = 0L, t = "txn_other", ids = new[] { -1L } })).SqlState);
+            (await RefusedAsync(InsertSequenceRow, new { merchant, first = 0L, t = "txn_other", ids = new[] { -1L } })).SqlState);
         Assert.Contains("overlaps the one before it", overlap.MessageText);
         Assert.Equal(PostgresErrorCodes.UniqueViolation,
-            (await RefusedAsync(Insert, new { merchant, first = 1L, t = "txn_other", ids = new[] { -1L } })).SqlState);
+            (await RefusedAsync(InsertSequenceRow, new { merchant, first = 1L, t = "txn_other", ids = new[] { -1L } })).SqlState);
         // The transaction's entry again, after the last seq: the seqs are free, but the entry already has one.
-        var again = await RefusedAsync(Insert, new { merchant, first = next, t = row.TransactionId, ids = new[] { row.EntryIds[^1] } });
+        var again = await RefusedAsync(InsertSequenceRow, new { merchant, first = next, t = row.TransactionId, ids = new[] { row.EntryIds[^1] } });
         Assert.Equal(PostgresErrorCodes.UniqueViolation, again.SqlState);
         Assert.Contains("numbered twice", again.MessageText);
         // A second row in one statement that overlaps the first one.
@@ -77,20 +87,16 @@ public class LedgerInvariantTests(LavaApp app) : ApiTest(app)
             """, new { merchant, next })).SqlState);
 
         // What the sequencer does next is still allowed: the next seq, another transaction.
-        await c.ExecuteAsync(Insert, new { merchant, first = next, t = "txn_other", ids = new[] { -1L } });
+        await c.ExecuteAsync(InsertSequenceRow, new { merchant, first = next, t = "txn_other", ids = new[] { -1L } });
     }
 
     [Fact]
     public async Task ARowNamingOneEntryTwiceWithinItselfIsRefusedThoughNoOtherRowNamesIt()
     {
-        var (merchant, _) = await ArrangeWithOneReportAsync();
-        await App.Services.GetRequiredService<LedgerSequencer>().RunOnceAsync(merchant, CancellationToken.None);
-        var next = await App.QueryAsync<long>(
-            "SELECT max(first_seq + cardinality(entry_ids)) FROM ledger_sequence WHERE merchant_id = @merchant", new { merchant });
-        const string Insert = "INSERT INTO ledger_sequence (merchant_id, first_seq, transaction_id, entry_ids) VALUES (@merchant, @next, @t, @ids)";
+        var (merchant, next) = await NumberedMerchantAsync();
 
         // Seqs next and next + 1 would both be entry -5: an export would list it twice.
-        var refused = await RefusedAsync(Insert, new { merchant, next, t = "txn_other", ids = new[] { -5L, -5L } });
+        var refused = await RefusedAsync(InsertSequenceRow, new { merchant, first = next, t = "txn_other", ids = new[] { -5L, -5L } });
         Assert.Equal(PostgresErrorCodes.UniqueViolation, refused.SqlState);
         Assert.Contains($"the row at seq {next} of merchant {merchant} names one entry twice", refused.MessageText);
         // Among other entries, and in a statement whose other row is sound.
@@ -101,21 +107,17 @@ public class LedgerInvariantTests(LavaApp app) : ApiTest(app)
 
         // Distinct entries in one row are what the sequencer writes.
         await using var c = new NpgsqlConnection(App.ConnectionString);
-        await c.ExecuteAsync(Insert, new { merchant, next, t = "txn_other", ids = new[] { -5L, -6L } });
+        await c.ExecuteAsync(InsertSequenceRow, new { merchant, first = next, t = "txn_other", ids = new[] { -5L, -6L } });
     }
 
     [Fact]
     public async Task ASeqIsNeverSkippedNewRowsFollowTheLastOneWithNoGap()
     {
-        var (merchant, _) = await ArrangeWithOneReportAsync();
-        await App.Services.GetRequiredService<LedgerSequencer>().RunOnceAsync(merchant, CancellationToken.None);
+        var (merchant, next) = await NumberedMerchantAsync();
         await using var c = new NpgsqlConnection(App.ConnectionString);
-        var next = await c.QuerySingleAsync<long>(
-            "SELECT max(first_seq + cardinality(entry_ids)) FROM ledger_sequence WHERE merchant_id = @merchant", new { merchant });
-        const string Insert = "INSERT INTO ledger_sequence (merchant_id, first_seq, transaction_id, entry_ids) VALUES (@merchant, @first, @t, @ids)";
 
         // One number left out after the last row.
-        var skipped = await RefusedAsync(Insert, new { merchant, first = next + 1, t = "txn_other", ids = new[] { -1L } });
+        var skipped = await RefusedAsync(InsertSequenceRow, new { merchant, first = next + 1, t = "txn_other", ids = new[] { -1L } });
         Assert.Equal(PostgresErrorCodes.CheckViolation, skipped.SqlState);
         Assert.Contains($"seqs {next} to {next} of merchant {merchant} would be skipped", skipped.MessageText);
         // Rows of one statement with a hole between them, though the first follows the last row.
@@ -126,23 +128,20 @@ public class LedgerInvariantTests(LavaApp app) : ApiTest(app)
         // A merchant's first row starts at 1.
         var other = await App.NewMerchantAsync("Other");
         Assert.Equal(PostgresErrorCodes.CheckViolation,
-            (await RefusedAsync(Insert, new { merchant = other.MerchantId, first = 2L, t = "txn_other", ids = new[] { -1L } })).SqlState);
+            (await RefusedAsync(InsertSequenceRow, new { merchant = other.MerchantId, first = 2L, t = "txn_other", ids = new[] { -1L } })).SqlState);
 
         // Contiguous rows after the last one, in one statement, are what the sequencer writes.
         await c.ExecuteAsync("""
             INSERT INTO ledger_sequence (merchant_id, first_seq, transaction_id, entry_ids)
             VALUES (@merchant, @next, 'txn_x', '{-1, -2}'), (@merchant, @next + 2, 'txn_y', '{-3}')
             """, new { merchant, next });
-        await c.ExecuteAsync(Insert, new { merchant = other.MerchantId, first = 1L, t = "txn_other", ids = new[] { -1L } });
+        await c.ExecuteAsync(InsertSequenceRow, new { merchant = other.MerchantId, first = 1L, t = "txn_other", ids = new[] { -1L } });
     }
 
     [Fact]
     public async Task ARowStartingBelowTheMerchantsLastSeqIsRefusedEvenWhereAHoleWouldFitIt()
     {
-        var (merchant, _) = await ArrangeWithOneReportAsync();
-        await App.Services.GetRequiredService<LedgerSequencer>().RunOnceAsync(merchant, CancellationToken.None);
-        var next = await App.QueryAsync<long>(
-            "SELECT max(first_seq + cardinality(entry_ids)) FROM ledger_sequence WHERE merchant_id = @merchant", new { merchant });
+        var (merchant, next) = await NumberedMerchantAsync();
         // A hole before a row that only a superuser with the triggers off could have written: seqs next to next + 4.
         await using (var admin = new NpgsqlConnection(App.AdminConnectionString))
         {
@@ -164,22 +163,18 @@ public class LedgerInvariantTests(LavaApp app) : ApiTest(app)
     [Fact]
     public async Task TwoNumberingsOfOneMerchantCannotInterleaveEvenWithoutTheSequencersLock()
     {
-        var (merchant, _) = await ArrangeWithOneReportAsync();
-        await App.Services.GetRequiredService<LedgerSequencer>().RunOnceAsync(merchant, CancellationToken.None);
-        var next = await App.QueryAsync<long>(
-            "SELECT max(first_seq + cardinality(entry_ids)) FROM ledger_sequence WHERE merchant_id = @merchant", new { merchant });
-        const string Insert = "INSERT INTO ledger_sequence (merchant_id, first_seq, transaction_id, entry_ids) VALUES (@merchant, @first, @t, @ids)";
+        var (merchant, next) = await NumberedMerchantAsync();
         await using var first = new NpgsqlConnection(App.ConnectionString);
         await first.OpenAsync();
         await using var firstTx = await first.BeginTransactionAsync();
-        await first.ExecuteAsync(Insert, new { merchant, first = next, t = "txn_a", ids = new[] { -1L, -2L } }, firstTx);
+        await first.ExecuteAsync(InsertSequenceRow, new { merchant, first = next, t = "txn_a", ids = new[] { -1L, -2L } }, firstTx);
 
         // The second numbering does not see the first's rows yet: after them is a gap from where it stands.
         Assert.Equal(PostgresErrorCodes.CheckViolation,
-            (await RefusedAsync(Insert, new { merchant, first = next + 2, t = "txn_b", ids = new[] { -3L } })).SqlState);
+            (await RefusedAsync(InsertSequenceRow, new { merchant, first = next + 2, t = "txn_b", ids = new[] { -3L } })).SqlState);
         // Where it stands, it meets the first's key, waits for it to commit, and is refused.
         await using var second = new NpgsqlConnection(App.ConnectionString);
-        var waiting = Assert.ThrowsAsync<PostgresException>(() => second.ExecuteAsync(Insert, new { merchant, first = next, t = "txn_b", ids = new[] { -3L } }));
+        var waiting = Assert.ThrowsAsync<PostgresException>(() => second.ExecuteAsync(InsertSequenceRow, new { merchant, first = next, t = "txn_b", ids = new[] { -3L } }));
         await Task.Delay(300);
         Assert.False(waiting.IsCompleted);
         await firstTx.CommitAsync();

@@ -135,7 +135,7 @@ public class ReportPlanCacheAnalysedTests(DefaultPlanSessionApp app) : IClassFix
     /// </summary>
     private static async Task AnalysedWithEveryRowCountedAsync(NpgsqlConnection admin)
     {
-        var tables = LockedReads.All.SelectMany(r => r.Tables).Concat(ReportWriter.TablesReadCapturingHolds).Distinct().ToArray();
+        var tables = PostingPlans.Tables;
         var deadline = DateTime.UtcNow.AddSeconds(60);
         while (true)
         {

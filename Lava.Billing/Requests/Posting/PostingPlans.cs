@@ -29,7 +29,8 @@ public sealed class PostingPlans(NpgsqlDataSource db, ILogger<PostingPlans> log)
          WHERE c.oid IN (SELECT to_regclass(t) FROM unnest(@Tables::text[]) AS t)
         """;
 
-    private static readonly string[] Tables = LockedReads.All.SelectMany(r => r.Tables).Concat(ReportWriter.TablesReadCapturingHolds).Distinct().Order(StringComparer.Ordinal).ToArray();
+    /// <summary>Every table a posting statement looks rows up in: the tables whose statistics are read.</summary>
+    public static readonly IReadOnlyList<string> Tables = LockedReads.All.SelectMany(r => r.Tables).Concat(ReportWriter.TablesReadCapturingHolds).Distinct().Order(StringComparer.Ordinal).ToArray();
 
     /// <summary>What the statistics of a table say about the plans that may be cached on it.</summary>
     public enum TableStatistics
