@@ -9,9 +9,10 @@ namespace Lava.Billing.Requests.Posting;
 /// has settled statistics. Planning them afresh costs a group commit more than running them; a cached plan is as good as
 /// the statistics it was made with, and on a table never analysed, or analysed empty and written since, the estimates
 /// come from its size alone, so a plan may read it whole while it grows (docs/ledger.md, "Plans"). Refreshed in the
-/// background from the catalogue, never on the posting's path.
+/// background from the catalogue, never on the posting's path; a table that has rows its statistics have not counted is
+/// analysed then (<see cref="ToAnalyse"/>), so that its plans do not wait for autovacuum's next round.
 /// </summary>
-public sealed class PostingPlans(NpgsqlDataSource db, ILogger<PostingPlans> log) : BackgroundService
+public sealed class PostingPlans(NpgsqlDataSource db, BillingOptions options, TimeProvider clock, ILogger<PostingPlans> log) : BackgroundService
 {
     /// <summary>How often the tables' statistics are read again: how long a table that outgrew them may keep its cached plans.</summary>
     public static readonly TimeSpan Every = TimeSpan.FromSeconds(2);
@@ -28,6 +29,21 @@ public sealed class PostingPlans(NpgsqlDataSource db, ILogger<PostingPlans> log)
           LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
          WHERE c.oid IN (SELECT to_regclass(t) FROM unnest(@Tables::text[]) AS t)
         """;
+
+    /// <summary>
+    /// The fewest live rows of an unsettled table that the service analyses itself. Below it the table is left to
+    /// autovacuum, as before: the plans are held by key on tables of a thousand rows and more (<c>ReportPlanTests</c>), while on
+    /// a table of one or two rows indexes that lead with the same column can tie.
+    /// </summary>
+    public const long AnalyseFromRows = 1_000;
+
+    /// <summary>
+    /// The least time between two analyses of one table by this instance: what bounds the work when an analyse does not
+    /// settle a table (another session held its lock and it was skipped, or the service's role may not analyse it).
+    /// Otherwise a table is analysed again only once it has doubled, so a young table is analysed a few times over its
+    /// first minutes and rarely after.
+    /// </summary>
+    public static readonly TimeSpan AnalyseAtMostEvery = TimeSpan.FromSeconds(5);
 
     /// <summary>Every table a posting statement looks rows up in: the tables whose statistics are read.</summary>
     public static readonly IReadOnlyList<string> Tables = LockedReads.All.SelectMany(r => r.Tables).Concat(ReportWriter.TablesReadCapturingHolds).Distinct().Order(StringComparer.Ordinal).ToArray();
@@ -56,6 +72,9 @@ public sealed class PostingPlans(NpgsqlDataSource db, ILogger<PostingPlans> log)
     // Starts empty (every statement planned for its keys) and falls back to empty when the catalogue cannot be read.
     private volatile IReadOnlyDictionary<string, TableStatistics> _tables = new Dictionary<string, TableStatistics>();
 
+    // When this instance last analysed each table (only the background loop, or a caller of RefreshAsync, writes it).
+    private readonly Dictionary<string, DateTimeOffset> _analysedAt = new(StringComparer.Ordinal);
+
     /// <summary>Whether <paramref name="read"/> runs its cached generic plan: every table it touches has settled statistics.</summary>
     public bool Generic(LockedRead read)
     {
@@ -83,9 +102,10 @@ public sealed class PostingPlans(NpgsqlDataSource db, ILogger<PostingPlans> log)
     /// Settled with rows: analysed with rows, so that the plan's estimates tell the key's index from the others, and
     /// holding at most twice the rows counted then, so that the table has not outgrown them. Growth, not rows written:
     /// balances and usage totals are updated by every report, and their row count does not move. A table past that is
-    /// analysed again by autovacuum (after a tenth of its rows are written, by default), which also makes every cached
-    /// plan that reads it be made again. Settled empty: analysed empty and still empty; from the first row the posting
-    /// sees, the table is planned for its keys until autovacuum analyses it with rows. Not a table emptied by TRUNCATE,
+    /// analysed again, by this class once it holds <see cref="AnalyseFromRows"/> rows (<see cref="ToAnalyse"/>) or by
+    /// autovacuum (after a tenth of its rows are written, by default), which also makes every cached plan that reads it be
+    /// made again. Settled empty: analysed empty and still empty; from the first row the posting
+    /// sees, the table is planned for its keys until it is analysed with rows. Not a table emptied by TRUNCATE,
     /// which keeps its last analyse but has its count reset (-1): PostgreSQL estimates it as never analysed.
     /// </summary>
     public static TableStatistics Classify(bool analysed, double counted, long live) =>
@@ -93,20 +113,61 @@ public sealed class PostingPlans(NpgsqlDataSource db, ILogger<PostingPlans> log)
         : counted > 0 ? (live <= 2 * counted ? TableStatistics.WithRows : TableStatistics.Unsettled)
         : counted == 0 && live == 0 ? TableStatistics.Empty : TableStatistics.Unsettled;
 
-    /// <summary>Reads the tables' statistics now (the background loop does every <see cref="Every"/>).</summary>
+    /// <summary>
+    /// The tables to analyse now, of the statistics read: unsettled (never analysed, analysed empty and written since, or
+    /// doubled since), holding at least <see cref="AnalyseFromRows"/> live rows, and not analysed by this instance within
+    /// <see cref="AnalyseAtMostEvery"/> (<paramref name="analysedRecently"/>).
+    /// </summary>
+    public static IReadOnlyList<string> ToAnalyse(IEnumerable<(string Name, bool Analysed, double Counted, long Live)> tables,
+        Func<string, bool> analysedRecently) =>
+        tables.Where(t => t.Live >= AnalyseFromRows && Classify(t.Analysed, t.Counted, t.Live) == TableStatistics.Unsettled && !analysedRecently(t.Name))
+            .Select(t => t.Name).Order(StringComparer.Ordinal).ToList();
+
+    /// <summary>
+    /// Reads the tables' statistics now (the background loop does every <see cref="Every"/>), first analysing those
+    /// <see cref="ToAnalyse"/> names when <see cref="BillingOptions.AnalyseUnsettledTables"/> is on.
+    /// </summary>
     public async Task RefreshAsync(CancellationToken ct)
     {
         try
         {
             await using var connection = await db.OpenConnectionAsync(ct);
-            var rows = await connection.QueryAsync<(string Name, bool Analysed, double Counted, long Live)>(
-                new CommandDefinition(SelectStatistics, new { Tables }, cancellationToken: ct));
+            var rows = await ReadStatisticsAsync(connection, ct);
+            if (options.AnalyseUnsettledTables && await AnalyseAsync(connection, rows, ct)) rows = await ReadStatisticsAsync(connection, ct);
             _tables = rows.ToDictionary(r => r.Name, r => Classify(r.Analysed, r.Counted, r.Live), StringComparer.Ordinal);
         }
         catch (Exception e) when (e is not OperationCanceledException || !ct.IsCancellationRequested)
         {
             _tables = new Dictionary<string, TableStatistics>();
             log.LogWarning(e, "Could not read the posting tables' statistics; the posting plans its reads for their keys until it can");
+        }
+    }
+
+    private static async Task<List<(string Name, bool Analysed, double Counted, long Live)>> ReadStatisticsAsync(NpgsqlConnection connection, CancellationToken ct) =>
+        (await connection.QueryAsync<(string Name, bool Analysed, double Counted, long Live)>(
+            new CommandDefinition(SelectStatistics, new { Tables }, cancellationToken: ct))).AsList();
+
+    // ANALYZE takes a lock that only other maintenance (autovacuum, another instance's ANALYZE, CREATE INDEX) contends
+    // for, never the posting's reads and writes; SKIP_LOCKED passes over a table another session is working on rather
+    // than waiting for it. A failure is logged and leaves the statistics as they were: the posting then keeps planning
+    // that table's statements for their keys, which is slower, never wrong.
+    private async Task<bool> AnalyseAsync(NpgsqlConnection connection, IEnumerable<(string Name, bool Analysed, double Counted, long Live)> rows, CancellationToken ct)
+    {
+        var now = clock.GetUtcNow();
+        var due = ToAnalyse(rows, name => _analysedAt.TryGetValue(name, out var at) && now - at < AnalyseAtMostEvery);
+        if (due.Count == 0) return false;
+        foreach (var name in due) _analysedAt[name] = now;
+        try
+        {
+            var names = string.Join(", ", due.Select(n => $"\"{n}\""));   // names of this class's own list, quoted all the same
+            await connection.ExecuteAsync(new CommandDefinition($"ANALYZE (SKIP_LOCKED) {names}", cancellationToken: ct));
+            log.LogDebug("Analysed {Tables}: they held rows their statistics had not counted", names);
+            return true;
+        }
+        catch (Exception e) when (e is not OperationCanceledException || !ct.IsCancellationRequested)
+        {
+            log.LogWarning(e, "Could not analyse {Tables}; the posting plans their reads for their keys until they are analysed", string.Join(", ", due));
+            return false;
         }
     }
 
