@@ -111,6 +111,19 @@ public class LedgerInvariantTests(LavaApp app) : ApiTest(app)
     }
 
     [Fact]
+    public async Task ARowNamingNoEntryAtOneOfItsSeqsIsRefusedAsSuch()
+    {
+        var (merchant, next) = await NumberedMerchantAsync();
+
+        // Seq next + 1 would name nothing: a hole in every export. Refused for that, not as an entry named twice.
+        var refused = await RefusedAsync(InsertSequenceRow, new { merchant, first = next, t = "txn_other", ids = new long?[] { -5L, null } });
+        Assert.Equal(PostgresErrorCodes.CheckViolation, refused.SqlState);
+        Assert.Equal("ledger_sequence_entry_ids_not_null", refused.ConstraintName);
+        Assert.Equal(PostgresErrorCodes.CheckViolation,
+            (await RefusedAsync(InsertSequenceRow, new { merchant, first = next, t = "txn_other", ids = new long?[] { null } })).SqlState);
+    }
+
+    [Fact]
     public async Task ASeqIsNeverSkippedNewRowsFollowTheLastOneWithNoGap()
     {
         var (merchant, next) = await NumberedMerchantAsync();

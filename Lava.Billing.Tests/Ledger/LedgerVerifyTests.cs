@@ -163,6 +163,41 @@ public class LedgerVerifyTests(LavaApp app) : ApiTest(app)
     }
 
     [Fact]
+    public async Task ASequenceRowNamingNoEntryAtOneOfItsSeqsIsReportedThere()
+    {
+        var (m, _) = await ArrangeAsync();
+        await App.Services.GetRequiredService<LedgerSequencer>().RunOnceAsync(m.MerchantId, CancellationToken.None);
+        // A row from before the database refused NULLs (its check is NOT VALID: older rows are not read when it is
+        // added): the last row gets one more seq that names nothing, after the merchant's last, so no gap and no overlap.
+        var last = await App.QueryAsync<(long FirstSeq, string TransactionId, long[] EntryIds)>(
+            "SELECT first_seq, transaction_id, entry_ids FROM ledger_sequence WHERE merchant_id = @m ORDER BY first_seq DESC LIMIT 1",
+            new { m = m.MerchantId });
+        await using (var admin = new NpgsqlConnection(App.AdminConnectionString))
+        {
+            var check = await admin.QuerySingleAsync<string>(
+                "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = 'ledger_sequence_entry_ids_not_null'");
+            Assert.EndsWith("NOT VALID", check);
+            await admin.ExecuteAsync("ALTER TABLE ledger_sequence DROP CONSTRAINT ledger_sequence_entry_ids_not_null");
+            await CorruptAsync("""
+                WITH old AS (DELETE FROM ledger_sequence WHERE merchant_id = @m AND first_seq = @first RETURNING *)
+                INSERT INTO ledger_sequence (merchant_id, first_seq, transaction_id, entry_ids)
+                SELECT merchant_id, first_seq, transaction_id, entry_ids || NULL::bigint FROM old;
+                """, new { m = m.MerchantId, first = last.FirstSeq });
+            await admin.ExecuteAsync($"ALTER TABLE ledger_sequence ADD CONSTRAINT ledger_sequence_entry_ids_not_null {check}");
+        }
+        var hole = last.FirstSeq + last.EntryIds.Length;
+
+        var report = (await m.Client.GetJsonAsync("/v1/ledger/verify")).Body!;
+
+        Assert.False((bool)report["ok"]!);
+        var problem = Assert.Single(Problems(report, "sequence_gap_free"));
+        Assert.Equal(hole, (long)problem["seq"]!);
+        Assert.Equal(last.TransactionId, (string)problem["transaction_id"]!);
+        Assert.Contains($"seq {hole} names no entry", (string)problem["detail"]!);
+        Assert.Single(report["problems"]!.AsArray());
+    }
+
+    [Fact]
     public async Task VerificationReportsEveryKindOfDamage()
     {
         var (m, customer) = await ArrangeAsync();

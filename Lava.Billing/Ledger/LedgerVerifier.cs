@@ -53,7 +53,8 @@ public sealed class LedgerVerifier(NpgsqlDataSource db, LedgerSequencer sequence
 
     // A seq stands for one entry of its row's transaction: one naming anything else is a number no reader returns, a gap
     // in every export as much as a missing number. The database refuses overlapping rows and an entry numbered twice in
-    // its transaction, not a row naming an entry that is not its transaction's; this finds one.
+    // its transaction, not a row naming an entry that is not its transaction's; this finds one, and a NULL in a row (which
+    // the database refuses in rows written since it checks, not in older ones).
     private const string SelectSeqsWithoutEntry = """
         SELECT r.first_seq + p.position - 1 AS seq, r.transaction_id, p.entry_id
           FROM ledger_sequence r
@@ -74,7 +75,7 @@ public sealed class LedgerVerifier(NpgsqlDataSource db, LedgerSequencer sequence
                   FROM ledger_sequence r
                  CROSS JOIN LATERAL unnest(r.entry_ids) WITH ORDINALITY AS p(entry_id, position)
                  WHERE r.merchant_id = @MerchantId) s
-         WHERE seq <> first_named_at
+         WHERE seq <> first_named_at AND entry_id IS NOT NULL   -- a NULL names no entry: SelectSeqsWithoutEntry reports it
          ORDER BY seq
          LIMIT @Max
         """;
@@ -215,9 +216,11 @@ public sealed class LedgerVerifier(NpgsqlDataSource db, LedgerSequencer sequence
             problems.Add(new("sequence_gap_free", r.From == r.To ? $"seq {r.From} is missing" : $"seq {r.From} to {r.To} are missing",
                 Seq: r.From));
         }
-        foreach (var r in await connection.QueryAsync<(long Seq, string TransactionId, long EntryId)>(Command(SelectSeqsWithoutEntry)))
+        foreach (var r in await connection.QueryAsync<(long Seq, string TransactionId, long? EntryId)>(Command(SelectSeqsWithoutEntry)))
         {
-            problems.Add(new("sequence_gap_free", $"seq {r.Seq} names entry {r.EntryId}, which is not an entry of transaction {r.TransactionId}",
+            problems.Add(new("sequence_gap_free", r.EntryId is { } entry
+                    ? $"seq {r.Seq} names entry {entry}, which is not an entry of transaction {r.TransactionId}"
+                    : $"seq {r.Seq} names no entry (a NULL in the sequence row of transaction {r.TransactionId})",
                 Seq: r.Seq, TransactionId: r.TransactionId));
         }
         foreach (var r in await connection.QueryAsync<(long Seq, long FirstNamedAt, string TransactionId, long EntryId)>(Command(SelectEntriesNumberedTwice)))
