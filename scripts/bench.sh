@@ -101,7 +101,7 @@ for s in direct customer byok; do
   for c in 1 "$GATEWAY_CONNECTIONS"; do selected "gateway-$s-c$c" && gateway_selected=1; done
   selected "gateway-ttfb-$s-c$GATEWAY_CONNECTIONS" && gateway_selected=1
 done
-[[ "$MODE" == profile ]] && gateway_selected=0
+[[ "$MODE" == profile ]] && gateway_selected=1   # the profile has a phase of billed gateway calls
 if (( gateway_selected )); then command -v node >/dev/null 2>&1 || die "node is missing (Debian package: nodejs); the gateway scenarios need it"; fi
 clk_tck="$(getconf CLK_TCK)"
 
