@@ -10,16 +10,20 @@ public sealed record CustomerBalances(decimal Cycle, decimal Bundle, decimal Rec
     public decimal BundleRemaining => Math.Max(-Bundle, 0);
     public decimal CreditsRemaining => CycleRemaining + BundleRemaining;
 
+    // The three accounts as three parameters, not one array: PostgreSQL plans a parameter array as of unknown length
+    // (ten elements), so its cached plan always looked dearer than one made for the three at hand and every execution
+    // was planned afresh (~110 µs of the gateway's hold per call); with three scalars the two plans cost the same, and a
+    // prepared statement keeps its cached plan after the fifth execution.
     private const string Lock = """
         SELECT account_id, balance FROM account_balances
-         WHERE merchant_id = @MerchantId AND account_id = ANY(@Accounts)
+         WHERE merchant_id = @MerchantId AND account_id IN (@Bundle, @Cycle, @Receivable)
          ORDER BY account_id
            FOR UPDATE
         """;
 
     private const string Read = """
         SELECT account_id, balance FROM account_balances
-         WHERE merchant_id = @MerchantId AND account_id = ANY(@Accounts)
+         WHERE merchant_id = @MerchantId AND account_id IN (@Bundle, @Cycle, @Receivable)
         """;
 
     /// <summary>Locks the customer's balance rows in account_id order, the order every writer uses.</summary>
@@ -32,7 +36,9 @@ public sealed record CustomerBalances(decimal Cycle, decimal Bundle, decimal Rec
         Parameters =
         {
             new NpgsqlParameter<string>("MerchantId", merchantId),
-            new NpgsqlParameter<string[]>("Accounts", Accounts(customerId)),
+            new NpgsqlParameter<string>("Bundle", LedgerAccounts.CreditsBundle(customerId)),
+            new NpgsqlParameter<string>("Cycle", LedgerAccounts.CreditsCycle(customerId)),
+            new NpgsqlParameter<string>("Receivable", LedgerAccounts.Receivable(customerId)),
         },
     };
 
@@ -51,13 +57,16 @@ public sealed record CustomerBalances(decimal Cycle, decimal Bundle, decimal Rec
         string merchantId, string customerId, CancellationToken ct)
     {
         var rows = (await connection.QueryAsync<(string AccountId, decimal Balance)>(new CommandDefinition(sql,
-            new { MerchantId = merchantId, Accounts = Accounts(customerId) }, tx, cancellationToken: ct)))
+            new
+            {
+                MerchantId = merchantId,
+                Bundle = LedgerAccounts.CreditsBundle(customerId),
+                Cycle = LedgerAccounts.CreditsCycle(customerId),
+                Receivable = LedgerAccounts.Receivable(customerId),
+            }, tx, cancellationToken: ct)))
             .ToDictionary(r => r.AccountId, r => r.Balance);
         return Of(rows, customerId);
     }
-
-    private static string[] Accounts(string customerId) =>
-        [LedgerAccounts.CreditsBundle(customerId), LedgerAccounts.CreditsCycle(customerId), LedgerAccounts.Receivable(customerId)];
 
     private static CustomerBalances? Of(Dictionary<string, decimal> rows, string customerId) =>
         rows.Count == 3
