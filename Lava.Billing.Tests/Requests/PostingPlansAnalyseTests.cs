@@ -32,7 +32,7 @@ public class PostingPlansAnalyseTests(LavaApp app) : ApiTest(app)
             ALTER TABLE meters SET (autovacuum_enabled = false);
             ANALYZE customers, meters;
             """);
-        // Customers: analysed empty, then 1,200 rows (unsettled, enough to analyse). Meters: one row (unsettled, too few).
+        // Customers: analysed empty, then 1,200 rows (unsettled, enough to analyse). Meters: one row (unsettled, too few: under 50).
         await admin.ExecuteAsync("""
             INSERT INTO customers (merchant_id, customer_id) SELECT @m, 'cus_analyse_' || i FROM generate_series(1, 1200) AS i;
             SELECT pg_stat_force_next_flush();
@@ -66,14 +66,14 @@ public class PostingPlansAnalyseTests(LavaApp app) : ApiTest(app)
     }
 
     [Fact]
-    public void OnlyAnUnsettledTableOfAThousandRowsOrMoreNotAnalysedJustNowIsAnalysed()
+    public void OnlyAnUnsettledTableOfFiftyRowsOrMoreNotAnalysedJustNowIsAnalysed()
     {
         (string, bool, double, long)[] tables =
         [
-            ("never_analysed", false, -1, 1_000),
+            ("never_analysed", false, -1, 50),
             ("analysed_empty_since_written", true, 0, 5_000),
             ("doubled", true, 1_000, 2_001),
-            ("too_few_rows", false, -1, 999),
+            ("too_few_rows", false, -1, 49),
             ("settled", true, 1_000, 2_000),
             ("settled_empty", true, 0, 0),
             ("analysed_just_now", true, 1_000, 9_000),

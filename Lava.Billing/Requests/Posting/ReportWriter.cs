@@ -106,10 +106,14 @@ public static class ReportWriter
     /// Whether the write of <paramref name="w"/> runs its cached plan: its tables analysed with rows. An UPDATE joined to
     /// its keys may be turned round, the table read whole on the outer side, where the table is estimated at one row; a
     /// read's lateral lookups cannot be, which is why a read may cache its plan on a table analysed empty and the write
-    /// may not (ReportPlanEmptyTablesTests, where the capture of holds analysed empty read holds_pkey whole).
+    /// may not (ReportPlanEmptyTablesTests, where the capture of holds analysed empty read holds_pkey whole). The capture
+    /// also waits for holds to be analysed with <see cref="PostingPlans.HoldsForCachedCapture"/> rows: analysed with 50,
+    /// its plan read the active holds' index whole (ReportPlanSmallLedgerTests).
     /// </summary>
     public static bool RunsCachedPlan(Writes w, PostingPlans plans) =>
-        plans.Generic(w.Holds.Count > 0 ? TablesReadCapturingHolds : TablesRead, rowsRequired: true);
+        w.Holds.Count > 0
+            ? plans.Generic(TablesReadCapturingHolds, rowsRequired: true) && plans.AnalysedWithAtLeast("holds", PostingPlans.HoldsForCachedCapture)
+            : plans.Generic(TablesRead, rowsRequired: true);
 
     public static NpgsqlBatchCommand Command(Writes w)
     {
