@@ -80,8 +80,8 @@ public sealed class PostingPlans(NpgsqlDataSource db, BillingOptions options, Ti
     private volatile IReadOnlyDictionary<string, (TableStatistics Statistics, double Counted)> _tables =
         new Dictionary<string, (TableStatistics, double)>();
 
-    // When this instance last analysed each table (only the background loop, or a caller of RefreshAsync, writes it).
-    private readonly Dictionary<string, DateTimeOffset> _analysedAt = new(StringComparer.Ordinal);
+    // When this instance last analysed each table (the background loop writes it, and so may a caller of RefreshAsync).
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, DateTimeOffset> _analysedAt = new(StringComparer.Ordinal);
 
     /// <summary>Whether <paramref name="read"/> runs its cached generic plan: every table it touches has settled statistics.</summary>
     public bool Generic(LockedRead read)
