@@ -19,8 +19,14 @@ public class PostingPlansAnalyseTests(LavaApp app) : ApiTest(app)
         SELECT relname, analyze_count FROM pg_stat_user_tables WHERE relname = ANY(@Tables)
         """;
 
-    private PostingPlans Plans(bool analyse) => new(App.Services.GetRequiredService<NpgsqlDataSource>(),
-        new BillingOptions { AnalyseUnsettledTables = analyse }, TimeProvider.System, NullLogger<PostingPlans>.Instance);
+    private PostingPlans Plans(bool analyse, TimeProvider? clock = null) => new(App.Services.GetRequiredService<NpgsqlDataSource>(),
+        new BillingOptions { AnalyseUnsettledTables = analyse }, clock ?? TimeProvider.System, NullLogger<PostingPlans>.Instance);
+
+    private sealed class ManualClock : TimeProvider
+    {
+        public DateTimeOffset Now { get; set; } = DateTimeOffset.UtcNow;
+        public override DateTimeOffset GetUtcNow() => Now;
+    }
 
     [Fact]
     public async Task ATableWithRowsItsStatisticsHaveNotCountedIsAnalysedOnceAndItsReadsRunTheirCachedPlans()
@@ -66,19 +72,62 @@ public class PostingPlansAnalyseTests(LavaApp app) : ApiTest(app)
     }
 
     [Fact]
-    public void OnlyAnUnsettledTableOfFiftyRowsOrMoreNotAnalysedJustNowIsAnalysed()
+    public async Task ATableAnotherSessionIsAnalysingIsPassedOverWithoutWaitingAndTriedAgainAfterFiveSeconds()
     {
-        (string, bool, double, long)[] tables =
+        var m = await App.NewMerchantAsync();
+        await using var admin = new NpgsqlConnection(App.AdminConnectionString);
+        await admin.ExecuteAsync("""
+            ALTER TABLE customers SET (autovacuum_enabled = false);
+            ANALYZE customers;
+            INSERT INTO customers (merchant_id, customer_id) SELECT @m, 'cus_locked_' || i FROM generate_series(1, 200) AS i;
+            SELECT pg_stat_force_next_flush();
+            """, new { m = m.MerchantId });
+        async Task<long> AnalysesAsync() => await admin.QuerySingleAsync<long>(
+            "SELECT analyze_count FROM pg_stat_user_tables WHERE relname = 'customers'");
+        var before = await AnalysesAsync();
+        var clock = new ManualClock();
+        var plans = Plans(analyse: true, clock);
+
+        // Another session holds the lock an ANALYZE takes (as autovacuum, or another instance analysing it, would).
+        await using (var holder = new NpgsqlConnection(App.AdminConnectionString))
+        {
+            await holder.OpenAsync();
+            await using var tx = await holder.BeginTransactionAsync();
+            await holder.ExecuteAsync("LOCK TABLE customers IN SHARE UPDATE EXCLUSIVE MODE", transaction: tx);
+            var refresh = plans.RefreshAsync(CancellationToken.None);
+            Assert.Same(refresh, await Task.WhenAny(refresh, Task.Delay(TimeSpan.FromSeconds(10))));
+            await refresh;
+            Assert.False(plans.Generic(["customers"]));
+            Assert.Equal(before, await AnalysesAsync());
+        }
+
+        // Free again, but tried within 5 seconds: left alone. After them: analysed.
+        clock.Now += PostingPlans.AnalyseAtMostEvery - TimeSpan.FromSeconds(1);
+        await plans.RefreshAsync(CancellationToken.None);
+        Assert.Equal(before, await AnalysesAsync());
+        clock.Now += TimeSpan.FromSeconds(2);
+        await plans.RefreshAsync(CancellationToken.None);
+        Assert.Equal(before + 1, await AnalysesAsync());
+        Assert.True(plans.Generic(["customers"]));
+    }
+
+    [Fact]
+    public void OnlyAnUnsettledTableOfFiftyRowsOrMoreThisRoleMayAnalyseAndNotAnalysedJustNowIsAnalysed()
+    {
+        PostingPlans.TableRow[] tables =
         [
-            ("never_analysed", false, -1, 50),
-            ("analysed_empty_since_written", true, 0, 5_000),
-            ("doubled", true, 1_000, 2_001),
-            ("too_few_rows", false, -1, 49),
-            ("settled", true, 1_000, 2_000),
-            ("settled_empty", true, 0, 0),
-            ("analysed_just_now", true, 1_000, 9_000),
+            new("never_analysed", false, -1, 50, true),
+            new("analysed_empty_since_written", true, 0, 5_000, true),
+            new("doubled", true, 1_000, 2_001, true),
+            // After a failover or a reset of the statistics: its analyse forgotten, its live count from nothing, its count kept.
+            new("statistics_reset", false, 5_000, 0, true),
+            new("too_few_rows", false, -1, 49, true),
+            new("settled", true, 1_000, 2_000, true),
+            new("settled_empty", true, 0, 0, true),
+            new("analysed_just_now", true, 1_000, 9_000, true),
+            new("not_this_roles_to_analyse", true, 1_000, 9_000, false),
         ];
-        Assert.Equal(["analysed_empty_since_written", "doubled", "never_analysed"],
+        Assert.Equal(["analysed_empty_since_written", "doubled", "never_analysed", "statistics_reset"],
             PostingPlans.ToAnalyse(tables, name => name == "analysed_just_now"));
     }
 }

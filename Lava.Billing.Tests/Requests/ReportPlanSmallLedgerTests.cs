@@ -20,3 +20,21 @@ public class ReportPlanSmallLedgerTests(LavaApp app) : ReportPlanTests(app)
         .Replace("generate_series(1, 400)", "generate_series(1, 50)", StringComparison.Ordinal)
         .Replace("generate_series(601, 1200)", "generate_series(1151, 1200)", StringComparison.Ordinal);
 }
+
+/// <summary>
+/// The same young ledger with holds at the size from which the write that captures holds runs its cached plan
+/// (<c>PostingPlans.HoldsForCachedCapture</c>, 1,000 rows): every statement runs its cached plan, and the capture's looks
+/// its holds up by their keys.
+/// </summary>
+public class ReportPlanSmallLedgerThousandHoldsTests(LavaApp app) : ReportPlanTests(app)
+{
+    protected override string History =>
+        KeyedHistorySql
+            .Replace("generate_series(1, 5000)", "generate_series(1, 50)", StringComparison.Ordinal)
+            .Replace("generate_series(1, 400)", "generate_series(1, 50)", StringComparison.Ordinal)
+        + "\n" +
+        PlanHistorySql
+            .Replace("generate_series(1, 5000)", "generate_series(1, 1000)", StringComparison.Ordinal)
+            .Replace("generate_series(1, 400)", "generate_series(1, 50)", StringComparison.Ordinal)
+            .Replace("generate_series(601, 1200)", "generate_series(1151, 1200)", StringComparison.Ordinal);
+}

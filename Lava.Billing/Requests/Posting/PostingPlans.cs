@@ -19,22 +19,26 @@ public sealed class PostingPlans(NpgsqlDataSource db, BillingOptions options, Ti
 
     // Every table a locked read touches, by name: whether ANALYZE (by hand or autovacuum) has ever run on it since the
     // statistics were last reset, the rows it counted then (reltuples; -1 never analysed nor vacuumed, and also set by
-    // CREATE INDEX or kept by pg_upgrade, which is why the ANALYZE itself is asked for), and the rows live now.
+    // CREATE INDEX or kept by pg_upgrade, which is why the ANALYZE itself is asked for), the rows live now, and whether
+    // this role may analyse it (its owner or the database's: otherwise PostgreSQL skips it with a warning in its log).
     private const string SelectStatistics = """
         SELECT c.relname AS name,
                (s.last_analyze IS NOT NULL OR s.last_autoanalyze IS NOT NULL) AS analysed,
                c.reltuples::float8 AS counted,
-               coalesce(s.n_live_tup, 0) AS live
+               coalesce(s.n_live_tup, 0) AS live,
+               (pg_has_role(c.relowner, 'USAGE')
+                OR pg_has_role((SELECT d.datdba FROM pg_database d WHERE d.datname = current_database()), 'USAGE')) AS may_analyse
           FROM pg_class c
           LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
          WHERE c.oid IN (SELECT to_regclass(t) FROM unnest(@Tables::text[]) AS t)
         """;
 
     /// <summary>
-    /// The fewest live rows of an unsettled table that the service analyses itself: autovacuum's own default threshold
-    /// (50 rows changed), so the service never analyses a smaller table than autovacuum could. Below it the table is left
-    /// to autovacuum. On a ledger analysed with 50 rows in each table the reads and the write still run key lookups in
-    /// their cached plans (<c>ReportPlanSmallLedgerTests</c>); the capture of holds does not, see <see cref="HoldsForCachedCapture"/>.
+    /// The fewest rows of an unsettled table that the service analyses itself: autovacuum's own default threshold (50 rows
+    /// changed), so the service never analyses a smaller table than autovacuum could. Below it the table is left to
+    /// autovacuum. On a young ledger analysed with 50 rows in each table it fills per report (requests, transactions,
+    /// usage totals, holds, keys, meters) the reads and the write still run key lookups in their cached plans
+    /// (<c>ReportPlanSmallLedgerTests</c>); the capture of holds does not, see <see cref="HoldsForCachedCapture"/>.
     /// </summary>
     public const long AnalyseFromRows = 50;
 
@@ -45,8 +49,8 @@ public sealed class PostingPlans(NpgsqlDataSource db, BillingOptions options, Ti
     public const double HoldsForCachedCapture = 1_000;
 
     /// <summary>
-    /// The least time between two analyses of one table by this instance: what bounds the work when an analyse does not
-    /// settle a table (another session held its lock and it was skipped, or the service's role may not analyse it).
+    /// The least time between two analyses of one table by this instance (several instances may each analyse it): what
+    /// bounds the work when an analyse does not settle a table (another session held its lock and it was skipped).
     /// Otherwise a table is analysed again only once it has doubled, so a young table is analysed a few times over its
     /// first minutes and rarely after.
     /// </summary>
@@ -106,7 +110,11 @@ public sealed class PostingPlans(NpgsqlDataSource db, BillingOptions options, Ti
         });
     }
 
-    /// <summary>Whether <paramref name="table"/> is settled with rows and was analysed with at least <paramref name="rows"/>.</summary>
+    /// <summary>
+    /// Whether <paramref name="table"/> is settled with rows and counted at least <paramref name="rows"/> (by its last
+    /// ANALYZE, or by a VACUUM since, which also counts; the service analyses a table again each time it doubles, so a
+    /// count from a VACUUM sits on column statistics of at least half as many rows).
+    /// </summary>
     public bool AnalysedWithAtLeast(string table, double rows) =>
         _tables.GetValueOrDefault(table) is { Statistics: TableStatistics.WithRows } t && t.Counted >= rows;
 
@@ -126,14 +134,19 @@ public sealed class PostingPlans(NpgsqlDataSource db, BillingOptions options, Ti
         : counted == 0 && live == 0 ? TableStatistics.Empty : TableStatistics.Unsettled;
 
     /// <summary>
-    /// The tables to analyse now, of the statistics read: unsettled (never analysed, analysed empty and written since, or
-    /// doubled since), holding at least <see cref="AnalyseFromRows"/> live rows, and not analysed by this instance within
-    /// <see cref="AnalyseAtMostEvery"/> (<paramref name="analysedRecently"/>).
+    /// The tables to analyse now, of the statistics read: ones this role may analyse, unsettled (never analysed, analysed
+    /// empty and written since, or doubled since), holding at least <see cref="AnalyseFromRows"/> rows live or counted,
+    /// and not analysed by this instance within <see cref="AnalyseAtMostEvery"/> (<paramref name="analysedRecently"/>).
+    /// Counted too: after a failover, a crash or a reset of the statistics the live count starts again from nothing while
+    /// the table keeps its rows and its count, and is unsettled (its last analyse forgotten) until analysed again.
     /// </summary>
-    public static IReadOnlyList<string> ToAnalyse(IEnumerable<(string Name, bool Analysed, double Counted, long Live)> tables,
-        Func<string, bool> analysedRecently) =>
-        tables.Where(t => t.Live >= AnalyseFromRows && Classify(t.Analysed, t.Counted, t.Live) == TableStatistics.Unsettled && !analysedRecently(t.Name))
+    public static IReadOnlyList<string> ToAnalyse(IEnumerable<TableRow> tables, Func<string, bool> analysedRecently) =>
+        tables.Where(t => t.MayAnalyse && Math.Max(t.Live, t.Counted) >= AnalyseFromRows
+                          && Classify(t.Analysed, t.Counted, t.Live) == TableStatistics.Unsettled && !analysedRecently(t.Name))
             .Select(t => t.Name).Order(StringComparer.Ordinal).ToList();
+
+    /// <summary>One table's row of the statistics read.</summary>
+    public sealed record TableRow(string Name, bool Analysed, double Counted, long Live, bool MayAnalyse);
 
     /// <summary>
     /// Reads the tables' statistics now (the background loop does every <see cref="Every"/>), first analysing those
@@ -145,8 +158,10 @@ public sealed class PostingPlans(NpgsqlDataSource db, BillingOptions options, Ti
         {
             await using var connection = await db.OpenConnectionAsync(ct);
             var rows = await ReadStatisticsAsync(connection, ct);
-            if (options.AnalyseUnsettledTables && await AnalyseAsync(connection, rows, ct)) rows = await ReadStatisticsAsync(connection, ct);
-            _tables = rows.ToDictionary(r => r.Name, r => (Classify(r.Analysed, r.Counted, r.Live), r.Counted), StringComparer.Ordinal);
+            // Published before any analyse, which can take a while on a large table: the posting follows the statistics as
+            // they are meanwhile.
+            Publish(rows);
+            if (options.AnalyseUnsettledTables && await AnalyseAsync(connection, rows, ct)) Publish(await ReadStatisticsAsync(connection, ct));
         }
         catch (Exception e) when (e is not OperationCanceledException || !ct.IsCancellationRequested)
         {
@@ -155,15 +170,20 @@ public sealed class PostingPlans(NpgsqlDataSource db, BillingOptions options, Ti
         }
     }
 
-    private static async Task<List<(string Name, bool Analysed, double Counted, long Live)>> ReadStatisticsAsync(NpgsqlConnection connection, CancellationToken ct) =>
-        (await connection.QueryAsync<(string Name, bool Analysed, double Counted, long Live)>(
-            new CommandDefinition(SelectStatistics, new { Tables }, cancellationToken: ct))).AsList();
+    private void Publish(IEnumerable<TableRow> rows) =>
+        _tables = rows.ToDictionary(r => r.Name, r => (Classify(r.Analysed, r.Counted, r.Live), r.Counted), StringComparer.Ordinal);
+
+    private static async Task<List<TableRow>> ReadStatisticsAsync(NpgsqlConnection connection, CancellationToken ct) =>
+        (await connection.QueryAsync<(string Name, bool Analysed, double Counted, long Live, bool MayAnalyse)>(
+            new CommandDefinition(SelectStatistics, new { Tables }, cancellationToken: ct)))
+        .Select(r => new TableRow(r.Name, r.Analysed, r.Counted, r.Live, r.MayAnalyse)).ToList();
 
     // ANALYZE takes a lock that only other maintenance (autovacuum, another instance's ANALYZE, CREATE INDEX) contends
     // for, never the posting's reads and writes; SKIP_LOCKED passes over a table another session is working on rather
-    // than waiting for it. A failure is logged and leaves the statistics as they were: the posting then keeps planning
+    // than waiting for it. DDL that arrives while it runs (a migration) waits for it, and the statements behind that DDL
+    // with it, as they would behind any ANALYZE: one of a table the posting reads takes well under a second here. A failure is logged and leaves the statistics as they were: the posting then keeps planning
     // that table's statements for their keys, which is slower, never wrong.
-    private async Task<bool> AnalyseAsync(NpgsqlConnection connection, IEnumerable<(string Name, bool Analysed, double Counted, long Live)> rows, CancellationToken ct)
+    private async Task<bool> AnalyseAsync(NpgsqlConnection connection, IEnumerable<TableRow> rows, CancellationToken ct)
     {
         var now = clock.GetUtcNow();
         var due = ToAnalyse(rows, name => _analysedAt.TryGetValue(name, out var at) && now - at < AnalyseAtMostEvery);
