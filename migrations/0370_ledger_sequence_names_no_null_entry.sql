@@ -4,7 +4,8 @@
 -- twice", which is not what is wrong with it.
 --
 -- A CHECK constraint, NOT VALID: PostgreSQL tests each new row (array_position finds a NULL, as `= ANY` cannot), and
--- adding it reads none of the rows already there, so it takes its lock for an instant whatever the ledger's size.
+-- adding it reads none of the rows already there, so once it has its lock it holds it for an instant whatever the
+-- ledger's size (it waits for it, as any ALTER TABLE does, behind reads of the table already running, such as an export).
 -- Rows written before it are the sequencer's; verify (`sequence_gap_free`) reports a NULL in any row, old or new.
 ALTER TABLE ledger_sequence
     ADD CONSTRAINT ledger_sequence_entry_ids_not_null CHECK (array_position(entry_ids, NULL) IS NULL) NOT VALID;
