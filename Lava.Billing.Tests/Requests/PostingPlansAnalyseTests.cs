@@ -22,6 +22,25 @@ public class PostingPlansAnalyseTests(LavaApp app) : ApiTest(app)
     private PostingPlans Plans(bool analyse, TimeProvider? clock = null) => new(App.Services.GetRequiredService<NpgsqlDataSource>(),
         new BillingOptions { AnalyseUnsettledTables = analyse }, clock ?? TimeProvider.System, NullLogger<PostingPlans>.Instance);
 
+    /// <summary>
+    /// Waits until the statistics count every live row of <paramref name="table"/>. A backend reports what it wrote up to a
+    /// second or more after it goes idle (the reset's deletes before each test among them), and a count reported after an
+    /// ANALYZE is added to what it counted: the rows the test inserts could be cancelled out by deletes reported late.
+    /// </summary>
+    private static async Task CountedAsync(NpgsqlConnection admin, string table)
+    {
+        var deadline = DateTime.UtcNow.AddSeconds(30);
+        while (true)
+        {
+            await admin.ExecuteAsync("SELECT pg_stat_clear_snapshot()");
+            var (live, rows) = await admin.QuerySingleAsync<(long Live, long Rows)>(
+                $"SELECT (SELECT n_live_tup FROM pg_stat_user_tables WHERE relname = '{table}'), (SELECT count(*) FROM {table})");
+            if (live == rows) return;
+            Assert.True(DateTime.UtcNow < deadline, $"{table}: the statistics count {live} live rows of {rows} after 30 s");
+            await Task.Delay(200);
+        }
+    }
+
     private sealed class ManualClock : TimeProvider
     {
         public DateTimeOffset Now { get; set; } = DateTimeOffset.UtcNow;
@@ -36,14 +55,18 @@ public class PostingPlansAnalyseTests(LavaApp app) : ApiTest(app)
         await admin.ExecuteAsync("""
             ALTER TABLE customers SET (autovacuum_enabled = false);
             ALTER TABLE meters SET (autovacuum_enabled = false);
-            ANALYZE customers, meters;
             """);
+        await CountedAsync(admin, "customers");
+        await CountedAsync(admin, "meters");
+        await admin.ExecuteAsync("ANALYZE customers, meters");
         // Customers: analysed empty, then 1,200 rows (unsettled, enough to analyse). Meters: one row (unsettled, too few: under 50).
         await admin.ExecuteAsync("""
             INSERT INTO customers (merchant_id, customer_id) SELECT @m, 'cus_analyse_' || i FROM generate_series(1, 1200) AS i;
             SELECT pg_stat_force_next_flush();
             """, new { m = m.MerchantId });
         await App.MeterAsync(m.MerchantId, "tokens", "fixed", "tokens_1m", (0, 1));
+        await CountedAsync(admin, "customers");
+        await CountedAsync(admin, "meters");
         string[] tables = ["customers", "meters"];
         async Task<Dictionary<string, long>> AnalysesAsync()
         {
@@ -76,12 +99,14 @@ public class PostingPlansAnalyseTests(LavaApp app) : ApiTest(app)
     {
         var m = await App.NewMerchantAsync();
         await using var admin = new NpgsqlConnection(App.AdminConnectionString);
+        await admin.ExecuteAsync("ALTER TABLE customers SET (autovacuum_enabled = false)");
+        await CountedAsync(admin, "customers");
         await admin.ExecuteAsync("""
-            ALTER TABLE customers SET (autovacuum_enabled = false);
             ANALYZE customers;
             INSERT INTO customers (merchant_id, customer_id) SELECT @m, 'cus_locked_' || i FROM generate_series(1, 200) AS i;
             SELECT pg_stat_force_next_flush();
             """, new { m = m.MerchantId });
+        await CountedAsync(admin, "customers");
         async Task<long> AnalysesAsync() => await admin.QuerySingleAsync<long>(
             "SELECT analyze_count FROM pg_stat_user_tables WHERE relname = 'customers'");
         var before = await AnalysesAsync();
