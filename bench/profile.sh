@@ -193,6 +193,10 @@ summary_row() { # $1 = phase, $2 = label
   local s; read -r -a s <"$results/profile.$1.summary"
   echo "| $2 | ${s[0]} | ${s[1]} | **$(awk -v v="${s[3]}" 'BEGIN { printf "%\047d", v }')** | ${s[2]} | ${s[4]} | ${s[6]} | ${s[5]} | ${s[7]} ${s[8]} ${s[9]} |"
 }
+statement_rows() { # $1 = phase, $2 = its reports (or calls), $3 = rows: the phase's costliest statements, per unit
+  head -n "$3" "$results/profile.$1.statements" | awk -F'\t' -v n="$2" '{
+    printf "| `%s` | %s | %.1f | %.1f | %.1f | %.2f | %.1f | %.2f | %.0f |\n", $12, $1, $2 * 1000 / n, $3 * 1000 / n, $4 * 1000 / n, $5 / n, $6 / n, $8 / n, $11 / n }'
+}
 batch_reports="$(cut -f1 "$results/profile.batch.summary")"
 gateway_calls="$(cut -f1 "$results/profile.gateway.summary")"
 {
@@ -228,8 +232,7 @@ Per report, over $batch_reports reports.
 | statement | level | calls / 1,000 reports | plan µs | exec µs | rows | shared blocks hit | dirtied | WAL bytes |
 |---|---|---|---|---|---|---|---|---|
 EOF
-  head -n 25 "$results/profile.batch.statements" | awk -F'\t' -v n="$batch_reports" '{
-    printf "| `%s` | %s | %.1f | %.1f | %.1f | %.2f | %.1f | %.2f | %.0f |\n", $12, $1, $2 * 1000 / n, $3 * 1000 / n, $4 * 1000 / n, $5 / n, $6 / n, $8 / n, $11 / n }'
+  statement_rows batch "$batch_reports" 25
   cat <<EOF
 
 ### Billed gateway calls: statements
@@ -241,8 +244,7 @@ posting transaction), the close of the posted calls, and the sequencer's numberi
 | statement | level | calls / 1,000 calls | plan µs | exec µs | rows | shared blocks hit | dirtied | WAL bytes |
 |---|---|---|---|---|---|---|---|---|
 EOF
-  head -n 20 "$results/profile.gateway.statements" | awk -F'\t' -v n="$gateway_calls" '{
-    printf "| `%s` | %s | %.1f | %.1f | %.1f | %.2f | %.1f | %.2f | %.0f |\n", $12, $1, $2 * 1000 / n, $3 * 1000 / n, $4 * 1000 / n, $5 / n, $6 / n, $8 / n, $11 / n }'
+  statement_rows gateway "$gateway_calls" 20
   cat <<EOF
 
 ### Batches of 1,000: rows and index entries written per report

@@ -21,6 +21,22 @@ public static class Seed
         return meterId;
     }
 
+    /// <summary>
+    /// Customers @prefix1 … @prefix@n of merchant @m with their three balance accounts and balance rows, in one statement
+    /// (for ledgers of many customers, where <see cref="CustomerAsync"/> one at a time would be slow).
+    /// </summary>
+    public const string CustomersWithBalancesSql = """
+        INSERT INTO customers (merchant_id, customer_id) SELECT @m, @prefix || i FROM generate_series(1, @n) AS i;
+        WITH created AS (
+            INSERT INTO accounts (merchant_id, account_id, kind, type, customer_id, currency, cached)
+            SELECT c.merchant_id, c.customer_id || ':' || a.kind, a.kind, a.type, c.customer_id, 'USD', true
+              FROM customers c
+             CROSS JOIN (VALUES ('credits_cycle', 'liability'), ('credits_bundle', 'liability'), ('receivable', 'asset')) AS a(kind, type)
+             WHERE c.merchant_id = @m
+            RETURNING merchant_id, account_id)
+        INSERT INTO account_balances (merchant_id, account_id) SELECT merchant_id, account_id FROM created;
+        """;
+
     public static async Task<string> CustomerAsync(this LavaApp app, string merchantId)
     {
         var customerId = Ids.New("cus");

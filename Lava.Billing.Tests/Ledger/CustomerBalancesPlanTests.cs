@@ -21,18 +21,8 @@ public class CustomerBalancesPlanTests(LavaApp app) : ApiTest(app)
         var m = await App.NewMerchantAsync();
         await using (var c = new NpgsqlConnection(App.ConnectionString))
         {
-            await c.ExecuteAsync("""
-                INSERT INTO customers (merchant_id, customer_id) SELECT @m, 'cus_lock_' || i FROM generate_series(1, 2000) AS i;
-                WITH created AS (
-                    INSERT INTO accounts (merchant_id, account_id, kind, type, customer_id, currency, cached)
-                    SELECT c.merchant_id, c.customer_id || ':' || a.kind, a.kind, a.type, c.customer_id, 'USD', true
-                      FROM customers c
-                     CROSS JOIN (VALUES ('credits_cycle', 'liability'), ('credits_bundle', 'liability'), ('receivable', 'asset')) AS a(kind, type)
-                     WHERE c.merchant_id = @m
-                    RETURNING merchant_id, account_id)
-                INSERT INTO account_balances (merchant_id, account_id) SELECT merchant_id, account_id FROM created;
-                ANALYZE accounts, account_balances;
-                """, new { m = m.MerchantId });
+            await c.ExecuteAsync(Seed.CustomersWithBalancesSql + "\nANALYZE accounts, account_balances;",
+                new { m = m.MerchantId, prefix = "cus_lock_", n = 2000 });
         }
         string[] customers = ["cus_lock_1", "cus_lock_500", "cus_lock_2000"];
 

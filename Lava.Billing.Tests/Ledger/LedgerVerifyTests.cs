@@ -33,6 +33,12 @@ public class LedgerVerifyTests(LavaApp app) : ApiTest(app)
         await admin.ExecuteAsync("SET session_replication_role = replica;\n" + sql.TrimEnd().TrimEnd(';') + ";\nSET session_replication_role = origin;", args);
     }
 
+    /// <summary>The merchant's last ledger sequence row.</summary>
+    private Task<(long FirstSeq, string TransactionId, long[] EntryIds)> LastSequenceRowAsync(string merchantId) =>
+        App.QueryAsync<(long FirstSeq, string TransactionId, long[] EntryIds)>(
+            "SELECT first_seq, transaction_id, entry_ids FROM ledger_sequence WHERE merchant_id = @m ORDER BY first_seq DESC LIMIT 1",
+            new { m = merchantId });
+
     private static List<JsonNode> Problems(JsonNode report, string check) =>
         report["problems"]!.AsArray().Where(p => (string)p!["check"]! == check).Select(p => p!).ToList();
 
@@ -141,9 +147,7 @@ public class LedgerVerifyTests(LavaApp app) : ApiTest(app)
         await App.Services.GetRequiredService<LedgerSequencer>().RunOnceAsync(m.MerchantId, CancellationToken.None);
         // The last row names its first entry once more, on a seq appended after the merchant's last: no gap, no overlap,
         // and every seq names an entry of its transaction, so only the repeat is wrong.
-        var last = await App.QueryAsync<(long FirstSeq, string TransactionId, long[] EntryIds)>(
-            "SELECT first_seq, transaction_id, entry_ids FROM ledger_sequence WHERE merchant_id = @m ORDER BY first_seq DESC LIMIT 1",
-            new { m = m.MerchantId });
+        var last = await LastSequenceRowAsync(m.MerchantId);
         await CorruptAsync("""
             WITH old AS (DELETE FROM ledger_sequence WHERE merchant_id = @m AND first_seq = @first RETURNING *)
             INSERT INTO ledger_sequence (merchant_id, first_seq, transaction_id, entry_ids)
@@ -169,9 +173,7 @@ public class LedgerVerifyTests(LavaApp app) : ApiTest(app)
         await App.Services.GetRequiredService<LedgerSequencer>().RunOnceAsync(m.MerchantId, CancellationToken.None);
         // A row from before the database refused NULLs (its check is NOT VALID: older rows are not read when it is
         // added): the last row gets one more seq that names nothing, after the merchant's last, so no gap and no overlap.
-        var last = await App.QueryAsync<(long FirstSeq, string TransactionId, long[] EntryIds)>(
-            "SELECT first_seq, transaction_id, entry_ids FROM ledger_sequence WHERE merchant_id = @m ORDER BY first_seq DESC LIMIT 1",
-            new { m = m.MerchantId });
+        var last = await LastSequenceRowAsync(m.MerchantId);
         await using (var admin = new NpgsqlConnection(App.AdminConnectionString))
         {
             var check = await admin.QuerySingleAsync<string>(

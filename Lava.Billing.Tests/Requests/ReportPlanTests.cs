@@ -291,18 +291,8 @@ public class ReportPlanTests(LavaApp app) : ApiTest(app)
         var keyId = await App.QueryAsync<string>("SELECT secret_key_id FROM secret_keys WHERE merchant_id = @m", new { m = m.MerchantId });
         await using (var c = new NpgsqlConnection(App.ConnectionString))
         {
-            await c.ExecuteAsync("""
-                INSERT INTO customers (merchant_id, customer_id) SELECT @m, 'cus_plan_' || i FROM generate_series(1, @n) AS i;
-                WITH created AS (
-                    INSERT INTO accounts (merchant_id, account_id, kind, type, customer_id, currency, cached)
-                    SELECT c.merchant_id, c.customer_id || ':' || a.kind, a.kind, a.type, c.customer_id, 'USD', true
-                      FROM customers c
-                     CROSS JOIN (VALUES ('credits_cycle', 'liability'), ('credits_bundle', 'liability'), ('receivable', 'asset')) AS a(kind, type)
-                     WHERE c.merchant_id = @m
-                    RETURNING merchant_id, account_id)
-                INSERT INTO account_balances (merchant_id, account_id) SELECT merchant_id, account_id FROM created;
-                SELECT pg_stat_force_next_flush();
-                """, new { m = m.MerchantId, n = Customers });
+            await c.ExecuteAsync(Seed.CustomersWithBalancesSql + "\nSELECT pg_stat_force_next_flush();",
+                new { m = m.MerchantId, prefix = "cus_plan_", n = Customers });
         }
         // The merchant's history in the tables the posting reads by key, written past the checks (its references are
         // made up): a table that is empty when a plan is made is read whole at no cost and ties every index with the
