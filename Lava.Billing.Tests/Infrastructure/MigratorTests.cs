@@ -29,6 +29,78 @@ public class MigratorTests : IAsyncLifetime
         Assert.Equal(0, await new Migrator(a, NullLogger<Migrator>.Instance).MigrateAsync(CancellationToken.None));
     }
 
+    private static Migrator.Script AddColumn(string column)
+    {
+        var sql = $"ALTER TABLE merchants ADD COLUMN {column} integer";
+        return new Migrator.Script(100_000, "100000_test_add_column.sql", sql, Migrator.SqlChecksum(sql));
+    }
+
+    /// <summary>A transaction that has read <c>merchants</c> and stays open, as a long export does with its tables.</summary>
+    private static async Task<(NpgsqlConnection Connection, NpgsqlTransaction Transaction)> HoldReadAsync(NpgsqlDataSource source)
+    {
+        var connection = await source.OpenConnectionAsync();
+        var tx = await connection.BeginTransactionAsync();
+        await connection.ExecuteAsync("SELECT count(*) FROM merchants", transaction: tx);
+        return (connection, tx);
+    }
+
+    private static async Task<bool> HasColumnAsync(NpgsqlConnection c, string column) =>
+        await c.ExecuteScalarAsync<bool>(
+            "SELECT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_name = 'merchants' AND column_name = @column)", new { column });
+
+    [Fact]
+    public async Task AMigrationWaitingBehindALongReadGivesWayToTheTablesOtherUsersAndAppliesOnceTheReadEnds()
+    {
+        await using var source = Source();
+        await new Migrator(source, NullLogger<Migrator>.Instance).MigrateAsync(CancellationToken.None);
+        var (holder, read) = await HoldReadAsync(source);
+        var migrator = new Migrator(source, NullLogger<Migrator>.Instance,
+            new MigrationOptions { LockTimeoutMs = 200, Attempts = 1_000, RetryDelayMs = 50 });
+        var migrating = migrator.MigrateAsync([.. Migrator.Scripts, AddColumn("waits_its_turn")], CancellationToken.None);
+
+        await using var other = await source.OpenConnectionAsync();
+        // The ALTER TABLE queues behind the open read; wait until it does.
+        var queued = false;
+        for (var i = 0; i < 500 && !queued; i++)
+        {
+            queued = await other.ExecuteScalarAsync<bool>(
+                "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'ALTER TABLE merchants%')");
+            if (!queued) await Task.Delay(20);
+        }
+        Assert.True(queued);
+        // Any later read of the table queues behind the ALTER TABLE's request. Without a lock timeout it would wait for the
+        // open read to end, which here ends only after it: the statement timeout would cancel it.
+        await other.ExecuteAsync("SET statement_timeout = '20s'");
+        Assert.Equal(0, await other.ExecuteScalarAsync<long>("SELECT count(*) FROM merchants WHERE merchant_id IS NULL"));
+        Assert.False(migrating.IsCompleted);
+
+        await read.CommitAsync();
+        await holder.DisposeAsync();
+        Assert.Equal(1, await migrating);
+        Assert.True(await HasColumnAsync(other, "waits_its_turn"));
+    }
+
+    [Fact]
+    public async Task AMigrationThatNeverGetsItsLockFailsNamingItselfAndAppliesNothing()
+    {
+        await using var source = Source();
+        await new Migrator(source, NullLogger<Migrator>.Instance).MigrateAsync(CancellationToken.None);
+        var (holder, read) = await HoldReadAsync(source);
+        await using (holder)
+        {
+            var migrator = new Migrator(source, NullLogger<Migrator>.Instance,
+                new MigrationOptions { LockTimeoutMs = 100, Attempts = 3, RetryDelayMs = 0 });
+            var error = await Assert.ThrowsAsync<InvalidOperationException>(
+                () => migrator.MigrateAsync([.. Migrator.Scripts, AddColumn("never_added")], CancellationToken.None));
+            Assert.Contains("100000_test_add_column.sql", error.Message);
+            Assert.Contains("3 attempts", error.Message);
+            await read.RollbackAsync();
+        }
+        await using var c = await source.OpenConnectionAsync();
+        Assert.False(await HasColumnAsync(c, "never_added"));
+        Assert.Equal(0, await c.ExecuteScalarAsync<int>("SELECT count(*) FROM schema_migrations WHERE version = 100000"));
+    }
+
     [Fact]
     public async Task StartUpRefusesWhenAnAppliedFileChanged()
     {

@@ -54,7 +54,9 @@ public static class Database
                 ? new ReadDataSource(sp.GetRequiredService<NpgsqlDataSource>(), exports)
                 : new ReadDataSource(Build(readOnly, "lava-billing-ro"), exports);
         });
-        services.AddSingleton<Migrator>();
+        services.AddOptions<MigrationOptions>().BindConfiguration("Database:Migrations").ValidateDataAnnotations().ValidateOnStart();
+        services.AddSingleton(sp => new Migrator(sp.GetRequiredService<NpgsqlDataSource>(), sp.GetRequiredService<ILogger<Migrator>>(),
+            sp.GetRequiredService<Microsoft.Extensions.Options.IOptions<MigrationOptions>>().Value));
         return services;
     }
 

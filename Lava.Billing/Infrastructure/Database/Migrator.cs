@@ -1,9 +1,26 @@
+using System.ComponentModel.DataAnnotations;
 using System.Security.Cryptography;
 using System.Text;
 using Dapper;
 using Npgsql;
 
 namespace Lava.Billing.Infrastructure.Database;
+
+/// <summary>
+/// How a migration waits for the locks it takes (<c>Database:Migrations</c>). A statement such as <c>ALTER TABLE</c>
+/// queues behind every transaction already reading its table, and every read and write of the table that comes after
+/// queues behind it: one long export would stop the ledger's writers for as long as it runs. So each statement of a
+/// migration waits at most <see cref="LockTimeoutMs"/> for a lock; when it times out the migration rolls back, the
+/// writers go on, and it is tried again after <see cref="RetryDelayMs"/>, <see cref="Attempts"/> times in all.
+/// </summary>
+public sealed class MigrationOptions
+{
+    [Range(1, 600_000)] public int LockTimeoutMs { get; set; } = 2_000;
+
+    [Range(1, 100_000)] public int Attempts { get; set; } = 30;
+
+    [Range(0, 600_000)] public int RetryDelayMs { get; set; } = 1_000;
+}
 
 /// <summary>
 /// Applies <c>migrations/NNNN_what.sql</c> (embedded in the assembly) in order, each in its own transaction, under a
@@ -16,8 +33,10 @@ namespace Lava.Billing.Infrastructure.Database;
 /// the whole file; such a row is accepted when it matches the file as it is, or when it is one of
 /// <see cref="CommentOnlyRewrites"/>, and is then rewritten to the new form.
 /// </remarks>
-public sealed class Migrator(NpgsqlDataSource db, ILogger<Migrator> log)
+public sealed class Migrator(NpgsqlDataSource db, ILogger<Migrator> log, MigrationOptions? options = null)
 {
+    private readonly MigrationOptions _options = options ?? new MigrationOptions();
+
     private const long LockKey = 0x4C41_5641_4D49_47; // "LAVAMIG"
 
     public sealed record Script(int Version, string Name, string Sql, string Checksum);
@@ -69,7 +88,13 @@ public sealed class Migrator(NpgsqlDataSource db, ILogger<Migrator> log)
          WHERE c.relkind = 'r' AND c.reltuples < 0 AND n.nspname = current_schema()
         """;
 
-    public async Task<int> MigrateAsync(CancellationToken ct)
+    // SQLSTATEs after which a migration is rolled back and tried again: its lock wait ran out (lock_not_available), or
+    // PostgreSQL broke a deadlock by cancelling it (deadlock_detected).
+    private static bool IsLockWait(Exception e) => e is PostgresException { SqlState: "55P03" or "40P01" };
+
+    public Task<int> MigrateAsync(CancellationToken ct) => MigrateAsync(Scripts, ct);
+
+    internal async Task<int> MigrateAsync(IReadOnlyList<Script> scripts, CancellationToken ct)
     {
         await using var connection = await db.OpenConnectionAsync(ct);
         await connection.ExecuteAsync(new CommandDefinition("SELECT pg_advisory_lock(@LockKey)", new { LockKey }, cancellationToken: ct));
@@ -81,7 +106,7 @@ public sealed class Migrator(NpgsqlDataSource db, ILogger<Migrator> log)
                 .ToDictionary(r => r.Version, r => r.Checksum);
 
             var count = 0;
-            foreach (var script in Scripts)
+            foreach (var script in scripts)
             {
                 if (applied.TryGetValue(script.Version, out var checksum))
                 {
@@ -98,12 +123,7 @@ public sealed class Migrator(NpgsqlDataSource db, ILogger<Migrator> log)
                     }
                     continue;
                 }
-                await using var tx = await connection.BeginTransactionAsync(ct);
-                // No command timeout: a migration that rewrites a table takes as long as the table is large, and one cut off
-                // at the pool's 30 s would roll back and fail again at every retry of the deploy.
-                await connection.ExecuteAsync(new CommandDefinition(script.Sql, transaction: tx, commandTimeout: 0, cancellationToken: ct));
-                await connection.ExecuteAsync(new CommandDefinition(InsertApplied, script, tx, cancellationToken: ct));
-                await tx.CommitAsync(ct);
+                await ApplyAsync(connection, script, ct);
                 log.LogInformation("Applied migration {Name}", script.Name);
                 count++;
             }
@@ -114,6 +134,42 @@ public sealed class Migrator(NpgsqlDataSource db, ILogger<Migrator> log)
         finally
         {
             await connection.ExecuteAsync(new CommandDefinition("SELECT pg_advisory_unlock(@LockKey)", new { LockKey }, cancellationToken: CancellationToken.None));
+        }
+    }
+
+    /// <summary>
+    /// Runs one file and records it in one transaction, each of its lock waits bounded by the lock timeout; a file whose
+    /// wait ran out is rolled back, so the writers queued behind it go on, and tried again (<see cref="MigrationOptions"/>).
+    /// </summary>
+    private async Task ApplyAsync(NpgsqlConnection connection, Script script, CancellationToken ct)
+    {
+        for (var attempt = 1; ; attempt++)
+        {
+            try
+            {
+                await using var tx = await connection.BeginTransactionAsync(ct);
+                await connection.ExecuteAsync(new CommandDefinition(
+                    "SELECT set_config('lock_timeout', @Timeout, true)", new { Timeout = $"{_options.LockTimeoutMs}ms" }, tx, cancellationToken: ct));
+                // No command timeout: a migration that rewrites a table takes as long as the table is large, and one cut off
+                // at the pool's 30 s would roll back and fail again at every retry of the deploy.
+                await connection.ExecuteAsync(new CommandDefinition(script.Sql, transaction: tx, commandTimeout: 0, cancellationToken: ct));
+                await connection.ExecuteAsync(new CommandDefinition(InsertApplied, script, tx, cancellationToken: ct));
+                await tx.CommitAsync(ct);
+                return;
+            }
+            catch (Exception e) when (IsLockWait(e) && attempt < _options.Attempts)
+            {
+                log.LogWarning("Migration {Name} waited {LockTimeoutMs} ms for a lock and was rolled back ({Reason}); attempt {Attempt} of {Attempts}, next in {RetryDelayMs} ms",
+                    script.Name, _options.LockTimeoutMs, ((PostgresException)e).MessageText, attempt, _options.Attempts, _options.RetryDelayMs);
+                await Task.Delay(_options.RetryDelayMs, ct);
+            }
+            catch (Exception e) when (IsLockWait(e))
+            {
+                throw new InvalidOperationException(
+                    $"Migration {script.Name} could not take its locks in {_options.Attempts} attempts of {_options.LockTimeoutMs} ms each: " +
+                    "a transaction held a table it changes all that time (look for long transactions in pg_stat_activity). " +
+                    "Nothing of it was applied; run the migration again, or raise Database__Migrations__Attempts.", e);
+            }
         }
     }
 
