@@ -137,6 +137,61 @@ public class PostingPlansAnalyseTests(LavaApp app) : ApiTest(app)
     }
 
     [Fact]
+    public async Task ARoleThatOwnsNeitherTheTablesNorTheDatabaseLeavesThemToAutovacuumAndAMemberOfTheOwnerAnalysesThem()
+    {
+        var m = await App.NewMerchantAsync();
+        await using var admin = new NpgsqlConnection(App.AdminConnectionString);
+        await admin.ExecuteAsync("ALTER TABLE customers SET (autovacuum_enabled = false)");
+        await CountedAsync(admin, "customers");
+        await admin.ExecuteAsync("""
+            ANALYZE customers;
+            INSERT INTO customers (merchant_id, customer_id) SELECT @m, 'cus_role_' || i FROM generate_series(1, 200) AS i;
+            SELECT pg_stat_force_next_flush();
+            """, new { m = m.MerchantId });
+        await CountedAsync(admin, "customers");
+        async Task<long> AnalysesAsync()
+        {
+            await admin.ExecuteAsync("SELECT pg_stat_clear_snapshot()");
+            return await admin.QuerySingleAsync<long>("SELECT analyze_count FROM pg_stat_user_tables WHERE relname = 'customers'");
+        }
+        var before = await AnalysesAsync();
+
+        // Roles are the cluster's: a name of this test's own, dropped after it.
+        var role = "lava_plans_" + Guid.NewGuid().ToString("N")[..12];
+        await admin.ExecuteAsync($"CREATE ROLE {role} LOGIN PASSWORD '{role}_pw'");
+        try
+        {
+            await using var source = NpgsqlDataSource.Create(new NpgsqlConnectionStringBuilder(App.ConnectionString)
+                { Username = role, Password = role + "_pw", Pooling = false }.ConnectionString);
+            async Task<List<PostingPlans.TableRow>> ReadAsync()
+            {
+                await using var c = await source.OpenConnectionAsync();
+                return await PostingPlans.ReadStatisticsAsync(c, CancellationToken.None);
+            }
+            var plans = new PostingPlans(source, new BillingOptions { AnalyseUnsettledTables = true }, new ManualClock(),
+                NullLogger<PostingPlans>.Instance);
+
+            var rows = await ReadAsync();
+            Assert.Equal(PostingPlans.Tables.Count, rows.Count);
+            Assert.All(rows, r => Assert.False(r.MayAnalyse, r.Name));
+            await plans.RefreshAsync(CancellationToken.None);
+            Assert.Equal(before, await AnalysesAsync());
+            Assert.False(plans.Generic(["customers"]));
+
+            var owner = new NpgsqlConnectionStringBuilder(App.ConnectionString).Username;
+            await admin.ExecuteAsync($"GRANT \"{owner}\" TO {role}");
+            Assert.All(await ReadAsync(), r => Assert.True(r.MayAnalyse, r.Name));
+            await plans.RefreshAsync(CancellationToken.None);
+            Assert.Equal(before + 1, await AnalysesAsync());
+            Assert.True(plans.Generic(["customers"]));
+        }
+        finally
+        {
+            await admin.ExecuteAsync($"DROP ROLE {role}");
+        }
+    }
+
+    [Fact]
     public void OnlyAnUnsettledTableOfFiftyRowsOrMoreThisRoleMayAnalyseAndNotAnalysedJustNowIsAnalysed()
     {
         PostingPlans.TableRow[] tables =

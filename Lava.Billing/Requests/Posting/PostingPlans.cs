@@ -173,7 +173,7 @@ public sealed class PostingPlans(NpgsqlDataSource db, BillingOptions options, Ti
     private void Publish(IEnumerable<TableRow> rows) =>
         _tables = rows.ToDictionary(r => r.Name, r => (Classify(r.Analysed, r.Counted, r.Live), r.Counted), StringComparer.Ordinal);
 
-    private static async Task<List<TableRow>> ReadStatisticsAsync(NpgsqlConnection connection, CancellationToken ct) =>
+    internal static async Task<List<TableRow>> ReadStatisticsAsync(NpgsqlConnection connection, CancellationToken ct) =>
         (await connection.QueryAsync<(string Name, bool Analysed, double Counted, long Live, bool MayAnalyse)>(
             new CommandDefinition(SelectStatistics, new { Tables }, cancellationToken: ct)))
         .Select(r => new TableRow(r.Name, r.Analysed, r.Counted, r.Live, r.MayAnalyse)).ToList();
