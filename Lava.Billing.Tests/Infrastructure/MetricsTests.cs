@@ -7,16 +7,18 @@ namespace Lava.Billing.Tests.Infrastructure;
 
 public class MetricsTests(LavaApp app) : ApiTest(app)
 {
-    private async Task<string> ScrapeAsync()
+    private Task<string> ScrapeAsync() => ScrapeAsync(App.CreateClient());
+
+    internal static async Task<string> ScrapeAsync(HttpClient client)
     {
-        var response = await App.CreateClient().GetAsync(Observability.Path);
+        var response = await client.GetAsync(Observability.Path);
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
         Assert.StartsWith("text/plain", response.Content.Headers.ContentType!.MediaType);
         return await response.Content.ReadAsStringAsync();
     }
 
     /// <summary>The sum of a series' samples whose labels include every given <c>name="value"</c> pair; null when none.</summary>
-    private static double? Sample(string scrape, string name, params string[] labels)
+    internal static double? Sample(string scrape, string name, params string[] labels)
     {
         var values = scrape.Split('\n')
             .Where(l => l.StartsWith(name + "{", StringComparison.Ordinal) || l.StartsWith(name + " ", StringComparison.Ordinal))

@@ -167,7 +167,7 @@ public sealed class ForwardRelay(ForwardOptions options, UpstreamClient upstream
                         {
                             // The provider's final count: on disk before the client sees the end of the answer.
                             var (final, anomaly) = Bounded(call, usage, cut: false);
-                            await billing.ServeAsync(final, anomaly);
+                            await ServeAsync(billing, final, anomaly);
                             // Whatever breaks from here, this usage is what the call is billed (by the settle worker at worst).
                             progress.Settled = true;
                         }
@@ -210,7 +210,7 @@ public sealed class ForwardRelay(ForwardOptions options, UpstreamClient upstream
             {
                 if (!cut) usage.Finish();
                 var (billed, anomaly) = Bounded(call, usage, cut);
-                await billing.ServeAsync(billed, anomaly);
+                await ServeAsync(billing, billed, anomaly);
                 progress.Settled = true;
             }
             if (held is not null && heldLength > 0 && !cut) await WriteLastAsync(http, held.AsMemory(0, heldLength), ct);
@@ -289,8 +289,15 @@ public sealed class ForwardRelay(ForwardOptions options, UpstreamClient upstream
     // now is left to the settle worker.
     private static async Task ServeAndPostAsync(IRelayBilling billing, BilledUsage billed, string? anomaly)
     {
-        await billing.ServeAsync(billed, anomaly);
+        await ServeAsync(billing, billed, anomaly);
         await billing.PostServedAsync();
+    }
+
+    /// <summary>Writes the call's usage: the gateway's time after the provider's answer (<c>phase="after"</c> in /metrics).</summary>
+    private static async Task ServeAsync(IRelayBilling billing, BilledUsage billed, string? anomaly)
+    {
+        using var timer = LavaMetrics.GatewayAfter();
+        await billing.ServeAsync(billed, anomaly);
     }
 
     private async Task ProgressAsync(RelayCall call, IRelayBilling billing, BilledUsage seen)
