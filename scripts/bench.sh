@@ -275,21 +275,44 @@ run_wrk() { # $1 = output file, $2 = seconds, $3 = connections, $4 = items per c
   finish_run "$out" "$before" "$out.cpu" 1 "${tput:-0}" "$p50" "$p99" "$errors"
 }
 
+# The gateway's own time per call, from the service's /metrics (lava_gateway_added_duration_seconds): the sums and counts
+# of its two phases, before the provider is called (checks, price, the hold and the call's record) and after it answered
+# (writing the call's usage).
+gateway_phases() {
+  curl -fsS "$url/metrics" | awk '
+    /^lava_gateway_added_duration_seconds_(sum|count)\{/ {
+      p = /phase="before"/ ? "b" : (/phase="after"/ ? "a" : ""); if (p == "") next
+      if (/_sum\{/) sum[p] += $NF; else count[p] += $NF }
+    END { printf "%.9f %d %.9f %d\n", sum["b"], count["b"], sum["a"], count["a"] }'
+}
+run_wrk_gateway() { # as run_wrk; the row gains the mean µs per call of the before and after phases over the run
+  local out="$1" m0 m1 row
+  m0="$(gateway_phases)" || die "no /metrics from the service"
+  row="$(run_wrk "$@")" || return 1
+  m1="$(gateway_phases)" || die "no /metrics from the service"
+  row="$row $(awk -v a="$m0" -v b="$m1" 'BEGIN { split(a, x); split(b, y)
+    printf "%.0f %.0f", (y[2] > x[2] ? (y[1] - x[1]) * 1e6 / (y[2] - x[2]) : 0), (y[4] > x[4] ? (y[3] - x[3]) * 1e6 / (y[4] - x[4]) : 0) }')"
+  echo "$row" | tee "$out.result"
+}
+
 key_id_of() { psql_app -At -c "SELECT secret_key_id FROM secret_keys WHERE merchant_id = '$1' AND revoked_at IS NULL LIMIT 1"; }
-run_pgbench() { # $1 = output file, $2 = seconds, $3 = clients, $4 = reports per transaction, $5 = script, $6 = merchant, $7 = protocol
-  local out="$1" seconds="$2" clients="$3" per_txn="$4" script="$5" m="$6" protocol="${7:-prepared}" before
+run_pgbench() { # $1 = output file, $2 = seconds, $3 = clients, $4 = reports per transaction, $5 = script, $6 = merchant, $7 = protocol, $8 = rate
+  local out="$1" seconds="$2" clients="$3" per_txn="$4" script="$5" m="$6" protocol="${7:-prepared}" rate="${8:-}" before paced=()
   rm -f "$out".log.*
+  # Paced: transactions started at this rate (per second, Poisson), each client idle between them.
+  [[ -z "$rate" ]] || paced=(-R "$rate")
   before="$(snapshot)"
-  PGPASSWORD=lava_pw /usr/bin/time -f '%U %S' -o "$out.cpu" "$pg_bin/pgbench" -h 127.0.0.1 -p "$PG_PORT" -U lava -n -M "$protocol" \
+  PGPASSWORD=lava_pw /usr/bin/time -f '%U %S' -o "$out.cpu" "$pg_bin/pgbench" -h 127.0.0.1 -p "$PG_PORT" -U lava -n -M "$protocol" "${paced[@]}" \
     -c "$clients" -j 2 -T "$seconds" -f "$script" -D "m=$m" -D "keyid=$(key_id_of "$m")" "${pg_vars[@]}" -l --log-prefix="$out.log" lava >"$out" 2>&1 \
     || die "pgbench failed; see $out"
   local tput p50 p99 errors
   tput="$(awk '/^tps = / { print $3 }' "$out")"
-  # Nearest-rank percentiles of the per-transaction latencies (microseconds, third column of pgbench's log).
-  read -r p50 p99 < <(cat "$out".log.* | awk '{ print $3 }' | sort -n | awk '
+  # Nearest-rank percentiles of the per-transaction latencies (microseconds, third column of pgbench's log; paced, it
+  # counts from the scheduled start, so the seventh, the lag behind that schedule, is taken off).
+  read -r p50 p99 < <(cat "$out".log.* | awk '{ print (NF >= 7 ? $3 - $7 : $3) }' | sort -n | awk '
     function rank(p) { r = NR * p; return r == int(r) ? r : int(r) + 1 }
     { v[NR] = $1 }
-    END { if (NR == 0) { print "0 0"; exit } printf "%.1f %.1f\n", v[rank(0.50)] / 1000, v[rank(0.99)] / 1000 }')
+    END { if (NR == 0) { print "0 0"; exit } printf "%.2f %.2f\n", v[rank(0.50)] / 1000, v[rank(0.99)] / 1000 }')
   errors="$(awk '/number of failed transactions:/ { n += $5 } END { print n + 0 }' "$out")"
   rm -f "$out".log.*
   finish_run "$out" "$before" "$out.cpu" "$per_txn" "${tput:-0}" "$p50" "$p99" "$errors"
@@ -413,14 +436,24 @@ if (( gateway_selected )); then
 fi
 for c in "$GATEWAY_CONNECTIONS" 1; do
   scenario "gateway-direct-c$c" run_wrk "$c" 1 bench/wrk/forward.lua "$stub_chat" direct "$key" "$CUSTOMERS"
-  scenario "gateway-customer-c$c" run_wrk "$c" 1 bench/wrk/forward.lua "$forward" customer "$key" "$CUSTOMERS"
-  scenario "gateway-byok-c$c" run_wrk "$c" 1 bench/wrk/forward.lua "$forward" byok "$key" "$CUSTOMERS"
+  scenario "gateway-customer-c$c" run_wrk_gateway "$c" 1 bench/wrk/forward.lua "$forward" customer "$key" "$CUSTOMERS"
+  scenario "gateway-byok-c$c" run_wrk_gateway "$c" 1 bench/wrk/forward.lua "$forward" byok "$key" "$CUSTOMERS"
   if (( c > 1 )); then
     scenario "gateway-ttfb-direct-c$c" run_ttfb "$c" "$stub_chat" direct
     scenario "gateway-ttfb-customer-c$c" run_ttfb "$c" "$url$forward" customer
     scenario "gateway-ttfb-byok-c$c" run_ttfb "$c" "$url$forward" byok
   fi
 done
+
+# What one commit costs on this machine, the unit of the gateway's own time (a billed call commits twice before the
+# client has its answer, its hold taking one more round trip; a BYOK call commits twice): pgbench, one client, one row
+# updated per transaction, back to back and paced at a gateway call's rate at one connection (the client idle between).
+if selected commit-c1 || selected commit-paced-c1; then
+  psql_app -c "CREATE TABLE IF NOT EXISTS bench_commit (id int PRIMARY KEY, n bigint NOT NULL DEFAULT 0); INSERT INTO bench_commit VALUES (1) ON CONFLICT DO NOTHING" >/dev/null
+  echo 'UPDATE bench_commit SET n = n + 1 WHERE id = 1;' >"$results/commit.sql"
+fi
+scenario "commit-c1" run_pgbench 1 1 "$results/commit.sql" "$merchant"
+scenario "commit-paced-c1" run_pgbench 1 1 "$results/commit.sql" "$merchant" prepared 250
 
 bench/pgbench/reports.sh 1 "$CUSTOMERS" >"$results/report.sql"
 bench/pgbench/reports.sh 1 "$CUSTOMERS" --lookups >"$results/report-lookups.sql"
@@ -552,10 +585,11 @@ row_single() { # $1 = scenario, $2 = label, $3 = customers, $4 = replays, $5 = c
 }
 minus() { [[ "$1" == "-" || "$2" == "-" ]] && echo "-" || awk -v a="$1" -v b="$2" 'BEGIN { printf "%+.2f", a - b }'; }
 row_gateway() { # $1 = scenario, $2 = label, $3 = connections, $4 = the direct scenario to subtract
-  if [[ -n "${SKIPPED[$1]:-}" ]]; then echo "| $2 | $3 | skipped (${SKIPPED[$1]}) | | | | | | | | |"; return; fi
-  local added50="" added99=""
-  [[ "$1" == "$4" ]] || { added50="**$(minus "$(col "$1" 2)" "$(col "$4" 2)")**"; added99="$(minus "$(col "$1" 3)" "$(col "$4" 3)")"; }
-  echo "| $2 | $3 | $(num "$(col "$1" 1)") | $(col "$1" 2) | $(col "$1" 3) | $added50 | $added99 | $(per_unit "$1" 5) | $(per_unit "$1" 6) | $(col "$1" 4) | $(busy_pct "$1")% / $(col "$1" 10) |"
+  if [[ -n "${SKIPPED[$1]:-}" ]]; then echo "| $2 | $3 | skipped (${SKIPPED[$1]}) | | | | | | | | | | |"; return; fi
+  local added50="" added99="" before="" after=""
+  [[ "$1" == "$4" ]] || { added50="**$(minus "$(col "$1" 2)" "$(col "$4" 2)")**"; added99="$(minus "$(col "$1" 3)" "$(col "$4" 3)")"
+                          before="$(col "$1" 11)"; after="$(col "$1" 12)"; }
+  echo "| $2 | $3 | $(num "$(col "$1" 1)") | $(col "$1" 2) | $(col "$1" 3) | $added50 | $added99 | $before | $after | $(per_unit "$1" 5) | $(per_unit "$1" 6) | $(col "$1" 4) | $(busy_pct "$1")% / $(col "$1" 10) |"
 }
 row_floor() { # $1 = service scenario, $2 = the minimal transaction's scenario
   [[ -n "${R[$1]:-}" || -n "${R[$2]:-}" ]] || return 0
@@ -745,12 +779,16 @@ usage chunk, \`data: [DONE]\`) 10 ms later. The same call goes to the stub direc
 it, capturing the hold (two database transactions besides the reads). **BYOK**: \`provider_key\` only: nothing held,
 nobody charged, one gateway ledger transaction recorded. Added = through the gateway minus directly, at the same
 concurrency: at 1 connection nothing queues, so it is the gateway's own time per call; at $gc it includes waiting for
-the 2 cores. CPU per call as in "Where time goes".
+the 2 cores. CPU per call as in "Where time goes". **Before** and **after**: the gateway's own time per call (mean µs,
+from the service's \`lava_gateway_added_duration_seconds\` over the runs): before the provider is called (the token,
+the price, the hold and the call's record, committed) and after it answered (the call's usage, committed before the
+client has the end of the answer). What is left of the added time is relaying: the provider call through the
+service's HTTP client, and the client's request and response through the service.
 
 Non-streaming, wrk (\`bench/wrk/forward.lua\`):
 
-| path | connections | calls/s | p50 ms | p99 ms | added p50 ms | added p99 ms | service µs / call | PostgreSQL µs / call | errors | machine busy / load |
-|---|---|---|---|---|---|---|---|---|---|---|
+| path | connections | calls/s | p50 ms | p99 ms | added p50 ms | added p99 ms | before µs | after µs | service µs / call | PostgreSQL µs / call | errors | machine busy / load |
+|---|---|---|---|---|---|---|---|---|---|---|---|---|
 $(row_gateway gateway-direct-c1 "stub directly" 1 gateway-direct-c1)
 $(row_gateway gateway-customer-c1 "gateway, customer" 1 gateway-direct-c1)
 $(row_gateway gateway-byok-c1 "gateway, BYOK" 1 gateway-direct-c1)
@@ -766,6 +804,10 @@ sending its next stream when one ends): time to the first body byte, and to the 
 $(row_stream "gateway-ttfb-direct-c$gc" "stub directly" "gateway-ttfb-direct-c$gc")
 $(row_stream "gateway-ttfb-customer-c$gc" "gateway, customer" "gateway-ttfb-direct-c$gc")
 $(row_stream "gateway-ttfb-byok-c$gc" "gateway, BYOK" "gateway-ttfb-direct-c$gc")
+
+One commit (pgbench, one client, one row updated per transaction, \`commit-c1\` and \`commit-paced-c1\`): p50
+$(col commit-c1 2) ms back to back ($(num "$(col commit-c1 1)")/s), $(col commit-paced-c1 2) ms paced at 250 a second, the client
+idle between them as the gateway's connection to PostgreSQL is while the provider answers.
 
 Target: the gateway adds at most 2 ms at p50. Reached here: $(minus "$(col gateway-customer-c1 2)" "$(col gateway-direct-c1 2)") ms billed to a customer and $(minus "$(col gateway-byok-c1 2)" "$(col gateway-direct-c1 2)") ms BYOK at 1 connection; at $gc connections $(minus "$(col "gateway-customer-c$gc" 2)" "$(col "gateway-direct-c$gc" 2)") ms and $(minus "$(col "gateway-byok-c$gc" 2)" "$(col "gateway-direct-c$gc" 2)") ms, and a stream's first byte $(minus "$(col "gateway-ttfb-customer-c$gc" 2)" "$(col "gateway-ttfb-direct-c$gc" 2)") ms and $(minus "$(col "gateway-ttfb-byok-c$gc" 2)" "$(col "gateway-ttfb-direct-c$gc" 2)") ms. The gateway's own throughput at $gc connections: $(num "$(col "gateway-customer-c$gc" 1)") calls/s billed to customers, $(num "$(col "gateway-byok-c$gc" 1)") BYOK.
 
