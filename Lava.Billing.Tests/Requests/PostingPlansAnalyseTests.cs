@@ -41,6 +41,29 @@ public class PostingPlansAnalyseTests(LavaApp app) : ApiTest(app)
         }
     }
 
+    /// <summary>
+    /// Customers analysed, then 200 rows more: unsettled, and enough to analyse. Autovacuum is off for the table, so only
+    /// the service can have analysed it since.
+    /// </summary>
+    private static async Task UnsettledCustomersAsync(NpgsqlConnection admin, string merchantId, string prefix)
+    {
+        await admin.ExecuteAsync("ALTER TABLE customers SET (autovacuum_enabled = false)");
+        await CountedAsync(admin, "customers");
+        await admin.ExecuteAsync("""
+            ANALYZE customers;
+            INSERT INTO customers (merchant_id, customer_id) SELECT @m, @prefix || i FROM generate_series(1, 200) AS i;
+            SELECT pg_stat_force_next_flush();
+            """, new { m = merchantId, prefix });
+        await CountedAsync(admin, "customers");
+    }
+
+    /// <summary>How often customers has been analysed, by anyone, as the statistics say now.</summary>
+    private static async Task<long> CustomerAnalysesAsync(NpgsqlConnection admin)
+    {
+        await admin.ExecuteAsync("SELECT pg_stat_clear_snapshot()");
+        return await admin.QuerySingleAsync<long>("SELECT analyze_count FROM pg_stat_user_tables WHERE relname = 'customers'");
+    }
+
     private sealed class ManualClock : TimeProvider
     {
         public DateTimeOffset Now { get; set; } = DateTimeOffset.UtcNow;
@@ -99,16 +122,8 @@ public class PostingPlansAnalyseTests(LavaApp app) : ApiTest(app)
     {
         var m = await App.NewMerchantAsync();
         await using var admin = new NpgsqlConnection(App.AdminConnectionString);
-        await admin.ExecuteAsync("ALTER TABLE customers SET (autovacuum_enabled = false)");
-        await CountedAsync(admin, "customers");
-        await admin.ExecuteAsync("""
-            ANALYZE customers;
-            INSERT INTO customers (merchant_id, customer_id) SELECT @m, 'cus_locked_' || i FROM generate_series(1, 200) AS i;
-            SELECT pg_stat_force_next_flush();
-            """, new { m = m.MerchantId });
-        await CountedAsync(admin, "customers");
-        async Task<long> AnalysesAsync() => await admin.QuerySingleAsync<long>(
-            "SELECT analyze_count FROM pg_stat_user_tables WHERE relname = 'customers'");
+        await UnsettledCustomersAsync(admin, m.MerchantId, "cus_locked_");
+        Task<long> AnalysesAsync() => CustomerAnalysesAsync(admin);
         var before = await AnalysesAsync();
         var clock = new ManualClock();
         var plans = Plans(analyse: true, clock);
@@ -141,19 +156,8 @@ public class PostingPlansAnalyseTests(LavaApp app) : ApiTest(app)
     {
         var m = await App.NewMerchantAsync();
         await using var admin = new NpgsqlConnection(App.AdminConnectionString);
-        await admin.ExecuteAsync("ALTER TABLE customers SET (autovacuum_enabled = false)");
-        await CountedAsync(admin, "customers");
-        await admin.ExecuteAsync("""
-            ANALYZE customers;
-            INSERT INTO customers (merchant_id, customer_id) SELECT @m, 'cus_role_' || i FROM generate_series(1, 200) AS i;
-            SELECT pg_stat_force_next_flush();
-            """, new { m = m.MerchantId });
-        await CountedAsync(admin, "customers");
-        async Task<long> AnalysesAsync()
-        {
-            await admin.ExecuteAsync("SELECT pg_stat_clear_snapshot()");
-            return await admin.QuerySingleAsync<long>("SELECT analyze_count FROM pg_stat_user_tables WHERE relname = 'customers'");
-        }
+        await UnsettledCustomersAsync(admin, m.MerchantId, "cus_role_");
+        Task<long> AnalysesAsync() => CustomerAnalysesAsync(admin);
         var before = await AnalysesAsync();
 
         // Roles are the cluster's: a name of this test's own, dropped after it.
