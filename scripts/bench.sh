@@ -21,6 +21,8 @@
 #                 for trying things: the report then goes to bench/results/<UTC time>/report.md, not docs/BENCHMARKS.md)
 #                 BENCH_REPEAT=N (with BENCH_ONLY: the selected scenarios N times, each time on a fresh database, then the
 #                 median of each scenario's throughput and each run's deviation from it; 2-9)
+#                 BENCH_REPEAT_FLOOR=SCENARIO (with BENCH_REPEAT, SCENARIO among those selected, e.g. minimal-1-c32: also
+#                 each scenario's throughput divided by that one's in the same run, which takes the machine's speed out)
 set -Eeuo pipefail
 LAVA_SCRIPT=bench
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -49,6 +51,18 @@ if [[ -n "${BENCH_REPEAT:-}" ]]; then
       med="$(printf '%s\n' "${runs[@]%/*}" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')"
       printf '%-28s %10s  %s\n' "$name" "$med" "$(for r in "${runs[@]}"; do awk -v v="${r%/*}" -v l="${r#*/}" -v m="$med" 'BEGIN { printf "%s (%+.0f%%, load %s) ", v, (m > 0 ? (v - m) * 100 / m : 0), l }'; done)"
     done
+    # The machine's own speed moves between runs: each scenario's throughput divided by the floor measured in the same
+    # run (BENCH_REPEAT_FLOOR, a scenario selected with it, e.g. minimal-1-c32) takes that out.
+    if [[ -n "${BENCH_REPEAT_FLOOR:-}" ]]; then
+      echo "the same, divided by $BENCH_REPEAT_FLOOR in the same run"
+      cut -f1 "$repeat_dir"/medians-*.tsv | sort -u | grep -vx -- "$BENCH_REPEAT_FLOOR" | while read -r name; do
+        ratios=($(for f in "$repeat_dir"/medians-*.tsv; do awk -F'\t' -v n="$name" -v fl="$BENCH_REPEAT_FLOOR" '
+          { split($2, c, " "); t[$1] = c[1] } END { if ((n in t) && t[fl] > 0) printf "%.3f\n", t[n] / t[fl] }' "$f"; done))
+        (( ${#ratios[@]} > 0 )) || continue
+        med="$(printf '%s\n' "${ratios[@]}" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')"
+        printf '%-28s %10s  %s\n' "$name" "$med" "$(for v in "${ratios[@]}"; do awk -v v="$v" -v m="$med" 'BEGIN { printf "%s (%+.0f%%) ", v, (m > 0 ? (v - m) * 100 / m : 0) }'; done)"
+      done
+    fi
   } | tee "$repeat_dir/summary.txt"
   exit 0
 fi
