@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # scripts/bench.sh — the benchmark suite. One command, writes docs/BENCHMARKS.md.
-#   scripts/bench.sh            every scenario (about 20 min), writes docs/BENCHMARKS.md (keeping its profile section)
+#   scripts/bench.sh            every scenario (about 30 min), writes docs/BENCHMARKS.md (keeping its profile section)
 #   scripts/bench.sh profile    where PostgreSQL's work goes per report (bench/profile.sh, a few minutes): rewrites only
 #                               the profile section of docs/BENCHMARKS.md
 #
@@ -14,7 +14,7 @@
 # Raw output lands in bench/results/<UTC time>/.
 # All traffic goes to 127.0.0.1; every loop is bounded; the whole run stops itself after BENCH_MAX_SECONDS.
 #
-# Env (optional): BENCH_SECONDS=10 BENCH_RUNS=3 BENCH_WARMUP_SECONDS=3 BENCH_PG_PORT=25642 BENCH_MAX_SECONDS=1800
+# Env (optional): BENCH_SECONDS=10 BENCH_RUNS=3 BENCH_WARMUP_SECONDS=3 BENCH_PG_PORT=25642 BENCH_MAX_SECONDS=2100
 #                 BENCH_OUT=docs/BENCHMARKS.md BENCH_KEEP=1 (keep the cluster's data directory afterwards)
 #                 BENCH_SHARED_BUFFERS=1GB (PostgreSQL's shared_buffers)
 #                 BENCH_ONLY=REGEX (run only the scenarios whose name matches, e.g. '^single-1000' or 'gateway|export';
@@ -72,7 +72,7 @@ RUNS="${BENCH_RUNS:-3}"
 WARMUP_SECONDS="${BENCH_WARMUP_SECONDS:-3}"
 PG_PORT="${BENCH_PG_PORT:-25642}"
 PG_SHARED_BUFFERS="${BENCH_SHARED_BUFFERS:-1GB}"   # what an operator would give PostgreSQL on this 23 GB machine, at least; the export reads ~400 MB
-MAX_SECONDS="${BENCH_MAX_SECONDS:-1800}"
+MAX_SECONDS="${BENCH_MAX_SECONDS:-2100}"
 results="bench/results/$(date -u +%Y%m%dT%H%M%SZ)"
 # A partial run (BENCH_ONLY) writes its own report: docs/BENCHMARKS.md holds whole runs only.
 if [[ -n "${BENCH_ONLY:-}" && "$MODE" == all ]]; then OUT="${BENCH_OUT:-$results/report.md}"; else OUT="${BENCH_OUT:-docs/BENCHMARKS.md}"; fi
