@@ -123,8 +123,7 @@ public class PostingPlansAnalyseTests(LavaApp app) : ApiTest(app)
         var m = await App.NewMerchantAsync();
         await using var admin = new NpgsqlConnection(App.AdminConnectionString);
         await UnsettledCustomersAsync(admin, m.MerchantId, "cus_locked_");
-        Task<long> AnalysesAsync() => CustomerAnalysesAsync(admin);
-        var before = await AnalysesAsync();
+        var before = await CustomerAnalysesAsync(admin);
         var clock = new ManualClock();
         var plans = Plans(analyse: true, clock);
 
@@ -138,16 +137,16 @@ public class PostingPlansAnalyseTests(LavaApp app) : ApiTest(app)
             Assert.Same(refresh, await Task.WhenAny(refresh, Task.Delay(TimeSpan.FromSeconds(10))));
             await refresh;
             Assert.False(plans.Generic(["customers"]));
-            Assert.Equal(before, await AnalysesAsync());
+            Assert.Equal(before, await CustomerAnalysesAsync(admin));
         }
 
         // Free again, but tried within 5 seconds: left alone. After them: analysed.
         clock.Now += PostingPlans.AnalyseAtMostEvery - TimeSpan.FromSeconds(1);
         await plans.RefreshAsync(CancellationToken.None);
-        Assert.Equal(before, await AnalysesAsync());
+        Assert.Equal(before, await CustomerAnalysesAsync(admin));
         clock.Now += TimeSpan.FromSeconds(2);
         await plans.RefreshAsync(CancellationToken.None);
-        Assert.Equal(before + 1, await AnalysesAsync());
+        Assert.Equal(before + 1, await CustomerAnalysesAsync(admin));
         Assert.True(plans.Generic(["customers"]));
     }
 
@@ -157,8 +156,7 @@ public class PostingPlansAnalyseTests(LavaApp app) : ApiTest(app)
         var m = await App.NewMerchantAsync();
         await using var admin = new NpgsqlConnection(App.AdminConnectionString);
         await UnsettledCustomersAsync(admin, m.MerchantId, "cus_role_");
-        Task<long> AnalysesAsync() => CustomerAnalysesAsync(admin);
-        var before = await AnalysesAsync();
+        var before = await CustomerAnalysesAsync(admin);
 
         // Roles are the cluster's: a name of this test's own, dropped after it.
         var role = "lava_plans_" + Guid.NewGuid().ToString("N")[..12];
@@ -179,14 +177,14 @@ public class PostingPlansAnalyseTests(LavaApp app) : ApiTest(app)
             Assert.Equal(PostingPlans.Tables.Count, rows.Count);
             Assert.All(rows, r => Assert.False(r.MayAnalyse, r.Name));
             await plans.RefreshAsync(CancellationToken.None);
-            Assert.Equal(before, await AnalysesAsync());
+            Assert.Equal(before, await CustomerAnalysesAsync(admin));
             Assert.False(plans.Generic(["customers"]));
 
             var owner = new NpgsqlConnectionStringBuilder(App.ConnectionString).Username;
             await admin.ExecuteAsync($"GRANT \"{owner}\" TO {role}");
             Assert.All(await ReadAsync(), r => Assert.True(r.MayAnalyse, r.Name));
             await plans.RefreshAsync(CancellationToken.None);
-            Assert.Equal(before + 1, await AnalysesAsync());
+            Assert.Equal(before + 1, await CustomerAnalysesAsync(admin));
             Assert.True(plans.Generic(["customers"]));
         }
         finally
