@@ -21,6 +21,11 @@ public sealed class SecretKeyStore(NpgsqlDataSource db, TimeProvider clock)
     // CacheLifetime after a revocation made by another instance is a validation error, which reads nothing. RevokeAsync
     // clears this instance's entries at once.
     private readonly ConcurrentDictionary<string, (Caller Caller, DateTimeOffset Until)> _cache = new();
+    // The cached routes' lookups in flight, by the key's hash: at most one per key (AuthenticateAsync).
+    private readonly ConcurrentDictionary<string, Task<Caller?>> _lookups = new();
+    private long _lookupCount;
+    // Moved on by Forget: a lookup that started before it leaves no entry behind.
+    private long _generation;
     private const string SelectByHash = """
         SELECT merchant_id, secret_key_id, scope, key_hash
           FROM secret_keys
@@ -43,8 +48,42 @@ public sealed class SecretKeyStore(NpgsqlDataSource db, TimeProvider clock)
         if (!secret.StartsWith("aks_", StringComparison.Ordinal) || secret.Length > 200) return null;
         var hash = SecretKeys.Hash(secret);
         var cacheKey = Convert.ToBase64String(hash);
+        if (!cached) return await LookUpAsync(hash, cacheKey, ct);
+        if (_cache.TryGetValue(cacheKey, out var hit) && hit.Until > clock.GetUtcNow()) return hit.Caller;
+        // One lookup per key at a time. A key's entry runs out for every request in flight at once: each caller looking
+        // it up itself took one pooled connection per request for the same row, every CacheLifetime, beside the
+        // posting's writers. Callers that find it expired together share the first one's lookup (each still leaves when
+        // its own request does); it runs to its end whoever waits, and its failure is each waiter's.
+        var mine = new TaskCompletionSource<Caller?>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var shared = _lookups.GetOrAdd(cacheKey, mine.Task);
+        if (ReferenceEquals(shared, mine.Task)) _ = LookUpSharedAsync(mine, hash, cacheKey);
+        return await shared.WaitAsync(ct);
+    }
+
+    /// <summary>The lookup others may join: it leaves the lookups in flight before its callers have its answer.</summary>
+    private async Task LookUpSharedAsync(TaskCompletionSource<Caller?> lookup, byte[] hash, string cacheKey)
+    {
+        try
+        {
+            var caller = await LookUpAsync(hash, cacheKey, CancellationToken.None);
+            _lookups.TryRemove(KeyValuePair.Create(cacheKey, lookup.Task));
+            lookup.SetResult(caller);
+        }
+        catch (Exception e)
+        {
+            _lookups.TryRemove(KeyValuePair.Create(cacheKey, lookup.Task));
+            lookup.SetException(e);
+        }
+    }
+
+    /// <summary>Database lookups made, for tests.</summary>
+    internal long LookupCount => Interlocked.Read(ref _lookupCount);
+
+    private async Task<Caller?> LookUpAsync(byte[] hash, string cacheKey, CancellationToken ct)
+    {
+        Interlocked.Increment(ref _lookupCount);
         var now = clock.GetUtcNow();
-        if (cached && _cache.TryGetValue(cacheKey, out var hit) && hit.Until > now) return hit.Caller;
+        var generation = Interlocked.Read(ref _generation);
         await using var connection = await db.OpenConnectionAsync(ct);
         var row = await connection.QuerySingleOrDefaultAsync<(string MerchantId, string SecretKeyId, string Scope, byte[] KeyHash)?>(
             new CommandDefinition(SelectByHash, new { Hash = hash }, cancellationToken: ct));
@@ -55,7 +94,7 @@ public sealed class SecretKeyStore(NpgsqlDataSource db, TimeProvider clock)
         }
         var caller = new Caller(r.MerchantId, r.SecretKeyId, r.Scope);
         if (_cache.Count >= CacheLimit) _cache.Clear();
-        _cache[cacheKey] = (caller, now + CacheLifetime);
+        if (Interlocked.Read(ref _generation) == generation) _cache[cacheKey] = (caller, now + CacheLifetime);
         return caller;
     }
 
@@ -127,6 +166,10 @@ public sealed class SecretKeyStore(NpgsqlDataSource db, TimeProvider clock)
     /// <summary>The key is no longer live (revoked here, or found revoked by a re-check): it is looked up again next time.</summary>
     public void Forget(string merchantId, string secretKeyId)
     {
+        // A lookup in flight may have read the key before it was revoked: later callers do not join it, and it fills no
+        // entry when it ends.
+        Interlocked.Increment(ref _generation);
+        _lookups.Clear();
         foreach (var entry in _cache.Where(e => e.Value.Caller.MerchantId == merchantId && e.Value.Caller.SecretKeyId == secretKeyId))
             _cache.TryRemove(entry.Key, out _);
     }
