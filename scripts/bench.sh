@@ -17,6 +17,8 @@
 # Env (optional): BENCH_SECONDS=10 BENCH_RUNS=3 BENCH_WARMUP_SECONDS=3 BENCH_PG_PORT=25642 BENCH_MAX_SECONDS=2100
 #                 BENCH_OUT=docs/BENCHMARKS.md BENCH_KEEP=1 (keep the cluster's data directory afterwards)
 #                 BENCH_SHARED_BUFFERS=1GB (PostgreSQL's shared_buffers)
+#                 BENCH_DIRTY_BACKGROUND_BYTES=N (root; the kernel writes dirty pages back from N bytes dirty, e.g. 8388608,
+#                 for this run only: see "the kernel's writeback" below)
 #                 BENCH_ONLY=REGEX (run only the scenarios whose name matches, e.g. '^single-1000' or 'gateway|export';
 #                 for trying things: the report then goes to bench/results/<UTC time>/report.md, not docs/BENCHMARKS.md)
 #                 BENCH_REPEAT=N (with BENCH_ONLY: the selected scenarios N times, each time on a fresh database, then the
@@ -128,6 +130,7 @@ stub_pid=""
 second_pid=""
 cleanup() {
   local rc=$?
+  if [[ -n "${dirty_found_ratio:-}" ]]; then restore_writeback || true; fi
   if [[ -n "$stub_pid" ]]; then kill "$stub_pid" 2>/dev/null || true; fi
   if [[ -n "$second_pid" ]]; then kill "$second_pid" 2>/dev/null || true; fi
   if [[ -n "$svc_pid" ]] && kill -0 "$svc_pid" 2>/dev/null; then
@@ -140,6 +143,30 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 trap 'log "failed at line $LINENO: $BASH_COMMAND"' ERR
+
+# ---------- the kernel's writeback ----------
+# Dirty page-cache pages are written back in bursts (30 s old, by default, or 10% of memory dirty), and a commit's
+# WAL flush waits behind such a burst: 100-300 ms on this machine (docs/operations.md, "The database host's disk
+# flushes"). BENCH_DIRTY_BACKGROUND_BYTES=N (root) starts the writeback once N bytes are dirty, for this run; the
+# settings found are put back when it ends. The machine table says which was in effect.
+vm=/proc/sys/vm
+if [[ -n "${BENCH_DIRTY_BACKGROUND_BYTES:-}" ]]; then
+  [[ "$BENCH_DIRTY_BACKGROUND_BYTES" =~ ^[0-9]+$ ]] && (( BENCH_DIRTY_BACKGROUND_BYTES >= 1048576 )) \
+    || die "BENCH_DIRTY_BACKGROUND_BYTES is a number of bytes, at least 1048576"
+  [[ $EUID -eq 0 ]] || die "BENCH_DIRTY_BACKGROUND_BYTES needs root: it writes $vm/dirty_background_bytes"
+  dirty_found_bytes="$(cat "$vm/dirty_background_bytes")"
+  dirty_found_ratio="$(cat "$vm/dirty_background_ratio")"
+  restore_writeback() {
+    # Writing one of the pair zeroes the other: put back whichever was in use.
+    if (( dirty_found_bytes > 0 )); then echo "$dirty_found_bytes" > "$vm/dirty_background_bytes"
+    else echo "$dirty_found_ratio" > "$vm/dirty_background_ratio"; fi
+  }
+  echo "$BENCH_DIRTY_BACKGROUND_BYTES" > "$vm/dirty_background_bytes"
+  command_line="BENCH_DIRTY_BACKGROUND_BYTES=$BENCH_DIRTY_BACKGROUND_BYTES $command_line"
+fi
+if (( $(cat "$vm/dirty_background_bytes") > 0 )); then writeback="from $(( $(cat "$vm/dirty_background_bytes") / 1048576 )) MB dirty"
+else writeback="from $(cat "$vm/dirty_background_ratio")% of memory dirty"; fi
+writeback="$writeback, or $(( $(cat "$vm/dirty_expire_centisecs") / 100 )) s old"
 
 # ---------- PostgreSQL, fresh every run ----------
 log "PostgreSQL on 127.0.0.1:$PG_PORT with fsync on, shared_buffers $PG_SHARED_BUFFERS, data in $datadir"
@@ -643,6 +670,7 @@ Do not edit by hand: run the command again (it took $(( ($(elapsed) + 59) / 60 )
 | kernel | $(uname -sr) |
 | PostgreSQL | ${pg_version%% on *} (own cluster, fsync on, synchronous_commit on, full_page_writes on, shared_buffers $PG_SHARED_BUFFERS) |
 | disk flush | ${fsync_rate:-?} fdatasync/s (pg_test_fsync, one 8 kB write, on the file system of the cluster's WAL) |
+| kernel writeback | dirty pages written back $writeback (\`/proc/sys/vm\`; \`BENCH_DIRTY_BACKGROUND_BYTES\`) |
 | .NET | $dotnet_version, service built with \`dotnet build -c Release\` |
 | load generators | wrk $wrk_version (2 threads, Lua scripts in \`bench/wrk/\`), pgbench (2 threads, scripts from \`bench/pgbench/reports.sh\`) |
 | load average (1/5/15 min) | $load_start at the start, $load_end at the end |
