@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
-"""Times the disk's flushes on their own, without PostgreSQL: one 8 kB write and fdatasync, RATE times a second, for
-SECONDS, in a file under DIR (put it on the file system of the cluster's WAL). Prints the flushes' latency percentiles
+"""Times the disk's flushes on their own, without PostgreSQL: one 8 kB write and fdatasync (timed together, as a
+commit's WAL write and flush), RATE times a second, for SECONDS, in a file under DIR (put it on the file system of the cluster's WAL). Prints the flushes' latency percentiles
 and every flush slower than STALL_MS with its UTC time, so a stall PostgreSQL logs (several COMMITs done in the same
 millisecond after 100 ms or more) can be set beside what the disk did in that moment.
 
     python3 bench/flush-probe.py DIR [SECONDS=60] [RATE=250] [STALL_MS=50]
 """
 import datetime
+import math
 import os
 import sys
 import time
@@ -40,8 +41,8 @@ def main() -> int:
         next_at = start
         i = 0
         while time.monotonic() - start < seconds:
-            os.pwrite(fd, block, (i % blocks) * 8192)
             t0 = time.monotonic()
+            os.pwrite(fd, block, (i % blocks) * 8192)
             os.fdatasync(fd)
             took = (time.monotonic() - t0) * 1000.0
             latencies.append(took)
@@ -62,9 +63,11 @@ def main() -> int:
     latencies.sort()
 
     def pct(p: float) -> float:
-        return latencies[min(len(latencies) - 1, int(p / 100.0 * len(latencies)))]
+        # Nearest rank: the smallest value with at least p% of the flushes at or below it.
+        return latencies[max(0, math.ceil(p / 100.0 * len(latencies)) - 1)]
 
-    print(f"flushes {len(latencies)} in {seconds:.0f} s ({len(latencies) / seconds:.0f}/s asked {rate:.0f}/s)")
+    elapsed = time.monotonic() - start
+    print(f"flushes {len(latencies)} in {elapsed:.0f} s ({len(latencies) / elapsed:.0f}/s asked {rate:.0f}/s)")
     print(f"ms p50 {pct(50):.2f} p99 {pct(99):.2f} p99.9 {pct(99.9):.2f} max {latencies[-1]:.2f}")
     print(f"stalls >= {stall_ms:.0f} ms: {len(stalls)}")
     for ended, took in stalls:

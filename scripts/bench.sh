@@ -151,7 +151,7 @@ trap 'log "failed at line $LINENO: $BASH_COMMAND"' ERR
 # settings found are put back when it ends. The machine table says which was in effect.
 vm=/proc/sys/vm
 if [[ -n "${BENCH_DIRTY_BACKGROUND_BYTES:-}" ]]; then
-  [[ "$BENCH_DIRTY_BACKGROUND_BYTES" =~ ^[0-9]+$ ]] && (( BENCH_DIRTY_BACKGROUND_BYTES >= 1048576 )) \
+  [[ "$BENCH_DIRTY_BACKGROUND_BYTES" =~ ^[1-9][0-9]{0,15}$ ]] && (( BENCH_DIRTY_BACKGROUND_BYTES >= 1048576 )) \
     || die "BENCH_DIRTY_BACKGROUND_BYTES is a number of bytes, at least 1048576"
   [[ $EUID -eq 0 ]] || die "BENCH_DIRTY_BACKGROUND_BYTES needs root: it writes $vm/dirty_background_bytes"
   dirty_found_bytes="$(cat "$vm/dirty_background_bytes")"

@@ -44,6 +44,7 @@ public class SecretKeyCacheTests(LavaApp app) : ApiTest(app)
     {
         var (store, clock, secret) = await ArrangeAsync();
         clock.Advance(SecretKeyStore.CacheLifetime + TimeSpan.FromSeconds(1));
+        var before = store.LookupCount;
 
         using var leaving = new CancellationTokenSource();
         Task<Caller?> first, second;
@@ -55,6 +56,7 @@ public class SecretKeyCacheTests(LavaApp app) : ApiTest(app)
             await Assert.ThrowsAnyAsync<OperationCanceledException>(() => first);
         }
         Assert.NotNull(await second);
+        Assert.Equal(1, store.LookupCount - before);
     }
 
     [Fact]

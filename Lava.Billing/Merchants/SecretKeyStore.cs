@@ -73,6 +73,8 @@ public sealed class SecretKeyStore(NpgsqlDataSource db, TimeProvider clock)
         {
             _lookups.TryRemove(KeyValuePair.Create(cacheKey, lookup.Task));
             lookup.SetException(e);
+            // Each waiter has the failure; one whose waiters all left is not an error of its own.
+            _ = lookup.Task.Exception;
         }
     }
 
@@ -94,7 +96,13 @@ public sealed class SecretKeyStore(NpgsqlDataSource db, TimeProvider clock)
         }
         var caller = new Caller(r.MerchantId, r.SecretKeyId, r.Scope);
         if (_cache.Count >= CacheLimit) _cache.Clear();
-        if (Interlocked.Read(ref _generation) == generation) _cache[cacheKey] = (caller, now + CacheLifetime);
+        if (Interlocked.Read(ref _generation) == generation)
+        {
+            var entry = (caller, now + CacheLifetime);
+            _cache[cacheKey] = entry;
+            // Forget may have run between the check and the write, before the entry was there to be removed.
+            if (Interlocked.Read(ref _generation) != generation) _cache.TryRemove(KeyValuePair.Create(cacheKey, entry));
+        }
         return caller;
     }
 
