@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Times the disk's flushes on their own, without PostgreSQL: one 8 kB write and fdatasync (timed together, as a
-commit's WAL write and flush), RATE times a second, for SECONDS, in a file under DIR (put it on the file system of the cluster's WAL). Prints the flushes' latency percentiles
-and every flush slower than STALL_MS with its UTC time, so a stall PostgreSQL logs (several COMMITs done in the same
-millisecond after 100 ms or more) can be set beside what the disk did in that moment.
+commit's WAL write and flush), RATE times a second, for SECONDS, in a file under DIR (put it on the file system of the
+cluster's WAL). Prints the flushes' latency percentiles and every flush slower than STALL_MS with its UTC time, so a
+stall PostgreSQL logs (several COMMITs done in the same millisecond after 100 ms or more) can be set beside what the
+disk did in that moment.
 
     python3 bench/flush-probe.py DIR [SECONDS=60] [RATE=250] [STALL_MS=50]
 """

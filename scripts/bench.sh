@@ -34,6 +34,9 @@ require_dotnet
 MODE="${1:-all}"
 [[ "$MODE" == all || "$MODE" == profile ]] || die "usage: scripts/bench.sh [profile]"
 
+# The median of the numbers given (the lower middle one of an even count).
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+
 # BENCH_REPEAT: this script again, N times, each a fresh cluster and database; their medians side by side.
 if [[ -n "${BENCH_REPEAT:-}" ]]; then
   [[ "$BENCH_REPEAT" =~ ^[2-9]$ && -n "${BENCH_ONLY:-}" && "$MODE" == all ]] \
@@ -50,7 +53,7 @@ if [[ -n "${BENCH_REPEAT:-}" ]]; then
     cut -f1 "$repeat_dir"/medians-*.tsv | sort -u | while read -r name; do
       # Each run's throughput and the load average after it (columns 1 and 10 of a scenario's medians).
       runs=($(for f in "$repeat_dir"/medians-*.tsv; do awk -F'\t' -v n="$name" '$1 == n { split($2, c, " "); print c[1] "/" c[10] }' "$f"; done))
-      med="$(printf '%s\n' "${runs[@]%/*}" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')"
+      med="$(median "${runs[@]%/*}")"
       printf '%-28s %10s  %s\n' "$name" "$med" "$(for r in "${runs[@]}"; do awk -v v="${r%/*}" -v l="${r#*/}" -v m="$med" 'BEGIN { printf "%s (%+.0f%%, load %s) ", v, (m > 0 ? (v - m) * 100 / m : 0), l }'; done)"
     done
     # The machine's own speed moves between runs: each scenario's throughput divided by the floor measured in the same
@@ -61,7 +64,7 @@ if [[ -n "${BENCH_REPEAT:-}" ]]; then
         ratios=($(for f in "$repeat_dir"/medians-*.tsv; do awk -F'\t' -v n="$name" -v fl="$BENCH_REPEAT_FLOOR" '
           { split($2, c, " "); t[$1] = c[1] } END { if ((n in t) && t[fl] > 0) printf "%.3f\n", t[n] / t[fl] }' "$f"; done))
         (( ${#ratios[@]} > 0 )) || continue
-        med="$(printf '%s\n' "${ratios[@]}" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')"
+        med="$(median "${ratios[@]}")"
         printf '%-28s %10s  %s\n' "$name" "$med" "$(for v in "${ratios[@]}"; do awk -v v="$v" -v m="$med" 'BEGIN { printf "%s (%+.0f%%) ", v, (m > 0 ? (v - m) * 100 / m : 0) }'; done)"
       done
     fi
@@ -164,7 +167,8 @@ if [[ -n "${BENCH_DIRTY_BACKGROUND_BYTES:-}" ]]; then
   echo "$BENCH_DIRTY_BACKGROUND_BYTES" > "$vm/dirty_background_bytes"
   command_line="BENCH_DIRTY_BACKGROUND_BYTES=$BENCH_DIRTY_BACKGROUND_BYTES $command_line"
 fi
-if (( $(cat "$vm/dirty_background_bytes") > 0 )); then writeback="from $(( $(cat "$vm/dirty_background_bytes") / 1048576 )) MB dirty"
+dirty_bytes="$(cat "$vm/dirty_background_bytes")"
+if (( dirty_bytes > 0 )); then writeback="from $(( dirty_bytes / 1048576 )) MB dirty"
 else writeback="from $(cat "$vm/dirty_background_ratio")% of memory dirty"; fi
 writeback="$writeback, or $(( $(cat "$vm/dirty_expire_centisecs") / 100 )) s old"
 
@@ -277,7 +281,6 @@ snapshot() { echo "$(proc_ticks "$svc_pid") $(pg_ticks) $(machine_ticks)"; }
 to_ms() { awk -v v="$1" 'BEGIN { if (v ~ /us$/) { sub(/us$/, "", v); v /= 1000 } else if (v ~ /ms$/) { sub(/ms$/, "", v) }
                                  else if (v ~ /s$/) { sub(/s$/, "", v); v *= 1000 } else if (v ~ /m$/) { sub(/m$/, "", v); v *= 60000 }
                                  printf "%.2f", v }'; }
-median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 checkpoint() { psql_admin -c CHECKPOINT >/dev/null; }
 stored_reports() { psql_app -At -c "SELECT count(*) FROM requests"; }
 

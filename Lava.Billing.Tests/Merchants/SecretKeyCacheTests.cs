@@ -17,9 +17,7 @@ public class SecretKeyCacheTests(LavaApp app) : ApiTest(app)
     [Fact]
     public async Task CallersThatFindTheEntryExpiredTogetherShareOneLookup()
     {
-        var (store, clock, secret) = await ArrangeAsync();
-        clock.Advance(SecretKeyStore.CacheLifetime + TimeSpan.FromSeconds(1));
-        var before = store.LookupCount;
+        var (store, secret, _, before) = await ArrangeExpiredAsync();
 
         // Every caller arrives while the lookup cannot finish: the table is locked, so each caller that looks up for
         // itself is held in the database, where it is counted.
@@ -42,9 +40,7 @@ public class SecretKeyCacheTests(LavaApp app) : ApiTest(app)
     [Fact]
     public async Task ACallerThatLeavesDoesNotCancelTheLookupOthersWaitFor()
     {
-        var (store, clock, secret) = await ArrangeAsync();
-        clock.Advance(SecretKeyStore.CacheLifetime + TimeSpan.FromSeconds(1));
-        var before = store.LookupCount;
+        var (store, secret, _, before) = await ArrangeExpiredAsync();
 
         using var leaving = new CancellationTokenSource();
         Task<Caller?> first, second;
@@ -62,17 +58,14 @@ public class SecretKeyCacheTests(LavaApp app) : ApiTest(app)
     [Fact]
     public async Task ACallerAfterTheKeyIsForgottenDoesNotJoinALookupStartedBefore()
     {
-        var (store, clock, secret) = await ArrangeAsync();
-        var caller = await store.AuthenticateAsync(secret, cached: true, CancellationToken.None);
-        clock.Advance(SecretKeyStore.CacheLifetime + TimeSpan.FromSeconds(1));
-        var before = store.LookupCount;
+        var (store, secret, caller, before) = await ArrangeExpiredAsync();
 
         Task<Caller?> early, late;
         await using (var blocker = await OpenLockedAsync())
         {
             early = store.AuthenticateAsync(secret, cached: true, CancellationToken.None);
             await WaitForAsync(() => store.LookupCount - before == 1);
-            store.Forget(caller!.MerchantId, caller.SecretKeyId);
+            store.Forget(caller.MerchantId, caller.SecretKeyId);
             late = store.AuthenticateAsync(secret, cached: true, CancellationToken.None);
             await WaitForAsync(() => store.LookupCount - before == 2);
         }
@@ -83,17 +76,14 @@ public class SecretKeyCacheTests(LavaApp app) : ApiTest(app)
     [Fact]
     public async Task ALookupInFlightWhenTheKeyIsForgottenFillsNoEntry()
     {
-        var (store, clock, secret) = await ArrangeAsync();
-        var caller = await store.AuthenticateAsync(secret, cached: true, CancellationToken.None);
-        clock.Advance(SecretKeyStore.CacheLifetime + TimeSpan.FromSeconds(1));
-        var before = store.LookupCount;
+        var (store, secret, caller, before) = await ArrangeExpiredAsync();
 
         Task<Caller?> early;
         await using (var blocker = await OpenLockedAsync())
         {
             early = store.AuthenticateAsync(secret, cached: true, CancellationToken.None);
             await WaitForAsync(() => store.LookupCount - before == 1);
-            store.Forget(caller!.MerchantId, caller.SecretKeyId);
+            store.Forget(caller.MerchantId, caller.SecretKeyId);
         }
         Assert.NotNull(await early);
 
@@ -108,13 +98,19 @@ public class SecretKeyCacheTests(LavaApp app) : ApiTest(app)
         Assert.True(condition());
     }
 
-    private async Task<(SecretKeyStore Store, ManualClock Clock, string Secret)> ArrangeAsync()
+    /// <summary>
+    /// A store of its own whose entry for a new merchant's key was filled by one lookup and has since run out; the lookups
+    /// it made so far.
+    /// </summary>
+    private async Task<(SecretKeyStore Store, string Secret, Caller Caller, long Before)> ArrangeExpiredAsync()
     {
         var merchant = await App.NewMerchantAsync();
         var clock = new ManualClock(DateTimeOffset.UtcNow);
         var store = new SecretKeyStore(App.Services.GetRequiredService<NpgsqlDataSource>(), clock);
-        Assert.NotNull(await store.AuthenticateAsync(merchant.SecretKey, cached: true, CancellationToken.None));
-        return (store, clock, merchant.SecretKey);
+        var caller = await store.AuthenticateAsync(merchant.SecretKey, cached: true, CancellationToken.None);
+        Assert.NotNull(caller);
+        clock.Advance(SecretKeyStore.CacheLifetime + TimeSpan.FromSeconds(1));
+        return (store, merchant.SecretKey, caller, store.LookupCount);
     }
 
     /// <summary>A transaction holding the keys' table so that no lookup of it finishes until it is disposed.</summary>
