@@ -46,6 +46,7 @@ app.UseLavaApiDocs();
 app.UseSpendKeyGateway();
 app.UseLavaAuth();
 app.UseLavaInputGuard();
+app.UseMerchantLimits();
 app.MapHealth();
 app.MapLavaMetrics();
 app.MapSecretKeysApi();

@@ -1,5 +1,6 @@
 using System.Net;
 using Dapper;
+using Lava.Billing.Infrastructure.Database;
 using Lava.Billing.Requests.Posting;
 using Lava.Billing.Tests.Infrastructure;
 using Microsoft.AspNetCore.Hosting;
@@ -26,6 +27,9 @@ public abstract class PlanSessionApp : LavaApp
     /// view of the tables' statistics read again; then eight reports, one at a time, on a fresh session; then each
     /// prepared statement of that session with its plans so far.
     /// </summary>
+    /// <summary>The pool reports are posted on (one connection, as the shared pool's).</summary>
+    public NpgsqlDataSource PostingSession => Services.GetRequiredService<PostingConnections>()[PostingPool.Reserved];
+
     public async Task<List<(string Name, string Statement, long GenericPlans, long CustomPlans)>> PlansAfterReportsAsync(
         Func<string, Task>? arrange = null)
     {
@@ -34,7 +38,7 @@ public abstract class PlanSessionApp : LavaApp
         var customerId = await this.CustomerAsync(m.MerchantId);
         if (arrange is not null) await arrange(m.MerchantId);
         await Services.GetRequiredService<PostingPlans>().RefreshAsync(CancellationToken.None);
-        var db = Services.GetRequiredService<NpgsqlDataSource>();
+        var db = PostingSession;
         // A fresh session, so the statements' uses are counted from zero and they are prepared on the fifth.
         db.Clear();
         for (var i = 0; i < 8; i++)
@@ -181,7 +185,7 @@ public class ReportPlanCacheAnalysedTests(DefaultPlanSessionApp app) : IClassFix
             $"{p.Read.Name}: {p.GenericPlans} generic, {p.CustomPlans} custom plan(s)"));
 
         // The plans the session cached, explained on that very session (the pool's one connection).
-        await using var connection = await app.Services.GetRequiredService<NpgsqlDataSource>().OpenConnectionAsync();
+        await using var connection = await app.PostingSession.OpenConnectionAsync();
         await using var tx = await connection.BeginTransactionAsync();
         await connection.ExecuteAsync("SET LOCAL plan_cache_mode = force_generic_plan", transaction: tx);
         var wholeReads = new List<string>();
@@ -203,7 +207,7 @@ public class ReportPlanCacheAnalysedTests(DefaultPlanSessionApp app) : IClassFix
         var (name, _, generic, custom) = Assert.Single(prepared, p => p.Statement.Trim() == write);
         Assert.True(generic > 0 && custom == 0, $"the write: {generic} generic, {custom} custom plan(s)");
 
-        await using var connection = await app.Services.GetRequiredService<NpgsqlDataSource>().OpenConnectionAsync();
+        await using var connection = await app.PostingSession.OpenConnectionAsync();
         await using var tx = await connection.BeginTransactionAsync();
         await connection.ExecuteAsync("SET LOCAL plan_cache_mode = force_generic_plan", transaction: tx);
         var parameters = ReportWriter.Command(new ReportWriter.Writes([], [], [], [])).Parameters.Count;

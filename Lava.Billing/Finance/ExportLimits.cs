@@ -27,6 +27,9 @@ public sealed class ExportLimits(IOptions<ExportOptions> options, ILogger<Export
             await Problems.TooManyExports(limit, RetryAfterSeconds).ExecuteAsync(http);
             return;
         }
+        // Streamed on the export pool, for as long as its client reads: it gives back its merchant's turn of the
+        // service's pool (MerchantLimits), which it does not use.
+        MerchantLimits.Leave(http);
         using var stalled = CancellationTokenSource.CreateLinkedTokenSource(http.RequestAborted);
         var body = http.Response.Body;
         http.Response.Body = new StallLimitedStream(body, TimeSpan.FromSeconds(options.Value.StallSeconds), stalled);

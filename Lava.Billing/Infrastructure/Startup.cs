@@ -20,6 +20,8 @@ public static class Startup
         services.Configure<RouteHandlerOptions>(o => o.ThrowOnBadRequest = true);
         services.AddEndpointsApiExplorer();
         services.AddSwaggerGen();
+        services.AddOptions<MerchantLimitOptions>().BindConfiguration("Limits:PerMerchant").ValidateDataAnnotations().ValidateOnStart();
+        services.AddSingleton<MerchantLimits>();
         return services;
     }
 

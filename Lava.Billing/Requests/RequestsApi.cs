@@ -15,7 +15,7 @@ public static class RequestsApi
     public static RouteGroupBuilder MapRequestsApi(this IEndpointRouteBuilder routes)
     {
         var group = routes.MapGroup("/v1/requests").WithTags("Requests");
-        group.MapPost("/", Create).WithValidation().WithName("CreateRequest")
+        group.MapPost("/", Create).WithValidation().WithoutMerchantTurn().WithName("CreateRequest")
             .WithSummary("Report usage: priced, posted to the ledger, idempotent on request_id");
         group.MapGet("/", List).WithName("ListRequests").WithSummary("List reports, newest first");
         group.MapGet("/{**requestId}", Retrieve).WithName("RetrieveRequest").WithSummary("Retrieve a report by its request_id");

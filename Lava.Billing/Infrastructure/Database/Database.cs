@@ -15,6 +15,30 @@ public sealed class ReadDataSource(NpgsqlDataSource source, NpgsqlDataSource exp
     public NpgsqlDataSource Exports => exports;
 }
 
+/// <summary>Which pool a posting takes its connection from (<see cref="PostingConnections"/>).</summary>
+public enum PostingPool
+{
+    /// <summary>The service's pool, which request handlers share: batches of reports.</summary>
+    Shared,
+
+    /// <summary>The posting's own: group commit's writers and the gateway's posting queue.</summary>
+    Reserved,
+}
+
+/// <summary>
+/// The connections usage reports are posted on. Group commit's writers and the gateway's posting queue are a fixed
+/// few, so they get a pool of their own, sized for them: no flood of reads, batches or gateway admissions, and no
+/// merchant's calls stuck behind held rows, can make a single report wait for a connection. Batches of reports are
+/// posted on their callers' time and take the shared pool, within their merchant's turns
+/// (<see cref="Http.MerchantLimits"/>).
+/// </summary>
+public sealed class PostingConnections(NpgsqlDataSource shared, NpgsqlDataSource reserved) : IAsyncDisposable
+{
+    public NpgsqlDataSource this[PostingPool pool] => pool == PostingPool.Reserved ? reserved : shared;
+
+    public ValueTask DisposeAsync() => reserved.DisposeAsync();
+}
+
 /// <summary>Configuration section <c>Exports</c> (docs/exports.md, "Limits").</summary>
 public sealed record ExportOptions
 {
@@ -54,6 +78,17 @@ public static class Database
                 ? new ReadDataSource(sp.GetRequiredService<NpgsqlDataSource>(), exports)
                 : new ReadDataSource(Build(readOnly, "lava-billing-ro"), exports);
         });
+        services.AddSingleton(sp =>
+        {
+            // Group commit's writers, the gateway's posting queue, and one to spare for a connection being replaced; never
+            // more than the string allows the shared pool.
+            var billing = sp.GetRequiredService<IConfiguration>().GetConnectionString("Billing")!;
+            var size = Math.Max(sp.GetRequiredService<Requests.Posting.GroupCommitOptions>().Writers, 1) + 2;
+            if (billing.Contains("Maximum Pool Size", StringComparison.OrdinalIgnoreCase))
+                size = Math.Min(size, new NpgsqlConnectionStringBuilder(billing).MaxPoolSize);
+            var reserved = Build(billing, "lava-billing-posting", size);
+            return new PostingConnections(sp.GetRequiredService<NpgsqlDataSource>(), reserved);
+        });
         services.AddOptions<MigrationOptions>().BindConfiguration("Database:Migrations").ValidateDataAnnotations().ValidateOnStart();
         services.AddSingleton(sp => new Migrator(sp.GetRequiredService<NpgsqlDataSource>(), sp.GetRequiredService<ILogger<Migrator>>(),
             sp.GetRequiredService<Microsoft.Extensions.Options.IOptions<MigrationOptions>>().Value));
@@ -79,7 +114,7 @@ public static class Database
         // settings are SET LOCAL and its advisory locks transaction-scoped; the one session lock (Migrator) is
         // released in a finally, and a connection that broke is not returned to the pool.
         if (!connectionString.Contains("Reset On Close", StringComparison.OrdinalIgnoreCase)) csb.NoResetOnClose = true;
-        // The export pool's size is its own setting, whatever the string it shares with the primary says.
+        // The export and posting pools' sizes are their own, whatever the string they share with the primary says.
         if (maxPoolSize is { } size) csb.MaxPoolSize = size;
         return csb.ConnectionString;
     }

@@ -106,6 +106,14 @@ public static class Problems
             $"The balances this report moves stayed locked by other work; retry in {retryAfterSeconds} s with the same request_id " +
             "(nothing was posted).", retryAfterSeconds: retryAfterSeconds);
 
+    public static ProblemResult TooManyAtOnce(MerchantLimits.Kind kind, int retryAfterSeconds) => kind == MerchantLimits.Kind.Batches
+        ? new(429, "too_many_batches", "Too many requests",
+            "This merchant already has as many batches posting and waiting as it may; nothing of this one was posted. Send it again later.",
+            retryAfterSeconds: retryAfterSeconds)
+        : new(429, "too_many_requests", "Too many requests",
+            "This merchant already has as many calls running and waiting as it may; this one did nothing. Send it again later.",
+            retryAfterSeconds: retryAfterSeconds);
+
     public static ProblemResult TooManyExports(int limit, int retryAfterSeconds) =>
         new(429, "too_many_exports", "Too many requests",
             $"This key already runs {limit} exports at once; retry when one has finished.", retryAfterSeconds: retryAfterSeconds);

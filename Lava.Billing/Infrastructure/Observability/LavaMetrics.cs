@@ -57,6 +57,9 @@ public static class LavaMetrics
     private static readonly Counter<long> ExportRows = Meter.CreateCounter<long>("lava.export.rows", "{row}",
         "Rows written by finance exports, by format.");
 
+    private static readonly Counter<long> MerchantRefusals = Meter.CreateCounter<long>("lava.merchant.limited", "{call}",
+        "Calls refused with 429 because their merchant already had as many of that kind (requests, batches) running and waiting as it may.");
+
     private static readonly Counter<long> WebhookDeliveries = Meter.CreateCounter<long>("lava.webhooks.deliveries", "{delivery}",
         "Webhook delivery attempts, by outcome (delivered, failed, disabled) and the receiver's HTTP status (or none).");
 
@@ -123,6 +126,9 @@ public static class LavaMetrics
 
     /// <summary>Times the gateway's billing after the provider answered: <c>using var _ = LavaMetrics.GatewayAfter();</c>.</summary>
     public static Timer GatewayAfter() => new(GatewayAdded, new("phase", "after"));
+
+    public static void MerchantLimited(Http.MerchantLimits.Kind kind) =>
+        MerchantRefusals.Add(1, new KeyValuePair<string, object?>("kind", kind == Http.MerchantLimits.Kind.Batches ? "batches" : "requests"));
 
     public static void Exported(string format, long rows) => ExportRows.Add(rows, new KeyValuePair<string, object?>("format", format));
 

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using Lava.Billing.Infrastructure.Database;
 using Lava.Billing.Infrastructure.Observability;
 using Lava.Billing.Infrastructure.Resilience;
 
@@ -33,7 +34,7 @@ public sealed class GroupCommitOptions
 /// Coalesces concurrent single reports into shared database transactions. A transaction has a fixed cost whatever it
 /// carries (BEGIN, the settings, a dozen statements each planned, COMMIT and its fsync); one report per transaction pays
 /// all of it, and is bound by the commit rate. Here many reports share it. Each caller is answered only after the commit
-/// that holds its report. Posting goes through <see cref="ReportPoster.PostAsync(IReadOnlyList{ReportItem}, Action?, CancellationToken)"/>,
+/// that holds its report. Posting goes through <see cref="ReportPoster.PostAsync(IReadOnlyList{ReportItem}, PostingPool, Action?, CancellationToken)"/>,
 /// so a refused or failing item never takes its neighbours down and idempotency is exactly that of one-by-one posting.
 /// <para>
 /// Pipelined: the writers take turns. At most one batch at a time is in its statements (taken off the queue, its meters
@@ -99,7 +100,7 @@ public sealed class GroupCommit : BackgroundService
 
     public async Task<ReportOutcome> ReportAsync(ReportItem item, CancellationToken ct)
     {
-        if (!_options.Enabled) return (await PostWithRetryAsync([item], ct))[0];
+        if (!_options.Enabled) return (await _retry.ExecuteAsync(async token => await _reporter.PostAsync([item], token), ct))[0];
         // Backpressure rather than 429: a usage report describes work that already ran, and a refusal would have to be
         // retried by the caller or be lost; waiting keeps it, and only the flooding merchant's callers wait.
         var merchantRoom = _merchantRoom.GetOrAdd(item.MerchantId, _ => new SemaphoreSlim(Math.Max(_options.MerchantQueueCapacity, 1)));
@@ -241,12 +242,13 @@ public sealed class GroupCommit : BackgroundService
     private static TaskCompletionSource NewSignal() => new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     /// <summary>
-    /// Posts <paramref name="items"/> together in one transaction of their own, past the queue (for a caller that gathered
-    /// them itself); each item still gets its own outcome, and one item's failure fails only that item. Reposting after a
-    /// lost connection is safe: a report that did commit is found by its request id and answered as a replay.
+    /// Posts <paramref name="items"/> together in one transaction of their own, past the queue, on the writers' pool: for
+    /// the gateway's posting queue, which gathered them itself and posts one batch at a time. Each item still gets its own
+    /// outcome, and one item's failure fails only that item. Reposting after a lost connection is safe: a report that did
+    /// commit is found by its request id and answered as a replay.
     /// </summary>
     public async Task<IReadOnlyList<ReportOutcome>> PostWithRetryAsync(IReadOnlyList<ReportItem> items, CancellationToken ct) =>
-        await _retry.ExecuteAsync(async token => await _reporter.PostAsync(items, token), ct);
+        await _retry.ExecuteAsync(async token => await _reporter.PostAsync(items, PostingPool.Reserved, writing: null, token), ct);
 
     /// <summary><paramref name="writing"/>: called when the batch's statements are done and its write and commit go out.</summary>
     private async Task PostAsync(List<Pending> batch, Action? writing)
@@ -255,7 +257,8 @@ public sealed class GroupCommit : BackgroundService
         {
             var items = batch.Select(p => p.Item).ToList();
             // Never throws for one report's failure (each gets its own outcome); only a failure of the service itself lands here.
-            var outcomes = await _retry.ExecuteAsync(async token => await _reporter.PostAsync(items, writing, token), CancellationToken.None);
+            var outcomes = await _retry.ExecuteAsync(async token => await _reporter.PostAsync(items, PostingPool.Reserved, writing, token),
+                CancellationToken.None);
             for (var i = 0; i < batch.Count; i++) batch[i].Done.TrySetResult(outcomes[i]);
         }
         catch (Exception e)

@@ -1,4 +1,5 @@
 using Lava.Billing.Infrastructure;
+using Lava.Billing.Infrastructure.Database;
 using Lava.Billing.Infrastructure.Observability;
 using Lava.Billing.Infrastructure.Resilience;
 using Npgsql;
@@ -14,7 +15,7 @@ namespace Lava.Billing.Requests.Posting;
 /// under lock is <see cref="LockedReads"/>, what is decided from it <see cref="ReportPlanner"/>, what is written
 /// <see cref="ReportWriter"/>. A refused report is left out without touching the others.
 /// </summary>
-public sealed class ReportPoster(NpgsqlDataSource db, MeterPriceCache meters, PostingPlans plans, TimeProvider clock,
+public sealed class ReportPoster(PostingConnections connections, MeterPriceCache meters, PostingPlans plans, TimeProvider clock,
     BillingOptions options, ILogger<ReportPoster> log)
 {
     private const int MaxAttempts = 3;
@@ -47,17 +48,20 @@ public sealed class ReportPoster(NpgsqlDataSource db, MeterPriceCache meters, Po
 
     public async Task<ReportOutcome> PostAsync(ReportItem item, CancellationToken ct) => (await PostAsync([item], ct))[0];
 
+    /// <summary>On the shared pool, as a batch of reports is posted on its caller's time.</summary>
     public Task<IReadOnlyList<ReportOutcome>> PostAsync(IReadOnlyList<ReportItem> items, CancellationToken ct) =>
-        PostAsync(items, writing: null, ct);
+        PostAsync(items, PostingPool.Shared, writing: null, ct);
 
     /// <summary>
-    /// <paramref name="writing"/> is called when the reads and the plan are done and the write and COMMIT are sent, or the
-    /// reports go one by one: from then on this call is only committing (group commit lets its next batch start then).
+    /// <paramref name="pool"/>: where the connection comes from (<see cref="PostingConnections"/>). <paramref name="writing"/>
+    /// is called when the reads and the plan are done and the write and COMMIT are sent, or the reports go one by one: from
+    /// then on this call is only committing (group commit lets its next batch start then).
     /// </summary>
-    public Task<IReadOnlyList<ReportOutcome>> PostAsync(IReadOnlyList<ReportItem> items, Action? writing, CancellationToken ct) =>
-        PostAsync(items, items.Count == 1 ? Alone : Shared, writing, ct);
+    public Task<IReadOnlyList<ReportOutcome>> PostAsync(IReadOnlyList<ReportItem> items, PostingPool pool, Action? writing, CancellationToken ct) =>
+        PostAsync(items, connections[pool], items.Count == 1 ? Alone : Shared, writing, ct);
 
-    private async Task<IReadOnlyList<ReportOutcome>> PostAsync(IReadOnlyList<ReportItem> items, LockWait wait, Action? writing, CancellationToken ct)
+    private async Task<IReadOnlyList<ReportOutcome>> PostAsync(IReadOnlyList<ReportItem> items, NpgsqlDataSource db, LockWait wait,
+        Action? writing, CancellationToken ct)
     {
         var fresh = false;
         for (var attempt = 1; ; attempt++)
@@ -68,7 +72,7 @@ public sealed class ReportPoster(NpgsqlDataSource db, MeterPriceCache meters, Po
                 // Inside the try: a meter lookup the database refuses (a slug it cannot even compare) is one item's
                 // failure like any other, so it falls back to one by one rather than failing the whole batch.
                 var prices = await meters.ResolveAsync(items, fresh, ct);
-                result = await PostOnceAsync(items, prices, wait, writing, ct);
+                result = await PostOnceAsync(items, prices, db, wait, writing, ct);
             }
             catch (Exception e) when (!CallerCancelled(e, ct) && !DatabaseRetry.IsConnectionFailure(e))
             {
@@ -103,7 +107,7 @@ public sealed class ReportPoster(NpgsqlDataSource db, MeterPriceCache meters, Po
             log.LogWarning(cause, "A batch of {Count} reports failed as a whole; posting them one by one", items.Count);
             writing?.Invoke();
             var outcomes = new List<ReportOutcome>(items.Count);
-            foreach (var item in items) outcomes.Add((await PostAsync([item], OneOfMany, writing: null, ct))[0]);
+            foreach (var item in items) outcomes.Add((await PostAsync([item], db, OneOfMany, writing: null, ct))[0]);
             return outcomes;
         }
     }
@@ -113,7 +117,8 @@ public sealed class ReportPoster(NpgsqlDataSource db, MeterPriceCache meters, Po
     /// (or ROLLBACK when nothing is to be written, and whenever anything failed).
     /// </summary>
     private async Task<Attempt> PostOnceAsync(IReadOnlyList<ReportItem> items,
-        Dictionary<(string MerchantId, string MeterSlug), MeterPrice> prices, LockWait wait, Action? writing, CancellationToken ct)
+        Dictionary<(string MerchantId, string MeterSlug), MeterPrice> prices, NpgsqlDataSource db, LockWait wait, Action? writing,
+        CancellationToken ct)
     {
         using var timer = LavaMetrics.Posting();
         var now = clock.GetUtcNow();

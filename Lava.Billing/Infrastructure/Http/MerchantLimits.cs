@@ -1,0 +1,128 @@
+using System.Collections.Concurrent;
+using System.ComponentModel.DataAnnotations;
+using Microsoft.Extensions.Options;
+
+namespace Lava.Billing.Infrastructure.Http;
+
+/// <summary>Configuration section <c>Limits:PerMerchant</c> (docs/operations.md, "One merchant's share").</summary>
+public sealed record MerchantLimitOptions
+{
+    /// <summary>Calls of one merchant that may hold a database connection at once (reads and writes other than reports).</summary>
+    [Range(1, 1000)] public int Requests { get; init; } = 8;
+
+    /// <summary>Such calls of one merchant waiting for their turn; beyond, 429 with Retry-After.</summary>
+    [Range(0, 100_000)] public int RequestsWaiting { get; init; } = 64;
+
+    /// <summary>Batches of reports (<c>/v1/requests/batch</c>) of one merchant posting at once.</summary>
+    [Range(1, 1000)] public int Batches { get; init; } = 2;
+
+    /// <summary>Batches of one merchant waiting for their turn; beyond, 429 with Retry-After.</summary>
+    [Range(0, 10_000)] public int BatchesWaiting { get; init; } = 8;
+}
+
+/// <summary>
+/// One merchant's share of the database: every call that holds a connection of the service's pool while it runs takes
+/// a turn of its merchant's (<see cref="MerchantLimitOptions"/>), so one merchant's flood, or its calls stuck behind
+/// rows another transaction holds, take that many connections at most and leave the rest of the pool to the others.
+/// Waiting calls hold nothing but their place; past the waiting bound a call is refused with 429 and Retry-After,
+/// before anything ran. Not taken by single reports (group commit queues them per merchant, and posts them on
+/// connections of their own), gateway calls (they hold a connection only for their short statements, not while the
+/// provider answers) or exports once they stream (their own pool and limits, <c>ExportLimits</c>).
+/// </summary>
+public sealed class MerchantLimits(IOptions<MerchantLimitOptions> options)
+{
+    public const int RetryAfterSeconds = 1;
+
+    public enum Kind
+    {
+        Requests,
+        Batches,
+    }
+
+    internal const string ItemKey = "lava.merchant_turn";
+
+    private sealed class Line(int running)
+    {
+        public readonly SemaphoreSlim Running = new(running, running);
+        public int Waiting;
+    }
+
+    // One line per merchant and kind that ever called: a few hundred bytes each, and merchants are made by operators.
+    private readonly ConcurrentDictionary<(string MerchantId, Kind Kind), Line> _lines = new();
+
+    /// <summary>A turn, given back once (disposing it again does nothing).</summary>
+    public sealed class Turn(SemaphoreSlim running) : IDisposable
+    {
+        private int _released;
+
+        public void Dispose()
+        {
+            if (Interlocked.Exchange(ref _released, 1) == 0) running.Release();
+        }
+    }
+
+    /// <summary>The merchant's next turn of <paramref name="kind"/>, after the calls before it; null when too many wait already.</summary>
+    public async Task<Turn?> EnterAsync(string merchantId, Kind kind, CancellationToken ct)
+    {
+        var o = options.Value;
+        var line = _lines.GetOrAdd((merchantId, kind), static (key, o) => new Line(key.Kind == Kind.Batches ? o.Batches : o.Requests), o);
+        if (line.Running.Wait(0)) return new Turn(line.Running);
+        if (Interlocked.Increment(ref line.Waiting) > (kind == Kind.Batches ? o.BatchesWaiting : o.RequestsWaiting))
+        {
+            Interlocked.Decrement(ref line.Waiting);
+            return null;
+        }
+        try
+        {
+            await line.Running.WaitAsync(ct);
+        }
+        finally
+        {
+            Interlocked.Decrement(ref line.Waiting);
+        }
+        return new Turn(line.Running);
+    }
+
+    /// <summary>Gives the call's turn back early: it goes on without holding a connection of the pool (an export).</summary>
+    public static void Leave(HttpContext context)
+    {
+        if (context.Items[ItemKey] is Turn turn) turn.Dispose();
+    }
+
+    /// <summary>Route metadata: the turn its calls take; <c>null</c>, none.</summary>
+    public sealed record LimitMetadata(Kind? Kind);
+}
+
+public static class MerchantLimitsHttp
+{
+    /// <summary>The turn each call takes, by its route's metadata; after auth, which names the merchant.</summary>
+    public static IApplicationBuilder UseMerchantLimits(this IApplicationBuilder app) =>
+        app.Use(async (context, next) =>
+        {
+            var metadata = context.GetEndpoint()?.Metadata.GetMetadata<MerchantLimits.LimitMetadata>();
+            var kind = metadata is null ? MerchantLimits.Kind.Requests : metadata.Kind;
+            if (context.Items[Caller.ItemKey] is not Caller caller || kind is null)
+            {
+                await next(context);
+                return;
+            }
+            var limits = context.RequestServices.GetRequiredService<MerchantLimits>();
+            using var turn = await limits.EnterAsync(caller.MerchantId, kind.Value, context.RequestAborted);
+            if (turn is null)
+            {
+                Observability.LavaMetrics.MerchantLimited(kind.Value);
+                await Problems.TooManyAtOnce(kind.Value, MerchantLimits.RetryAfterSeconds).ExecuteAsync(context);
+                return;
+            }
+            context.Items[MerchantLimits.ItemKey] = turn;
+            await next(context);
+        });
+
+    /// <summary>Calls of this route take a turn of their merchant's <paramref name="kind"/> (every route does by default: <see cref="MerchantLimits.Kind.Requests"/>).</summary>
+    public static TBuilder WithMerchantTurn<TBuilder>(this TBuilder builder, MerchantLimits.Kind kind) where TBuilder : IEndpointConventionBuilder =>
+        builder.WithMetadata(new MerchantLimits.LimitMetadata(kind));
+
+    /// <summary>Calls of this route take no turn: they hold no connection of the pool while they wait.</summary>
+    public static TBuilder WithoutMerchantTurn<TBuilder>(this TBuilder builder) where TBuilder : IEndpointConventionBuilder =>
+        builder.WithMetadata(new MerchantLimits.LimitMetadata(null));
+}
