@@ -38,6 +38,18 @@ public class MerchantLimitsTests(FewTurnsApp app) : IClassFixture<FewTurnsApp>, 
         return turns;
     }
 
+    internal static async Task UntilAsync(Func<bool> condition, string what)
+    {
+        var deadline = DateTime.UtcNow.AddSeconds(10);
+        while (!condition())
+        {
+            Assert.True(DateTime.UtcNow < deadline, $"not within 10 s: {what}");
+            await Task.Delay(10);
+        }
+    }
+
+    private static Task<T> WithinAsync<T>(Task<T> call, string what) => Requests.ConnectionShareTests.WithinAsync(call, what);
+
     [Fact]
     public async Task CallsBeyondAMerchantsTurnsWaitPastItsLineAreRefusedAndAnotherMerchantIsNotHeldBack()
     {
@@ -46,16 +58,16 @@ public class MerchantLimitsTests(FewTurnsApp app) : IClassFixture<FewTurnsApp>, 
         var turns = await HoldTurnsAsync(busy.MerchantId, 2);
 
         var waiting = Enumerable.Range(0, 3).Select(_ => busy.Client.GetJsonAsync("/v1/customers")).ToList();
-        await Task.Delay(300);
+        await UntilAsync(() => Limits.Waiting(busy.MerchantId, MerchantLimits.Kind.Requests) == 3, "three calls in line");
         Assert.All(waiting, w => Assert.False(w.IsCompleted));
-        var refused = await busy.Client.GetJsonAsync("/v1/customers");
+        var refused = await WithinAsync(busy.Client.GetJsonAsync("/v1/customers"), "a call past the line");
         refused.AssertProblem(HttpStatusCode.TooManyRequests, "too_many_requests");
         Assert.Equal("1", refused.Response.Headers.RetryAfter!.ToString());
         // A write is refused before it ran: nothing was created.
-        var write = await busy.Client.PostJsonAsync("/v1/customers", new { name = "never" });
+        var write = await WithinAsync(busy.Client.PostJsonAsync("/v1/customers", new { name = "never" }), "a write past the line");
         write.AssertProblem(HttpStatusCode.TooManyRequests, "too_many_requests");
 
-        var otherRead = await other.Client.GetJsonAsync("/v1/customers");
+        var otherRead = await WithinAsync(other.Client.GetJsonAsync("/v1/customers"), "another merchant's call");
         Assert.Equal(HttpStatusCode.OK, otherRead.Status);
 
         // One turn back: the waiting calls take it one after another.
@@ -77,7 +89,7 @@ public class MerchantLimitsTests(FewTurnsApp app) : IClassFixture<FewTurnsApp>, 
         var turns = await HoldTurnsAsync(busy.MerchantId, 2);
         try
         {
-            var report = await Lava.Billing.Tests.Requests.ConnectionShareTests.WithinAsync(busy.Client.PostJsonAsync("/v1/requests",
+            var report = await WithinAsync(busy.Client.PostJsonAsync("/v1/requests",
                 new { request_id = "r1", customer_id = customer, meter_slug = "gpt", input_tokens = 0, output_tokens = 0 }), "a report");
             Assert.Equal(HttpStatusCode.Created, report.Status);
         }
@@ -88,19 +100,19 @@ public class MerchantLimitsTests(FewTurnsApp app) : IClassFixture<FewTurnsApp>, 
     }
 
     [Fact]
-    public void RoutesThatHoldNoConnectionWhileTheyWaitTakeNoTurnAndBatchesTakeTheirOwn()
+    public void OnlySingleReportsTakeNoTurnAndBatchesTakeTheirOwn()
     {
         var kinds = app.Services.GetRequiredService<EndpointDataSource>().Endpoints.OfType<RouteEndpoint>()
             .SelectMany(e => (e.Metadata.GetMetadata<Microsoft.AspNetCore.Routing.HttpMethodMetadata>()?.HttpMethods ?? ["*"])
                 .Select(m => (Route: $"{m} {e.RoutePattern.RawText}", Limit: e.Metadata.GetMetadata<MerchantLimits.LimitMetadata>())))
             .ToDictionary(x => x.Route, x => x.Limit);
         Assert.Equal(new MerchantLimits.LimitMetadata(null), kinds["POST /v1/requests/"]);
-        Assert.Equal(new MerchantLimits.LimitMetadata(null), kinds["POST /v1/forward/"]);
-        Assert.Equal(new MerchantLimits.LimitMetadata(null), kinds["POST /v1/rewrite/{format}/{**url}"]);
         Assert.Equal(new MerchantLimits.LimitMetadata(MerchantLimits.Kind.Batches), kinds["POST /v1/requests/batch"]);
-        // Everything else takes a turn of Requests (no metadata).
+        // Everything else takes a turn of Requests (no metadata); the gateway gives it back once admitted (GatewayTurnTests).
+        Assert.Single(kinds, k => k.Value is { Kind: null });
         Assert.Null(kinds["GET /v1/customers/"]);
         Assert.Null(kinds["GET /v1/ledger/entries"]);
+        Assert.Null(kinds["POST /v1/forward/"]);
     }
 
     [Fact]
@@ -109,7 +121,7 @@ public class MerchantLimitsTests(FewTurnsApp app) : IClassFixture<FewTurnsApp>, 
         var limits = new MerchantLimits(Options.Create(new MerchantLimitOptions { Requests = 1, RequestsWaiting = 0 }));
         var exports = new ExportLimits(Options.Create(new ExportOptions()), NullLogger<ExportLimits>.Instance);
         var http = new DefaultHttpContext { RequestServices = new ServiceCollection().AddLogging().BuildServiceProvider() };
-        http.Items[Caller.ItemKey] = new Caller("mer_x", "key_x", "read_only");
+        http.Items[Caller.ItemKey] = new Caller("mer_x", "key_x", Lava.Billing.Merchants.KeyScopes.ReadOnly);
         http.Items[MerchantLimits.ItemKey] = await limits.EnterAsync("mer_x", MerchantLimits.Kind.Requests, CancellationToken.None);
         Assert.Null(await limits.EnterAsync("mer_x", MerchantLimits.Kind.Requests, CancellationToken.None));
 
@@ -117,5 +129,42 @@ public class MerchantLimitsTests(FewTurnsApp app) : IClassFixture<FewTurnsApp>, 
         await exports.RunAsync(http, async ct => next = await limits.EnterAsync("mer_x", MerchantLimits.Kind.Requests, ct));
 
         Assert.NotNull(next);
+    }
+}
+
+/// <summary>Group commit off: each report posts on its caller's time, on the shared pool; one turn per merchant, no line.</summary>
+public sealed class OneTurnWithoutGroupCommitApp : LavaApp
+{
+    protected override void ConfigureTestServices(IWebHostBuilder builder)
+    {
+        builder.UseSetting("Requests:GroupCommit:Enabled", "false");
+        builder.UseSetting("Limits:PerMerchant:Requests", "1");
+        builder.UseSetting("Limits:PerMerchant:RequestsWaiting", "0");
+    }
+}
+
+public class MerchantLimitsWithoutGroupCommitTests(OneTurnWithoutGroupCommitApp app) : IClassFixture<OneTurnWithoutGroupCommitApp>, IAsyncLifetime
+{
+    public Task InitializeAsync() => app.ResetAsync();
+
+    public Task DisposeAsync() => Task.CompletedTask;
+
+    [Fact]
+    public async Task AReportPostedOnItsCallersTimeWaitsForItsMerchantsTurnAndIsNeverRefused()
+    {
+        var m = await app.NewMerchantAsync();
+        var customer = await app.CustomerAsync(m.MerchantId);
+        await app.MeterAsync(m.MerchantId, "gpt", "fixed", "requests", (0, 1));
+        var limits = app.Services.GetRequiredService<MerchantLimits>();
+        Task<(HttpStatusCode Status, System.Text.Json.Nodes.JsonNode? Body, HttpResponseMessage Response)> report;
+        using (await limits.EnterAsync(m.MerchantId, MerchantLimits.Kind.Requests, CancellationToken.None))
+        {
+            report = m.Client.PostJsonAsync("/v1/requests",
+                new { request_id = "r1", customer_id = customer, meter_slug = "gpt", input_tokens = 0, output_tokens = 0 });
+            // In line although the line holds none (RequestsWaiting 0): a report is not refused.
+            await MerchantLimitsTests.UntilAsync(() => limits.Waiting(m.MerchantId, MerchantLimits.Kind.Requests) == 1, "the report in line");
+            Assert.False(report.IsCompleted);
+        }
+        Assert.Equal(HttpStatusCode.Created, (await Requests.ConnectionShareTests.WithinAsync(report, "the report")).Status);
     }
 }

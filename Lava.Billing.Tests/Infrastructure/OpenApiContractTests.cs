@@ -152,6 +152,9 @@ public partial class OpenApiContractTests(LavaApp app) : IClassFixture<LavaApp>
                 if (secured && !codes.Contains("401")) lacking.Add($"{method} {path}: no 401");
                 if (secured && method != HttpMethod.Get && !codes.Contains("403")) lacking.Add($"{method} {path}: no 403 (read-only keys)");
                 if (path.Contains('{') && !codes.Contains("404")) lacking.Add($"{method} {path}: no 404");
+                // Every call of a merchant takes a turn of its (MerchantLimits) but a single usage report.
+                if (secured && path.StartsWith("/v1") && !(path == "/v1/requests" && method == HttpMethod.Post) && !codes.Contains("429"))
+                    lacking.Add($"{method} {path}: no 429 (a merchant's turns)");
             }
         }
         Assert.True(lacking.Count == 0, string.Join("\n", lacking));

@@ -1,6 +1,7 @@
 using System.Net;
 using Dapper;
 using Lava.Billing.Infrastructure.Database;
+using Lava.Billing.Infrastructure.Http;
 using Lava.Billing.Ledger;
 using Lava.Billing.Requests.Posting;
 using Lava.Billing.Tests.Infrastructure;
@@ -27,8 +28,8 @@ public class ConnectionShareTests(SixConnectionsApp app) : IClassFixture<SixConn
 
     public Task DisposeAsync() => Task.CompletedTask;
 
-    private static object Report(string id, string customer) =>
-        new { request_id = id, customer_id = customer, meter_slug = "gpt", input_tokens = 0, output_tokens = 0 };
+    private static object Report(string id, string customer, string meter = "gpt") =>
+        new { request_id = id, customer_id = customer, meter_slug = meter, input_tokens = 0, output_tokens = 0 };
 
     private async Task<(LavaApp.Merchant M, string Customer)> MerchantWithMeterAsync()
     {
@@ -67,7 +68,8 @@ public class ConnectionShareTests(SixConnectionsApp app) : IClassFixture<SixConn
     public async Task ASingleReportIsPostedWhileEveryConnectionOfTheSharedPoolIsTaken()
     {
         var (m, customer) = await MerchantWithMeterAsync();
-        // Its key and its meter's price cached by a first report, as for a merchant reporting steadily.
+        await app.MeterAsync(m.MerchantId, "new", "fixed", "requests", (0, 1));
+        // Its key cached by a first report (for 5 s), as for a merchant reporting steadily.
         Assert.Equal(HttpStatusCode.Created, (await m.Client.PostJsonAsync("/v1/requests", Report("r1", customer))).Status);
         var shared = app.Services.GetRequiredService<NpgsqlDataSource>();
         var taken = new List<NpgsqlConnection>();
@@ -76,7 +78,8 @@ public class ConnectionShareTests(SixConnectionsApp app) : IClassFixture<SixConn
             // Six calls in the database at once, of as many merchants as it takes: the whole shared pool.
             for (var i = 0; i < 6; i++) taken.Add(await shared.OpenConnectionAsync());
 
-            var second = await WithinAsync(m.Client.PostJsonAsync("/v1/requests", Report("r2", customer)), "a single report");
+            // On a meter not reported before: its price is read on the posting's own pool too.
+            var second = await WithinAsync(m.Client.PostJsonAsync("/v1/requests", Report("r2", customer, "new")), "a single report");
             Assert.Equal(HttpStatusCode.Created, second.Status);
         }
         finally
@@ -100,14 +103,14 @@ public class ConnectionShareTests(SixConnectionsApp app) : IClassFixture<SixConn
             batches = Enumerable.Range(0, calls)
                 .Select(i => stuck.Client.PostJsonAsync("/v1/requests/batch", new { requests = new[] { Report($"s{i}", held) } }))
                 .ToList();
-            await app.UntilASessionWaitsForALockAsync();
-            await Task.Delay(500);
-
             // Two of the merchant's batches run at once (Limits:PerMerchant:Batches), eight wait their turn, the rest are
             // refused at once with 429: nothing of theirs is posted, and the same request ids are safe to send again.
+            var limits = app.Services.GetRequiredService<MerchantLimits>();
+            await MerchantLimitsTests.UntilAsync(() => limits.Waiting(stuck.MerchantId, MerchantLimits.Kind.Batches) == 8 &&
+                                                      batches.Count(b => b.IsCompleted) == 2, "eight batches in line and two refused");
+            await app.UntilASessionWaitsForALockAsync();
             Assert.Equal(2, await SessionsWaitingForALockAsync());
             var refused = batches.Where(b => b.IsCompleted).ToList();
-            Assert.Equal(2, refused.Count);
             foreach (var r in refused)
             {
                 var response = await r;

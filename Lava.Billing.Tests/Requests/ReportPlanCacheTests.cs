@@ -22,14 +22,14 @@ public abstract class PlanSessionApp : LavaApp
             Options = SessionOptions,
         }.ConnectionString);
 
+    /// <summary>The pool reports are posted on (one connection, as the shared pool's).</summary>
+    public NpgsqlDataSource PostingSession => Services.GetRequiredService<PostingConnections>()[PostingPool.Reserved];
+
     /// <summary>
     /// A merchant with a meter and a customer, whatever <paramref name="arrange"/> adds for that merchant, the posting's
     /// view of the tables' statistics read again; then eight reports, one at a time, on a fresh session; then each
     /// prepared statement of that session with its plans so far.
     /// </summary>
-    /// <summary>The pool reports are posted on (one connection, as the shared pool's).</summary>
-    public NpgsqlDataSource PostingSession => Services.GetRequiredService<PostingConnections>()[PostingPool.Reserved];
-
     public async Task<List<(string Name, string Statement, long GenericPlans, long CustomPlans)>> PlansAfterReportsAsync(
         Func<string, Task>? arrange = null)
     {

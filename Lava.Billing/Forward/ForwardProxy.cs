@@ -91,6 +91,9 @@ public sealed class ForwardProxy(ForwardOptions options, ForwardRelay relay, IFo
             if (attempt == MaxAdmissions)
                 return Problems.Unavailable("The prices this call is costed with changed while it was admitted; nothing was held. Try again.");
         }
+        // Admitted: the rest of the call waits for the provider, not for the database, and holds no turn of its merchant's
+        // (MerchantLimits) meanwhile.
+        MerchantLimits.Leave(http);
         var providerKey = token.ProviderKey ?? options.ManagedKeyFor(target!.IdnHost);
         var keyStyle = ProviderKeyStyles.For(target!, format);
         var request = http.Request;

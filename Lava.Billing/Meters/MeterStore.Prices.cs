@@ -1,4 +1,5 @@
 using Dapper;
+using Npgsql;
 using Lava.Billing.Pricing;
 
 namespace Lava.Billing.Meters;
@@ -46,11 +47,14 @@ public sealed partial class MeterStore
           JOIN meter_prices p ON p.merchant_id = m.merchant_id AND p.meter_id = m.meter_id AND p.version = m.current_version
         """;
 
-    /// <summary>The current prices of many live meters (of one or several merchants) in one round trip; absent slugs are left out.</summary>
+    /// <summary>
+    /// The current prices of many live meters (of one or several merchants) in one round trip; absent slugs are left out.
+    /// <paramref name="on"/>: the pool to read them from (the posting's own), else the store's.
+    /// </summary>
     public async Task<Dictionary<(string MerchantId, string MeterSlug), MeterPrice>> FindLivePricesAsync(
-        IReadOnlyCollection<(string MerchantId, string MeterSlug)> keys, CancellationToken ct)
+        IReadOnlyCollection<(string MerchantId, string MeterSlug)> keys, NpgsqlDataSource? on, CancellationToken ct)
     {
-        await using var connection = await db.OpenConnectionAsync(ct);
+        await using var connection = await (on ?? db).OpenConnectionAsync(ct);
         var rows = await connection.QueryAsync<PriceRow>(new CommandDefinition(SelectLivePrices, new
         {
             MerchantIds = keys.Select(k => k.MerchantId).ToArray(), MeterSlugs = keys.Select(k => k.MeterSlug).ToArray(),

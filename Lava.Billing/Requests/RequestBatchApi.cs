@@ -25,7 +25,8 @@ public static class RequestBatchApi
     public static RouteGroupBuilder MapRequestBatchApi(this IEndpointRouteBuilder routes)
     {
         var group = routes.MapGroup("/v1/requests").WithTags("Requests");
-        group.MapPost("/batch", CreateBatch).WithValidation().WithMerchantTurn(MerchantLimits.Kind.Batches).WithBodyLimit(MaxBodyBytes).WithName("CreateRequestBatch")
+        group.MapPost("/batch", CreateBatch).WithValidation().WithMerchantTurn(MerchantLimits.Kind.Batches).WithBodyLimit(MaxBodyBytes)
+            .WithName("CreateRequestBatch")
             .WithSummary("Report up to 1,000 usages in one call: one outcome per item, in order");
         return group;
     }

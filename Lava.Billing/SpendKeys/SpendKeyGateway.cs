@@ -58,6 +58,8 @@ public static class SpendKeyGateway
         var routes = services.GetRequiredService<SpendKeyRoutes>();
         if (await services.GetRequiredService<SpendKeyStore>().FindLiveAsync(Credential(http.Request)!, http.RequestAborted) is not { } k)
             return Problems.Unauthorized("A live spend key is required: Authorization: Bearer lava_sk_… or x-api-key.");
+        using var turn = await TurnAsync(services, k.MerchantId, http.RequestAborted);
+        if (turn is null) return TooMany();
         var prices = await services.GetRequiredService<ModelPriceStore>().ListCurrentAsync(k.MerchantId, null, MaxModels, http.RequestAborted);
         var allowed = prices.Where(p => routes.For(p.Model) is { } r &&
                                         (k.AllowedModels is null || k.AllowedModels.Contains(p.Model, StringComparer.Ordinal)) &&
@@ -67,6 +69,16 @@ public static class SpendKeyGateway
     }
 
     private const int MaxModels = 1000;
+
+    /// <summary>A turn of the merchant's (<see cref="MerchantLimits"/>), as the secret-key routes take in their middleware.</summary>
+    private static Task<MerchantLimits.Turn?> TurnAsync(IServiceProvider services, string merchantId, CancellationToken ct) =>
+        services.GetRequiredService<MerchantLimits>().EnterAsync(merchantId, MerchantLimits.Kind.Requests, ct);
+
+    private static IResult TooMany()
+    {
+        Infrastructure.Observability.LavaMetrics.MerchantLimited(MerchantLimits.Kind.Requests);
+        return Problems.TooManyAtOnce(MerchantLimits.Kind.Requests, MerchantLimits.RetryAfterSeconds);
+    }
 
     private static async Task<IResult> ServeAsync(HttpContext http)
     {
@@ -84,6 +96,10 @@ public static class SpendKeyGateway
         if (owner is not { } o) return Problems.Unauthorized("A live spend key is required: Authorization: Bearer lava_sk_… or x-api-key.");
         if (o.RequestShape != shape)
             return Problems.BadRequest("wrong_request_shape", $"This spend key speaks the '{o.RequestShape}' request shape; this route takes '{shape}'.");
+        // Its merchant's turn (MerchantLimits) until the call is admitted: the key's limits are taken under its row's lock,
+        // which the key's concurrent calls wait for, each on a connection of the service's pool.
+        using var turn = await TurnAsync(services, o.MerchantId, ct);
+        if (turn is null) return TooMany();
         // The ends of this merchant's calls that the database could not take fill its share of memory: new calls wait
         // until the settle worker has written some, rather than pile up more, while other merchants go on.
         if (!limits.HasRoomFor(o.MerchantId))
@@ -145,6 +161,7 @@ public static class SpendKeyGateway
         var (grant, refusal, retryAfter) = await limits.ReserveAsync(key,
             new SpendKeyCall(model, route.Provider, worstCase, estimate, forward.PendingLease(upstream.Host)), ct);
         if (grant is null) return Refused(http, refusal!.Value, retryAfter);
+        turn.Dispose();
         var keyStyle = shape == RequestShapes.Anthropic ? ProviderKeyStyle.AnthropicApiKey : ProviderKeyStyle.Bearer;
         var request = http.Request;
         var call = new RelayCall(grant.ChargeId, o.MerchantId, null, upstream, format, price, inspected, translation, () =>

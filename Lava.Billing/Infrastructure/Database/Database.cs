@@ -78,44 +78,57 @@ public static class Database
                 ? new ReadDataSource(sp.GetRequiredService<NpgsqlDataSource>(), exports)
                 : new ReadDataSource(Build(readOnly, "lava-billing-ro"), exports);
         });
-        services.AddSingleton(sp =>
-        {
-            // Group commit's writers, the gateway's posting queue, and one to spare for a connection being replaced; never
-            // more than the string allows the shared pool.
-            var billing = sp.GetRequiredService<IConfiguration>().GetConnectionString("Billing")!;
-            var size = Math.Max(sp.GetRequiredService<Requests.Posting.GroupCommitOptions>().Writers, 1) + 2;
-            if (billing.Contains("Maximum Pool Size", StringComparison.OrdinalIgnoreCase))
-                size = Math.Min(size, new NpgsqlConnectionStringBuilder(billing).MaxPoolSize);
-            var reserved = Build(billing, "lava-billing-posting", size);
-            return new PostingConnections(sp.GetRequiredService<NpgsqlDataSource>(), reserved);
-        });
         services.AddOptions<MigrationOptions>().BindConfiguration("Database:Migrations").ValidateDataAnnotations().ValidateOnStart();
         services.AddSingleton(sp => new Migrator(sp.GetRequiredService<NpgsqlDataSource>(), sp.GetRequiredService<ILogger<Migrator>>(),
             sp.GetRequiredService<Microsoft.Extensions.Options.IOptions<MigrationOptions>>().Value));
         return services;
     }
 
+    /// <summary>
+    /// The postings' own pool beside <paramref name="shared"/>, for <paramref name="writers"/> that each hold one connection
+    /// at a time, and one to spare for a connection being replaced; never more than the string allows the shared pool.
+    /// </summary>
+    public static PostingConnections PostingConnectionsBeside(NpgsqlDataSource shared, string connectionString, int writers)
+    {
+        var size = Math.Max(writers, 1) + 1;
+        if (IsSet(connectionString, "Maximum Pool Size")) size = Math.Min(size, new NpgsqlConnectionStringBuilder(connectionString).MaxPoolSize);
+        return new PostingConnections(shared, Build(connectionString, "lava-billing-posting", size));
+    }
+
     private static NpgsqlDataSource Build(string connectionString, string applicationName, int? maxPoolSize = null) =>
         new NpgsqlDataSourceBuilder(WithDefaults(connectionString, applicationName, maxPoolSize)) { Name = applicationName }
             .UsePreparedStatementGuard().Build();
 
-    private static string WithDefaults(string connectionString, string applicationName, int? maxPoolSize = null)
+    /// <summary>
+    /// Whether the string sets <paramref name="keyword"/> (its canonical name), under that name or any synonym
+    /// (<c>MaxPoolSize</c>), in any case: the builder writes every setting it was given under its canonical name.
+    /// </summary>
+    internal static bool IsSet(string connectionString, string keyword) =>
+        new NpgsqlConnectionStringBuilder(connectionString).ConnectionString.Split(';')
+            .Any(part => part.Split('=')[0].Trim().Equals(keyword, StringComparison.OrdinalIgnoreCase));
+
+    internal static string WithDefaults(string connectionString, string applicationName, int? maxPoolSize = null)
     {
         var csb = new NpgsqlConnectionStringBuilder(connectionString);
         csb.ApplicationName ??= applicationName;
         // Bounded like everything else: a pool sized for a small machine, and no statement runs forever.
-        if (!connectionString.Contains("Maximum Pool Size", StringComparison.OrdinalIgnoreCase)) csb.MaxPoolSize = 64;
-        if (!connectionString.Contains("Command Timeout", StringComparison.OrdinalIgnoreCase)) csb.CommandTimeout = 30;
+        if (!IsSet(connectionString, "Maximum Pool Size")) csb.MaxPoolSize = 64;
+        if (!IsSet(connectionString, "Command Timeout")) csb.CommandTimeout = 30;
         // The hot path repeats the same few statements: preparing them halves PostgreSQL's CPU per report
         // (docs/BENCHMARKS.md, "Where time goes").
-        if (!connectionString.Contains("Auto Prepare", StringComparison.OrdinalIgnoreCase)) csb.MaxAutoPrepare = 32;
+        if (!IsSet(connectionString, "Max Auto Prepare")) csb.MaxAutoPrepare = 32;
         // Npgsql otherwise resets every pooled connection when it is opened again (DISCARD ALL, or seven statements when
         // prepared ones exist): one more round of work per transaction for state this service never leaves behind. Its
         // settings are SET LOCAL and its advisory locks transaction-scoped; the one session lock (Migrator) is
         // released in a finally, and a connection that broke is not returned to the pool.
-        if (!connectionString.Contains("Reset On Close", StringComparison.OrdinalIgnoreCase)) csb.NoResetOnClose = true;
-        // The export and posting pools' sizes are their own, whatever the string they share with the primary says.
-        if (maxPoolSize is { } size) csb.MaxPoolSize = size;
+        if (!IsSet(connectionString, "No Reset On Close")) csb.NoResetOnClose = true;
+        // The export and posting pools' sizes are their own, whatever the string they share with the primary says; a
+        // minimum the string sets for the primary's pool is capped to fit.
+        if (maxPoolSize is { } size)
+        {
+            csb.MaxPoolSize = size;
+            csb.MinPoolSize = Math.Min(csb.MinPoolSize, size);
+        }
         return csb.ConnectionString;
     }
 }

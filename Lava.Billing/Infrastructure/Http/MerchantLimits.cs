@@ -21,13 +21,14 @@ public sealed record MerchantLimitOptions
 }
 
 /// <summary>
-/// One merchant's share of the database: every call that holds a connection of the service's pool while it runs takes
-/// a turn of its merchant's (<see cref="MerchantLimitOptions"/>), so one merchant's flood, or its calls stuck behind
-/// rows another transaction holds, take that many connections at most and leave the rest of the pool to the others.
-/// Waiting calls hold nothing but their place; past the waiting bound a call is refused with 429 and Retry-After,
-/// before anything ran. Not taken by single reports (group commit queues them per merchant, and posts them on
-/// connections of their own), gateway calls (they hold a connection only for their short statements, not while the
-/// provider answers) or exports once they stream (their own pool and limits, <c>ExportLimits</c>).
+/// One merchant's share of the database: every call that works in the service's pool takes a turn of its merchant's
+/// (<see cref="MerchantLimitOptions"/>), so one merchant's flood, or its calls stuck behind rows another transaction
+/// holds, take that many connections at most and leave the rest of the pool to the others. Waiting calls hold nothing
+/// but their place and are served in the order they came; past the waiting bound a call is refused with 429 and
+/// Retry-After, before anything ran. A call gives its turn back early when it goes on without the pool: a gateway call
+/// once it is admitted (before the provider is called), an export once it streams (its own pool and limits,
+/// <c>ExportLimits</c>). Single reports take none: group commit queues them per merchant and posts them on connections
+/// of their own.
 /// </summary>
 public sealed class MerchantLimits(IOptions<MerchantLimitOptions> options)
 {
@@ -62,12 +63,24 @@ public sealed class MerchantLimits(IOptions<MerchantLimitOptions> options)
     }
 
     /// <summary>The merchant's next turn of <paramref name="kind"/>, after the calls before it; null when too many wait already.</summary>
-    public async Task<Turn?> EnterAsync(string merchantId, Kind kind, CancellationToken ct)
+    public Task<Turn?> EnterAsync(string merchantId, Kind kind, CancellationToken ct) => EnterAsync(merchantId, kind, bounded: true, ct);
+
+    /// <summary>
+    /// The merchant's next turn, however many wait: for a call that must not be refused (a usage report posted on its
+    /// caller's time describes work that already ran), so the merchant's flood waits instead (backpressure).
+    /// </summary>
+    public async Task<Turn> WaitForTurnAsync(string merchantId, Kind kind, CancellationToken ct) =>
+        (await EnterAsync(merchantId, kind, bounded: false, ct))!;
+
+    /// <summary>Calls of the merchant waiting for a turn of <paramref name="kind"/> now.</summary>
+    internal int Waiting(string merchantId, Kind kind) => _lines.TryGetValue((merchantId, kind), out var line) ? Volatile.Read(ref line.Waiting) : 0;
+
+    private async Task<Turn?> EnterAsync(string merchantId, Kind kind, bool bounded, CancellationToken ct)
     {
         var o = options.Value;
         var line = _lines.GetOrAdd((merchantId, kind), static (key, o) => new Line(key.Kind == Kind.Batches ? o.Batches : o.Requests), o);
         if (line.Running.Wait(0)) return new Turn(line.Running);
-        if (Interlocked.Increment(ref line.Waiting) > (kind == Kind.Batches ? o.BatchesWaiting : o.RequestsWaiting))
+        if (Interlocked.Increment(ref line.Waiting) > (kind == Kind.Batches ? o.BatchesWaiting : o.RequestsWaiting) && bounded)
         {
             Interlocked.Decrement(ref line.Waiting);
             return null;
@@ -83,7 +96,7 @@ public sealed class MerchantLimits(IOptions<MerchantLimitOptions> options)
         return new Turn(line.Running);
     }
 
-    /// <summary>Gives the call's turn back early: it goes on without holding a connection of the pool (an export).</summary>
+    /// <summary>Gives the call's turn back early: it goes on without the service's pool (a gateway call admitted, an export).</summary>
     public static void Leave(HttpContext context)
     {
         if (context.Items[ItemKey] is Turn turn) turn.Dispose();
@@ -122,7 +135,7 @@ public static class MerchantLimitsHttp
     public static TBuilder WithMerchantTurn<TBuilder>(this TBuilder builder, MerchantLimits.Kind kind) where TBuilder : IEndpointConventionBuilder =>
         builder.WithMetadata(new MerchantLimits.LimitMetadata(kind));
 
-    /// <summary>Calls of this route take no turn: they hold no connection of the pool while they wait.</summary>
+    /// <summary>Calls of this route take no turn (single reports: group commit bounds them per merchant, on its own connections).</summary>
     public static TBuilder WithoutMerchantTurn<TBuilder>(this TBuilder builder) where TBuilder : IEndpointConventionBuilder =>
         builder.WithMetadata(new MerchantLimits.LimitMetadata(null));
 }

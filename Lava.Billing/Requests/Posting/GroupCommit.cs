@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using Lava.Billing.Infrastructure.Database;
+using Lava.Billing.Infrastructure.Http;
 using Lava.Billing.Infrastructure.Observability;
 using Lava.Billing.Infrastructure.Resilience;
 
@@ -74,6 +75,7 @@ public sealed class GroupCommit : BackgroundService
     private readonly GroupCommitOptions _options;
     private readonly ILogger<GroupCommit> _log;
     private readonly DatabaseRetry _retry;
+    private readonly MerchantLimits _limits;
 
     // Guarded by _lock: each merchant's waiting reports, and the merchants that have any, in turn order.
     private readonly Lock _lock = new();
@@ -89,9 +91,10 @@ public sealed class GroupCommit : BackgroundService
     // One per merchant that ever reported through here: a few hundred bytes each, and merchants are made by operators.
     private readonly System.Collections.Concurrent.ConcurrentDictionary<string, SemaphoreSlim> _merchantRoom = new(StringComparer.Ordinal);
 
-    public GroupCommit(ReportPoster reporter, GroupCommitOptions options, ILogger<GroupCommit> log, DatabaseRetry retry)
+    public GroupCommit(ReportPoster reporter, GroupCommitOptions options, ILogger<GroupCommit> log, DatabaseRetry retry, MerchantLimits limits)
     {
         _reporter = reporter;
+        _limits = limits;
         _retry = retry;
         _options = options;
         _log = log;
@@ -100,7 +103,13 @@ public sealed class GroupCommit : BackgroundService
 
     public async Task<ReportOutcome> ReportAsync(ReportItem item, CancellationToken ct)
     {
-        if (!_options.Enabled) return (await _retry.ExecuteAsync(async token => await _reporter.PostAsync([item], token), ct))[0];
+        if (!_options.Enabled)
+        {
+            // Each report on its caller's time, on the shared pool: within its merchant's turns, as its reads are, but never
+            // refused (a usage report describes work that already ran).
+            using var turn = await _limits.WaitForTurnAsync(item.MerchantId, MerchantLimits.Kind.Requests, ct);
+            return (await _retry.ExecuteAsync(async token => await _reporter.PostAsync([item], token), ct))[0];
+        }
         // Backpressure rather than 429: a usage report describes work that already ran, and a refusal would have to be
         // retried by the caller or be lost; waiting keeps it, and only the flooding merchant's callers wait.
         var merchantRoom = _merchantRoom.GetOrAdd(item.MerchantId, _ => new SemaphoreSlim(Math.Max(_options.MerchantQueueCapacity, 1)));

@@ -15,9 +15,12 @@ public sealed class MeterPriceCache(MeterStore meters)
 
     private readonly ConcurrentDictionary<(string MerchantId, string MeterSlug), MeterPrice> _prices = new();
 
-    /// <summary>The price of each slug the items name (absent: no live meter has it); <paramref name="fresh"/>: read them all again.</summary>
+    /// <summary>
+    /// The price of each slug the items name (absent: no live meter has it); <paramref name="fresh"/>: read them all again.
+    /// Read from <paramref name="db"/>, the pool the posting takes its own connection from.
+    /// </summary>
     public async Task<Dictionary<(string MerchantId, string MeterSlug), MeterPrice>> ResolveAsync(
-        IReadOnlyList<ReportItem> items, bool fresh, CancellationToken ct)
+        IReadOnlyList<ReportItem> items, bool fresh, Npgsql.NpgsqlDataSource db, CancellationToken ct)
     {
         var resolved = new Dictionary<(string MerchantId, string MeterSlug), MeterPrice>();
         var missing = new List<(string MerchantId, string MeterSlug)>();
@@ -27,7 +30,7 @@ public sealed class MeterPriceCache(MeterStore meters)
             else missing.Add(key);
         }
         if (missing.Count == 0) return resolved;
-        var found = await meters.FindLivePricesAsync(missing, ct);
+        var found = await meters.FindLivePricesAsync(missing, db, ct);
         if (_prices.Count + found.Count > Limit) _prices.Clear();
         foreach (var key in missing)
         {

@@ -71,7 +71,7 @@ public sealed class ReportPoster(PostingConnections connections, MeterPriceCache
             {
                 // Inside the try: a meter lookup the database refuses (a slug it cannot even compare) is one item's
                 // failure like any other, so it falls back to one by one rather than failing the whole batch.
-                var prices = await meters.ResolveAsync(items, fresh, ct);
+                var prices = await meters.ResolveAsync(items, fresh, db, ct);
                 result = await PostOnceAsync(items, prices, db, wait, writing, ct);
             }
             catch (Exception e) when (!CallerCancelled(e, ct) && !DatabaseRetry.IsConnectionFailure(e))
