@@ -100,19 +100,19 @@ public class MerchantLimitsTests(FewTurnsApp app) : IClassFixture<FewTurnsApp>, 
     }
 
     [Fact]
-    public void OnlySingleReportsTakeNoTurnAndBatchesTakeTheirOwn()
+    public void OnlySingleReportsAndTheGatewayTakeNoTurnOfTheMiddlewaresAndBatchesTakeTheirOwn()
     {
         var kinds = app.Services.GetRequiredService<EndpointDataSource>().Endpoints.OfType<RouteEndpoint>()
             .SelectMany(e => (e.Metadata.GetMetadata<Microsoft.AspNetCore.Routing.HttpMethodMetadata>()?.HttpMethods ?? ["*"])
                 .Select(m => (Route: $"{m} {e.RoutePattern.RawText}", Limit: e.Metadata.GetMetadata<MerchantLimits.LimitMetadata>())))
             .ToDictionary(x => x.Route, x => x.Limit);
-        Assert.Equal(new MerchantLimits.LimitMetadata(null), kinds["POST /v1/requests/"]);
         Assert.Equal(new MerchantLimits.LimitMetadata(MerchantLimits.Kind.Batches), kinds["POST /v1/requests/batch"]);
-        // Everything else takes a turn of Requests (no metadata); the gateway gives it back once admitted (GatewayTurnTests).
-        Assert.Single(kinds, k => k.Value is { Kind: null });
+        // Single reports take none; the gateway takes its turn by hand around its admission (GatewayTurnTests).
+        Assert.Equal(["GET /v1/forward/", "POST /v1/forward/", "POST /v1/requests/", "POST /v1/rewrite/{format}/{**url}"],
+            kinds.Where(k => k.Value is { Kind: null }).Select(k => k.Key).Order(StringComparer.Ordinal));
+        // Everything else takes a turn of Requests (no metadata).
         Assert.Null(kinds["GET /v1/customers/"]);
         Assert.Null(kinds["GET /v1/ledger/entries"]);
-        Assert.Null(kinds["POST /v1/forward/"]);
     }
 
     [Fact]
@@ -166,5 +166,22 @@ public class MerchantLimitsWithoutGroupCommitTests(OneTurnWithoutGroupCommitApp 
             Assert.False(report.IsCompleted);
         }
         Assert.Equal(HttpStatusCode.Created, (await Requests.ConnectionShareTests.WithinAsync(report, "the report")).Status);
+    }
+
+    // The gateway's posting worker and settle worker post every merchant's served calls one after another through group
+    // commit: waiting for one merchant's turn there would hold back every other merchant's postings.
+    [Fact]
+    public async Task TheGatewaysPostingWorkersTakeNoTurn()
+    {
+        var m = await app.NewMerchantAsync();
+        var customer = await app.CustomerAsync(m.MerchantId);
+        await app.MeterAsync(m.MerchantId, "gpt", "fixed", "requests", (0, 1));
+        var limits = app.Services.GetRequiredService<MerchantLimits>();
+        using (await limits.EnterAsync(m.MerchantId, MerchantLimits.Kind.Requests, CancellationToken.None))
+        {
+            var posting = app.Services.GetRequiredService<Lava.Billing.Requests.Posting.GroupCommit>().ReportAsync(
+                new Lava.Billing.Requests.Posting.ReportItem(m.MerchantId, Requests.ReportBodies.Of("r1", customer, "gpt", 0)), CancellationToken.None);
+            Assert.IsType<Lava.Billing.Requests.Posting.ReportOutcome.Created>(await Requests.ConnectionShareTests.WithinAsync(posting, "the posting"));
+        }
     }
 }

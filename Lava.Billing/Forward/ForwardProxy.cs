@@ -14,7 +14,7 @@ namespace Lava.Billing.Forward;
 /// as it arrives while reading its usage, and bills it through the call's record.
 /// </summary>
 public sealed class ForwardProxy(ForwardOptions options, ForwardRelay relay, IForwardBilling billing, ForwardPostingQueue posting,
-    ForwardLookups lookups, IValidator<CreateRequestBody> reportValidator)
+    ForwardLookups lookups, IValidator<CreateRequestBody> reportValidator, MerchantLimits limits)
 {
     /// <summary>
     /// How often a call is admitted before it gives up: a second time only when a price it was admitted with from memory
@@ -75,6 +75,10 @@ public sealed class ForwardProxy(ForwardOptions options, ForwardRelay relay, IFo
         var prompt = new NormalizedUsage(inspected.InputTokensEstimate, 0, 0, 0, inspected.InputCharacters);
         ModelPrice? price;
         ForwardCall call;
+        // Its merchant's turn (MerchantLimits) while it is admitted, when the hold may wait for the customer's balance rows
+        // on a connection of the service's pool; not while its body arrived, nor while the provider answers.
+        using var turn = await limits.EnterAsync(caller.MerchantId, MerchantLimits.Kind.Requests, ct);
+        if (turn is null) return MerchantLimits.Refused(MerchantLimits.Kind.Requests);
         for (var attempt = 1; ; attempt++)
         {
             price = inspected.Model is null ? null : await lookups.PriceAsync(caller.MerchantId, inspected.Model, ct);
@@ -91,9 +95,7 @@ public sealed class ForwardProxy(ForwardOptions options, ForwardRelay relay, IFo
             if (attempt == MaxAdmissions)
                 return Problems.Unavailable("The prices this call is costed with changed while it was admitted; nothing was held. Try again.");
         }
-        // Admitted: the rest of the call waits for the provider, not for the database, and holds no turn of its merchant's
-        // (MerchantLimits) meanwhile.
-        MerchantLimits.Leave(http);
+        turn.Dispose();
         var providerKey = token.ProviderKey ?? options.ManagedKeyFor(target!.IdnHost);
         var keyStyle = ProviderKeyStyles.For(target!, format);
         var request = http.Request;

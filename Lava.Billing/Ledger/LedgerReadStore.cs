@@ -164,7 +164,7 @@ public sealed class LedgerReadStore(ReadDataSource db)
     // first leaves; a LATERAL … OFFSET 0 lookup cannot be turned into that. Consecutive entries share a few accounts, so
     // Memoize answers most of those lookups; it names the merchant as the parameter rather than the outer row's column,
     // so Memoize's key is the one id it hashes per entry. The sort by seq within first_seq only orders each row's entries.
-    private const string ExportAllEntries = """
+    internal const string ExportAllEntries = """
         SELECT s.seq, e.entry_id, e.created_at, t.effective_at, r.transaction_id, t.kind AS transaction_kind, t.reference,
                t.customer_id, t.meter_id, t.price_version::bigint AS price_version, e.account_id, a.kind AS account_kind,
                a.type AS account_type, e.currency::text AS currency, e.amount
@@ -201,8 +201,10 @@ public sealed class LedgerReadStore(ReadDataSource db)
     /// period by scanning the merchant's entries) and sorts what matched.
     /// </summary>
     public IResult ExportEntries(string merchantId, EntryFilter filter, long afterSeq, ExportFormat format) => filter.IsEmpty
-        ? Exports.Stream(db, format, "ledger-entries", EntryColumns, ExportAllEntries, new { MerchantId = merchantId, AfterSeq = afterSeq })
-        : Exports.Stream(db, format, "ledger-entries", EntryColumns, SelectEntries, EntryArgs(merchantId, filter, afterSeq, null));
+        ? Exports.Stream(db, format, "ledger-entries", EntryColumns, ExportAllEntries, new { MerchantId = merchantId, AfterSeq = afterSeq },
+            ExportPlan.InIndexOrder)
+        : Exports.Stream(db, format, "ledger-entries", EntryColumns, SelectEntries, EntryArgs(merchantId, filter, afterSeq, null),
+            ExportPlan.Chosen);
 
     private sealed record TrialBalanceRow(string? AccountId, string Kind, string Type, string? CustomerId, string Currency,
         string Debits, string Credits, string Balance, string TotalDebits, string TotalCredits, string TotalBalance);

@@ -17,7 +17,8 @@ public sealed class RequestExport(ReadDataSource db)
         new("charge", ColumnKind.Money), new("transaction_id", ColumnKind.Text), new("metadata", ColumnKind.Json),
     ];
 
-    // A report without a provider cost exports 0, as its JSON form shows it.
+    // A report without a provider cost exports 0, as its JSON form shows it. Each filter has an index in this order
+    // (requests_by_seq, _by_customer, _by_meter), so the export walks one of them (ExportPlan.InIndexOrder).
     private const string SelectRequests = """
         SELECT request_id, created_at, occurred_at, mode, customer_id, meter_id, price_version::bigint AS price_version,
                input_tokens, output_tokens, input_characters, output_characters, input_seconds, output_seconds,
@@ -35,5 +36,5 @@ public sealed class RequestExport(ReadDataSource db)
         Exports.Stream(db, format, "requests", Columns, SelectRequests, new
         {
             MerchantId = merchantId, Before = before, filter.CustomerId, filter.MeterId, filter.MetadataJson,
-        });
+        }, ExportPlan.InIndexOrder);
 }

@@ -22,14 +22,20 @@ public static class RequestsApi
         return group;
     }
 
-    public static async Task<IResult> Create(Caller caller, CreateRequestBody body, GroupCommit reporter, HttpContext http, CancellationToken ct) =>
-        await reporter.ReportAsync(new ReportItem(caller.MerchantId, body, caller.SecretKeyId), ct) switch
+    public static async Task<IResult> Create(Caller caller, CreateRequestBody body, GroupCommit reporter, MerchantLimits limits, HttpContext http,
+        CancellationToken ct)
+    {
+        // With group commit off, the report is posted on this call's time on the shared pool: within its merchant's turns,
+        // waiting for one rather than refused (the work it describes already ran).
+        using var turn = reporter.Coalesces ? null : await limits.WaitForTurnAsync(caller.MerchantId, MerchantLimits.Kind.Requests, ct);
+        return await reporter.ReportAsync(new ReportItem(caller.MerchantId, body, caller.SecretKeyId), ct) switch
         {
             ReportOutcome.Created c => Json(c.StatusCode, c.Response),
             ReportOutcome.Replayed r => Replayed(http, r.StatusCode, r.Response),
             ReportOutcome.Refused f => ReportProblems.Of(f.Refusal),
             var other => throw new InvalidOperationException($"unexpected outcome {other}"),
         };
+    }
 
     public static async Task<IResult> Retrieve(Caller caller, string requestId, RequestStore store, CancellationToken ct) =>
         await store.FindAsync(caller.MerchantId, requestId, ct) is { } stored

@@ -58,8 +58,8 @@ public static class SpendKeyGateway
         var routes = services.GetRequiredService<SpendKeyRoutes>();
         if (await services.GetRequiredService<SpendKeyStore>().FindLiveAsync(Credential(http.Request)!, http.RequestAborted) is not { } k)
             return Problems.Unauthorized("A live spend key is required: Authorization: Bearer lava_sk_… or x-api-key.");
-        using var turn = await TurnAsync(services, k.MerchantId, http.RequestAborted);
-        if (turn is null) return TooMany();
+        using var turn = await services.GetRequiredService<MerchantLimits>().EnterAsync(k.MerchantId, MerchantLimits.Kind.Requests, http.RequestAborted);
+        if (turn is null) return MerchantLimits.Refused(MerchantLimits.Kind.Requests);
         var prices = await services.GetRequiredService<ModelPriceStore>().ListCurrentAsync(k.MerchantId, null, MaxModels, http.RequestAborted);
         var allowed = prices.Where(p => routes.For(p.Model) is { } r &&
                                         (k.AllowedModels is null || k.AllowedModels.Contains(p.Model, StringComparer.Ordinal)) &&
@@ -69,16 +69,6 @@ public static class SpendKeyGateway
     }
 
     private const int MaxModels = 1000;
-
-    /// <summary>A turn of the merchant's (<see cref="MerchantLimits"/>), as the secret-key routes take in their middleware.</summary>
-    private static Task<MerchantLimits.Turn?> TurnAsync(IServiceProvider services, string merchantId, CancellationToken ct) =>
-        services.GetRequiredService<MerchantLimits>().EnterAsync(merchantId, MerchantLimits.Kind.Requests, ct);
-
-    private static IResult TooMany()
-    {
-        Infrastructure.Observability.LavaMetrics.MerchantLimited(MerchantLimits.Kind.Requests);
-        return Problems.TooManyAtOnce(MerchantLimits.Kind.Requests, MerchantLimits.RetryAfterSeconds);
-    }
 
     private static async Task<IResult> ServeAsync(HttpContext http)
     {
@@ -96,10 +86,6 @@ public static class SpendKeyGateway
         if (owner is not { } o) return Problems.Unauthorized("A live spend key is required: Authorization: Bearer lava_sk_… or x-api-key.");
         if (o.RequestShape != shape)
             return Problems.BadRequest("wrong_request_shape", $"This spend key speaks the '{o.RequestShape}' request shape; this route takes '{shape}'.");
-        // Its merchant's turn (MerchantLimits) until the call is admitted: the key's limits are taken under its row's lock,
-        // which the key's concurrent calls wait for, each on a connection of the service's pool.
-        using var turn = await TurnAsync(services, o.MerchantId, ct);
-        if (turn is null) return TooMany();
         // The ends of this merchant's calls that the database could not take fill its share of memory: new calls wait
         // until the settle worker has written some, rather than pile up more, while other merchants go on.
         if (!limits.HasRoomFor(o.MerchantId))
@@ -126,6 +112,11 @@ public static class SpendKeyGateway
         if (!forward.IsAllowed(upstream)) return Problems.UpstreamNotAllowed($"The provider for '{model}' is not on the gateway's allow-list.");
         var managedKey = forward.ManagedKeyFor(upstream.Host);
         if (managedKey is null) return Problems.Unavailable($"No managed provider key is configured for {upstream.Host}.");
+        // Its merchant's turn (MerchantLimits) while it is admitted: the key's limits are taken under its row's lock, which
+        // the key's concurrent calls wait for, each on a connection of the service's pool. Not while the body arrived, nor
+        // while the provider answers.
+        using var turn = await services.GetRequiredService<MerchantLimits>().EnterAsync(o.MerchantId, MerchantLimits.Kind.Requests, ct);
+        if (turn is null) return MerchantLimits.Refused(MerchantLimits.Kind.Requests);
         var price = await services.GetRequiredService<ModelPriceStore>().FindCurrentAsync(o.MerchantId, model, ct);
         if (price is null) return Problems.Unprocessable("model_not_priced", $"'{model}' has no price, so its worst case cannot be held.");
         // A model whose provider speaks the other shape: from here on the request is the provider's (docs/spend-keys.md).

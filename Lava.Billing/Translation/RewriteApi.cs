@@ -13,7 +13,7 @@ public static class RewriteApi
     public static RouteGroupBuilder MapRewriteApi(this IEndpointRouteBuilder routes)
     {
         var group = routes.MapGroup("/v1/rewrite").WithTags("Gateway");
-        group.MapPost("/{format}/{**url}", Rewrite).WithName("Rewrite")
+        group.MapPost("/{format}/{**url}", Rewrite).WithoutMerchantTurn().WithName("Rewrite")
             .WithSummary("Forward a chat call to a provider of the other shape, translating the request and the answer, and bill its usage");
         return group;
     }

@@ -101,11 +101,12 @@ public static class Database
 
     /// <summary>
     /// Whether the string sets <paramref name="keyword"/> (its canonical name), under that name or any synonym
-    /// (<c>MaxPoolSize</c>), in any case: the builder writes every setting it was given under its canonical name.
+    /// (<c>MaxPoolSize</c>), in any case: Npgsql's builder writes every setting it was given under its canonical name, and
+    /// the plain builder reads that back as keys and values, quoted values (a password with <c>;</c> in it) whole.
     /// </summary>
     internal static bool IsSet(string connectionString, string keyword) =>
-        new NpgsqlConnectionStringBuilder(connectionString).ConnectionString.Split(';')
-            .Any(part => part.Split('=')[0].Trim().Equals(keyword, StringComparison.OrdinalIgnoreCase));
+        new System.Data.Common.DbConnectionStringBuilder { ConnectionString = new NpgsqlConnectionStringBuilder(connectionString).ConnectionString }
+            .ContainsKey(keyword);
 
     internal static string WithDefaults(string connectionString, string applicationName, int? maxPoolSize = null)
     {

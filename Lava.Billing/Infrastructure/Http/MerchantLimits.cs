@@ -25,10 +25,10 @@ public sealed record MerchantLimitOptions
 /// (<see cref="MerchantLimitOptions"/>), so one merchant's flood, or its calls stuck behind rows another transaction
 /// holds, take that many connections at most and leave the rest of the pool to the others. Waiting calls hold nothing
 /// but their place and are served in the order they came; past the waiting bound a call is refused with 429 and
-/// Retry-After, before anything ran. A call gives its turn back early when it goes on without the pool: a gateway call
-/// once it is admitted (before the provider is called), an export once it streams (its own pool and limits,
-/// <c>ExportLimits</c>). Single reports take none: group commit queues them per merchant and posts them on connections
-/// of their own.
+/// Retry-After, before anything ran. Most routes take their turn here, in the middleware; the gateway's take theirs by
+/// hand around their admission only (not while the body arrives, nor while the provider answers), and an export gives
+/// its turn back once it streams (its own pool and limits, <c>ExportLimits</c>). Single reports take none while group
+/// commit queues them per merchant and posts them on connections of its own.
 /// </summary>
 public sealed class MerchantLimits(IOptions<MerchantLimitOptions> options)
 {
@@ -96,7 +96,14 @@ public sealed class MerchantLimits(IOptions<MerchantLimitOptions> options)
         return new Turn(line.Running);
     }
 
-    /// <summary>Gives the call's turn back early: it goes on without the service's pool (a gateway call admitted, an export).</summary>
+    /// <summary>The answer to a call refused its turn (counted in <c>lava_merchant_limited_total</c>).</summary>
+    public static ProblemResult Refused(Kind kind)
+    {
+        Observability.LavaMetrics.MerchantLimited(kind);
+        return Problems.TooManyAtOnce(kind, RetryAfterSeconds);
+    }
+
+    /// <summary>Gives the call's turn back early: it goes on without the service's pool (an export, once it streams).</summary>
     public static void Leave(HttpContext context)
     {
         if (context.Items[ItemKey] is Turn turn) turn.Dispose();
@@ -123,8 +130,7 @@ public static class MerchantLimitsHttp
             using var turn = await limits.EnterAsync(caller.MerchantId, kind.Value, context.RequestAborted);
             if (turn is null)
             {
-                Observability.LavaMetrics.MerchantLimited(kind.Value);
-                await Problems.TooManyAtOnce(kind.Value, MerchantLimits.RetryAfterSeconds).ExecuteAsync(context);
+                await MerchantLimits.Refused(kind.Value).ExecuteAsync(context);
                 return;
             }
             context.Items[MerchantLimits.ItemKey] = turn;

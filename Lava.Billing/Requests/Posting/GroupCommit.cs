@@ -1,6 +1,5 @@
 using System.Diagnostics;
 using Lava.Billing.Infrastructure.Database;
-using Lava.Billing.Infrastructure.Http;
 using Lava.Billing.Infrastructure.Observability;
 using Lava.Billing.Infrastructure.Resilience;
 
@@ -75,7 +74,6 @@ public sealed class GroupCommit : BackgroundService
     private readonly GroupCommitOptions _options;
     private readonly ILogger<GroupCommit> _log;
     private readonly DatabaseRetry _retry;
-    private readonly MerchantLimits _limits;
 
     // Guarded by _lock: each merchant's waiting reports, and the merchants that have any, in turn order.
     private readonly Lock _lock = new();
@@ -91,25 +89,21 @@ public sealed class GroupCommit : BackgroundService
     // One per merchant that ever reported through here: a few hundred bytes each, and merchants are made by operators.
     private readonly System.Collections.Concurrent.ConcurrentDictionary<string, SemaphoreSlim> _merchantRoom = new(StringComparer.Ordinal);
 
-    public GroupCommit(ReportPoster reporter, GroupCommitOptions options, ILogger<GroupCommit> log, DatabaseRetry retry, MerchantLimits limits)
+    public GroupCommit(ReportPoster reporter, GroupCommitOptions options, ILogger<GroupCommit> log, DatabaseRetry retry)
     {
         _reporter = reporter;
-        _limits = limits;
         _retry = retry;
         _options = options;
         _log = log;
         _room = new SemaphoreSlim(Math.Max(options.QueueCapacity, 1));
     }
 
+    /// <summary>Whether reports share transactions (off: each is posted on its caller's time, on the shared pool).</summary>
+    public bool Coalesces => _options.Enabled;
+
     public async Task<ReportOutcome> ReportAsync(ReportItem item, CancellationToken ct)
     {
-        if (!_options.Enabled)
-        {
-            // Each report on its caller's time, on the shared pool: within its merchant's turns, as its reads are, but never
-            // refused (a usage report describes work that already ran).
-            using var turn = await _limits.WaitForTurnAsync(item.MerchantId, MerchantLimits.Kind.Requests, ct);
-            return (await _retry.ExecuteAsync(async token => await _reporter.PostAsync([item], token), ct))[0];
-        }
+        if (!_options.Enabled) return (await _retry.ExecuteAsync(async token => await _reporter.PostAsync([item], token), ct))[0];
         // Backpressure rather than 429: a usage report describes work that already ran, and a refusal would have to be
         // retried by the caller or be lost; waiting keeps it, and only the flooding merchant's callers wait.
         var merchantRoom = _merchantRoom.GetOrAdd(item.MerchantId, _ => new SemaphoreSlim(Math.Max(_options.MerchantQueueCapacity, 1)));
