@@ -2,6 +2,7 @@ using System.Text.Json;
 using Dapper;
 using Lava.Billing.Finance;
 using Lava.Billing.Ledger;
+using Lava.Billing.Requests;
 using Lava.Billing.Tests.Infrastructure;
 using Npgsql;
 
@@ -64,8 +65,33 @@ public class ExportPlanTests(LavaApp app) : ApiTest(app)
         var chosen = NodeTypes(await PlanAsync(Exports.Settings(ExportPlan.Chosen), merchantId)).ToList();
         Assert.True(chosen.Contains("Sort"), "PostgreSQL no longer sorts this ledger first on its own: " + string.Join(", ", chosen));
 
-        var walked = NodeTypes(await PlanAsync(Exports.Settings(ExportPlan.InIndexOrder), merchantId)).ToList();
-        Assert.DoesNotContain("Sort", walked);
-        Assert.DoesNotContain("Bitmap Heap Scan", walked);
+        var all = new LedgerReadStore.EntryFilter(null, null, null, null, null, null);
+        var walked = await PlanAsync(Exports.Settings(LedgerReadStore.PlanFor(all)), merchantId);
+        var types = NodeTypes(walked).ToList();
+        Assert.DoesNotContain("Sort", types);
+        Assert.DoesNotContain("Bitmap Heap Scan", types);
+        Assert.Contains(IndexScans(walked), scan => scan == ("ledger_sequence", "ledger_sequence_pkey"));
+    }
+
+    [Fact]
+    public void TheRequestsExportWalksItsIndexWhereOneServesItsWholeFilter()
+    {
+        Assert.Equal(ExportPlan.InIndexOrder, RequestExport.PlanFor(new RequestListStore.Filter(null, null, null)));
+        Assert.Equal(ExportPlan.InIndexOrder, RequestExport.PlanFor(new RequestListStore.Filter("cus_1", null, null)));
+        Assert.Equal(ExportPlan.InIndexOrder, RequestExport.PlanFor(new RequestListStore.Filter(null, "mtr_1", null)));
+        // Two filters, or metadata (no index): PostgreSQL may combine indexes or scan, and sorts only what matched.
+        Assert.Equal(ExportPlan.Chosen, RequestExport.PlanFor(new RequestListStore.Filter("cus_1", "mtr_1", null)));
+        Assert.Equal(ExportPlan.Chosen, RequestExport.PlanFor(new RequestListStore.Filter(null, null, """{"a":"b"}""")));
+    }
+
+    /// <summary>The index scans of a plan, as (table, index).</summary>
+    private static IEnumerable<(string Table, string Index)> IndexScans(JsonElement node)
+    {
+        if (node.GetProperty("Node Type").GetString() == "Index Scan")
+            yield return (node.GetProperty("Relation Name").GetString()!, node.GetProperty("Index Name").GetString()!);
+        if (!node.TryGetProperty("Plans", out var children)) yield break;
+        foreach (var child in children.EnumerateArray())
+            foreach (var scan in IndexScans(child))
+                yield return scan;
     }
 }

@@ -39,6 +39,7 @@ public class GatewayTurnTests(OneTurnGatewayApp app) : GatewayTest<OneTurnGatewa
         {
             var refused = await call();
             Assert.Equal(HttpStatusCode.TooManyRequests, refused.StatusCode);
+            Assert.Contains("\"too_many_requests\"", await refused.Content.ReadAsStringAsync());
             Assert.Equal(0, Fake.Calls);
         }
 

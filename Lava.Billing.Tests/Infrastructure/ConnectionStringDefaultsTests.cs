@@ -32,7 +32,8 @@ public class ConnectionStringDefaultsTests
     public void ThePostingPoolIsSizedForItsWritersWithinWhatTheStringAllows(string connectionString, int max, int min)
     {
         using var shared = NpgsqlDataSource.Create(connectionString);
-        var reserved = new NpgsqlConnectionStringBuilder(Database.PostingConnectionsBeside(shared, connectionString, 4)[PostingPool.Reserved].ConnectionString);
+        var reserved = new NpgsqlConnectionStringBuilder(Database.PostingConnectionsBeside(shared, connectionString, 4,
+            Microsoft.Extensions.Logging.Abstractions.NullLoggerFactory.Instance)[PostingPool.Reserved].ConnectionString);
         Assert.Equal((max, min, "lava-billing-posting"), (reserved.MaxPoolSize, reserved.MinPoolSize, reserved.ApplicationName));
     }
 }

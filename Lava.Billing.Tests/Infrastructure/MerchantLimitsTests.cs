@@ -2,6 +2,7 @@ using System.Net;
 using Lava.Billing.Finance;
 using Lava.Billing.Infrastructure.Database;
 using Lava.Billing.Infrastructure.Http;
+using Lava.Billing.Merchants;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Routing;
@@ -72,7 +73,6 @@ public class MerchantLimitsTests(FewTurnsApp app) : IClassFixture<FewTurnsApp>, 
 
         // One turn back: the waiting calls take it one after another.
         turns[0].Dispose();
-        turns[0].Dispose();
         var all = Task.WhenAll(waiting);
         Assert.Same(all, await Task.WhenAny(all, Task.Delay(TimeSpan.FromSeconds(10))));
         Assert.All(await all, r => Assert.Equal(HttpStatusCode.OK, r.Status));
@@ -116,12 +116,26 @@ public class MerchantLimitsTests(FewTurnsApp app) : IClassFixture<FewTurnsApp>, 
     }
 
     [Fact]
+    public async Task ATurnGivenBackTwiceFreesOnePlace()
+    {
+        var limits = new MerchantLimits(Options.Create(new MerchantLimitOptions { Requests = 2, RequestsWaiting = 0 }));
+        var first = await limits.EnterAsync("mer_x", MerchantLimits.Kind.Requests, CancellationToken.None);
+        using var second = await limits.EnterAsync("mer_x", MerchantLimits.Kind.Requests, CancellationToken.None);
+
+        first!.Dispose();
+        first.Dispose();
+
+        Assert.NotNull(await limits.EnterAsync("mer_x", MerchantLimits.Kind.Requests, CancellationToken.None));
+        Assert.Null(await limits.EnterAsync("mer_x", MerchantLimits.Kind.Requests, CancellationToken.None));
+    }
+
+    [Fact]
     public async Task AnExportGivesItsMerchantsTurnBackOnceItStreams()
     {
         var limits = new MerchantLimits(Options.Create(new MerchantLimitOptions { Requests = 1, RequestsWaiting = 0 }));
         var exports = new ExportLimits(Options.Create(new ExportOptions()), NullLogger<ExportLimits>.Instance);
         var http = new DefaultHttpContext { RequestServices = new ServiceCollection().AddLogging().BuildServiceProvider() };
-        http.Items[Caller.ItemKey] = new Caller("mer_x", "key_x", Lava.Billing.Merchants.KeyScopes.ReadOnly);
+        http.Items[Caller.ItemKey] = new Caller("mer_x", "key_x", KeyScopes.ReadOnly);
         http.Items[MerchantLimits.ItemKey] = await limits.EnterAsync("mer_x", MerchantLimits.Kind.Requests, CancellationToken.None);
         Assert.Null(await limits.EnterAsync("mer_x", MerchantLimits.Kind.Requests, CancellationToken.None));
 
@@ -168,10 +182,10 @@ public class MerchantLimitsWithoutGroupCommitTests(OneTurnWithoutGroupCommitApp 
         Assert.Equal(HttpStatusCode.Created, (await Requests.ConnectionShareTests.WithinAsync(report, "the report")).Status);
     }
 
-    // The gateway's posting worker and settle worker post every merchant's served calls one after another through group
-    // commit: waiting for one merchant's turn there would hold back every other merchant's postings.
+    // The gateway's posting worker and settle worker hand every merchant's served calls to group commit this way, one
+    // after another: waiting for one merchant's turn there would hold back every other merchant's postings.
     [Fact]
-    public async Task TheGatewaysPostingWorkersTakeNoTurn()
+    public async Task AReportTheServiceHandsToGroupCommitItselfTakesNoTurn()
     {
         var m = await app.NewMerchantAsync();
         var customer = await app.CustomerAsync(m.MerchantId);

@@ -11,7 +11,10 @@ using Npgsql;
 
 namespace Lava.Billing.Tests.Requests;
 
-/// <summary>A pool of six connections: a few calls of one merchant held in the database could take every one of them.</summary>
+/// <summary>
+/// A pool of six connections: a few calls of one merchant held in the database could take every one of them. The
+/// posting pool (group-commit writers + 2, by default 5) is no larger than the string allows, so it keeps its size here.
+/// </summary>
 public sealed class SixConnectionsApp : LavaApp
 {
     protected override void ConfigureTestServices(IWebHostBuilder builder) =>

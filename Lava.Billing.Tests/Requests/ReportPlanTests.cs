@@ -307,7 +307,8 @@ public class ReportPlanTests(LavaApp app) : ApiTest(app)
         await using (var c = new NpgsqlConnection(App.ConnectionString)) await StatisticsAsync(c);
         var customers = Enumerable.Range(1, reports).Select(i => $"cus_plan_{i}").ToList();
         var now = DateTimeOffset.UtcNow;
-        var meter = (await App.Services.GetRequiredService<MeterStore>().FindLivePricesAsync([(m.MerchantId, "tokens")], null, CancellationToken.None))
+        var meter = (await MeterStore.FindLivePricesAsync([(m.MerchantId, "tokens")], App.Services.GetRequiredService<NpgsqlDataSource>(),
+                CancellationToken.None))
             [(m.MerchantId, "tokens")];
         var prepared = customers.Select(c => PreparedReport.Of(
             new ReportItem(m.MerchantId, ReportBodies.Of("req_" + c, c, "tokens", 100) with { HoldId = "hld_" + c }, keyId), meter, now)).ToList();

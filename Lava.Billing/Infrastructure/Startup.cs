@@ -40,7 +40,8 @@ public static class Startup
         services.AddSingleton<Requests.Posting.MeterPriceCache>();
         // Group commit's writers and the gateway's posting queue (one batch at a time) on a pool of their own.
         services.AddSingleton(sp => Database.Database.PostingConnectionsBeside(sp.GetRequiredService<Npgsql.NpgsqlDataSource>(),
-            sp.GetRequiredService<IConfiguration>().GetConnectionString("Billing")!, sp.GetRequiredService<Requests.Posting.GroupCommitOptions>().Writers + 1));
+            sp.GetRequiredService<IConfiguration>().GetConnectionString("Billing")!, sp.GetRequiredService<Requests.Posting.GroupCommitOptions>().Writers + 1,
+            sp.GetRequiredService<ILoggerFactory>()));
         services.AddSingleton<Requests.Posting.ReportPoster>();
         services.AddSingleton<Requests.Posting.PostingPlans>();
         services.AddHostedService(sp => sp.GetRequiredService<Requests.Posting.PostingPlans>());

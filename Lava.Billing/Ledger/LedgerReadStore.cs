@@ -202,9 +202,12 @@ public sealed class LedgerReadStore(ReadDataSource db)
     /// </summary>
     public IResult ExportEntries(string merchantId, EntryFilter filter, long afterSeq, ExportFormat format) => filter.IsEmpty
         ? Exports.Stream(db, format, "ledger-entries", EntryColumns, ExportAllEntries, new { MerchantId = merchantId, AfterSeq = afterSeq },
-            ExportPlan.InIndexOrder)
+            PlanFor(filter))
         : Exports.Stream(db, format, "ledger-entries", EntryColumns, SelectEntries, EntryArgs(merchantId, filter, afterSeq, null),
-            ExportPlan.Chosen);
+            PlanFor(filter));
+
+    /// <summary>Without a filter the export walks the sequence's key in order; with one, the plan follows the filter.</summary>
+    internal static ExportPlan PlanFor(EntryFilter filter) => filter.IsEmpty ? ExportPlan.InIndexOrder : ExportPlan.Chosen;
 
     private sealed record TrialBalanceRow(string? AccountId, string Kind, string Type, string? CustomerId, string Currency,
         string Debits, string Credits, string Balance, string TotalDebits, string TotalCredits, string TotalBalance);

@@ -49,12 +49,12 @@ public sealed partial class MeterStore
 
     /// <summary>
     /// The current prices of many live meters (of one or several merchants) in one round trip; absent slugs are left out.
-    /// <paramref name="on"/>: the pool to read them from (the posting's own), else the store's.
+    /// Read from <paramref name="on"/>, the pool its caller posts on.
     /// </summary>
-    public async Task<Dictionary<(string MerchantId, string MeterSlug), MeterPrice>> FindLivePricesAsync(
-        IReadOnlyCollection<(string MerchantId, string MeterSlug)> keys, NpgsqlDataSource? on, CancellationToken ct)
+    public static async Task<Dictionary<(string MerchantId, string MeterSlug), MeterPrice>> FindLivePricesAsync(
+        IReadOnlyCollection<(string MerchantId, string MeterSlug)> keys, NpgsqlDataSource on, CancellationToken ct)
     {
-        await using var connection = await (on ?? db).OpenConnectionAsync(ct);
+        await using var connection = await on.OpenConnectionAsync(ct);
         var rows = await connection.QueryAsync<PriceRow>(new CommandDefinition(SelectLivePrices, new
         {
             MerchantIds = keys.Select(k => k.MerchantId).ToArray(), MeterSlugs = keys.Select(k => k.MeterSlug).ToArray(),

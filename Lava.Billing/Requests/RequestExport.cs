@@ -17,8 +17,7 @@ public sealed class RequestExport(ReadDataSource db)
         new("charge", ColumnKind.Money), new("transaction_id", ColumnKind.Text), new("metadata", ColumnKind.Json),
     ];
 
-    // A report without a provider cost exports 0, as its JSON form shows it. Each filter has an index in this order
-    // (requests_by_seq, _by_customer, _by_meter), so the export walks one of them (ExportPlan.InIndexOrder).
+    // A report without a provider cost exports 0, as its JSON form shows it.
     private const string SelectRequests = """
         SELECT request_id, created_at, occurred_at, mode, customer_id, meter_id, price_version::bigint AS price_version,
                input_tokens, output_tokens, input_characters, output_characters, input_seconds, output_seconds,
@@ -36,5 +35,13 @@ public sealed class RequestExport(ReadDataSource db)
         Exports.Stream(db, format, "requests", Columns, SelectRequests, new
         {
             MerchantId = merchantId, Before = before, filter.CustomerId, filter.MeterId, filter.MetadataJson,
-        }, ExportPlan.InIndexOrder);
+        }, PlanFor(filter));
+
+    /// <summary>
+    /// Walking an index in seq order when one serves the whole filter (requests_by_seq with none, _by_customer or _by_meter
+    /// with one of those): the first row leaves at once. With both, or a metadata filter (no index), PostgreSQL may combine
+    /// indexes or scan, and sort only what matched.
+    /// </summary>
+    internal static ExportPlan PlanFor(RequestListStore.Filter filter) =>
+        filter.MetadataJson is null && (filter.CustomerId is null || filter.MeterId is null) ? ExportPlan.InIndexOrder : ExportPlan.Chosen;
 }

@@ -73,10 +73,11 @@ public static class Database
             var readOnly = configuration.GetConnectionString("BillingReadOnly");
             var exportConnections = sp.GetRequiredService<Microsoft.Extensions.Options.IOptions<ExportOptions>>().Value.MaxConnections;
             var exportSource = string.IsNullOrWhiteSpace(readOnly) ? configuration.GetConnectionString("Billing")! : readOnly;
-            var exports = Build(exportSource, "lava-billing-export", exportConnections);
+            var logs = sp.GetRequiredService<ILoggerFactory>();
+            var exports = Build(exportSource, "lava-billing-export", logs, exportConnections);
             return string.IsNullOrWhiteSpace(readOnly)
                 ? new ReadDataSource(sp.GetRequiredService<NpgsqlDataSource>(), exports)
-                : new ReadDataSource(Build(readOnly, "lava-billing-ro"), exports);
+                : new ReadDataSource(Build(readOnly, "lava-billing-ro", logs), exports);
         });
         services.AddOptions<MigrationOptions>().BindConfiguration("Database:Migrations").ValidateDataAnnotations().ValidateOnStart();
         services.AddSingleton(sp => new Migrator(sp.GetRequiredService<NpgsqlDataSource>(), sp.GetRequiredService<ILogger<Migrator>>(),
@@ -88,16 +89,18 @@ public static class Database
     /// The postings' own pool beside <paramref name="shared"/>, for <paramref name="writers"/> that each hold one connection
     /// at a time, and one to spare for a connection being replaced; never more than the string allows the shared pool.
     /// </summary>
-    public static PostingConnections PostingConnectionsBeside(NpgsqlDataSource shared, string connectionString, int writers)
+    public static PostingConnections PostingConnectionsBeside(NpgsqlDataSource shared, string connectionString, int writers,
+        ILoggerFactory logs)
     {
         var size = Math.Max(writers, 1) + 1;
         if (IsSet(connectionString, "Maximum Pool Size")) size = Math.Min(size, new NpgsqlConnectionStringBuilder(connectionString).MaxPoolSize);
-        return new PostingConnections(shared, Build(connectionString, "lava-billing-posting", size));
+        return new PostingConnections(shared, Build(connectionString, "lava-billing-posting", logs, size));
     }
 
-    private static NpgsqlDataSource Build(string connectionString, string applicationName, int? maxPoolSize = null) =>
+    // With the host's logger factory, as the primary's (AddNpgsqlDataSource), so Npgsql's warnings reach the service's log.
+    private static NpgsqlDataSource Build(string connectionString, string applicationName, ILoggerFactory logs, int? maxPoolSize = null) =>
         new NpgsqlDataSourceBuilder(WithDefaults(connectionString, applicationName, maxPoolSize)) { Name = applicationName }
-            .UsePreparedStatementGuard().Build();
+            .UseLoggerFactory(logs).UsePreparedStatementGuard().Build();
 
     /// <summary>
     /// Whether the string sets <paramref name="keyword"/> (its canonical name), under that name or any synonym

@@ -7,7 +7,7 @@ namespace Lava.Billing.Infrastructure.Http;
 /// <summary>Configuration section <c>Limits:PerMerchant</c> (docs/operations.md, "One merchant's share").</summary>
 public sealed record MerchantLimitOptions
 {
-    /// <summary>Calls of one merchant that may hold a database connection at once (reads and writes other than reports).</summary>
+    /// <summary>Calls of one merchant that may work in the database at once (all but batches, and single reports while group commit is on).</summary>
     [Range(1, 1000)] public int Requests { get; init; } = 8;
 
     /// <summary>Such calls of one merchant waiting for their turn; beyond, 429 with Retry-After.</summary>
@@ -137,11 +137,17 @@ public static class MerchantLimitsHttp
             await next(context);
         });
 
-    /// <summary>Calls of this route take a turn of their merchant's <paramref name="kind"/> (every route does by default: <see cref="MerchantLimits.Kind.Requests"/>).</summary>
+    /// <summary>
+    /// Calls of this route take a turn of their merchant's <paramref name="kind"/> (every route does by default:
+    /// <see cref="MerchantLimits.Kind.Requests"/>).
+    /// </summary>
     public static TBuilder WithMerchantTurn<TBuilder>(this TBuilder builder, MerchantLimits.Kind kind) where TBuilder : IEndpointConventionBuilder =>
         builder.WithMetadata(new MerchantLimits.LimitMetadata(kind));
 
-    /// <summary>Calls of this route take no turn (single reports: group commit bounds them per merchant, on its own connections).</summary>
+    /// <summary>
+    /// Calls of this route take no turn here: single reports (group commit bounds them per merchant; with it off, the
+    /// handler takes one) and the gateway (its handlers take one around their admission only).
+    /// </summary>
     public static TBuilder WithoutMerchantTurn<TBuilder>(this TBuilder builder) where TBuilder : IEndpointConventionBuilder =>
         builder.WithMetadata(new MerchantLimits.LimitMetadata(null));
 }

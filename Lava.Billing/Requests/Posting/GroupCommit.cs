@@ -63,7 +63,7 @@ public sealed class GroupCommitOptions
 public sealed class GroupCommit : BackgroundService
 {
     /// <summary>One batch's time in its statements, from <paramref name="startedAt"/> (a <see cref="Stopwatch"/> timestamp).</summary>
-    private sealed class Turn(long startedAt)
+    private sealed class StatementTurn(long startedAt)
     {
         public long StartedAt { get; } = startedAt;
     }
@@ -81,7 +81,7 @@ public sealed class GroupCommit : BackgroundService
     private readonly Queue<string> _turns = new();
 
     // Also guarded by _lock: the batch in its statements now (null: none), and a signal completed when it hands the turn on.
-    private Turn? _statementTurn;
+    private StatementTurn? _statementTurn;
     private TaskCompletionSource _statementTurnHandedOn = NewSignal();
 
     private readonly SemaphoreSlim _room;
@@ -198,7 +198,7 @@ public sealed class GroupCommit : BackgroundService
     /// The turn to run statements: at once when no batch is in its statements, else when that batch hands the turn on, or
     /// by taking it over once that batch has had it for <see cref="GroupCommitOptions.HandOverAfterMs"/>.
     /// </summary>
-    private async Task<Turn> TakeStatementTurnAsync(CancellationToken ct)
+    private async Task<StatementTurn> TakeStatementTurnAsync(CancellationToken ct)
     {
         var handOverAfter = TimeSpan.FromMilliseconds(Math.Max(_options.HandOverAfterMs, 0));
         while (true)
@@ -211,7 +211,7 @@ public sealed class GroupCommit : BackgroundService
                 if (left <= TimeSpan.Zero)
                 {
                     // A turn taken over belongs to no batch any more: its batch's own hand-on then frees nothing.
-                    _statementTurn = new Turn(Stopwatch.GetTimestamp());
+                    _statementTurn = new StatementTurn(Stopwatch.GetTimestamp());
                     return _statementTurn;
                 }
                 handedOn = _statementTurnHandedOn.Task;
@@ -228,7 +228,7 @@ public sealed class GroupCommit : BackgroundService
     }
 
     /// <summary>Ends <paramref name="turn"/> if it is still the current one; again (after the write, then after the commit), it does nothing.</summary>
-    private void HandOn(Turn turn)
+    private void HandOn(StatementTurn turn)
     {
         TaskCompletionSource handedOn;
         lock (_lock)

@@ -9,7 +9,7 @@ namespace Lava.Billing.Requests.Posting;
 /// database when one moved, so no report is priced with a version that was replaced, or a meter that was deleted,
 /// before its transaction began.
 /// </summary>
-public sealed class MeterPriceCache(MeterStore meters)
+public sealed class MeterPriceCache
 {
     private const int Limit = 10_000;
 
@@ -30,7 +30,7 @@ public sealed class MeterPriceCache(MeterStore meters)
             else missing.Add(key);
         }
         if (missing.Count == 0) return resolved;
-        var found = await meters.FindLivePricesAsync(missing, db, ct);
+        var found = await MeterStore.FindLivePricesAsync(missing, db, ct);
         if (_prices.Count + found.Count > Limit) _prices.Clear();
         foreach (var key in missing)
         {
