@@ -45,12 +45,7 @@ public class GatewayTurnTests(OneTurnGatewayApp app) : GatewayTest<OneTurnGatewa
 
         Fake.HoldAfterEvents = 1;
         var running = call();
-        var deadline = DateTime.UtcNow.AddSeconds(10);
-        while (Fake.Calls == 0)
-        {
-            Assert.True(DateTime.UtcNow < deadline, "the provider was never called");
-            await Task.Delay(10);
-        }
+        await Waits.UntilAsync(() => Fake.Calls > 0, "the provider called");
         Assert.Equal(HttpStatusCode.OK, (await m.Client.GetJsonAsync("/v1/customers")).Status);
 
         Fake.Release.TrySetResult();

@@ -39,18 +39,6 @@ public class MerchantLimitsTests(FewTurnsApp app) : IClassFixture<FewTurnsApp>, 
         return turns;
     }
 
-    internal static async Task UntilAsync(Func<bool> condition, string what)
-    {
-        var deadline = DateTime.UtcNow.AddSeconds(10);
-        while (!condition())
-        {
-            Assert.True(DateTime.UtcNow < deadline, $"not within 10 s: {what}");
-            await Task.Delay(10);
-        }
-    }
-
-    private static Task<T> WithinAsync<T>(Task<T> call, string what) => Requests.ConnectionShareTests.WithinAsync(call, what);
-
     [Fact]
     public async Task CallsBeyondAMerchantsTurnsWaitPastItsLineAreRefusedAndAnotherMerchantIsNotHeldBack()
     {
@@ -59,16 +47,16 @@ public class MerchantLimitsTests(FewTurnsApp app) : IClassFixture<FewTurnsApp>, 
         var turns = await HoldTurnsAsync(busy.MerchantId, 2);
 
         var waiting = Enumerable.Range(0, 3).Select(_ => busy.Client.GetJsonAsync("/v1/customers")).ToList();
-        await UntilAsync(() => Limits.Waiting(busy.MerchantId, MerchantLimits.Kind.Requests) == 3, "three calls in line");
+        await Waits.UntilAsync(() => Limits.Waiting(busy.MerchantId, MerchantLimits.Kind.Requests) == 3, "three calls in line");
         Assert.All(waiting, w => Assert.False(w.IsCompleted));
-        var refused = await WithinAsync(busy.Client.GetJsonAsync("/v1/customers"), "a call past the line");
+        var refused = await Waits.WithinAsync(busy.Client.GetJsonAsync("/v1/customers"), "a call past the line");
         refused.AssertProblem(HttpStatusCode.TooManyRequests, "too_many_requests");
         Assert.Equal("1", refused.Response.Headers.RetryAfter!.ToString());
         // A write is refused before it ran: nothing was created.
-        var write = await WithinAsync(busy.Client.PostJsonAsync("/v1/customers", new { name = "never" }), "a write past the line");
+        var write = await Waits.WithinAsync(busy.Client.PostJsonAsync("/v1/customers", new { name = "never" }), "a write past the line");
         write.AssertProblem(HttpStatusCode.TooManyRequests, "too_many_requests");
 
-        var otherRead = await WithinAsync(other.Client.GetJsonAsync("/v1/customers"), "another merchant's call");
+        var otherRead = await Waits.WithinAsync(other.Client.GetJsonAsync("/v1/customers"), "another merchant's call");
         Assert.Equal(HttpStatusCode.OK, otherRead.Status);
 
         // One turn back: the waiting calls take it one after another.
@@ -83,13 +71,11 @@ public class MerchantLimitsTests(FewTurnsApp app) : IClassFixture<FewTurnsApp>, 
     [Fact]
     public async Task AUsageReportTakesNoTurn()
     {
-        var busy = await app.NewMerchantAsync();
-        var customer = await app.CustomerAsync(busy.MerchantId);
-        await app.MeterAsync(busy.MerchantId, "gpt", "fixed", "requests", (0, 1));
+        var (busy, customer) = await app.ReportingMerchantAsync();
         var turns = await HoldTurnsAsync(busy.MerchantId, 2);
         try
         {
-            var report = await WithinAsync(busy.Client.PostJsonAsync("/v1/requests",
+            var report = await Waits.WithinAsync(busy.Client.PostJsonAsync("/v1/requests",
                 new { request_id = "r1", customer_id = customer, meter_slug = "gpt", input_tokens = 0, output_tokens = 0 }), "a report");
             Assert.Equal(HttpStatusCode.Created, report.Status);
         }
@@ -166,9 +152,7 @@ public class MerchantLimitsWithoutGroupCommitTests(OneTurnWithoutGroupCommitApp 
     [Fact]
     public async Task AReportPostedOnItsCallersTimeWaitsForItsMerchantsTurnAndIsNeverRefused()
     {
-        var m = await app.NewMerchantAsync();
-        var customer = await app.CustomerAsync(m.MerchantId);
-        await app.MeterAsync(m.MerchantId, "gpt", "fixed", "requests", (0, 1));
+        var (m, customer) = await app.ReportingMerchantAsync();
         var limits = app.Services.GetRequiredService<MerchantLimits>();
         Task<(HttpStatusCode Status, System.Text.Json.Nodes.JsonNode? Body, HttpResponseMessage Response)> report;
         using (await limits.EnterAsync(m.MerchantId, MerchantLimits.Kind.Requests, CancellationToken.None))
@@ -176,10 +160,10 @@ public class MerchantLimitsWithoutGroupCommitTests(OneTurnWithoutGroupCommitApp 
             report = m.Client.PostJsonAsync("/v1/requests",
                 new { request_id = "r1", customer_id = customer, meter_slug = "gpt", input_tokens = 0, output_tokens = 0 });
             // In line although the line holds none (RequestsWaiting 0): a report is not refused.
-            await MerchantLimitsTests.UntilAsync(() => limits.Waiting(m.MerchantId, MerchantLimits.Kind.Requests) == 1, "the report in line");
+            await Waits.UntilAsync(() => limits.Waiting(m.MerchantId, MerchantLimits.Kind.Requests) == 1, "the report in line");
             Assert.False(report.IsCompleted);
         }
-        Assert.Equal(HttpStatusCode.Created, (await Requests.ConnectionShareTests.WithinAsync(report, "the report")).Status);
+        Assert.Equal(HttpStatusCode.Created, (await Waits.WithinAsync(report, "the report")).Status);
     }
 
     // The gateway's posting worker and settle worker hand every merchant's served calls to group commit this way, one
@@ -187,15 +171,13 @@ public class MerchantLimitsWithoutGroupCommitTests(OneTurnWithoutGroupCommitApp 
     [Fact]
     public async Task AReportTheServiceHandsToGroupCommitItselfTakesNoTurn()
     {
-        var m = await app.NewMerchantAsync();
-        var customer = await app.CustomerAsync(m.MerchantId);
-        await app.MeterAsync(m.MerchantId, "gpt", "fixed", "requests", (0, 1));
+        var (m, customer) = await app.ReportingMerchantAsync();
         var limits = app.Services.GetRequiredService<MerchantLimits>();
         using (await limits.EnterAsync(m.MerchantId, MerchantLimits.Kind.Requests, CancellationToken.None))
         {
             var posting = app.Services.GetRequiredService<Lava.Billing.Requests.Posting.GroupCommit>().ReportAsync(
                 new Lava.Billing.Requests.Posting.ReportItem(m.MerchantId, Requests.ReportBodies.Of("r1", customer, "gpt", 0)), CancellationToken.None);
-            Assert.IsType<Lava.Billing.Requests.Posting.ReportOutcome.Created>(await Requests.ConnectionShareTests.WithinAsync(posting, "the posting"));
+            Assert.IsType<Lava.Billing.Requests.Posting.ReportOutcome.Created>(await Waits.WithinAsync(posting, "the posting"));
         }
     }
 }

@@ -37,6 +37,15 @@ public static class Seed
         INSERT INTO account_balances (merchant_id, account_id) SELECT merchant_id, account_id FROM created;
         """;
 
+    /// <summary>A new merchant with a customer and a "gpt" meter charging 1 per report: what a usage report needs.</summary>
+    public static async Task<(LavaApp.Merchant M, string Customer)> ReportingMerchantAsync(this LavaApp app)
+    {
+        var m = await app.NewMerchantAsync();
+        var customer = await app.CustomerAsync(m.MerchantId);
+        await app.MeterAsync(m.MerchantId, "gpt", "fixed", "requests", (0, 1));
+        return (m, customer);
+    }
+
     public static async Task<string> CustomerAsync(this LavaApp app, string merchantId)
     {
         var customerId = Ids.New("cus");

@@ -15,19 +15,11 @@ public class BlastRadiusTests(LavaApp app) : ApiTest(app)
     private static CreateRequestBody Body(string id, string? customer, string meter, long tokens = 0, decimal? seconds = null) =>
         ReportBodies.Of(id, customer, meter, tokens, seconds: seconds);
 
-    private async Task<(LavaApp.Merchant M, string Customer)> MerchantWithMeterAsync()
-    {
-        var m = await App.NewMerchantAsync();
-        var customer = await App.CustomerAsync(m.MerchantId);
-        await App.MeterAsync(m.MerchantId, "gpt", "fixed", "requests", (0, 1));
-        return (m, customer);
-    }
-
     [Fact]
     public async Task AMeterSlugTheDatabaseCannotReadFailsOnlyItsOwnReport()
     {
-        var (victim, victimCustomer) = await MerchantWithMeterAsync();
-        var (hostile, hostileCustomer) = await MerchantWithMeterAsync();
+        var (victim, victimCustomer) = await App.ReportingMerchantAsync();
+        var (hostile, hostileCustomer) = await App.ReportingMerchantAsync();
         // Past the HTTP edge's checks (called directly): PostgreSQL refuses a NUL in text (22021) in the meter lookup itself.
         var items = new List<ReportItem>
         {
@@ -51,7 +43,7 @@ public class BlastRadiusTests(LavaApp app) : ApiTest(app)
     [Fact]
     public async Task AReportThatThrowsOutsideTheDatabaseFailsOnlyItsOwnReport()
     {
-        var (victim, victimCustomer) = await MerchantWithMeterAsync();
+        var (victim, victimCustomer) = await App.ReportingMerchantAsync();
         var hostile = await App.NewMerchantAsync();
         var hostileCustomer = await App.CustomerAsync(hostile.MerchantId);
         // A rate the API would refuse, within what the database holds, and seconds no validator let through: pricing
@@ -76,8 +68,8 @@ public class BlastRadiusTests(LavaApp app) : ApiTest(app)
     [Fact]
     public async Task AMerchantFloodingGroupCommitDoesNotHoldBackAnotherMerchantsReports()
     {
-        var (flooder, flooderCustomer) = await MerchantWithMeterAsync();
-        var (other, otherCustomer) = await MerchantWithMeterAsync();
+        var (flooder, flooderCustomer) = await App.ReportingMerchantAsync();
+        var (other, otherCustomer) = await App.ReportingMerchantAsync();
         var groupCommit = App.Services.GetRequiredService<GroupCommit>();
         var finished = 0;
         async Task<int> Report(LavaApp.Merchant m, string customer, string id)
@@ -105,8 +97,8 @@ public class BlastRadiusTests(LavaApp app) : ApiTest(app)
     [Fact]
     public async Task AReportWaitingForLockedBalancesHoldsBackAnotherMerchantsReportNoLongerThanTheHandOver()
     {
-        var (m, held) = await MerchantWithMeterAsync();
-        var (other, otherCustomer) = await MerchantWithMeterAsync();
+        var (m, held) = await App.ReportingMerchantAsync();
+        var (other, otherCustomer) = await App.ReportingMerchantAsync();
         var groupCommit = App.Services.GetRequiredService<GroupCommit>();
         var tx = await App.LockBalancesAsync(m.MerchantId, held);
         Task<ReportOutcome> stuck;
@@ -135,9 +127,9 @@ public class BlastRadiusTests(LavaApp app) : ApiTest(app)
     [Fact]
     public async Task ACustomerWhoseBalancesStayLockedDoesNotHoldBackTheRestOfItsBatch()
     {
-        var (m, held) = await MerchantWithMeterAsync();
+        var (m, held) = await App.ReportingMerchantAsync();
         var free = await App.CustomerAsync(m.MerchantId);
-        var (other, otherCustomer) = await MerchantWithMeterAsync();
+        var (other, otherCustomer) = await App.ReportingMerchantAsync();
         var tx = await App.LockBalancesAsync(m.MerchantId, held);
         IReadOnlyList<ReportOutcome> outcomes;
         var elapsed = System.Diagnostics.Stopwatch.StartNew();
@@ -171,7 +163,7 @@ public class BlastRadiusTests(LavaApp app) : ApiTest(app)
     [Fact]
     public async Task BalancesLockedPastTheLockTimeoutAreRetriedAndThenPosted()
     {
-        var (m, customer) = await MerchantWithMeterAsync();
+        var (m, customer) = await App.ReportingMerchantAsync();
         var tx = await App.LockBalancesAsync(m.MerchantId, customer);
         // Released after the first attempt's lock timeout (5 s), before the last attempt gives up.
         var release = Task.Delay(TimeSpan.FromSeconds(6)).ContinueWith(async _ => { await tx.RollbackAsync(); await tx.Connection!.DisposeAsync(); }).Unwrap();
@@ -186,7 +178,7 @@ public class BlastRadiusTests(LavaApp app) : ApiTest(app)
     [Fact]
     public async Task BalancesLockedThroughEveryAttemptAnswer503AndPostNothing()
     {
-        var (m, customer) = await MerchantWithMeterAsync();
+        var (m, customer) = await App.ReportingMerchantAsync();
         var tx = await App.LockBalancesAsync(m.MerchantId, customer);
         try
         {

@@ -34,29 +34,6 @@ public class ConnectionShareTests(SixConnectionsApp app) : IClassFixture<SixConn
     private static object Report(string id, string customer, string meter = "gpt") =>
         new { request_id = id, customer_id = customer, meter_slug = meter, input_tokens = 0, output_tokens = 0 };
 
-    private async Task<(LavaApp.Merchant M, string Customer)> MerchantWithMeterAsync()
-    {
-        var m = await app.NewMerchantAsync();
-        var customer = await app.CustomerAsync(m.MerchantId);
-        await app.MeterAsync(m.MerchantId, "gpt", "fixed", "requests", (0, 1));
-        return (m, customer);
-    }
-
-    private async Task<int> SessionsWaitingForALockAsync()
-    {
-        await using var admin = new NpgsqlConnection(app.AdminConnectionString);
-        return await admin.QuerySingleAsync<int>(
-            "SELECT count(*)::int FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'");
-    }
-
-    internal static async Task<T> WithinAsync<T>(Task<T> call, string what)
-    {
-        // A connection taken by the stuck batches would be free only when their lock waits end (5 s, three times each).
-        var finished = await Task.WhenAny(call, Task.Delay(TimeSpan.FromSeconds(5)));
-        Assert.True(finished == call, $"{what} was not answered within 5 s");
-        return await call;
-    }
-
     [Fact]
     public void ReportsArePostedOnAPoolOfTheirOwnSizedForTheWriters()
     {
@@ -70,7 +47,7 @@ public class ConnectionShareTests(SixConnectionsApp app) : IClassFixture<SixConn
     [Fact]
     public async Task ASingleReportIsPostedWhileEveryConnectionOfTheSharedPoolIsTaken()
     {
-        var (m, customer) = await MerchantWithMeterAsync();
+        var (m, customer) = await app.ReportingMerchantAsync();
         await app.MeterAsync(m.MerchantId, "new", "fixed", "requests", (0, 1));
         // Its key cached by a first report (for 5 s), as for a merchant reporting steadily.
         Assert.Equal(HttpStatusCode.Created, (await m.Client.PostJsonAsync("/v1/requests", Report("r1", customer))).Status);
@@ -82,7 +59,7 @@ public class ConnectionShareTests(SixConnectionsApp app) : IClassFixture<SixConn
             for (var i = 0; i < 6; i++) taken.Add(await shared.OpenConnectionAsync());
 
             // On a meter not reported before: its price is read on the posting's own pool too.
-            var second = await WithinAsync(m.Client.PostJsonAsync("/v1/requests", Report("r2", customer, "new")), "a single report");
+            var second = await Waits.WithinAsync(m.Client.PostJsonAsync("/v1/requests", Report("r2", customer, "new")), "a single report");
             Assert.Equal(HttpStatusCode.Created, second.Status);
         }
         finally
@@ -95,8 +72,8 @@ public class ConnectionShareTests(SixConnectionsApp app) : IClassFixture<SixConn
     [Fact]
     public async Task AMerchantsBatchesStuckOnLockedRowsLeaveConnectionsForAnotherMerchantsReportsBatchesAndReads()
     {
-        var (stuck, held) = await MerchantWithMeterAsync();
-        var (other, otherCustomer) = await MerchantWithMeterAsync();
+        var (stuck, held) = await app.ReportingMerchantAsync();
+        var (other, otherCustomer) = await app.ReportingMerchantAsync();
         const int calls = 12;
         var tx = await app.LockBalancesAsync(stuck.MerchantId, held);
         List<Task<(HttpStatusCode Status, System.Text.Json.Nodes.JsonNode? Body, HttpResponseMessage Response)>> batches;
@@ -109,10 +86,10 @@ public class ConnectionShareTests(SixConnectionsApp app) : IClassFixture<SixConn
             // Two of the merchant's batches run at once (Limits:PerMerchant:Batches), eight wait their turn, the rest are
             // refused at once with 429: nothing of theirs is posted, and the same request ids are safe to send again.
             var limits = app.Services.GetRequiredService<MerchantLimits>();
-            await MerchantLimitsTests.UntilAsync(() => limits.Waiting(stuck.MerchantId, MerchantLimits.Kind.Batches) == 8 &&
+            await Waits.UntilAsync(() => limits.Waiting(stuck.MerchantId, MerchantLimits.Kind.Batches) == 8 &&
                                                       batches.Count(b => b.IsCompleted) == 2, "eight batches in line and two refused");
             await app.UntilASessionWaitsForALockAsync();
-            Assert.Equal(2, await SessionsWaitingForALockAsync());
+            Assert.Equal(2, await app.SessionsWaitingForALockAsync());
             var refused = batches.Where(b => b.IsCompleted).ToList();
             foreach (var r in refused)
             {
@@ -121,13 +98,13 @@ public class ConnectionShareTests(SixConnectionsApp app) : IClassFixture<SixConn
                 Assert.NotNull(response.Response.Headers.RetryAfter);
             }
 
-            var single = await WithinAsync(other.Client.PostJsonAsync("/v1/requests", Report("o1", otherCustomer)), "a single report");
+            var single = await Waits.WithinAsync(other.Client.PostJsonAsync("/v1/requests", Report("o1", otherCustomer)), "a single report");
             Assert.Equal(HttpStatusCode.Created, single.Status);
-            var batch = await WithinAsync(other.Client.PostJsonAsync("/v1/requests/batch",
+            var batch = await Waits.WithinAsync(other.Client.PostJsonAsync("/v1/requests/batch",
                 new { requests = new[] { Report("o2", otherCustomer), Report("o3", otherCustomer) } }), "a batch");
             Assert.Equal(HttpStatusCode.OK, batch.Status);
             Assert.All(batch.Body!["data"]!.AsArray(), item => Assert.Equal("created", (string?)item!["status"]));
-            var read = await WithinAsync(other.Client.GetJsonAsync("/v1/customers"), "a read");
+            var read = await Waits.WithinAsync(other.Client.GetJsonAsync("/v1/customers"), "a read");
             Assert.Equal(HttpStatusCode.OK, read.Status);
         }
         finally

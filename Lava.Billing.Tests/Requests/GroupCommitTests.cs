@@ -29,9 +29,7 @@ public class GroupCommitTests(PatientGroupCommitApp app) : IClassFixture<Patient
 
     private async Task<(string MerchantId, string Customer)> MerchantWithMeterAsync()
     {
-        var m = await app.NewMerchantAsync();
-        var customer = await app.CustomerAsync(m.MerchantId);
-        await app.MeterAsync(m.MerchantId, "gpt", "fixed", "requests", (0, 1));
+        var (m, customer) = await app.ReportingMerchantAsync();
         return (m.MerchantId, customer);
     }
 

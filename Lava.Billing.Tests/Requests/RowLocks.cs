@@ -45,14 +45,19 @@ public static class RowLocks
     /// <summary>Returns once a session of the app's database waits for a lock another transaction holds (30 s at most).</summary>
     public static async Task UntilASessionWaitsForALockAsync(this LavaApp app)
     {
-        await using var admin = new NpgsqlConnection(app.AdminConnectionString);
         for (var tries = 0; tries < 600; tries++)
         {
-            if (await admin.QuerySingleAsync<bool>(
-                    "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock')"))
-                return;
+            if (await app.SessionsWaitingForALockAsync() > 0) return;
             await Task.Delay(50);
         }
         throw new TimeoutException("no session waited for a lock within 30 s");
+    }
+
+    /// <summary>Sessions of the app's database waiting for a lock another transaction holds, now.</summary>
+    public static async Task<int> SessionsWaitingForALockAsync(this LavaApp app)
+    {
+        await using var admin = new NpgsqlConnection(app.AdminConnectionString);
+        return await admin.QuerySingleAsync<int>(
+            "SELECT count(*)::int FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'");
     }
 }

@@ -107,25 +107,26 @@ public static class Database
     /// (<c>MaxPoolSize</c>), in any case: Npgsql's builder writes every setting it was given under its canonical name, and
     /// the plain builder reads that back as keys and values, quoted values (a password with <c>;</c> in it) whole.
     /// </summary>
-    internal static bool IsSet(string connectionString, string keyword) =>
-        new System.Data.Common.DbConnectionStringBuilder { ConnectionString = new NpgsqlConnectionStringBuilder(connectionString).ConnectionString }
-            .ContainsKey(keyword);
+    internal static bool IsSet(string connectionString, string keyword) => Given(new NpgsqlConnectionStringBuilder(connectionString)).ContainsKey(keyword);
+
+    private static System.Data.Common.DbConnectionStringBuilder Given(NpgsqlConnectionStringBuilder csb) => new() { ConnectionString = csb.ConnectionString };
 
     internal static string WithDefaults(string connectionString, string applicationName, int? maxPoolSize = null)
     {
         var csb = new NpgsqlConnectionStringBuilder(connectionString);
+        var given = Given(csb);
         csb.ApplicationName ??= applicationName;
         // Bounded like everything else: a pool sized for a small machine, and no statement runs forever.
-        if (!IsSet(connectionString, "Maximum Pool Size")) csb.MaxPoolSize = 64;
-        if (!IsSet(connectionString, "Command Timeout")) csb.CommandTimeout = 30;
+        if (!given.ContainsKey("Maximum Pool Size")) csb.MaxPoolSize = 64;
+        if (!given.ContainsKey("Command Timeout")) csb.CommandTimeout = 30;
         // The hot path repeats the same few statements: preparing them halves PostgreSQL's CPU per report
         // (docs/BENCHMARKS.md, "Where time goes").
-        if (!IsSet(connectionString, "Max Auto Prepare")) csb.MaxAutoPrepare = 32;
+        if (!given.ContainsKey("Max Auto Prepare")) csb.MaxAutoPrepare = 32;
         // Npgsql otherwise resets every pooled connection when it is opened again (DISCARD ALL, or seven statements when
         // prepared ones exist): one more round of work per transaction for state this service never leaves behind. Its
         // settings are SET LOCAL and its advisory locks transaction-scoped; the one session lock (Migrator) is
         // released in a finally, and a connection that broke is not returned to the pool.
-        if (!IsSet(connectionString, "No Reset On Close")) csb.NoResetOnClose = true;
+        if (!given.ContainsKey("No Reset On Close")) csb.NoResetOnClose = true;
         // The export and posting pools' sizes are their own, whatever the string they share with the primary says; a
         // minimum the string sets for the primary's pool is capped to fit.
         if (maxPoolSize is { } size)
