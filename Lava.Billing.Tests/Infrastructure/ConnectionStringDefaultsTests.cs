@@ -18,6 +18,14 @@ public class ConnectionStringDefaultsTests
         Assert.Equal(size, Defaulted(connectionString).MaxPoolSize);
 
     [Fact]
+    public void AMinimumAboveTheDefaultSizeRaisesTheMaximumToIt()
+    {
+        var defaulted = Database.WithDefaults("Host=h;Minimum Pool Size=100", "lava-billing");
+        Assert.Equal((100, 100), (new NpgsqlConnectionStringBuilder(defaulted).MaxPoolSize, new NpgsqlConnectionStringBuilder(defaulted).MinPoolSize));
+        using var pool = NpgsqlDataSource.Create(defaulted); // Npgsql refuses a minimum above the maximum here
+    }
+
+    [Fact]
     public void TheOtherDefaultsYieldToTheStringToo()
     {
         Assert.Equal((30, 32, true), (Defaulted("Host=h").CommandTimeout, Defaulted("Host=h").MaxAutoPrepare, Defaulted("Host=h").NoResetOnClose));

@@ -116,8 +116,9 @@ public static class Database
         var csb = new NpgsqlConnectionStringBuilder(connectionString);
         var given = Given(csb);
         csb.ApplicationName ??= applicationName;
-        // Bounded like everything else: a pool sized for a small machine, and no statement runs forever.
-        if (!given.ContainsKey("Maximum Pool Size")) csb.MaxPoolSize = 64;
+        // Bounded like everything else: a pool sized for a small machine, and no statement runs forever. A minimum the
+        // string asks for above that default raises the maximum to it (Npgsql refuses a minimum above the maximum).
+        if (!given.ContainsKey("Maximum Pool Size")) csb.MaxPoolSize = Math.Max(64, csb.MinPoolSize);
         if (!given.ContainsKey("Command Timeout")) csb.CommandTimeout = 30;
         // The hot path repeats the same few statements: preparing them halves PostgreSQL's CPU per report
         // (docs/BENCHMARKS.md, "Where time goes").
