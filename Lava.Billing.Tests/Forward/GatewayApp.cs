@@ -82,12 +82,7 @@ public class GatewayApp : LavaApp
     public async Task PostedAsync()
     {
         var posting = Services.GetRequiredService<ForwardPostingQueue>();
-        var deadline = DateTime.UtcNow.AddSeconds(10);
-        while (!posting.Idle)
-        {
-            Assert.True(DateTime.UtcNow < deadline, "the posting queue never emptied");
-            await Task.Delay(5);
-        }
+        await Waits.UntilAsync(() => posting.Idle, "the posting queue emptied");
     }
 
     public override async ValueTask DisposeAsync()
@@ -144,13 +139,6 @@ public abstract class GatewayTest<TApp>(TApp app) : IClassFixture<TApp>, IAsyncL
     public virtual Task DisposeAsync() => Task.CompletedTask;
 
     /// <summary>Billing runs after the last byte went out; a test that ended its read early waits for the row.</summary>
-    protected async Task WaitForRowAsync(string countSql, object args)
-    {
-        var deadline = DateTime.UtcNow.AddSeconds(10);
-        while (await App.QueryAsync<long>(countSql, args) == 0)
-        {
-            Assert.True(DateTime.UtcNow < deadline, "the gateway call was never billed");
-            await Task.Delay(50);
-        }
-    }
+    protected Task WaitForRowAsync(string countSql, object args) =>
+        Waits.UntilAsync(async () => await App.QueryAsync<long>(countSql, args) > 0, "the gateway call was billed");
 }

@@ -110,12 +110,7 @@ public class GatewayPostingTests(PostingGatewayApp app) : GatewayTest<PostingGat
         }
 
         await App.PostedAsync();
-        var waited = DateTime.UtcNow.AddSeconds(10);
-        while ((await RecordAsync(requestId)).State != "posted")
-        {
-            Assert.True(DateTime.UtcNow < waited, "the call was never posted");
-            await Task.Delay(20);
-        }
+        await Waits.UntilAsync(async () => (await RecordAsync(requestId)).State == "posted", "the call was posted");
         Assert.Equal(1, await App.QueryAsync<long>("SELECT count(*) FROM requests WHERE merchant_id = @m", new { m = m.MerchantId }));
         Assert.Equal(1, await App.QueryAsync<long>(
             "SELECT count(*) FROM ledger_transactions WHERE merchant_id = @m AND reference = @requestId", new { m = m.MerchantId, requestId }));

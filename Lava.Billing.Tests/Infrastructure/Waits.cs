@@ -14,6 +14,17 @@ public static class Waits
         }
     }
 
+    /// <summary>Returns once <paramref name="condition"/> holds (a query, say), checked every 20 ms; fails after 10 s.</summary>
+    public static async Task UntilAsync(Func<Task<bool>> condition, string what)
+    {
+        var deadline = DateTime.UtcNow.AddSeconds(10);
+        while (!await condition())
+        {
+            Assert.True(DateTime.UtcNow < deadline, $"not within 10 s: {what}");
+            await Task.Delay(20);
+        }
+    }
+
     /// <summary>
     /// <paramref name="call"/>'s result, which must come within 5 s: less than a posting's lock waits (5 s, three times),
     /// so a call queued behind them fails here.

@@ -204,12 +204,8 @@ public class SpendKeyGatewayTests(SpendKeyGatewayApp app) : GatewayTest<SpendKey
         await Assert.ThrowsAnyAsync<OperationCanceledException>(() => call);
 
         var args = new { m.MerchantId };
-        var deadline = DateTime.UtcNow.AddSeconds(10);
-        while (await App.QueryAsync<string>("SELECT status FROM spend_key_charges WHERE merchant_id = @MerchantId", args) == "held")
-        {
-            Assert.True(DateTime.UtcNow < deadline, "the call's charge is still held");
-            await Task.Delay(50);
-        }
+        await Waits.UntilAsync(async () => await App.QueryAsync<string>(
+            "SELECT status FROM spend_key_charges WHERE merchant_id = @MerchantId", args) != "held", "the call's charge was settled");
         // The provider was paid for the prompt: the call is billed the estimate its hold recorded (a few input tokens at
         // 2.50 per 1M, no output), flagged, and counts as a request.
         var (status, amount, estimate, estimated) = await App.QueryAsync<(string, decimal?, decimal, bool?)>(

@@ -53,14 +53,8 @@ public class SpendKeyRelayTests(SpendKeyRelayApp app) : GatewayTest<SpendKeyRela
 
     private async Task<(string Status, decimal Held, decimal? Amount, bool? Estimated)> CapturedAsync(string merchantId)
     {
-        var deadline = DateTime.UtcNow.AddSeconds(10);
-        while (true)
-        {
-            var charge = await ChargeAsync(merchantId);
-            if (charge.Status != "held") return charge;
-            Assert.True(DateTime.UtcNow < deadline, "the call's hold is still reserved");
-            await Task.Delay(50);
-        }
+        await Waits.UntilAsync(async () => (await ChargeAsync(merchantId)).Status != "held", "the call's hold was settled");
+        return await ChargeAsync(merchantId);
     }
 
     private static async Task<string> ReadUntilAsync(Stream body, string marker)
@@ -192,8 +186,7 @@ public class SpendKeyRelayTests(SpendKeyRelayApp app) : GatewayTest<SpendKeyRela
         }
 
         // The settle worker writes both kept ends, and the merchant's calls go through again.
-        var deadline = DateTime.UtcNow.AddSeconds(10);
-        while (limits.UnwrittenOf(a.MerchantId) > 0 && DateTime.UtcNow < deadline) await Task.Delay(50);
+        await Waits.UntilAsync(() => limits.UnwrittenOf(a.MerchantId) == 0, "the settle worker wrote the kept ends");
         Assert.Equal((2L, 0.0095m), await App.QueryAsync<(long, decimal)>(
             "SELECT count(*), sum(amount) FROM spend_key_charges WHERE merchant_id = @MerchantId AND status = 'captured'", new { a.MerchantId }));
         Assert.Equal(HttpStatusCode.OK, (await Bearer(keyA).SendAsync(HttpMethod.Post, "/v1/chat/completions", Http.Json(Whole))).Status);
