@@ -6,6 +6,7 @@ using Lava.Billing.Forward;
 using Lava.Billing.Infrastructure;
 using Lava.Billing.Tests.Infrastructure;
 using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.DependencyInjection;
 using Npgsql;
 
@@ -342,6 +343,43 @@ public class GatewaySettlementTests(SettlementGatewayApp app) : GatewayTest<Sett
         await WaitForAsync("SELECT EXISTS (SELECT 1 FROM requests WHERE merchant_id = @m AND request_id = @r)", args, "never billed");
         Assert.Equal((1200L, 300L), await App.QueryAsync<(long, long)>(
             "SELECT input_tokens, output_tokens FROM requests WHERE merchant_id = @m AND request_id = @r", args));
+    }
+
+    [Fact]
+    public async Task ABodyThatIsNotAnEventStreamKeepsItsCallAliveWhileItFlows()
+    {
+        var (m, customer) = await CustomerWithCreditsAsync();
+        // A JSON body that keeps arriving (as a provider streaming a JSON array does): a chunk every 150 ms, longer than
+        // the progress interval (100 ms), its usage only at the end.
+        var flowing = new TaskCompletionSource();
+        Fake.Next.Enqueue(async http =>
+        {
+            http.Response.ContentType = "application/json";
+            await http.Response.WriteAsync("{\"id\":\"c1\",\"object\":\"chat.completion\",\"model\":\"gpt-4o\",\"pad\":\"");
+            for (var i = 0; i < 8; i++)
+            {
+                await http.Response.WriteAsync("xxxxxxxx");
+                await http.Response.Body.FlushAsync();
+                await Task.Delay(150);
+            }
+            await flowing.Task.WaitAsync(TimeSpan.FromSeconds(10));
+            await http.Response.WriteAsync("\",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"Hi\"},\"finish_reason\":\"stop\"}]," +
+                "\"usage\":{\"prompt_tokens\":1200,\"completion_tokens\":300,\"total_tokens\":1500}}");
+        });
+        var request = new HttpRequestMessage(HttpMethod.Post, App.Forward("/v1/chat/completions")) { Content = Chat() };
+
+        var r = await App.ClientWithToken(m.SecretKey, customer, "chat").SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
+        var args = new { m = m.MerchantId, r = r.Headers.GetValues("x-lava-request-id").Single() };
+        var admitted = await App.QueryAsync<DateTime>("SELECT next_attempt_at FROM forward_calls WHERE merchant_id = @m AND request_id = @r", args);
+
+        // Progress notes move the call's deadline on while its body flows, so the settle worker never takes it for a
+        // crashed call (which it would bill the prompt's estimate, flagged, and drop the provider's count).
+        await WaitForAsync("SELECT state = 'pending' AND next_attempt_at > @admitted FROM forward_calls WHERE merchant_id = @m AND request_id = @r",
+            new { args.m, args.r, admitted }, "the flowing body's call was never noted alive");
+        flowing.SetResult();
+        await r.Content.ReadAsStringAsync();
+        Assert.Equal(("posted", 1200L, 300L, (string?)null), await App.QueryAsync<(string, long, long, string?)>(
+            "SELECT state, input_uncached, output_tokens, anomaly FROM forward_calls WHERE merchant_id = @m AND request_id = @r", args));
     }
 
     [Fact]

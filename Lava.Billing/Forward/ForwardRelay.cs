@@ -171,8 +171,10 @@ public sealed class ForwardRelay(ForwardOptions options, UpstreamClient upstream
                             // Whatever breaks from here, this usage is what the call is billed (by the settle worker at worst).
                             progress.Settled = true;
                         }
-                        else if (eventStream && clock.GetElapsedTime(lastProgress) >= options.ProgressInterval)
+                        else if (clock.GetElapsedTime(lastProgress) >= options.ProgressInterval)
                         {
+                            // Any body still flowing, event stream or not (a JSON array streamed chunk by chunk), keeps
+                            // its call's deadline ahead: the settle worker must not take a live call for a crashed one.
                             await ProgressAsync(call, billing, Bounded(call, usage, cut: true).Usage);
                             lastProgress = clock.GetTimestamp();
                         }
