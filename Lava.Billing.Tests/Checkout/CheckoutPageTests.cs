@@ -56,6 +56,13 @@ public class CheckoutPageTests(LavaApp app) : ApiTest(app)
         Assert.Equal(HttpStatusCode.BadRequest, (await browser.PostAsync($"/checkout/{token}", Form("cst_wrong"))).StatusCode);
         Assert.Equal(HttpStatusCode.BadRequest, (await browser.PostAsync($"/checkout/{token}", new StringContent(""))).StatusCode);
         Assert.Equal(HttpStatusCode.NotFound, (await browser.PostAsync("/checkout/cst_unknown", Form("cst_unknown"))).StatusCode);
+        // Forms the reader refuses (past its field count, or a broken multipart body) are bad requests, not 500s.
+        var tooManyFields = string.Join("&", Enumerable.Range(0, 1100).Select(i => $"k{i}=v"));
+        Assert.Equal(HttpStatusCode.BadRequest, (await browser.PostAsync($"/checkout/{token}",
+            new StringContent(tooManyFields, System.Text.Encoding.ASCII, "application/x-www-form-urlencoded"))).StatusCode);
+        var broken = new ByteArrayContent("garbage"u8.ToArray());
+        broken.Headers.ContentType = System.Net.Http.Headers.MediaTypeHeaderValue.Parse("multipart/form-data; boundary=xyz");
+        Assert.Equal(HttpStatusCode.BadRequest, (await browser.PostAsync($"/checkout/{token}", broken)).StatusCode);
         var unknown = await browser.GetAsync("/checkout/cst_unknown");
         Assert.Equal(HttpStatusCode.NotFound, unknown.StatusCode);
         Assert.DoesNotContain("Exception", await unknown.Content.ReadAsStringAsync());

@@ -31,6 +31,76 @@ public class InputEdgeTests(GatewayApp app) : GatewayTest<GatewayApp>(app)
         Assert.NotNull(body["errors"]![field]);
     }
 
+    // .NET's '$' also matches before a final line break; the database's checks do not. Each of these passed the service's
+    // shape check and then failed the column's CHECK (a 500), or was stored with a key no real one can match.
+    [Theory]
+    [InlineData("/v1/requests", """{"request_id":"r1\n","meter_slug":"gpt"}""", "request_id")]
+    [InlineData("/v1/requests", """{"request_id":"r1","meter_slug":"gpt","metadata":{"team\n":"a"}}""", "metadata")]
+    [InlineData("/v1/meters", """{"name":"N","meter_slug":"m1\n","rate_type":"fixed","tier_type":"requests","tiers":[{"start":"0","rate":"1"}]}""", "meter_slug")]
+    [InlineData("/v1/model_prices", """{"model":"gpt-x\n","input":"1","output":"1"}""", "model")]
+    [InlineData("/v1/spend_keys", """{"name":"k","allowed_models":["gpt-4o\n"]}""", "allowed_models")]
+    [InlineData("/v1/customers", """{"name":"a","email":"a@example.com\n"}""", "email")]
+    public async Task AFinalLineBreakIsNotPartOfAnyShapeAndIs400(string path, string json, string field)
+    {
+        var m = await App.NewMerchantAsync();
+        var body = (await m.Client.SendAsync(HttpMethod.Post, path, JsonBytes(json))).AssertProblem(HttpStatusCode.BadRequest, "validation_failed");
+        Assert.Contains(body["errors"]!.AsObject(), e => e.Key == field || e.Key.StartsWith(field + "[", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public async Task ABatchItemWhoseIdEndsInALineBreakIsInvalidNotRefused()
+    {
+        var m = await App.NewMerchantAsync();
+        var r = await m.Client.SendAsync(HttpMethod.Post, "/v1/requests/batch", JsonBytes("""{"requests":[{"request_id":"b2\n","meter_slug":"gpt"}]}"""));
+        Assert.Equal(HttpStatusCode.OK, r.Status);
+        Assert.Equal("invalid", (string)r.Body!["data"]![0]!["status"]!);
+    }
+
+    // PostgreSQL stores JSON numbers as numeric: 131,072 digits before the point, 16,383 after. Past that the cast failed (a 500).
+    [Theory]
+    [InlineData("1e1000000")]
+    [InlineData("1e-1000000")]
+    [InlineData("1e131072")]
+    [InlineData("1e-16384")]
+    [InlineData("0e-20000")]
+    [InlineData("1e99999999999999999999")]
+    public async Task ACustomerMetadataNumberPostgreSqlCannotStoreIs400(string number)
+    {
+        var m = await App.NewMerchantAsync();
+        var body = (await m.Client.SendAsync(HttpMethod.Post, "/v1/customers", JsonBytes($$$"""{"name":"a","metadata":{"x":[1,{"y":{{{number}}}}]}}""")))
+            .AssertProblem(HttpStatusCode.BadRequest, "validation_failed");
+        Assert.NotNull(body["errors"]!["metadata"]);
+        var created = await m.Client.SendAsync(HttpMethod.Post, "/v1/customers", JsonBytes("""{"name":"a"}"""));
+        var id = (string)created.Body!["customer_id"]!;
+        (await m.Client.SendAsync(HttpMethod.Patch, $"/v1/customers/{id}", JsonBytes($$$"""{"metadata":{"x":{{{number}}}}}""")))
+            .AssertProblem(HttpStatusCode.BadRequest, "validation_failed");
+    }
+
+    [Theory]
+    [InlineData("1e131071")]
+    [InlineData("1e-16383")]
+    [InlineData("0.001e131074")]
+    [InlineData("12.5e-16382")]
+    [InlineData("0e200000")]
+    [InlineData("-123.456")]
+    public async Task ACustomerMetadataNumberAtPostgreSqlsBoundsIsStored(string number)
+    {
+        var m = await App.NewMerchantAsync();
+        var created = await m.Client.SendAsync(HttpMethod.Post, "/v1/customers", JsonBytes($$$"""{"name":"a","metadata":{"x":{{{number}}}}}"""));
+        Assert.Equal(HttpStatusCode.Created, created.Status);
+    }
+
+    [Fact]
+    public async Task ACursorThatDecodesToNulIs400NamingTheCursor()
+    {
+        var m = await App.NewMerchantAsync();
+        foreach (var list in new[] { "/v1/customers", "/v1/meters", "/v1/plans", "/v1/webhooks", "/v1/secret_keys" })
+        {
+            var body = (await m.Client.GetJsonAsync(list + "?cursor=AA")).AssertProblem(HttpStatusCode.BadRequest, "validation_failed");
+            Assert.NotNull(body["errors"]!["cursor"]);
+        }
+    }
+
     [Fact]
     public async Task InvalidUtf8BytesInAJsonBodyAre400()
     {
@@ -88,6 +158,7 @@ public class InputEdgeTests(GatewayApp app) : GatewayTest<GatewayApp>(app)
     [InlineData("""{"a":"x","a":"y"}""")]
     [InlineData("""[["team","a\u0000"]]""")]
     [InlineData("""[["team","\ud800"]]""")]
+    [InlineData("""[["team","a"],["team","b"]]""")]
     public async Task BadMetadataFiltersAre400(string filters)
     {
         var m = await App.NewMerchantAsync();

@@ -57,6 +57,20 @@ public class SpendKeyGatewayTests(SpendKeyGatewayApp app) : GatewayTest<SpendKey
     }
 
     [Fact]
+    public async Task AWorstCasePastTheMoneyBoundHoldsTheBoundInsteadOfFailing()
+    {
+        var (m, _, key) = await KeyAsync(new { name = "absurd-cap" });
+        Assert.Equal(HttpStatusCode.Created, (await m.Client.PostJsonAsync("/v1/model_prices", new { model = "gpt-4o", input = "1", output = "1000000" })).Status);
+        // 1e16 output tokens at 1,000,000 per 1M tokens: 1e16, past every stored amount's bound (1e15). It was a 500.
+        var r = await Bearer(key).SendAsync(HttpMethod.Post, "/v1/chat/completions",
+            Http.Json("""{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],"max_tokens":10000000000000000}"""));
+        Assert.Equal(HttpStatusCode.OK, r.Status);
+        Assert.Equal(1, Fake.Calls);
+        Assert.Equal((1_000_000_000_000_000m, "captured"), await App.QueryAsync<(decimal, string)>(
+            "SELECT held_amount, status FROM spend_key_charges WHERE merchant_id = @MerchantId", new { m.MerchantId }));
+    }
+
+    [Fact]
     public async Task AStreamedChatCompletionIsPassedThroughAndCharged()
     {
         var (m, id, key) = await KeyAsync(new { name = "stream" });

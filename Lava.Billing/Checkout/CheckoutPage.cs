@@ -49,7 +49,17 @@ public static class CheckoutPage
     {
         if (!SameOrigin(http)) return Page(http, 403, "<h1>Refused</h1><p>The form was posted from another site.</p>", null);
         if (!http.Request.HasFormContentType) return Page(http, 400, "<h1>Bad request</h1><p>Submit the page's form.</p>", null);
-        var form = await http.Request.ReadFormAsync(ct);
+        IFormCollection form;
+        try
+        {
+            form = await http.Request.ReadFormAsync(ct);
+        }
+        catch (Exception e) when (e is InvalidDataException or IOException)
+        {
+            // A form past the reader's limits (fields, lengths) or a multipart body that ends early: not the page's form.
+            // (A client that left gets this answer too, which goes nowhere.)
+            return Page(http, 400, "<h1>Bad request</h1><p>Submit the page's form.</p>", null);
+        }
         if (form["checkout_session_token"].ToString() != token) return Page(http, 400, "<h1>Bad request</h1><p>The form's session does not match.</p>", null);
         if (await FindAsync(token, sessions, options, ct) is not { } found) return NotFound(http);
         var (merchantId, s) = found;

@@ -62,7 +62,7 @@ public static partial class CreditsApi
             : Problems.NotFound("hold", holdId);
     }
 
-    [GeneratedRegex("^[ -~]{1,255}$")] private static partial Regex IdempotencyKeyShape();
+    [GeneratedRegex(@"^[ -~]{1,255}\z")] private static partial Regex IdempotencyKeyShape();
 
     public static async Task<IResult> Purchase(Caller caller, string creditBundleId, PurchaseBundleBody body, HttpContext http,
         PlanStore plans, CreditStore credits, TimeProvider clock, CancellationToken ct)

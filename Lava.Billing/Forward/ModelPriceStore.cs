@@ -104,6 +104,6 @@ public sealed partial class ModelPriceStore(NpgsqlDataSource db)
         }
     }
 
-    [GeneratedRegex(@"-(\d{4}-\d{2}-\d{2}|\d{8})$")]
+    [GeneratedRegex(@"-(\d{4}-\d{2}-\d{2}|\d{8})\z")]
     private static partial Regex DateSuffix();
 }

@@ -7,7 +7,7 @@ public sealed partial class CreateModelPriceValidator : AbstractValidator<Create
 {
     public const decimal MaxPrice = 1_000_000m;
 
-    [GeneratedRegex("^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,127}$")] private static partial Regex ModelId();
+    [GeneratedRegex(@"^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,127}\z")] private static partial Regex ModelId();
 
     public CreateModelPriceValidator()
     {

@@ -9,7 +9,7 @@ public static partial class MeterSlugs
     public const int MaxLength = 64;
     private const string Fallback = "meter";
 
-    [GeneratedRegex("^[a-z0-9][a-z0-9_-]{0,63}$", RegexOptions.CultureInvariant)]
+    [GeneratedRegex(@"^[a-z0-9][a-z0-9_-]{0,63}\z", RegexOptions.CultureInvariant)]
     private static partial Regex Shape();
 
     public static bool IsValid(string slug) => Shape().IsMatch(slug);

@@ -14,8 +14,8 @@ public sealed partial class CreateRequestValidator : AbstractValidator<CreateReq
     public const decimal MaxCost = 1_000_000_000m;
     public const int MaxMetadataPairs = 100;
 
-    [GeneratedRegex("^[ -~]{1,255}$")] private static partial Regex PrintableAscii();
-    [GeneratedRegex("^[A-Za-z0-9_]{1,255}$")] private static partial Regex MetadataKey();
+    [GeneratedRegex(@"^[ -~]{1,255}\z")] private static partial Regex PrintableAscii();
+    [GeneratedRegex(@"^[A-Za-z0-9_]{1,255}\z")] private static partial Regex MetadataKey();
 
     private static string Truncate(string s) => s.Length <= 40 ? s : s[..40] + "...";
 

@@ -116,7 +116,8 @@ public static class MetadataFilters
                     {
                         if (pair is not JsonArray { Count: 2 } kv || kv[0]?.GetValueKind() != JsonValueKind.String ||
                             kv[1]?.GetValueKind() != JsonValueKind.String) return false;
-                        filter[(string)kv[0]!] = (string)kv[1]!;
+                        // A key named twice is refused as it is in the object form, not narrowed to its last value.
+                        if (!filter.TryAdd((string)kv[0]!, (string)kv[1]!)) return false;
                     }
                     break;
                 case JsonObject obj:

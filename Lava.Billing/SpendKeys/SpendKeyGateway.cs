@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Lava.Billing.Forward;
+using Lava.Billing.Infrastructure;
 using Lava.Billing.Infrastructure.Http;
 using Lava.Billing.Translation;
 
@@ -142,9 +143,11 @@ public static class SpendKeyGateway
         // The inspector asks a streamed OpenAI chat for its usage (stream_options.include_usage), which it otherwise never reports.
         var inspected = RequestInspector.Inspect(format, upstream, "application/json", JsonSerializer.SerializeToUtf8Bytes(body));
         var payload = inspected.Body;
-        // A token is at least one byte, so the body's length bounds the input tokens, priced at the dearer input rate.
-        var worstCase = Math.Max(ProviderCost.Compute(new NormalizedUsage(payload.Length, 0, 0, maxOutput), price),
-                                 ProviderCost.Compute(new NormalizedUsage(0, 0, payload.Length, maxOutput), price));
+        // A token is at least one byte, so the body's length bounds the input tokens, priced at the dearer input rate. A
+        // charge is one amount, bounded like every other (Money.Max): a worst case past it (an absurd max_tokens) holds
+        // the bound, as a gateway hold does, instead of failing the charge's CHECK.
+        var worstCase = Math.Min(Money.Max, Math.Max(ProviderCost.Compute(new NormalizedUsage(payload.Length, 0, 0, maxOutput), price),
+                                                     ProviderCost.Compute(new NormalizedUsage(0, 0, payload.Length, maxOutput), price)));
         // The prompt's cost: what the call is billed if its client leaves before the provider answers, and what the crash
         // rule bills until a stream shows more.
         var estimate = ForwardRelay.Initial(format, price, inspected).ProviderCost ?? 0;

@@ -10,8 +10,8 @@ public static class SpendKeyRules
     public const long MaxRequestCount = 1_000_000_000_000;
     public const int MaxRpm = 1_000_000;
     public static readonly string[] Cycles = ["daily", "weekly", "monthly", "total"];
-    public const string ModelPattern = "^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,127}$";
-    public const string ProviderPattern = "^[a-z0-9][a-z0-9._-]{0,63}$";
+    public const string ModelPattern = @"^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,127}\z";
+    public const string ProviderPattern = @"^[a-z0-9][a-z0-9._-]{0,63}\z";
 
     public static IRuleBuilderOptions<T, string?> SpendKeyName<T>(this IRuleBuilder<T, string?> rule) =>
         rule.NotEmpty().MaximumLength(MaxNameLength).Must(n => n is null || !n.Contains('\0')).WithMessage("must not contain NUL characters");

@@ -10,7 +10,7 @@ namespace Lava.Billing.Infrastructure.Http;
 /// </summary>
 public static partial class Instants
 {
-    [GeneratedRegex(@"^(?<local>\d{4}-\d{2}-\d{2}(?:T\d{2}:\d{2}(?::\d{2}(?:\.\d{1,7})?)?)?)(?<offset>Z|[+\- ]\d{2}:?\d{2})?$")]
+    [GeneratedRegex(@"^(?<local>\d{4}-\d{2}-\d{2}(?:T\d{2}:\d{2}(?::\d{2}(?:\.\d{1,7})?)?)?)(?<offset>Z|[+\- ]\d{2}:?\d{2})?\z")]
     private static partial Regex Shape();
 
     private static readonly string[] LocalFormats =

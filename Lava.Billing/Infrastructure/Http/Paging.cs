@@ -53,7 +53,9 @@ public static class Paging
         if (cursor.Length > 512) return null;
         try
         {
-            return Encoding.UTF8.GetString(Base64Url.DecodeFromChars(cursor));
+            // A cursor is a key this service encoded: its bytes are clean UTF-8 (no NUL, which PostgreSQL's text refuses).
+            var key = Base64Url.DecodeFromChars(cursor);
+            return InputText.IsClean(key) ? Encoding.UTF8.GetString(key) : null;
         }
         catch (FormatException)
         {
