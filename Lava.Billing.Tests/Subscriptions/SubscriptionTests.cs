@@ -209,6 +209,28 @@ public class SubscriptionTests(ClockedLavaApp app) : ClockedApiTest(app)
     }
 
     [Fact]
+    public async Task AReportDatedInTheCycleBeforeARenewalCountsInTheCurrentCycle()
+    {
+        var m = await App.NewMerchantAsync();
+        var customer = await App.CustomerAsync(m.MerchantId);
+        var meterId = await App.MeterAsync(m.MerchantId, "grad", "fixed", "requests", (0, 5), (2, 1));
+        var plan = await App.PlanAsync(m.MerchantId, 0m, 0m, "week", meterIds: [meterId]);
+        await m.Client.PostJsonAsync("/v1/subscriptions", new { customer_id = customer, plan_id = plan.PlanId });
+        var ranAt = App.Clock.GetUtcNow().AddHours(1);
+        async Task<string> Charge(string id, DateTimeOffset? timestamp = null) => (string)(await m.Client.PostJsonAsync("/v1/requests",
+            new { request_id = id, customer_id = customer, meter_slug = "grad", timestamp })).Body!["charge"]!["amount"]!;
+        Assert.Equal(["5.0000000000", "5.0000000000"], [await Charge("a"), await Charge("b")]);
+
+        App.Clock.Advance(TimeSpan.FromDays(7));
+        await RunCyclesAsync();
+        // It ran in the first cycle (its third request: 1 there), but is reported after the renewal closed that cycle: it
+        // counts in the current one, at its first tier (docs/design.md, "Usage periods").
+        Assert.Equal("5.0000000000", await Charge("late", ranAt));
+        Assert.Equal("5.0000000000", await Charge("d"));
+        Assert.Equal("1.0000000000", await Charge("e"));
+    }
+
+    [Fact]
     public async Task CancellingEndsTheSubscriptionAtCycleEndWithoutAnotherGrant()
     {
         var w = await ArrangeAsync();

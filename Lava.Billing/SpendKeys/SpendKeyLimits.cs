@@ -113,7 +113,10 @@ public sealed class SpendKeyLimits(NpgsqlDataSource db, TimeProvider clock, ICon
             k.MerchantId, ChargeId = chargeId, k.SpendKeyId, HeldAmount = call.WorstCase, Estimate = Math.Min(call.Estimate, call.WorstCase),
             Due = now + call.Lease, call.Model, Now = now,
         }, tx, cancellationToken: ct));
-        await tx.CommitAsync(ct);
+        // Not cancelled: a commit cut off by a client that left may still have committed, leaving a held charge its caller
+        // never learns of (the crash rule would bill its prompt for a call never sent). Committed and returned, the
+        // relay sees the cancellation and releases the charge.
+        await tx.CommitAsync(CancellationToken.None);
         return (new SpendKeyGrant(k.MerchantId, k.SpendKeyId, chargeId, call.WorstCase, call.Lease), null, null);
     }
 
