@@ -60,16 +60,38 @@ public class WebhookClaimFairnessTests(UndispatchedWebhookApp app) : IClassFixtu
         await Backlog.AddAsync(app, a.MerchantId, aHook, 3000, TimeSpan.FromHours(1));
 
         // One instance claims: A's endpoint gets its four, and they stay in flight (a slow receiver).
-        var first = await Store.ClaimAsync(64, 4, [], Lease, CancellationToken.None);
+        var first = await Store.ClaimAsync(64, 4, 16, [], Lease, CancellationToken.None);
         Assert.Equal(4, first.Count);
         Assert.All(first, d => Assert.Equal(aHook, d.WebhookId));
 
         // Then B's event comes due, newer than all of A's. The next round, on another instance (which knows nothing of
         // the first one's slots), takes it, and nothing more of A's.
         var bDelivery = (await Backlog.AddAsync(app, b.MerchantId, bHook, 1, TimeSpan.Zero)).Single();
-        var next = await Store.ClaimAsync(64, 4, [], Lease, CancellationToken.None);
+        var next = await Store.ClaimAsync(64, 4, 16, [], Lease, CancellationToken.None);
         Assert.Equal([bDelivery], next.Select(d => d.DeliveryId));
         Assert.Equal(4L, await LeasedAsync(a.MerchantId));
+    }
+
+    [Fact]
+    public async Task AMerchantWithManyEndpointsTakesItsOwnShareAndAnotherMerchantsDeliveryTheFirstRound()
+    {
+        var a = await app.NewMerchantAsync("many endpoints");
+        var b = await app.NewMerchantAsync("quiet");
+        for (var i = 0; i < 70; i++)
+        {
+            var (hook, _) = await WebhookDeliveryTests.CreateWebhookAsync(a, $"http://127.0.0.1:9/a{i}");
+            await Backlog.AddAsync(app, a.MerchantId, hook, 20, TimeSpan.FromMinutes(10));
+        }
+        var (bHook, _) = await WebhookDeliveryTests.CreateWebhookAsync(b, "http://127.0.0.1:9/b");
+        var bDelivery = (await Backlog.AddAsync(app, b.MerchantId, bHook, 1, TimeSpan.Zero)).Single();
+
+        // Per endpoint, A's 70 endpoints had room for 280 and an older backlog: B's delivery waited five rounds of 64.
+        var first = await Store.ClaimAsync(64, 4, 16, [], Lease, CancellationToken.None);
+        Assert.Contains(bDelivery, first.Select(d => d.DeliveryId));
+        Assert.Equal(16, first.Count(d => d.MerchantId == a.MerchantId));
+        // A's share stays taken while its deliveries are in flight, whichever instance claims next.
+        Assert.Empty(await Store.ClaimAsync(64, 4, 16, [], Lease, CancellationToken.None));
+        Assert.Equal(16L, await LeasedAsync(a.MerchantId));
     }
 
     [Fact]
@@ -85,11 +107,11 @@ public class WebhookClaimFairnessTests(UndispatchedWebhookApp app) : IClassFixtu
             merchants.Add((m.MerchantId, hook));
         }
 
-        var claimed = await Store.ClaimAsync(3, 4, [], Lease, CancellationToken.None);
+        var claimed = await Store.ClaimAsync(3, 4, 16, [], Lease, CancellationToken.None);
         Assert.Equal(merchants.Select(m => m.WebhookId).Order(), claimed.Select(d => d.WebhookId).Order());
 
         // With room for all, each endpoint gets up to its limit and no more.
-        var rest = await Store.ClaimAsync(64, 4, [], Lease, CancellationToken.None);
+        var rest = await Store.ClaimAsync(64, 4, 16, [], Lease, CancellationToken.None);
         Assert.Equal([3, 2, 2], merchants.Select(m => rest.Count(d => d.WebhookId == m.WebhookId)));
         foreach (var (merchantId, _) in merchants) Assert.True(await LeasedAsync(merchantId) <= 4);
     }
@@ -152,5 +174,57 @@ public class WebhookBacklogDispatchTests(TwoSmallDispatchersApp app) : IClassFix
         Assert.True(got.At - started < TimeSpan.FromSeconds(3), $"took {(got.At - started).TotalMilliseconds} ms");
         Assert.Equal(4, _slow.Requests.Count);
         Assert.Equal(4, most);
+    }
+}
+
+/// <summary>One instance with four delivery slots, a merchant allowed two of them, and attempts that time out in 2 s.</summary>
+public sealed class FourSlotsWebhookApp : WebhookApp
+{
+    protected override IEnumerable<(string Key, string Value)> Settings() =>
+        [.. base.Settings(), ("Webhooks:MaxInFlight", "4"), ("Webhooks:MaxInFlightPerMerchant", "2"), ("Webhooks:AttemptTimeoutMs", "2000")];
+}
+
+/// <summary>A merchant's slow endpoints take its own share of the instance's slots, never all of them.</summary>
+public class WebhookMerchantShareTests(FourSlotsWebhookApp app) : IClassFixture<FourSlotsWebhookApp>, IAsyncLifetime
+{
+    private readonly List<WebhookReceiver> _receivers = [];
+
+    public Task InitializeAsync() => app.ResetAsync();
+
+    public async Task DisposeAsync()
+    {
+        foreach (var r in _receivers) await r.DisposeAsync();
+    }
+
+    [Fact]
+    public async Task AnotherMerchantsDeliveryGoesOutWhileOneMerchantsSlowEndpointsHaveABacklog()
+    {
+        var a = await app.NewMerchantAsync("slow");
+        var b = await app.NewMerchantAsync("healthy");
+        var slowCalls = 0;
+        for (var i = 0; i < 4; i++)
+        {
+            var slow = new WebhookReceiver
+            {
+                Answer = async (context, _, _) =>
+                {
+                    Interlocked.Increment(ref slowCalls);
+                    try { await Task.Delay(30_000, context.RequestAborted); } catch (OperationCanceledException) { }
+                },
+            };
+            _receivers.Add(slow);
+            await WebhookDeliveryTests.CreateWebhookAsync(a, slow.Url);
+        }
+        for (var i = 0; i < 5; i++) await a.Client.PostJsonAsync("/v1/customers", new { name = $"a{i}" });
+        var healthy = new WebhookReceiver();
+        _receivers.Add(healthy);
+        await WebhookDeliveryTests.CreateWebhookAsync(b, healthy.Url);
+        await Waits.UntilAsync(() => Volatile.Read(ref slowCalls) >= 2, "the slow merchant's deliveries are in flight");
+
+        // Before, A's twenty deliveries took all four slots in waves of 2 s: B's waited ~10 s.
+        var started = DateTimeOffset.UtcNow;
+        await b.Client.PostJsonAsync("/v1/customers", new { name = "b" });
+        var got = (await healthy.WaitForAsync(r => r.Count >= 1, timeoutMs: 10_000)).Single();
+        Assert.True(got.At - started < TimeSpan.FromSeconds(1.5), $"took {(got.At - started).TotalMilliseconds} ms");
     }
 }

@@ -114,8 +114,10 @@ public sealed class WebhookDeliveryStore(NpgsqlDataSource db)
     // lapsed, its instance dead, frees its slot), and takes that many of its oldest deliveries that are due, not leased,
     // and first in their line (nothing earlier for the same endpoint and customer is still pending; delivered or given
     // up both free the line: a probe of the line's index per row read, which a NOT EXISTS would let the planner turn
-    // into a join that reads the endpoint's whole backlog for each row). Of those, @Take are leased in turns: every endpoint's first before any endpoint's second,
-    // the endpoint whose oldest delivery has waited longest first.
+    // into a join that reads the endpoint's whole backlog for each row). A merchant, all its endpoints together, gets room
+    // for @PerMerchant less its unexpired leases, so one merchant's many endpoints cannot take every slot. Of those, @Take
+    // are leased in turns: every merchant's first before any merchant's second (within a merchant, every endpoint's first
+    // before any endpoint's second), the one whose oldest delivery has waited longest first.
     private const string Claim = """
         WITH RECURSIVE endpoints AS (
             (SELECT d.merchant_id, d.webhook_id
@@ -132,12 +134,18 @@ public sealed class WebhookDeliveryStore(NpgsqlDataSource db)
                     WHERE d.status = 'pending' AND (d.merchant_id, d.webhook_id) > (e.merchant_id, e.webhook_id)
                     ORDER BY d.merchant_id, d.webhook_id
                     LIMIT 1) following
-        ), open AS (
+        ), leased AS (
+            -- Every lease is on a pending delivery, so every endpoint holding one is among these.
             SELECT e.merchant_id, e.webhook_id,
-                   @PerEndpoint - (SELECT count(*) FROM webhook_deliveries l
-                                    WHERE l.merchant_id = e.merchant_id AND l.webhook_id = e.webhook_id
-                                      AND l.status = 'pending' AND l.lease_until >= now()) AS room
+                   (SELECT count(*) FROM webhook_deliveries l
+                     WHERE l.merchant_id = e.merchant_id AND l.webhook_id = e.webhook_id
+                       AND l.status = 'pending' AND l.lease_until >= now()) AS leases
               FROM endpoints e
+        ), merchant_room AS (
+            SELECT merchant_id, @PerMerchant - sum(leases) AS room FROM leased GROUP BY merchant_id
+        ), open AS (
+            SELECT e.merchant_id, e.webhook_id, @PerEndpoint - e.leases AS room
+              FROM leased e
               JOIN webhooks w ON w.merchant_id = e.merchant_id AND w.webhook_id = e.webhook_id
              WHERE w.disabled_at IS NULL AND w.deleted_at IS NULL
                AND e.webhook_id <> ALL(@Busy)
@@ -159,10 +167,17 @@ public sealed class WebhookDeliveryStore(NpgsqlDataSource db)
                              AND p.status = 'pending')
                     ORDER BY d.next_attempt_at, d.delivery_id
                     LIMIT greatest(o.room, 0)) c
-        ), picked AS (
-            SELECT merchant_id, delivery_id
+        ), ranked AS (
+            SELECT merchant_id, delivery_id, oldest,
+                   row_number() OVER (PARTITION BY merchant_id ORDER BY place, oldest, delivery_id) AS merchant_place,
+                   min(oldest) OVER (PARTITION BY merchant_id) AS merchant_oldest
               FROM due
-             ORDER BY place, oldest, delivery_id
+        ), picked AS (
+            SELECT r.merchant_id, r.delivery_id
+              FROM ranked r
+              JOIN merchant_room m ON m.merchant_id = r.merchant_id
+             WHERE r.merchant_place <= m.room
+             ORDER BY r.merchant_place, r.merchant_oldest, r.oldest, r.delivery_id
              LIMIT @Take
         )
         UPDATE webhook_deliveries d
@@ -177,15 +192,17 @@ public sealed class WebhookDeliveryStore(NpgsqlDataSource db)
 
     /// <summary>
     /// Leases up to <paramref name="take"/> due deliveries, at most <paramref name="perEndpoint"/> in flight per endpoint
-    /// across every instance, in turns across endpoints; <paramref name="busyWebhookIds"/> are endpoints this instance has no room for.
+    /// and <paramref name="perMerchant"/> per merchant across every instance, in turns across merchants and their
+    /// endpoints; <paramref name="busyWebhookIds"/> are endpoints this instance has no room for.
     /// </summary>
-    public async Task<List<ClaimedDelivery>> ClaimAsync(int take, int perEndpoint, string[] busyWebhookIds, TimeSpan lease, CancellationToken ct)
+    public async Task<List<ClaimedDelivery>> ClaimAsync(int take, int perEndpoint, int perMerchant, string[] busyWebhookIds, TimeSpan lease,
+        CancellationToken ct)
     {
         await using var connection = await db.OpenConnectionAsync(ct);
         await using var tx = await connection.BeginTransactionAsync(ct);
         await connection.ExecuteAsync(new CommandDefinition(LockClaims, new { Key = ClaimLockKey }, tx, cancellationToken: ct));
         var rows = await connection.QueryAsync<ClaimedDelivery>(new CommandDefinition(Claim,
-            new { Take = take, PerEndpoint = perEndpoint, Busy = busyWebhookIds, Lease = lease }, tx, cancellationToken: ct));
+            new { Take = take, PerEndpoint = perEndpoint, PerMerchant = perMerchant, Busy = busyWebhookIds, Lease = lease }, tx, cancellationToken: ct));
         await tx.CommitAsync(ct);
         return rows.AsList();
     }

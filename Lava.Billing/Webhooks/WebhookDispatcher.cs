@@ -56,7 +56,7 @@ public sealed class WebhookDispatcher(
         var room = options.MaxInFlight - Volatile.Read(ref _total);
         if (room <= 0) return;
         var busy = _inFlight.Where(e => e.Value >= options.MaxInFlightPerEndpoint).Select(e => e.Key).ToArray();
-        foreach (var d in await deliveries.ClaimAsync(room, options.MaxInFlightPerEndpoint, busy, options.Lease, ct))
+        foreach (var d in await deliveries.ClaimAsync(room, options.MaxInFlightPerEndpoint, options.MaxInFlightPerMerchant, busy, options.Lease, ct))
         {
             if (!TryTakeSlot(d.WebhookId))
             {

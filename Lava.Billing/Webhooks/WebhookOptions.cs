@@ -32,6 +32,12 @@ public sealed class WebhookOptions
     /// <summary>Deliveries one endpoint may have in flight, from all service instances together.</summary>
     public int MaxInFlightPerEndpoint { get; set; } = 4;
 
+    /// <summary>
+    /// Deliveries one merchant may have in flight, all its endpoints and every instance together: a merchant with many
+    /// slow endpoints holds this many slots, never an instance's every one.
+    /// </summary>
+    public int MaxInFlightPerMerchant { get; set; } = 16;
+
     /// <summary>Deliveries in flight from one service instance, all endpoints together.</summary>
     public int MaxInFlight { get; set; } = 64;
 
