@@ -22,6 +22,7 @@ public sealed class SlowExportApp : LavaApp
     public const int PrimaryPool = 6;
     public const int ExportPool = 6;
     public const int PerKey = 2;
+    public const int PerMerchant = 4;
     public const int StallSeconds = 15;
 
     public SlowExportApp() => UseKestrel();
@@ -31,6 +32,7 @@ public sealed class SlowExportApp : LavaApp
         .UseSetting("ConnectionStrings:Billing", new NpgsqlConnectionStringBuilder(ConnectionString) { MaxPoolSize = PrimaryPool }.ConnectionString)
         .UseSetting("Exports:MaxConnections", ExportPool.ToString())
         .UseSetting("Exports:MaxPerKey", PerKey.ToString())
+        .UseSetting("Exports:MaxPerMerchant", PerMerchant.ToString())
         .UseSetting("Exports:StallSeconds", StallSeconds.ToString());
 
     public Uri BaseUrl
@@ -132,7 +134,8 @@ public class SlowExportReadersTests(SlowExportApp app) : IClassFixture<SlowExpor
                 """, new { m = a.MerchantId }, commandTimeout: 120);
         }
         var keys = new List<string>();
-        for (var i = 0; i < SlowExportApp.ExportPool / SlowExportApp.PerKey; i++) keys.Add(await a.ReadOnlyKeyAsync());
+        for (var i = 0; i < SlowExportApp.PerMerchant / SlowExportApp.PerKey; i++) keys.Add(await a.ReadOnlyKeyAsync());
+        var anotherKey = await a.ReadOnlyKeyAsync();
 
         var b = await app.NewMerchantAsync("B");
         var bCustomer = await app.CustomerAsync(b.MerchantId);
@@ -140,7 +143,7 @@ public class SlowExportReadersTests(SlowExportApp app) : IClassFixture<SlowExpor
         await app.GrantAsync(b.MerchantId, bCustomer, 100m);
         using var bClient = app.Http(b.SecretKey);
 
-        // Every key of A at its cap: the export pool is full.
+        // Every key of A at its cap, and A at its own: four of the export pool's six connections.
         var readers = keys.SelectMany(k => Enumerable.Range(0, SlowExportApp.PerKey).Select(_ => (Key: k, Reader: new SlowReader()))).ToList();
         try
         {
@@ -149,8 +152,8 @@ public class SlowExportReadersTests(SlowExportApp app) : IClassFixture<SlowExpor
             await WaitForAsync(() => readers.All(r => r.Reader.Head.Length >= 12), TimeSpan.FromSeconds(30), "some exports never started");
             Assert.All(readers, r => Assert.StartsWith("HTTP/1.1 200", r.Reader.Head));
 
-            // A's further exports, on either route, are refused at once.
-            foreach (var key in keys)
+            // A's further exports, on either route and with any key (one that runs none too), are refused at once.
+            foreach (var key in keys.Append(anotherKey))
             {
                 using var client = app.Http(key);
                 foreach (var path in new[] { "/v1/requests?format=csv", "/v1/ledger/entries?format=csv" })
@@ -160,6 +163,10 @@ public class SlowExportReadersTests(SlowExportApp app) : IClassFixture<SlowExpor
                     Assert.Equal(TimeSpan.FromSeconds(5), refused.Headers.RetryAfter?.Delta);
                 }
             }
+
+            // B's own export streams: A cannot hold the whole pool, however many keys it makes.
+            using (var bExport = await bClient.GetAsync("/v1/requests?format=csv", HttpCompletionOption.ResponseHeadersRead))
+                Assert.Equal(HttpStatusCode.OK, bExport.StatusCode);
 
             // Meanwhile B reports and reads its balance, four at a time: every call succeeds, none waits for a connection.
             var slowest = TimeSpan.Zero;

@@ -7,24 +7,32 @@ namespace Lava.Billing.Finance;
 
 /// <summary>
 /// What every streamed read (exports, statements) is held to, besides its own connection pool
-/// (<see cref="ReadDataSource.Exports"/>): a secret key runs at most <see cref="ExportOptions.MaxPerKey"/> at once (429
-/// with Retry-After beyond), and a client that takes none of the bytes for <see cref="ExportOptions.StallSeconds"/> has
-/// its export aborted, its query cancelled and its connection returned.
+/// (<see cref="ReadDataSource.Exports"/>): a secret key runs at most <see cref="ExportOptions.MaxPerKey"/> at once and a
+/// merchant, all its keys together, <see cref="ExportOptions.MaxPerMerchant"/> (429 with Retry-After beyond), so no
+/// merchant holds the whole pool; and a client that takes none of the bytes for <see cref="ExportOptions.StallSeconds"/>
+/// has its export aborted, its query cancelled and its connection returned.
 /// </summary>
 public sealed class ExportLimits(IOptions<ExportOptions> options, ILogger<ExportLimits> log)
 {
     public const int RetryAfterSeconds = 5;
 
-    private readonly ConcurrentDictionary<string, int> _running = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, int> _perKey = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, int> _perMerchant = new(StringComparer.Ordinal);
 
     /// <summary>Runs <paramref name="export"/> with a token that a stalled client or a gone one cancels.</summary>
     public async Task RunAsync(HttpContext http, Func<CancellationToken, Task> export)
     {
-        var key = (http.Items[Caller.ItemKey] as Caller)?.SecretKeyId ?? "";
-        var limit = options.Value.MaxPerKey;
-        if (!TryEnter(key, limit))
+        var caller = http.Items[Caller.ItemKey] as Caller;
+        var (key, merchant) = (caller?.SecretKeyId ?? "", caller?.MerchantId ?? "");
+        if (!TryEnter(_perKey, key, options.Value.MaxPerKey))
         {
-            await Problems.TooManyExports(limit, RetryAfterSeconds).ExecuteAsync(http);
+            await Problems.TooManyExports("This key", options.Value.MaxPerKey, RetryAfterSeconds).ExecuteAsync(http);
+            return;
+        }
+        if (!TryEnter(_perMerchant, merchant, options.Value.MaxPerMerchant))
+        {
+            Exit(_perKey, key);
+            await Problems.TooManyExports("This merchant", options.Value.MaxPerMerchant, RetryAfterSeconds).ExecuteAsync(http);
             return;
         }
         // Streamed on the export pool, for as long as its client reads: it gives back its merchant's turn of the
@@ -46,26 +54,27 @@ public sealed class ExportLimits(IOptions<ExportOptions> options, ILogger<Export
         finally
         {
             http.Response.Body = body;
-            Exit(key);
+            Exit(_perMerchant, merchant);
+            Exit(_perKey, key);
         }
     }
 
-    private bool TryEnter(string key, int limit)
+    private static bool TryEnter(ConcurrentDictionary<string, int> running, string who, int limit)
     {
         while (true)
         {
-            var running = _running.GetOrAdd(key, 0);
-            if (running >= limit) return false;
-            if (_running.TryUpdate(key, running + 1, running)) return true;
+            var now = running.GetOrAdd(who, 0);
+            if (now >= limit) return false;
+            if (running.TryUpdate(who, now + 1, now)) return true;
         }
     }
 
-    private void Exit(string key)
+    private static void Exit(ConcurrentDictionary<string, int> running, string who)
     {
         while (true)
         {
-            var running = _running[key];
-            if (running == 1 ? _running.TryRemove(new KeyValuePair<string, int>(key, 1)) : _running.TryUpdate(key, running - 1, running)) return;
+            var now = running[who];
+            if (now == 1 ? running.TryRemove(new KeyValuePair<string, int>(who, 1)) : running.TryUpdate(who, now - 1, now)) return;
         }
     }
 

@@ -48,6 +48,12 @@ public sealed record ExportOptions
     /// <summary>Exports one secret key may run at once; beyond, 429 with Retry-After.</summary>
     [System.ComponentModel.DataAnnotations.Range(1, 1000)] public int MaxPerKey { get; init; } = 2;
 
+    /// <summary>
+    /// Exports one merchant may run at once, all its keys together; beyond, 429 with Retry-After. Below
+    /// <see cref="MaxConnections"/>, so one merchant never holds the whole pool.
+    /// </summary>
+    [System.ComponentModel.DataAnnotations.Range(1, 1000)] public int MaxPerMerchant { get; init; } = 4;
+
     /// <summary>An export whose client has not taken its bytes for this long is aborted.</summary>
     [System.ComponentModel.DataAnnotations.Range(1, 3600)] public int StallSeconds { get; init; } = 30;
 }

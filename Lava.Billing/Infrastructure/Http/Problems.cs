@@ -114,9 +114,10 @@ public static class Problems
             "This merchant already has as many calls running and waiting as it may; this one did nothing. Send it again later.",
             retryAfterSeconds: retryAfterSeconds);
 
-    public static ProblemResult TooManyExports(int limit, int retryAfterSeconds) =>
+    /// <param name="who">"This key" or "This merchant": whose limit was reached.</param>
+    public static ProblemResult TooManyExports(string who, int limit, int retryAfterSeconds) =>
         new(429, "too_many_exports", "Too many requests",
-            $"This key already runs {limit} exports at once; retry when one has finished.", retryAfterSeconds: retryAfterSeconds);
+            $"{who} already runs {limit} exports at once; retry when one has finished.", retryAfterSeconds: retryAfterSeconds);
 }
 
 public sealed record ProblemError(string Code, string Message);
