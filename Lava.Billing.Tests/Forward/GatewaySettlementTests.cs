@@ -142,14 +142,14 @@ public class GatewaySettlementTests(SettlementGatewayApp app) : GatewayTest<Sett
     /// Makes the first write to <paramref name="table"/> matching <paramref name="condition"/> (on NEW) fail, as it would
     /// while the database is away; a sequence counts the matches across rolled-back transactions. Dispose to remove it.
     /// </summary>
-    private async Task<InjectedFault> FailOnceAsync(string name, string table, string operation, string condition)
+    private async Task<InjectedFault> FailOnceAsync(string name, string table, string operation, string condition, bool always = false)
     {
         await ExecuteAsAdminAsync($"""
             CREATE SEQUENCE {name};
             GRANT USAGE, SELECT ON SEQUENCE {name} TO PUBLIC;
             CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
             BEGIN
-                IF {condition} AND nextval('{name}') = 1 THEN RAISE EXCEPTION 'injected fault'; END IF;
+                IF {condition} AND nextval('{name}') {(always ? ">= 1" : "= 1")} THEN RAISE EXCEPTION 'injected fault'; END IF;
                 RETURN NEW;
             END $$;
             CREATE TRIGGER {name} BEFORE {operation} ON {table} FOR EACH ROW EXECUTE FUNCTION {name}();
@@ -216,6 +216,32 @@ public class GatewaySettlementTests(SettlementGatewayApp app) : GatewayTest<Sett
         Assert.Equal((1200L, 300L, "{}"), await App.QueryAsync<(long, long, string)>(
             "SELECT input_tokens, output_tokens, metadata::text FROM requests WHERE merchant_id = @m AND request_id = @r", args));
         Assert.Equal("captured", await App.QueryAsync<string>("SELECT status FROM holds WHERE merchant_id = @m", args));
+    }
+
+    [Fact]
+    public async Task KeptUsageOneMerchantCanNeverWriteDoesNotHoldBackAnotherMerchantsKeptUsage()
+    {
+        var (a, aCustomer) = await CustomerWithCreditsAsync();
+        var (b, bCustomer) = await CustomerWithCreditsAsync();
+        // A's usage can never be written (a fault of its own, not the database being away); B's fails once. Both are kept
+        // in memory, A's first, for the settle worker.
+        await using var always = await FailOnceAsync("fail_always_" + a.MerchantId.ToLowerInvariant(), "forward_calls", "UPDATE",
+            $"NEW.merchant_id = '{a.MerchantId}' AND NEW.state = 'served'", always: true);
+        await using var once = await FailOnceAsync("fail_served_" + b.MerchantId.ToLowerInvariant(), "forward_calls", "UPDATE",
+            $"NEW.merchant_id = '{b.MerchantId}' AND NEW.state = 'served'");
+        var ra = await App.ClientWithToken(a.SecretKey, aCustomer, "chat").PostAsync(App.Forward("/v1/chat/completions"), Chat());
+        await ra.Content.ReadAsStringAsync();
+        var rb = await App.ClientWithToken(b.SecretKey, bCustomer, "chat").PostAsync(App.Forward("/v1/chat/completions"), Chat());
+        await rb.Content.ReadAsStringAsync();
+        Assert.Equal((HttpStatusCode.OK, HttpStatusCode.OK), (ra.StatusCode, rb.StatusCode));
+
+        var bArgs = new { m = b.MerchantId, r = rb.Headers.GetValues("x-lava-request-id").Single() };
+        await WaitForAsync("SELECT EXISTS (SELECT 1 FROM forward_calls WHERE merchant_id = @m AND request_id = @r AND state = 'posted')", bArgs,
+            "another merchant's kept usage waited behind one that can never be written");
+        Assert.Equal((1200L, 300L), await App.QueryAsync<(long, long)>(
+            "SELECT input_tokens, output_tokens FROM requests WHERE merchant_id = @m AND request_id = @r", bArgs));
+        Assert.Equal("pending", await App.QueryAsync<string>("SELECT state FROM forward_calls WHERE merchant_id = @m",
+            new { m = a.MerchantId }));
     }
 
     [Fact]

@@ -223,25 +223,53 @@ public sealed class ForwardBilling(ForwardLookups lookups, SecretKeyStore keys, 
     }
 
     /// <summary>
-    /// Writes the served usage that could not be written when its call ended, oldest first, and posts it; stops at the
-    /// first failure (the database is still away) and leaves the rest for the next round.
+    /// Writes the releases and the served usage that could not be written when their calls ended, oldest first, and posts
+    /// that usage. Each on its own: the database still away stops the round (nothing else would get through) and leaves
+    /// the rest for the next one; any other failure is that record's, which goes to the back of its line while the
+    /// others, other merchants' among them, go on.
     /// </summary>
     internal async Task FlushDeferredAsync(CancellationToken ct)
     {
-        while (_deferredReleases.TryPeek(out var release))
+        // Only this worker takes from the lines (calls only add to them), so what it peeks is what it then takes.
+        for (var left = _deferredReleases.Count; left > 0 && _deferredReleases.TryPeek(out var release); left--)
         {
             // Releases only a call still pending: one the crash rule took meanwhile is left as it was settled.
-            await calls.ReleaseAsync(release, clock.GetUtcNow(), ct);
-            _deferredReleases.TryDequeue(out _);
+            await KeptWriteFailedAsync(_deferredReleases, release, () => calls.ReleaseAsync(release, clock.GetUtcNow(), ct), ct);
         }
-        while (_deferred.TryPeek(out var record))
+        for (var left = _deferred.Count; left > 0 && _deferred.TryPeek(out var record); left--)
         {
-            var now = clock.GetUtcNow();
-            var mine = await calls.ServeAsync(record, now + PostingLease, now, ct);
-            _deferred.TryDequeue(out _);
+            var mine = false;
+            if (await KeptWriteFailedAsync(_deferred, record, async () =>
+                {
+                    var now = clock.GetUtcNow();
+                    mine = await calls.ServeAsync(record, now + PostingLease, now, ct);
+                }, ct)) continue;
             if (mine) await SettleAsync(record, ct);
             else log.LogWarning("Gateway request {RequestId} of merchant {MerchantId} was settled by the crash rule before its usage was written",
                 record.RequestId, record.MerchantId);
+        }
+    }
+
+    /// <summary>
+    /// Runs the kept write of the record at the head of <paramref name="line"/> and takes it off the line; false when
+    /// that worked. A failure that is not the database's absence moves the record to the back and returns true.
+    /// </summary>
+    private async Task<bool> KeptWriteFailedAsync(ConcurrentQueue<ForwardCallRecord> line, ForwardCallRecord record, Func<Task> write,
+        CancellationToken ct)
+    {
+        try
+        {
+            await write();
+            line.TryDequeue(out _);
+            return false;
+        }
+        catch (Exception e) when (!ErrorHandling.IsDatabaseUnavailable(e) && !ct.IsCancellationRequested)
+        {
+            line.TryDequeue(out _);
+            line.Enqueue(record);
+            log.LogError("Gateway request {RequestId} of merchant {MerchantId}: its kept usage or release still cannot be written ({Failure}); retried next round",
+                record.RequestId, record.MerchantId, e.GetType().Name);
+            return true;
         }
     }
 

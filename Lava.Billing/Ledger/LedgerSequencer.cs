@@ -1,4 +1,5 @@
 using Dapper;
+using Lava.Billing.Infrastructure.Http;
 using Lava.Billing.Infrastructure.Resilience;
 using Npgsql;
 
@@ -87,12 +88,22 @@ public sealed class LedgerSequencer(NpgsqlDataSource db, TimeProvider clock, ICo
         long numbered = 0;
         foreach (var merchant in merchants)
         {
-            int batch;
-            do
+            try
             {
-                batch = await NumberBatchAsync(merchant, ct);
-                numbered += batch;
-            } while (batch >= BatchSize);
+                int batch;
+                do
+                {
+                    batch = await NumberBatchAsync(merchant, ct);
+                    numbered += batch;
+                } while (batch >= BatchSize);
+            }
+            catch (Exception e) when (merchantId is null && !ErrorHandling.IsDatabaseUnavailable(e) && !ct.IsCancellationRequested)
+            {
+                // One merchant's failure is its own: the merchants after it are numbered all the same (its readers number
+                // what they read themselves, and get the error). The database being away ends the run for everyone.
+                log.LogError("Ledger sequencing of merchant {MerchantId} failed ({Failure}: {Reason}); the others go on", merchant,
+                    e.GetType().Name, e.Message);
+            }
         }
         return numbered;
     }

@@ -2,6 +2,7 @@ using System.Data;
 using System.Text.Json;
 using Dapper;
 using Lava.Billing.Infrastructure;
+using Lava.Billing.Infrastructure.Http;
 using Lava.Billing.Ledger;
 using Npgsql;
 
@@ -241,10 +242,12 @@ public sealed class SpendKeyLimits(NpgsqlDataSource db, TimeProvider clock, ICon
                     {
                         await WriteEndAsync(end, ct);
                     }
-                    catch (PostgresException e) when (!e.IsTransient)
+                    catch (Exception e) when (!ErrorHandling.IsDatabaseUnavailable(e) && !ct.IsCancellationRequested)
                     {
-                        log.LogWarning("Spend key charges of merchant {MerchantId} still cannot be settled ({SqlState}); {Count} wait for the next round",
-                            merchantId, e.SqlState, UnwrittenOf(merchantId));
+                        // This merchant's failure, whatever its type: the other merchants' ends, and the crash rule's round
+                        // after them, go on. The database being away ends the round for everyone.
+                        log.LogWarning("Spend key charges of merchant {MerchantId} still cannot be settled ({Failure}); {Count} wait for the next round",
+                            merchantId, e is PostgresException pg ? pg.SqlState : e.GetType().Name, UnwrittenOf(merchantId));
                         break;
                     }
                     lock (_unwrittenLock)
