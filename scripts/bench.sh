@@ -17,6 +17,8 @@
 # Env (optional): BENCH_SECONDS=10 BENCH_RUNS=3 BENCH_WARMUP_SECONDS=3 BENCH_PG_PORT=25642 BENCH_MAX_SECONDS=2100
 #                 BENCH_OUT=docs/BENCHMARKS.md BENCH_KEEP=1 (keep the cluster's data directory afterwards)
 #                 BENCH_SHARED_BUFFERS=1GB (PostgreSQL's shared_buffers)
+#                 BENCH_FLOOD_SINGLES=64 BENCH_FLOOD_BATCHES=16 (the neighbour scenarios' flood: connections of single
+#                 reports and of batches of 1,000; 0 leaves that part out)
 #                 BENCH_DIRTY_BACKGROUND_BYTES=N (root; the kernel writes dirty pages back from N bytes dirty, e.g. 8388608,
 #                 for this run only: see "the kernel's writeback" below)
 #                 BENCH_ONLY=REGEX (run only the scenarios whose name matches, e.g. '^single-1000' or 'gateway|export';
@@ -89,7 +91,13 @@ if [[ -n "${BENCH_ONLY:-}" && "$MODE" == all ]]; then OUT="${BENCH_OUT:-$results
 
 CUSTOMERS=1000
 GC_CUSTOMERS=3200          # group commit: 64 clients x 50 reports, each client on its own customers
-BATCH_CONNECTIONS=2        # concurrent batch calls (each posts up to 8 lanes at once)
+BATCH_CONNECTIONS=2        # concurrent batch calls (each posts its items 128 to a transaction, one transaction after another)
+QUIET_CUSTOMERS=100        # the neighbour scenarios' quiet merchant
+QUIET_CONNECTIONS=4        # its connections, each sending a report every QUIET_PACE_MS after the last one's answer
+QUIET_PACE_MS=10
+FLOOD_SINGLES="${BENCH_FLOOD_SINGLES:-64}"   # the neighbour flood: connections sending single reports,
+FLOOD_BATCHES="${BENCH_FLOOD_BATCHES:-16}"   # and connections sending batches of 1,000 (0: none)
+[[ "$FLOOD_SINGLES" =~ ^[0-9]+$ && "$FLOOD_BATCHES" =~ ^[0-9]+$ ]] || die "BENCH_FLOOD_SINGLES and BENCH_FLOOD_BATCHES are whole numbers"
 GATEWAY_CONNECTIONS=16     # the gateway's load; also measured at 1 connection, where nothing queues
 EXPORT_CUSTOMERS=100       # the export merchant: 100 customers, 250,000 usage postings of 4 entries each,
 EXPORT_TRANSACTIONS=250000 # seeded in chunks of 25,000 postings (one transaction each)
@@ -208,6 +216,14 @@ gc_merchant="$(json_field merchant_id <<<"$gc_json")"
 log "seeding $CUSTOMERS customers for $merchant and $GC_CUSTOMERS for $gc_merchant"
 psql_app -v merchant="$merchant" -v customers="$CUSTOMERS" -f bench/seed.sql
 psql_app -v merchant="$gc_merchant" -v customers="$GC_CUSTOMERS" -f bench/seed.sql
+# The neighbour scenarios' quiet merchant, only when they run (the other scenarios' database stays as it was).
+quiet_key=""
+if selected neighbour-alone || selected neighbour-flooded; then
+  quiet_json="$(create_merchant bench-quiet)"
+  quiet_merchant="$(json_field merchant_id <<<"$quiet_json")"; quiet_key="$(json_field secret_key <<<"$quiet_json")"
+  [[ -n "$quiet_merchant" && -n "$quiet_key" ]] || die "merchants create printed no merchant/key"
+  psql_app -v merchant="$quiet_merchant" -v customers="$QUIET_CUSTOMERS" -f bench/seed.sql
+fi
 
 # The service's ports follow from the cluster's, which names this run's data directory, so benches run at once (each
 # with its own BENCH_PG_PORT) never pick the same port; probing for a free one could let two pick it in the same instant.
@@ -465,6 +481,39 @@ fi
 scenario "two-instances-c64" run_wrk_split 64 "$key" "$CUSTOMERS" 0
 if [[ -n "$second_pid" ]]; then kill "$second_pid" 2>/dev/null || true; wait "$second_pid" 2>/dev/null || true; second_pid=""; fi
 
+# Neighbours: a quiet merchant's paced single reports, alone and while another merchant (the bench's main one) floods
+# the same instance with all it can send: FLOOD_SINGLES connections of single reports and FLOOD_BATCHES of batches of
+# 1,000 (beyond its two batches at once and eight waiting, answered 429 and sent again at once). The row is the quiet merchant's; the flood's
+# reports stored per second (counted in the database) and its refused calls are extra columns.
+run_wrk_flooded() { # as run_wrk for the quiet merchant's load; $1 = output file, $2 = seconds, rest = run_wrk's from its 3rd
+  local out="$1" seconds="$2" flood_singles flood_batches stored0 stored1 quiet_stored0 quiet_stored1 row refused
+  shift 2
+  stored0="$(stored_reports)"; quiet_stored0="$(quiet_reports)"
+  : >"$out.flood-singles"; : >"$out.flood-batches"; flood_singles=""; flood_batches=""
+  if (( FLOOD_SINGLES > 0 )); then
+    wrk -t1 -c"$FLOOD_SINGLES" -d"$(( seconds + 2 ))s" --timeout 30s -s bench/wrk/report.lua "$url/v1/requests" \
+      -- "$key" "$CUSTOMERS" 0 "${out##*/}-flood-$(date +%s%N)" >"$out.flood-singles" 2>&1 &
+    flood_singles=$!
+  fi
+  if (( FLOOD_BATCHES > 0 )); then
+    wrk -t1 -c"$FLOOD_BATCHES" -d"$(( seconds + 2 ))s" --timeout 30s -s bench/wrk/batch.lua "$url/v1/requests/batch" \
+      -- "$key" "$CUSTOMERS" 1000 "${out##*/}-floodb-$(date +%s%N)" >"$out.flood-batches" 2>&1 &
+    flood_batches=$!
+  fi
+  sleep 1   # the flood is under way before the quiet merchant's run starts, and lasts past its end
+  row="$(run_wrk "$out" "$seconds" "$@")" || { kill $flood_singles $flood_batches 2>/dev/null; return 1; }
+  [[ -z "$flood_singles" ]] || wait "$flood_singles" || die "wrk failed; see $out.flood-singles"
+  [[ -z "$flood_batches" ]] || wait "$flood_batches" || die "wrk failed; see $out.flood-batches"
+  stored1="$(stored_reports)"; quiet_stored1="$(quiet_reports)"
+  refused="$(awk '/Non-2xx or 3xx responses:/ { n += $NF } END { print n + 0 }' "$out.flood-singles" "$out.flood-batches")"
+  row="$row $(awk -v a="$stored0" -v b="$stored1" -v qa="$quiet_stored0" -v qb="$quiet_stored1" -v s="$(( seconds + 2 ))" \
+    'BEGIN { printf "%.0f", ((b - a) - (qb - qa)) / s }') $refused"
+  echo "$row" | tee "$out.result"
+}
+quiet_reports() { psql_app -At -c "SELECT count(*) FROM requests WHERE merchant_id = '${quiet_merchant:-}'"; }
+scenario "neighbour-alone" run_wrk "$QUIET_CONNECTIONS" 1 bench/wrk/quiet.lua /v1/requests "$quiet_key" "$QUIET_CUSTOMERS" "$QUIET_PACE_MS"
+scenario "neighbour-flooded" run_wrk_flooded "$QUIET_CONNECTIONS" 1 bench/wrk/quiet.lua /v1/requests "$quiet_key" "$QUIET_CUSTOMERS" "$QUIET_PACE_MS"
+
 # Gateway overhead: one chat completion sent to the stub provider directly and through /v1/forward, either billed to a
 # customer (a hold before the call, a usage report after it) or BYOK (a token with provider_key only: nothing held,
 # nobody charged, a gateway transaction recorded). At 1 connection nothing queues, so the difference is the gateway's
@@ -704,6 +753,26 @@ Target: at least 5,000 reports/s at 64 connections with p99 at most 50 ms. Reach
 Two instances of the service on the one database, the 64 connections split between them, give $(ratio "$(col two-instances-c64 1)" "$(col single-1000-c64 1)") times the
 reports/s of one instance with all 64 (the \`two-instances-c64\` row against the first \`distinct request_ids\` row at 64): on one 2-core
 machine both instances and PostgreSQL share the cores, and commits are bound by the one primary (docs/operations.md).
+
+## Neighbours: one merchant's flood, another merchant's reports
+
+A quiet merchant ($QUIET_CUSTOMERS customers of its own) sends single reports on $QUIET_CONNECTIONS connections, each waiting ${QUIET_PACE_MS} ms after an
+answer before its next report: alone, then while the bench's main merchant floods the same instance with everything it
+can send, $FLOOD_SINGLES connections of single reports and $FLOOD_BATCHES of batches of 1,000 at once (its batches beyond two at once
+and eight waiting are answered 429 and sent again at once). Every figure but the last two columns is the quiet merchant's.
+What the service promises is that the flood takes its own merchant's turns and queues (docs/operations.md, "One
+merchant's share"), not the quiet one's: on 2 shared cores the quiet merchant still waits for CPU the flood is using.
+
+| quiet merchant | reports/s | p50 ms | p99 ms | errors | the flood's reports/s | the flood's calls refused (429) | machine busy / load |
+|---|---|---|---|---|---|---|---|
+EOF
+  for n in alone flooded; do
+    if [[ -n "${SKIPPED[neighbour-$n]:-}" ]]; then echo "| $n | skipped (${SKIPPED[neighbour-$n]}) | | | | | | |"; continue; fi
+    echo "| $n | $(num "$(col "neighbour-$n" 1)") | $(col "neighbour-$n" 2) | $(col "neighbour-$n" 3) | $(col "neighbour-$n" 4) | $( [[ $n == flooded ]] && col "neighbour-$n" 11) | $( [[ $n == flooded ]] && col "neighbour-$n" 12) | $(busy_pct "neighbour-$n")% / $(col "neighbour-$n" 10) |"
+  done
+  cat <<EOF
+
+The quiet merchant's p99 while flooded is $(ratio "$(col neighbour-flooded 3)" "$(col neighbour-alone 3)") times its p99 alone, its reports/s $(ratio "$(col neighbour-flooded 1)" "$(col neighbour-alone 1)") times.
 
 ## Batch reports: \`POST /v1/requests/batch\`
 

@@ -1,6 +1,6 @@
 -- Batch usage reports for wrk: POST /v1/requests/batch with ITEMS distinct reports per call.
 -- wrk ... -s bench/wrk/batch.lua http://127.0.0.1:PORT/v1/requests/batch -- SECRET_KEY CUSTOMERS ITEMS TAG
--- request_id = TAG-THREAD-CALL-I. Each item goes to another customer so the call's lanes can run in parallel.
+-- request_id = TAG-THREAD-CALL-I. The items of a call go to customers one after another, spread over all of them.
 local next_thread_id = 0
 
 function setup(thread)
