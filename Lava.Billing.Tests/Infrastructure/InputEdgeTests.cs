@@ -64,6 +64,9 @@ public class InputEdgeTests(GatewayApp app) : GatewayTest<GatewayApp>(app)
     [InlineData("1e-16384")]
     [InlineData("0e-20000")]
     [InlineData("1e99999999999999999999")]
+    [InlineData("0e1073741823")]
+    [InlineData("1e9223372036854775807")]
+    [InlineData("0.1e-9223372036854775808")]
     public async Task ACustomerMetadataNumberPostgreSqlCannotStoreIs400(string number)
     {
         var m = await App.NewMerchantAsync();
@@ -82,6 +85,7 @@ public class InputEdgeTests(GatewayApp app) : GatewayTest<GatewayApp>(app)
     [InlineData("0.001e131074")]
     [InlineData("12.5e-16382")]
     [InlineData("0e200000")]
+    [InlineData("0e1073741822")]
     [InlineData("-123.456")]
     public async Task ACustomerMetadataNumberAtPostgreSqlsBoundsIsStored(string number)
     {

@@ -95,6 +95,41 @@ public class WebhookClaimFairnessTests(UndispatchedWebhookApp app) : IClassFixtu
     }
 
     [Fact]
+    public async Task MerchantsTakeTurnsEvenWhenOneHasManyEndpointsWithOlderDeliveries()
+    {
+        var a = await app.NewMerchantAsync("many endpoints");
+        var b = await app.NewMerchantAsync("one endpoint");
+        for (var i = 0; i < 5; i++)
+        {
+            var (hook, _) = await WebhookDeliveryTests.CreateWebhookAsync(a, $"http://127.0.0.1:9/a{i}");
+            await Backlog.AddAsync(app, a.MerchantId, hook, 3, TimeSpan.FromMinutes(10));
+        }
+        var (bHook, _) = await WebhookDeliveryTests.CreateWebhookAsync(b, "http://127.0.0.1:9/b");
+        var bDelivery = (await Backlog.AddAsync(app, b.MerchantId, bHook, 1, TimeSpan.Zero)).Single();
+
+        // Room for two: A's first (its oldest) and B's first, not two of A's endpoints' firsts.
+        var claimed = await Store.ClaimAsync(2, 4, 16, [], Lease, CancellationToken.None);
+        Assert.Equal(2, claimed.Count);
+        Assert.Single(claimed, d => d.MerchantId == a.MerchantId);
+        Assert.Contains(bDelivery, claimed.Select(d => d.DeliveryId));
+    }
+
+    [Fact]
+    public async Task AMerchantsLastSlotGoesToItsEndpointWithTheFewestInFlight()
+    {
+        var a = await app.NewMerchantAsync("busy and idle endpoints");
+        var (busy, _) = await WebhookDeliveryTests.CreateWebhookAsync(a, "http://127.0.0.1:9/busy");
+        await Backlog.AddAsync(app, a.MerchantId, busy, 10, TimeSpan.FromMinutes(10));
+        Assert.Equal(3, (await Store.ClaimAsync(3, 4, 4, [], Lease, CancellationToken.None)).Count);
+        var (idle, _) = await WebhookDeliveryTests.CreateWebhookAsync(a, "http://127.0.0.1:9/idle");
+        var idleDelivery = (await Backlog.AddAsync(app, a.MerchantId, idle, 1, TimeSpan.Zero)).Single();
+
+        // The merchant has one slot left; the busy endpoint (three in flight, an older backlog) has room for one too.
+        var claimed = await Store.ClaimAsync(64, 4, 4, [], Lease, CancellationToken.None);
+        Assert.Equal([idleDelivery], claimed.Select(d => d.DeliveryId));
+    }
+
+    [Fact]
     public async Task ARoundGivesEveryEndpointWithDueDeliveriesItsFirstBeforeAnyEndpointItsSecond()
     {
         var merchants = new List<(string MerchantId, string WebhookId)>();
@@ -177,11 +212,11 @@ public class WebhookBacklogDispatchTests(TwoSmallDispatchersApp app) : IClassFix
     }
 }
 
-/// <summary>One instance with four delivery slots, a merchant allowed two of them, and attempts that time out in 2 s.</summary>
+/// <summary>One instance with four delivery slots, a merchant allowed two of them, and attempts that time out in 20 s.</summary>
 public sealed class FourSlotsWebhookApp : WebhookApp
 {
     protected override IEnumerable<(string Key, string Value)> Settings() =>
-        [.. base.Settings(), ("Webhooks:MaxInFlight", "4"), ("Webhooks:MaxInFlightPerMerchant", "2"), ("Webhooks:AttemptTimeoutMs", "2000")];
+        [.. base.Settings(), ("Webhooks:MaxInFlight", "4"), ("Webhooks:MaxInFlightPerMerchant", "2"), ("Webhooks:AttemptTimeoutMs", "20000")];
 }
 
 /// <summary>A merchant's slow endpoints take its own share of the instance's slots, never all of them.</summary>
@@ -221,10 +256,10 @@ public class WebhookMerchantShareTests(FourSlotsWebhookApp app) : IClassFixture<
         await WebhookDeliveryTests.CreateWebhookAsync(b, healthy.Url);
         await Waits.UntilAsync(() => Volatile.Read(ref slowCalls) >= 2, "the slow merchant's deliveries are in flight");
 
-        // Before, A's twenty deliveries took all four slots in waves of 2 s: B's waited ~10 s.
+        // Before, A's twenty deliveries took all four slots, each for its 20-s attempt: B's waited at least that long.
         var started = DateTimeOffset.UtcNow;
         await b.Client.PostJsonAsync("/v1/customers", new { name = "b" });
-        var got = (await healthy.WaitForAsync(r => r.Count >= 1, timeoutMs: 10_000)).Single();
-        Assert.True(got.At - started < TimeSpan.FromSeconds(1.5), $"took {(got.At - started).TotalMilliseconds} ms");
+        var got = (await healthy.WaitForAsync(r => r.Count >= 1, timeoutMs: 15_000)).Single();
+        Assert.True(got.At - started < TimeSpan.FromSeconds(10), $"took {(got.At - started).TotalMilliseconds} ms");
     }
 }

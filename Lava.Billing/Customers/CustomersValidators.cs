@@ -41,6 +41,7 @@ public static partial class CustomerRules
     // PostgreSQL stores JSON numbers as numeric: at most 131,072 digits before the decimal point and 16,383 after it.
     private const int MaxIntegerDigits = 131_072;
     private const int MaxDecimalPlaces = 16_383;
+    private const long MaxExponent = int.MaxValue / 2;
 
     private static string? FirstUnstorableNumber(JsonElement element)
     {
@@ -70,6 +71,8 @@ public static partial class CustomerRules
         var exponent = 0L;
         if (e >= 0 && !long.TryParse(text[(e + 1)..], System.Globalization.NumberStyles.AllowLeadingSign,
                 System.Globalization.CultureInfo.InvariantCulture, out exponent)) return false;
+        // PostgreSQL refuses an exponent from INT_MAX / 2 on whatever the digits (zero too); below it nothing here overflows.
+        if (exponent >= MaxExponent || exponent <= -MaxExponent) return false;
         var mantissa = e >= 0 ? text[..e] : text;
         var dot = mantissa.IndexOf('.');
         var integer = (dot >= 0 ? mantissa[..dot] : mantissa).TrimStart('0');

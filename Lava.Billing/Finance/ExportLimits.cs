@@ -8,7 +8,7 @@ namespace Lava.Billing.Finance;
 /// <summary>
 /// What every streamed read (exports, statements) is held to, besides its own connection pool
 /// (<see cref="ReadDataSource.Exports"/>): a secret key runs at most <see cref="ExportOptions.MaxPerKey"/> at once and a
-/// merchant, all its keys together, <see cref="ExportOptions.MaxPerMerchant"/> (429 with Retry-After beyond), so no
+/// merchant, all its keys together, <see cref="ExportOptions.PerMerchantLimit"/> (429 with Retry-After beyond), so no
 /// merchant holds the whole pool; and a client that takes none of the bytes for <see cref="ExportOptions.StallSeconds"/>
 /// has its export aborted, its query cancelled and its connection returned.
 /// </summary>
@@ -29,10 +29,10 @@ public sealed class ExportLimits(IOptions<ExportOptions> options, ILogger<Export
             await Problems.TooManyExports("This key", options.Value.MaxPerKey, RetryAfterSeconds).ExecuteAsync(http);
             return;
         }
-        if (!TryEnter(_perMerchant, merchant, options.Value.MaxPerMerchant))
+        if (!TryEnter(_perMerchant, merchant, options.Value.PerMerchantLimit))
         {
             Exit(_perKey, key);
-            await Problems.TooManyExports("This merchant", options.Value.MaxPerMerchant, RetryAfterSeconds).ExecuteAsync(http);
+            await Problems.TooManyExports("This merchant", options.Value.PerMerchantLimit, RetryAfterSeconds).ExecuteAsync(http);
             return;
         }
         // Streamed on the export pool, for as long as its client reads: it gives back its merchant's turn of the

@@ -1,6 +1,7 @@
 using System.Text.Json;
 using Lava.Billing.Infrastructure;
 using Lava.Billing.Infrastructure.Http;
+using Lava.Billing.Infrastructure.Resilience;
 using Lava.Billing.Ledger;
 using Lava.Billing.Meters;
 using Lava.Billing.Merchants;
@@ -263,7 +264,7 @@ public sealed class ForwardBilling(ForwardLookups lookups, SecretKeyStore keys, 
             line.TryDequeue(out _);
             return false;
         }
-        catch (Exception e) when (!ErrorHandling.IsDatabaseUnavailable(e) && !ct.IsCancellationRequested)
+        catch (Exception e) when (!OutageLog.IsOutage(e) && !ct.IsCancellationRequested)
         {
             line.TryDequeue(out _);
             line.Enqueue(record);

@@ -1,5 +1,4 @@
 using Dapper;
-using Lava.Billing.Infrastructure.Http;
 using Lava.Billing.Infrastructure.Resilience;
 using Npgsql;
 
@@ -97,7 +96,7 @@ public sealed class LedgerSequencer(NpgsqlDataSource db, TimeProvider clock, ICo
                     numbered += batch;
                 } while (batch >= BatchSize);
             }
-            catch (Exception e) when (merchantId is null && !ErrorHandling.IsDatabaseUnavailable(e) && !ct.IsCancellationRequested)
+            catch (Exception e) when (merchantId is null && !OutageLog.IsOutage(e) && !ct.IsCancellationRequested)
             {
                 // One merchant's failure is its own: the merchants after it are numbered all the same (its readers number
                 // what they read themselves, and get the error). The database being away ends the run for everyone.

@@ -2,7 +2,7 @@ using System.Data;
 using System.Text.Json;
 using Dapper;
 using Lava.Billing.Infrastructure;
-using Lava.Billing.Infrastructure.Http;
+using Lava.Billing.Infrastructure.Resilience;
 using Lava.Billing.Ledger;
 using Npgsql;
 
@@ -223,9 +223,9 @@ public sealed class SpendKeyLimits(NpgsqlDataSource db, TimeProvider clock, ICon
         end.Amount is { } a ? CaptureAsync(end.Grant, a, end.Estimated, ct, end.Anomaly) : ReleaseAsync(end.Grant, ct);
 
     /// <summary>
-    /// Writes the ends kept in memory, each merchant's oldest first. A merchant whose end the database refuses for a
-    /// reason of its own (an error that is not transient) waits for the next round while the others go on; any other
-    /// failure (the database is away or busy) stops the round and is thrown.
+    /// Writes the ends kept in memory, each merchant's oldest first. A merchant whose end fails for a reason of its own
+    /// (any error that is not an outage: a refusal, a lock it could not get, a bug) waits for the next round while the
+    /// others go on; an outage of the database (<see cref="OutageLog.IsOutage"/>) stops the round and is thrown.
     /// </summary>
     public async Task WriteUnwrittenAsync(CancellationToken ct)
     {
@@ -242,7 +242,7 @@ public sealed class SpendKeyLimits(NpgsqlDataSource db, TimeProvider clock, ICon
                     {
                         await WriteEndAsync(end, ct);
                     }
-                    catch (Exception e) when (!ErrorHandling.IsDatabaseUnavailable(e) && !ct.IsCancellationRequested)
+                    catch (Exception e) when (!OutageLog.IsOutage(e) && !ct.IsCancellationRequested)
                     {
                         // This merchant's failure, whatever its type: the other merchants' ends, and the crash rule's round
                         // after them, go on. The database being away ends the round for everyone.

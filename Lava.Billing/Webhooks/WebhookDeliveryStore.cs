@@ -117,7 +117,8 @@ public sealed class WebhookDeliveryStore(NpgsqlDataSource db)
     // into a join that reads the endpoint's whole backlog for each row). A merchant, all its endpoints together, gets room
     // for @PerMerchant less its unexpired leases, so one merchant's many endpoints cannot take every slot. Of those, @Take
     // are leased in turns: every merchant's first before any merchant's second (within a merchant, every endpoint's first
-    // before any endpoint's second), the one whose oldest delivery has waited longest first.
+    // before any endpoint's second, counting what each already has in flight), the one whose oldest delivery has waited
+    // longest first.
     private const string Claim = """
         WITH RECURSIVE endpoints AS (
             (SELECT d.merchant_id, d.webhook_id
@@ -151,7 +152,9 @@ public sealed class WebhookDeliveryStore(NpgsqlDataSource db)
                AND e.webhook_id <> ALL(@Busy)
         ), due AS (
             SELECT c.merchant_id, c.delivery_id,
-                   row_number() OVER (PARTITION BY c.merchant_id, c.webhook_id ORDER BY c.next_attempt_at, c.delivery_id) AS place,
+                   -- Counted from the endpoint's deliveries already in flight, so within a merchant an endpoint holding
+                   -- fewer goes first: a merchant's busy endpoints do not take its last slots from its idle ones.
+                   @PerEndpoint - o.room + row_number() OVER (PARTITION BY c.merchant_id, c.webhook_id ORDER BY c.next_attempt_at, c.delivery_id) AS place,
                    min(c.next_attempt_at) OVER (PARTITION BY c.merchant_id, c.webhook_id) AS oldest
               FROM open o
              CROSS JOIN LATERAL (

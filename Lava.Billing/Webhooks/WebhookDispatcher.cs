@@ -8,8 +8,9 @@ namespace Lava.Billing.Webhooks;
 /// Delivers the outbox. Each round fans new events out to endpoints, then claims due deliveries under a lease
 /// (FOR UPDATE SKIP LOCKED, so several instances share the work and one that dies lets its claims lapse) and sends
 /// each on its own task. At-least-once: an attempt whose outcome was not recorded is tried again after its lease.
-/// An endpoint has at most <see cref="WebhookOptions.MaxInFlightPerEndpoint"/> deliveries in flight across all instances
-/// (the claim counts the endpoint's live leases), so a slow merchant uses a few of the slots and never holds back another's.
+/// An endpoint has at most <see cref="WebhookOptions.MaxInFlightPerEndpoint"/> deliveries in flight and a merchant
+/// <see cref="WebhookOptions.MaxInFlightPerMerchant"/>, across all instances (the claim counts live leases), and merchants
+/// take turns in every claim, so a slow merchant uses its share of the slots and never holds back another's.
 /// </summary>
 public sealed class WebhookDispatcher(
     WebhookDeliveryStore deliveries, WebhookSender sender, WebhookSecrets secrets, WebhookOptions options,

@@ -49,10 +49,13 @@ public sealed record ExportOptions
     [System.ComponentModel.DataAnnotations.Range(1, 1000)] public int MaxPerKey { get; init; } = 2;
 
     /// <summary>
-    /// Exports one merchant may run at once, all its keys together; beyond, 429 with Retry-After. Below
-    /// <see cref="MaxConnections"/>, so one merchant never holds the whole pool.
+    /// Exports one merchant may run at once, all its keys together; beyond, 429 with Retry-After. Unset, half of
+    /// <see cref="MaxConnections"/> (at least one), so one merchant never holds the whole pool whatever its size.
     /// </summary>
-    [System.ComponentModel.DataAnnotations.Range(1, 1000)] public int MaxPerMerchant { get; init; } = 4;
+    [System.ComponentModel.DataAnnotations.Range(1, 1000)] public int? MaxPerMerchant { get; init; }
+
+    /// <summary><see cref="MaxPerMerchant"/>, or its default.</summary>
+    public int PerMerchantLimit => MaxPerMerchant ?? Math.Max(1, MaxConnections / 2);
 
     /// <summary>An export whose client has not taken its bytes for this long is aborted.</summary>
     [System.ComponentModel.DataAnnotations.Range(1, 3600)] public int StallSeconds { get; init; } = 30;

@@ -17,10 +17,20 @@ public sealed class OutageLog(ILogger log, TimeProvider clock, string worker)
     private DateTimeOffset _reminded;
     private int _failedRounds;
 
+    /// <summary>
+    /// Whether <paramref name="error"/> is the database's, not one item's: unreachable, restarting, failing over (a standby
+    /// answering read-only), or out of resources or failing itself (SQLSTATE classes 53 and 58: disk full, out of memory,
+    /// an I/O error). A worker that settles items one by one ends its round on such an error, since no other item would
+    /// get through either, and takes any other error as that item's own.
+    /// </summary>
+    public static bool IsOutage(Exception error) =>
+        ErrorHandling.IsDatabaseUnavailable(error) || DatabaseRetry.IsConnectionFailure(error) ||
+        error is Npgsql.PostgresException p && (p.SqlState.StartsWith("53", StringComparison.Ordinal) || p.SqlState.StartsWith("58", StringComparison.Ordinal));
+
     /// <summary>Records a failed round; false when <paramref name="error"/> is not the database being unreachable.</summary>
     public bool Failed(Exception error)
     {
-        if (!ErrorHandling.IsDatabaseUnavailable(error) && !DatabaseRetry.IsConnectionFailure(error)) return false;
+        if (!IsOutage(error)) return false;
         var now = clock.GetUtcNow();
         _failedRounds++;
         if (_since is null)
