@@ -192,15 +192,26 @@ public class SubscriptionTests(ClockedLavaApp app) : ClockedApiTest(app)
         Assert.Equal(20m, await App.EntriesSumAsync(w.M.MerchantId, LedgerAccounts.PaymentsClearing));
     }
 
-    [Fact]
-    public async Task GraduatedTiersStartOverEachCycle()
+    /// <summary>
+    /// A customer on a weekly plan whose meter charges 5 for each of a cycle's first two requests and 1 after them; returns
+    /// a function that reports one request (at a time, or now) and gives its charge.
+    /// </summary>
+    private async Task<Func<string, DateTimeOffset?, Task<string>>> WeeklyGraduatedSubscriberAsync()
     {
         var m = await App.NewMerchantAsync();
         var customer = await App.CustomerAsync(m.MerchantId);
         var meterId = await App.MeterAsync(m.MerchantId, "grad", "fixed", "requests", (0, 5), (2, 1));
         var plan = await App.PlanAsync(m.MerchantId, 0m, 0m, "week", meterIds: [meterId]);
         await m.Client.PostJsonAsync("/v1/subscriptions", new { customer_id = customer, plan_id = plan.PlanId });
-        async Task<string> Charge(string id) => (string)(await m.Client.PostJsonAsync("/v1/requests", new { request_id = id, customer_id = customer, meter_slug = "grad" })).Body!["charge"]!["amount"]!;
+        return async (id, timestamp) => (string)(await m.Client.PostJsonAsync("/v1/requests",
+            new { request_id = id, customer_id = customer, meter_slug = "grad", timestamp })).Body!["charge"]!["amount"]!;
+    }
+
+    [Fact]
+    public async Task GraduatedTiersStartOverEachCycle()
+    {
+        var report = await WeeklyGraduatedSubscriberAsync();
+        Task<string> Charge(string id) => report(id, null);
 
         Assert.Equal(["5.0000000000", "5.0000000000", "1.0000000000"], [await Charge("a"), await Charge("b"), await Charge("c")]);
         App.Clock.Advance(TimeSpan.FromDays(7));
@@ -211,14 +222,9 @@ public class SubscriptionTests(ClockedLavaApp app) : ClockedApiTest(app)
     [Fact]
     public async Task AReportDatedInTheCycleBeforeARenewalCountsInTheCurrentCycle()
     {
-        var m = await App.NewMerchantAsync();
-        var customer = await App.CustomerAsync(m.MerchantId);
-        var meterId = await App.MeterAsync(m.MerchantId, "grad", "fixed", "requests", (0, 5), (2, 1));
-        var plan = await App.PlanAsync(m.MerchantId, 0m, 0m, "week", meterIds: [meterId]);
-        await m.Client.PostJsonAsync("/v1/subscriptions", new { customer_id = customer, plan_id = plan.PlanId });
+        var report = await WeeklyGraduatedSubscriberAsync();
         var ranAt = App.Clock.GetUtcNow().AddHours(1);
-        async Task<string> Charge(string id, DateTimeOffset? timestamp = null) => (string)(await m.Client.PostJsonAsync("/v1/requests",
-            new { request_id = id, customer_id = customer, meter_slug = "grad", timestamp })).Body!["charge"]!["amount"]!;
+        Task<string> Charge(string id, DateTimeOffset? timestamp = null) => report(id, timestamp);
         Assert.Equal(["5.0000000000", "5.0000000000"], [await Charge("a"), await Charge("b")]);
 
         App.Clock.Advance(TimeSpan.FromDays(7));
