@@ -234,44 +234,45 @@ public sealed class ForwardBilling(ForwardLookups lookups, SecretKeyStore keys, 
         // Only this worker takes from the lines (calls only add to them), so what it peeks is what it then takes.
         for (var left = _deferredReleases.Count; left > 0 && _deferredReleases.TryPeek(out var release); left--)
         {
-            // Releases only a call still pending: one the crash rule took meanwhile is left as it was settled.
-            await KeptWriteFailedAsync(_deferredReleases, release, () => calls.ReleaseAsync(release, clock.GetUtcNow(), ct), ct);
+            try
+            {
+                // Releases only a call still pending: one the crash rule took meanwhile is left as it was settled.
+                await calls.ReleaseAsync(release, clock.GetUtcNow(), ct);
+            }
+            catch (Exception e) when (OutageLog.IsItemFailure(e, ct))
+            {
+                ToTheBack(_deferredReleases, release, e);
+                continue;
+            }
+            _deferredReleases.TryDequeue(out _);
         }
         for (var left = _deferred.Count; left > 0 && _deferred.TryPeek(out var record); left--)
         {
-            var mine = false;
-            if (await KeptWriteFailedAsync(_deferred, record, async () =>
-                {
-                    var now = clock.GetUtcNow();
-                    mine = await calls.ServeAsync(record, now + PostingLease, now, ct);
-                }, ct)) continue;
+            bool mine;
+            try
+            {
+                var now = clock.GetUtcNow();
+                mine = await calls.ServeAsync(record, now + PostingLease, now, ct);
+            }
+            catch (Exception e) when (OutageLog.IsItemFailure(e, ct))
+            {
+                ToTheBack(_deferred, record, e);
+                continue;
+            }
+            _deferred.TryDequeue(out _);
             if (mine) await SettleAsync(record, ct);
             else log.LogWarning("Gateway request {RequestId} of merchant {MerchantId} was settled by the crash rule before its usage was written",
                 record.RequestId, record.MerchantId);
         }
     }
 
-    /// <summary>
-    /// Runs the kept write of the record at the head of <paramref name="line"/> and takes it off the line; false when
-    /// that worked. A failure that is not the database's absence moves the record to the back and returns true.
-    /// </summary>
-    private async Task<bool> KeptWriteFailedAsync(ConcurrentQueue<ForwardCallRecord> line, ForwardCallRecord record, Func<Task> write,
-        CancellationToken ct)
+    /// <summary>Moves the record at the head of <paramref name="line"/>, whose kept write failed for a reason of its own, to the back.</summary>
+    private void ToTheBack(ConcurrentQueue<ForwardCallRecord> line, ForwardCallRecord record, Exception failure)
     {
-        try
-        {
-            await write();
-            line.TryDequeue(out _);
-            return false;
-        }
-        catch (Exception e) when (!OutageLog.IsOutage(e) && !ct.IsCancellationRequested)
-        {
-            line.TryDequeue(out _);
-            line.Enqueue(record);
-            log.LogError("Gateway request {RequestId} of merchant {MerchantId}: its kept usage or release still cannot be written ({Failure}); retried next round",
-                record.RequestId, record.MerchantId, e.GetType().Name);
-            return true;
-        }
+        line.TryDequeue(out _);
+        line.Enqueue(record);
+        log.LogError("Gateway request {RequestId} of merchant {MerchantId}: its kept usage or release still cannot be written ({Failure}); retried next round",
+            record.RequestId, record.MerchantId, failure.GetType().Name);
     }
 
     /// <summary>Releases a call nobody was served (its hold voided); when that cannot be written, the settle worker does it.</summary>

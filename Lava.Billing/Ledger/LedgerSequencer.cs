@@ -96,7 +96,7 @@ public sealed class LedgerSequencer(NpgsqlDataSource db, TimeProvider clock, ICo
                     numbered += batch;
                 } while (batch >= BatchSize);
             }
-            catch (Exception e) when (merchantId is null && !OutageLog.IsOutage(e) && !ct.IsCancellationRequested)
+            catch (Exception e) when (merchantId is null && OutageLog.IsItemFailure(e, ct))
             {
                 // One merchant's failure is its own: the merchants after it are numbered all the same (its readers number
                 // what they read themselves, and get the error). The database being away ends the run for everyone.

@@ -242,7 +242,7 @@ public sealed class SpendKeyLimits(NpgsqlDataSource db, TimeProvider clock, ICon
                     {
                         await WriteEndAsync(end, ct);
                     }
-                    catch (Exception e) when (!OutageLog.IsOutage(e) && !ct.IsCancellationRequested)
+                    catch (Exception e) when (OutageLog.IsItemFailure(e, ct))
                     {
                         // This merchant's failure, whatever its type: the other merchants' ends, and the crash rule's round
                         // after them, go on. The database being away ends the round for everyone.

@@ -27,6 +27,12 @@ public sealed class OutageLog(ILogger log, TimeProvider clock, string worker)
         ErrorHandling.IsDatabaseUnavailable(error) || DatabaseRetry.IsConnectionFailure(error) ||
         error is Npgsql.PostgresException p && (p.SqlState.StartsWith("53", StringComparison.Ordinal) || p.SqlState.StartsWith("58", StringComparison.Ordinal));
 
+    /// <summary>
+    /// Whether a worker settling items one by one takes <paramref name="error"/> as the item's own, to retry next round
+    /// while the others go on: not an outage (<see cref="IsOutage"/>), nor the worker stopping.
+    /// </summary>
+    public static bool IsItemFailure(Exception error, CancellationToken stopping) => !IsOutage(error) && !stopping.IsCancellationRequested;
+
     /// <summary>Records a failed round; false when <paramref name="error"/> is not the database being unreachable.</summary>
     public bool Failed(Exception error)
     {
