@@ -164,7 +164,7 @@ public class SlowExportReadersTests(SlowExportApp app) : IClassFixture<SlowExpor
                 }
             }
 
-            // B's own export streams: A cannot hold the whole pool, however many keys it makes.
+            // B's own export streams beside A's four (the cap on A itself is what the refusal of A's spare key above shows).
             using (var bExport = await bClient.GetAsync("/v1/requests?format=csv", HttpCompletionOption.ResponseHeadersRead))
                 Assert.Equal(HttpStatusCode.OK, bExport.StatusCode);
 

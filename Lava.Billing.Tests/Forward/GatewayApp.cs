@@ -68,7 +68,6 @@ public class GatewayApp : LavaApp
         };
     }
 
-    /// <summary>Waits until every gateway call handed to the posting queue has been posted (or left to the settle worker).</summary>
     /// <summary>A merchant with a "chat" meter (5 per 1M tokens) and a customer granted 1 credit: what a billed call needs.</summary>
     public async Task<(Merchant M, string Customer)> ChatCustomerAsync()
     {

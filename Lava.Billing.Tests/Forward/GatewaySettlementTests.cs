@@ -138,47 +138,13 @@ public class GatewaySettlementTests(SettlementGatewayApp app) : GatewayTest<Sett
         }
     }
 
-    /// <summary>
-    /// Makes the first write to <paramref name="table"/> matching <paramref name="condition"/> (on NEW) fail, as it would
-    /// while the database is away; a sequence counts the matches across rolled-back transactions. Dispose to remove it.
-    /// </summary>
-    private async Task<InjectedFault> FailOnceAsync(string name, string table, string operation, string condition, bool always = false)
-    {
-        await ExecuteAsAdminAsync($"""
-            CREATE SEQUENCE {name};
-            GRANT USAGE, SELECT ON SEQUENCE {name} TO PUBLIC;
-            CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
-            BEGIN
-                IF {condition} AND nextval('{name}') {(always ? ">= 1" : "= 1")} THEN RAISE EXCEPTION 'injected fault'; END IF;
-                RETURN NEW;
-            END $$;
-            CREATE TRIGGER {name} BEFORE {operation} ON {table} FOR EACH ROW EXECUTE FUNCTION {name}();
-            """);
-        return new InjectedFault(this, name, table);
-    }
-
-    private sealed class InjectedFault(GatewaySettlementTests tests, string name, string table) : IAsyncDisposable
-    {
-        /// <summary>Whether the fault fired (the sequence counted the failing write and at least one after it).</summary>
-        public async Task<bool> FiredAsync() => await tests.App.QueryAsync<long>($"SELECT last_value FROM {name}") >= 2;
-
-        public async ValueTask DisposeAsync() =>
-            await tests.ExecuteAsAdminAsync($"DROP TRIGGER {name} ON {table}; DROP FUNCTION {name}(); DROP SEQUENCE {name};");
-    }
-
-    private async Task ExecuteAsAdminAsync(string sql)
-    {
-        await using var admin = new NpgsqlConnection(App.AdminConnectionString);
-        await admin.ExecuteAsync(sql);
-    }
-
     [Fact]
     public async Task APostingThatFailsAfterTheProviderAnsweredIsRetriedUntilPostedAndTheHoldIsCapturedNeverVoided()
     {
         var (m, customer) = await CustomerWithCreditsAsync();
         // The usage report's insert fails once for this merchant (a sequence counts across rolled-back transactions).
-        await using var fault = await FailOnceAsync("fail_once_" + m.MerchantId.ToLowerInvariant(), "requests", "INSERT",
-            $"NEW.merchant_id = '{m.MerchantId}'");
+        await using var fault = await App.InjectFaultAsync("fail_once_" + m.MerchantId.ToLowerInvariant(), "requests", "INSERT",
+            $"NEW.merchant_id = '{m.MerchantId}'", once: true);
         var r = await App.ClientWithToken(m.SecretKey, customer, "chat").PostAsync(App.Forward("/v1/chat/completions"), Chat());
         await r.Content.ReadAsStringAsync();
 
@@ -202,8 +168,8 @@ public class GatewaySettlementTests(SettlementGatewayApp app) : GatewayTest<Sett
     {
         var (m, customer) = await CustomerWithCreditsAsync();
         // Writing the call's usage fails once for this merchant, as it would while the database is away.
-        await using var fault = await FailOnceAsync("fail_served_" + m.MerchantId.ToLowerInvariant(), "forward_calls", "UPDATE",
-            $"NEW.merchant_id = '{m.MerchantId}' AND NEW.state = 'served'");
+        await using var fault = await App.InjectFaultAsync("fail_served_" + m.MerchantId.ToLowerInvariant(), "forward_calls", "UPDATE",
+            $"NEW.merchant_id = '{m.MerchantId}' AND NEW.state = 'served'", once: true);
         var r = await App.ClientWithToken(m.SecretKey, customer, "chat").PostAsync(App.Forward("/v1/chat/completions"), Chat(stream: true));
         await r.Content.ReadAsStringAsync();
 
@@ -225,10 +191,10 @@ public class GatewaySettlementTests(SettlementGatewayApp app) : GatewayTest<Sett
         var (b, bCustomer) = await CustomerWithCreditsAsync();
         // A's usage can never be written (a fault of its own, not the database being away); B's fails once. Both are kept
         // in memory, A's first, for the settle worker.
-        await using var always = await FailOnceAsync("fail_always_" + a.MerchantId.ToLowerInvariant(), "forward_calls", "UPDATE",
-            $"NEW.merchant_id = '{a.MerchantId}' AND NEW.state = 'served'", always: true);
-        await using var once = await FailOnceAsync("fail_served_" + b.MerchantId.ToLowerInvariant(), "forward_calls", "UPDATE",
-            $"NEW.merchant_id = '{b.MerchantId}' AND NEW.state = 'served'");
+        await using var always = await App.InjectFaultAsync("fail_always_" + a.MerchantId.ToLowerInvariant(), "forward_calls", "UPDATE",
+            $"NEW.merchant_id = '{a.MerchantId}' AND NEW.state = 'served'", once: false);
+        await using var once = await App.InjectFaultAsync("fail_served_" + b.MerchantId.ToLowerInvariant(), "forward_calls", "UPDATE",
+            $"NEW.merchant_id = '{b.MerchantId}' AND NEW.state = 'served'", once: true);
         var ra = await App.ClientWithToken(a.SecretKey, aCustomer, "chat").PostAsync(App.Forward("/v1/chat/completions"), Chat());
         await ra.Content.ReadAsStringAsync();
         var rb = await App.ClientWithToken(b.SecretKey, bCustomer, "chat").PostAsync(App.Forward("/v1/chat/completions"), Chat());
@@ -250,8 +216,8 @@ public class GatewaySettlementTests(SettlementGatewayApp app) : GatewayTest<Sett
         var (m, customer) = await CustomerWithCreditsAsync();
         Fake.Next.Enqueue(http => FakeProvider.Json(http, """{"error":{"message":"boom"}}""", 500));
         // Releasing the call fails once for this merchant, as it would while the database is away.
-        await using var fault = await FailOnceAsync("fail_release_" + m.MerchantId.ToLowerInvariant(), "forward_calls", "UPDATE",
-            $"NEW.merchant_id = '{m.MerchantId}' AND NEW.state = 'released'");
+        await using var fault = await App.InjectFaultAsync("fail_release_" + m.MerchantId.ToLowerInvariant(), "forward_calls", "UPDATE",
+            $"NEW.merchant_id = '{m.MerchantId}' AND NEW.state = 'released'", once: true);
         var r = await App.ClientWithToken(m.SecretKey, customer, "chat").PostAsync(App.Forward("/v1/chat/completions"), Chat());
         await r.Content.ReadAsStringAsync();
 
@@ -330,8 +296,8 @@ public class GatewaySettlementTests(SettlementGatewayApp app) : GatewayTest<Sett
         var billing = App.Services.GetRequiredService<ForwardBilling>();
 
         // The first attempt: refused the lapsed hold, it posts without it; then its close of the record fails.
-        await using (var fault = await FailOnceAsync("fail_close_" + m.MerchantId.ToLowerInvariant(), "forward_calls", "UPDATE",
-                         $"NEW.merchant_id = '{m.MerchantId}' AND NEW.state = 'posted'"))
+        await using (var fault = await App.InjectFaultAsync("fail_close_" + m.MerchantId.ToLowerInvariant(), "forward_calls", "UPDATE",
+                         $"NEW.merchant_id = '{m.MerchantId}' AND NEW.state = 'posted'", once: true))
         {
             await billing.SettleAsync(record, CancellationToken.None);
         }
@@ -434,7 +400,7 @@ public class GatewaySettlementTests(SettlementGatewayApp app) : GatewayTest<Sett
         var (m, customer) = await CustomerWithCreditsAsync();
         // Posting takes a second for this merchant, so the client reaches [DONE] while its report is still being written.
         var name = "slow_" + m.MerchantId.ToLowerInvariant();
-        await ExecuteAsAdminAsync($"""
+        await App.ExecuteAsAdminAsync($"""
             CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
             BEGIN
                 IF NEW.merchant_id = '{m.MerchantId}' THEN PERFORM pg_sleep(1); END IF;
@@ -464,7 +430,7 @@ public class GatewaySettlementTests(SettlementGatewayApp app) : GatewayTest<Sett
         }
         finally
         {
-            await ExecuteAsAdminAsync($"DROP TRIGGER {name} ON requests; DROP FUNCTION {name}();");
+            await App.ExecuteAsAdminAsync($"DROP TRIGGER {name} ON requests; DROP FUNCTION {name}();");
         }
     }
 

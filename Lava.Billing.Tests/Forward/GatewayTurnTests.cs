@@ -1,5 +1,4 @@
 using System.Net;
-using System.Net.Http.Headers;
 using Lava.Billing.Infrastructure.Http;
 using Lava.Billing.Tests.Infrastructure;
 using Microsoft.Extensions.DependencyInjection;
@@ -66,8 +65,7 @@ public class GatewayTurnTests(OneTurnGatewayApp app) : GatewayTest<OneTurnGatewa
         var m = await App.NewMerchantAsync();
         var created = await m.Client.PostJsonAsync("/v1/spend_keys", new { name = "tool" });
         Assert.Equal(HttpStatusCode.Created, created.Status);
-        var client = App.CreateClient();
-        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", (string)created.Body!["key"]!);
+        var client = App.ClientWithKey((string)created.Body!["key"]!);
         await TakesATurnUntilAdmittedAsync(m, () => client.PostAsync("/v1/chat/completions", Http.Json(StreamedChat)));
     }
 }

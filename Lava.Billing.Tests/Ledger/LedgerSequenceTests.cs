@@ -149,39 +149,22 @@ public class LedgerSequenceTests(LavaApp app) : ApiTest(app)
     {
         var a = await App.NewMerchantAsync();
         var b = await App.NewMerchantAsync();
-        var name = "fail_numbering_" + a.MerchantId.ToLowerInvariant();
-        await using (var admin = new NpgsqlConnection(App.AdminConnectionString))
+        // Numbering A's entries fails, a fault of A's own. In place before anything is posted, so the background sequencer
+        // cannot number A's first.
+        await using var fault = await App.InjectFaultAsync("fail_numbering_" + a.MerchantId.ToLowerInvariant(), "ledger_sequence", "INSERT",
+            $"NEW.merchant_id = '{a.MerchantId}'", once: false);
+        foreach (var m in new[] { a, b })
         {
-            await admin.ExecuteAsync($"""
-                CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
-                BEGIN
-                    IF NEW.merchant_id = '{a.MerchantId}' THEN RAISE EXCEPTION 'injected fault'; END IF;
-                    RETURN NEW;
-                END $$;
-                CREATE TRIGGER {name} BEFORE INSERT ON ledger_sequence FOR EACH ROW EXECUTE FUNCTION {name}();
-                """);
+            await using var c = new NpgsqlConnection(App.ConnectionString);
+            await using var tx = await BeginPostingAsync(c, m.MerchantId, 1m);
+            await tx.CommitAsync();
         }
-        try
-        {
-            // Posted after the fault is in place: the background sequencer cannot number A's first.
-            foreach (var m in new[] { a, b })
-            {
-                await using var c = new NpgsqlConnection(App.ConnectionString);
-                await using var tx = await BeginPostingAsync(c, m.MerchantId, 1m);
-                await tx.CommitAsync();
-            }
-            // The run over every merchant numbers B whatever A's failure, and does not fail itself; A's own reader gets the error.
-            await App.Services.GetRequiredService<LedgerSequencer>().RunOnceAsync(null, CancellationToken.None);
-            Assert.Equal(2, (await QueryListAsync<(long Seq, long EntryId)>(NumberedEntries, b.MerchantId)).Count);
-            Assert.Empty(await QueryListAsync<(long Seq, long EntryId)>(NumberedEntries, a.MerchantId));
-            await Assert.ThrowsAsync<PostgresException>(() =>
-                App.Services.GetRequiredService<LedgerSequencer>().RunOnceAsync(a.MerchantId, CancellationToken.None));
-        }
-        finally
-        {
-            await using var admin = new NpgsqlConnection(App.AdminConnectionString);
-            await admin.ExecuteAsync($"DROP TRIGGER {name} ON ledger_sequence; DROP FUNCTION {name}();");
-        }
+        // The run over every merchant numbers B whatever A's failure, and does not fail itself; A's own reader gets the error.
+        await App.Services.GetRequiredService<LedgerSequencer>().RunOnceAsync(null, CancellationToken.None);
+        Assert.Equal(2, (await QueryListAsync<(long Seq, long EntryId)>(NumberedEntries, b.MerchantId)).Count);
+        Assert.Empty(await QueryListAsync<(long Seq, long EntryId)>(NumberedEntries, a.MerchantId));
+        await Assert.ThrowsAsync<PostgresException>(() =>
+            App.Services.GetRequiredService<LedgerSequencer>().RunOnceAsync(a.MerchantId, CancellationToken.None));
     }
 
     [Fact]

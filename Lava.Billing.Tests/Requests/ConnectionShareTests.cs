@@ -88,7 +88,8 @@ public class ConnectionShareTests(SixConnectionsApp app) : IClassFixture<SixConn
             var limits = app.Services.GetRequiredService<MerchantLimits>();
             await Waits.UntilAsync(() => limits.Waiting(stuck.MerchantId, MerchantLimits.Kind.Batches) == 8 &&
                                                       batches.Count(b => b.IsCompleted) == 2, "eight batches in line and two refused");
-            await app.UntilASessionWaitsForALockAsync();
+            // Both running batches reach the held rows (the second may take a moment longer than the first on a busy machine).
+            await Waits.UntilAsync(async () => await app.SessionsWaitingForALockAsync() >= 2, "the two running batches wait for the held rows");
             Assert.Equal(2, await app.SessionsWaitingForALockAsync());
             var refused = batches.Where(b => b.IsCompleted).ToList();
             foreach (var r in refused)
